@@ -1,0 +1,221 @@
+"""Security events: one stream for every refusal and every security-relevant success.
+
+Each layer describes what happened as a `SecurityEvent` with a stable `kind` from the
+OWASP Logging Vocabulary and a stable `reason` (the layer's `REASON_*` constant). The
+`EventEmitter` redacts the event centrally, before any sink sees it, then hands the
+plain record to every sink. Sinks never see a secret, so no sink can leak one.
+
+Threats handled here:
+
+* Secret leakage through logs: values under sensitive keys (`Authorization`,
+  `Cookie`, `Set-Cookie`, passwords, tokens, API keys, session ids, and any field the
+  user configures) are replaced by a fixed marker, at any depth of `details`.
+* Log forging (CWE-117): a client can put CR, LF or ANSI escapes in a path or header.
+  Records are written as JSON with `ensure_ascii`, which escapes every control and
+  non-ASCII character, so one event is always exactly one line.
+* Log flooding: every string value is truncated, and `details` nesting is bounded.
+
+References: OWASP Logging Vocabulary
+https://cheatsheetseries.owasp.org/cheatsheets/Logging_Vocabulary_Cheat_Sheet.html ;
+CWE-117 https://cwe.mitre.org/data/definitions/117.html
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+Action = Literal["blocked", "monitored", "allowed"]
+
+# OWASP Logging Vocabulary kinds used by Bastion's layers.
+KIND_INPUT_VALIDATION: Final = "input_validation_fail"
+KIND_EXCESS_RATE: Final = "excess_rate_limit_exceeded"
+KIND_MALICIOUS_CSRF: Final = "malicious_csrf"
+KIND_MALICIOUS_CORS: Final = "malicious_cors"
+KIND_AUTHN_FAIL: Final = "authn_login_fail"
+KIND_AUTHZ_FAIL: Final = "authz_fail"
+KIND_SYS_AVAILABILITY: Final = "sys_availability"
+KIND_SYS_CRASH: Final = "sys_crash"
+KIND_SYS_MONITOR_DISABLED: Final = "sys_monitor_disabled"
+KIND_SYS_STARTUP: Final = "sys_startup"
+KIND_CSP_VIOLATION: Final = "malicious_csp_violation"
+
+REDACTED: Final = "[redacted]"
+MAX_VALUE_CHARS: Final = 512  # long enough for any legitimate path or reason
+_MAX_DEPTH: Final = 4  # details are shallow by construction; deeper is cut
+
+# A key is sensitive when its normalised name contains one of these fragments...
+SENSITIVE_KEY_FRAGMENTS: Final = (
+    "authorization",
+    "cookie",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "private_key",
+    "credential",
+)
+# ...or is exactly one of these (a fragment like "session" would hide too much).
+SENSITIVE_KEYS: Final = frozenset({"session", "sessionid", "session_id", "sid", "jwt", "otp"})
+
+
+class EventSettings(BaseModel):
+    """Where events go and what is redacted from them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    logger_name: str = "bastion.security"
+    redact_fields: tuple[str, ...] = ()
+    """Extra field names to redact (exact, case-insensitive), e.g. `email`, `ssn`."""
+
+    @field_validator("redact_fields")
+    @classmethod
+    def _normalise_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_normalise_key(name) for name in value)
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    """One thing that happened, described by facts only.
+
+    `client` is the resolved client address (after trusted proxies). `details` may
+    hold anything useful to an investigator; the emitter redacts it.
+    """
+
+    kind: str
+    reason: str
+    layer: str
+    action: Action = "blocked"
+    status: int | None = None
+    request_id: str | None = None
+    client: str | None = None
+    method: str | None = None
+    path: str | None = None
+    principal: str | None = None
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+class EventSink(Protocol):
+    """Receives redacted, JSON-ready records. Must not raise."""
+
+    def handle(self, record: Mapping[str, object]) -> None: ...
+
+
+def _normalise_key(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+class Redactor:
+    """Replaces sensitive values and bounds the size of everything else."""
+
+    def __init__(self, extra_fields: Iterable[str] = ()) -> None:
+        self._exact = SENSITIVE_KEYS | {_normalise_key(name) for name in extra_fields}
+
+    def is_sensitive(self, key: str) -> bool:
+        name = _normalise_key(key)
+        return name in self._exact or any(part in name for part in SENSITIVE_KEY_FRAGMENTS)
+
+    def clean(self, value: object, depth: int = 0) -> object:
+        """Return a JSON-ready copy of `value` with sensitive entries redacted."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if isinstance(value, str):
+            return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "..."
+        if depth >= _MAX_DEPTH:
+            return "..."
+        if isinstance(value, Mapping):
+            return {
+                str(key): REDACTED if self.is_sensitive(str(key)) else self.clean(item, depth + 1)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            if len(value) == 2 and isinstance(value[0], str | bytes):
+                # A (name, value) header pair: redact by the header's name.
+                name = value[0].decode("latin-1") if isinstance(value[0], bytes) else value[0]
+                if self.is_sensitive(name):
+                    return [name, REDACTED]
+            return [self.clean(item, depth + 1) for item in value]
+        return self.clean(str(value), depth)
+
+
+class LoggingSink:
+    """Writes each record as one JSON line to a stdlib logger (the default sink)."""
+
+    def __init__(self, logger_name: str = "bastion.security") -> None:
+        self.logger = logging.getLogger(logger_name)
+
+    def handle(self, record: Mapping[str, object]) -> None:
+        level = logging.INFO if record.get("action") == "allowed" else logging.WARNING
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, json.dumps(record, ensure_ascii=True, sort_keys=True))
+
+
+class EventEmitter:
+    """Stamps, redacts and fans an event out to every sink."""
+
+    def __init__(
+        self,
+        sinks: Iterable[EventSink] | None = None,
+        *,
+        redactor: Redactor | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.sinks: tuple[EventSink, ...] = (
+            tuple(sinks) if sinks is not None else (LoggingSink(),)
+        )
+        self.redactor = redactor or Redactor()
+        self._clock = clock or _utc_now
+
+    @classmethod
+    def from_settings(cls, settings: EventSettings) -> EventEmitter:
+        return cls(
+            (LoggingSink(settings.logger_name),),
+            redactor=Redactor(settings.redact_fields),
+        )
+
+    def emit(self, event: SecurityEvent) -> None:
+        record = self.to_record(event)
+        for sink in self.sinks:
+            sink.handle(record)
+
+    def to_record(self, event: SecurityEvent) -> dict[str, object]:
+        clean = self.redactor.clean
+        record: dict[str, object] = {
+            "timestamp": self._clock().isoformat(timespec="milliseconds"),
+            "kind": event.kind,
+            "reason": event.reason,
+            "layer": event.layer,
+            "action": event.action,
+        }
+        for name in ("status", "request_id", "client", "method", "path", "principal"):
+            value = getattr(event, name)
+            if value is not None:
+                record[name] = clean(value)
+        if event.details:
+            record["details"] = clean(event.details)
+        return record
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+_default_emitter: EventEmitter | None = None
+
+
+def default_emitter() -> EventEmitter:
+    """The emitter a layer uses when it is built alone, without `Shield`."""
+    global _default_emitter  # noqa: PLW0603 - one lazily built process-wide default
+    if _default_emitter is None:
+        _default_emitter = EventEmitter()
+    return _default_emitter

@@ -1,0 +1,140 @@
+"""Route patterns: how settings name the routes a per-route rule applies to.
+
+Patterns are deliberately simple so that a reader can check them, never regular
+expressions:
+
+* `/login`          exactly that path;
+* `/users/{id}`     one non-empty path segment in place of `{id}`;
+* `/api/*`          every path under `/api/` (not `/api` itself, nor `/apiary`);
+* `*`               every path.
+
+A pattern may start with methods: `POST /login`, `GET,HEAD /feed/*`.
+
+Patterns match `scope["path"]`, the decoded path the application's router dispatches
+on, exactly as it is: no case folding, no slash merging, no dot-segment removal. A
+rule for `/admin` therefore applies to the very requests the router sends to the
+`/admin` endpoint; a request for `/Admin` or `//admin` is another path, and is
+matched by whatever rule covers that path.
+
+The most specific match wins: an exact path, then the pattern with the most literal
+segments, then the longest prefix, then `*`. Tables are compiled once, at
+construction; a lookup is a dictionary probe plus a short scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+T = TypeVar("T")
+
+_HTTP_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "WEBSOCKET"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePattern:
+    """A parsed pattern. `methods` is empty when the pattern applies to every method."""
+
+    text: str
+    methods: frozenset[str]
+    kind: str  # "exact", "param", "prefix" or "any"
+    path: str
+    segments: tuple[str | None, ...] = ()  # for "param": literal or None for `{name}`
+
+    def matches_method(self, method: str) -> bool:
+        return not self.methods or method in self.methods
+
+    def matches(self, method: str, path: str) -> bool:
+        if not self.matches_method(method):
+            return False
+        if self.kind == "any":
+            return True
+        if self.kind == "exact":
+            return path == self.path
+        if self.kind == "prefix":
+            return path.startswith(self.path)
+        parts = path.split("/")
+        if len(parts) != len(self.segments):
+            return False
+        return all(
+            part == literal if literal is not None else bool(part)
+            for part, literal in zip(parts, self.segments, strict=True)
+        )
+
+
+def parse_route_pattern(text: str) -> RoutePattern:
+    """Parse one pattern, raising ValueError with the rule it breaks."""
+    spec = text.strip()
+    methods: frozenset[str] = frozenset()
+    if " " in spec:
+        method_part, spec = spec.split(None, 1)
+        methods = frozenset(m.strip().upper() for m in method_part.split(",") if m.strip())
+        unknown = methods - _HTTP_METHODS
+        if unknown:
+            raise ValueError(f"route pattern {text!r}: unknown method {sorted(unknown)[0]!r}")
+    if spec == "*":
+        return RoutePattern(text, methods, "any", "")
+    if not spec.startswith("/"):
+        raise ValueError(f"route pattern {text!r}: a path must start with '/'")
+    if any(c in spec for c in "?#\\") or any(ord(c) < 0x21 for c in spec):
+        raise ValueError(f"route pattern {text!r}: no query, fragment, backslash or spaces")
+    if spec.endswith("/*"):
+        prefix = spec[:-1]
+        if "*" in prefix or "{" in prefix:
+            raise ValueError(f"route pattern {text!r}: '*' only as the last segment")
+        return RoutePattern(text, methods, "prefix", prefix)
+    if "*" in spec:
+        raise ValueError(f"route pattern {text!r}: '*' only as a whole last segment ('/a/*')")
+    if "{" not in spec:
+        return RoutePattern(text, methods, "exact", spec)
+    segments: list[str | None] = []
+    for part in spec.split("/"):
+        if part.startswith("{") and part.endswith("}") and len(part) > 2:
+            segments.append(None)
+        elif "{" in part or "}" in part:
+            raise ValueError(f"route pattern {text!r}: a parameter must be a whole segment")
+        else:
+            segments.append(part)
+    return RoutePattern(text, methods, "param", spec, tuple(segments))
+
+
+def _specificity(pattern: RoutePattern) -> tuple[int, int, int]:
+    rank = {"exact": 3, "param": 2, "prefix": 1, "any": 0}[pattern.kind]
+    literal = sum(1 for s in pattern.segments if s is not None) if pattern.kind == "param" else 0
+    # Patterns naming methods beat the same path for every method.
+    return (rank, literal or len(pattern.path), 1 if pattern.methods else 0)
+
+
+class RouteTable(Generic[T]):
+    """Maps route patterns to values; `lookup` returns the most specific match."""
+
+    __slots__ = ("_exact", "_ordered", "patterns")
+
+    def __init__(self, rules: Mapping[str, T] | None = None) -> None:
+        parsed = [(parse_route_pattern(text), value) for text, value in (rules or {}).items()]
+        parsed.sort(key=lambda item: _specificity(item[0]), reverse=True)
+        self.patterns: tuple[tuple[RoutePattern, T], ...] = tuple(parsed)
+        # Exact, method-less paths are the common case: one dictionary probe.
+        self._exact: dict[str, T] = {
+            p.path: v for p, v in parsed if p.kind == "exact" and not p.methods
+        }
+        self._ordered = tuple(
+            (p, v) for p, v in parsed if not (p.kind == "exact" and not p.methods)
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def lookup(self, method: str, path: str) -> T | None:
+        for pattern, value in self._ordered:
+            if pattern.kind == "exact" and pattern.path == path and pattern.matches_method(method):
+                return value
+        if path in self._exact:
+            return self._exact[path]
+        for pattern, value in self._ordered:
+            if pattern.kind != "exact" and pattern.matches(method, path):
+                return value
+        return None

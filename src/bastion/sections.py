@@ -1,0 +1,49 @@
+"""Base models for the per-layer settings sections.
+
+Each layer owns one section model (`TransportSettings`, `CORSSettings`, ...) defined
+in its own module and accepted by its middleware alone; `Settings` composes them.
+Sections are frozen, forbid unknown keys (a misspelt option is an error, not a silent
+default) and validate their defaults too.
+
+Every way to weaken a protection is visible by name: a field whose name starts with
+`insecure_`, `enabled=False` on a layer, and `monitor_only=True`. `opt_outs` finds
+them all generically, so a new opt-out can never be forgotten by the start-up log or
+by `bastion check`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Section(BaseModel):
+    """A frozen, strictly validated settings section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class LayerSettings(Section):
+    """Switches every layer has."""
+
+    enabled: bool = True
+    """Turn the layer off entirely. An opt-out: logged at start-up."""
+
+    monitor_only: bool = False
+    """Decide and emit the event, but let the request through (for safe roll-out)."""
+
+
+def opt_outs(model: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted names of every enabled opt-out in `model` and its sub-sections."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        dotted = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            found.extend(opt_outs(value, dotted + "."))
+        elif name == "enabled" and value is False:
+            found.append(dotted + "=false")
+        elif name == "monitor_only" and value is True:
+            found.append(dotted + "=true")
+        elif name.startswith("insecure_") and value:
+            found.append(dotted)
+    return found
