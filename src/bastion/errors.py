@@ -1,5 +1,321 @@
-"""STUB"""
+"""The error shield: no exception, traceback or echoed secret ever reaches a client.
+
+Threats:
+
+* Information disclosure through errors (CWE-209): an unhandled exception, or a
+  framework debug page (`Starlette(debug=True)`, Werkzeug's debugger, Django's
+  technical 500), hands an attacker source paths, library versions, settings and
+  sometimes secrets.
+* Reflection of secrets through validation errors: FastAPI answers a bad request with
+  a 422 whose body repeats the submitted value (`input`) and sometimes derived values
+  (`ctx`), so a password or token sent in a malformed request comes straight back,
+  into logs, caches and browser history.
+
+Defence, as the outermost layer:
+
+1. Any exception below becomes a generic 500 (JSON or HTML by `Accept`) carrying only
+   an incident id, the request id that the log record also carries. The traceback goes
+   to the `bastion.errors` logger, never to the client.
+2. A 5xx that the application itself produced is held back (up to
+   `max_inspected_bytes`) and replaced by the generic 500 if it carries a traceback or
+   a known debug page. A 5xx without one (a deliberate 503 with a JSON reason) passes.
+3. A 422 JSON body loses every `input` and `ctx` member before it is sent.
+4. An exception after the response has started cannot become a 500 any more: the
+   layer stops sending, so the server closes the connection with the response
+   visibly incomplete (no final chunk, or fewer bytes than `Content-Length`). A
+   truncated body that looked complete would be worse.
+
+Not covered: what the application deliberately puts in a 2xx/4xx body.
+
+References: OWASP Error Handling Cheat Sheet
+https://cheatsheetseries.owasp.org/cheatsheets/Error_Handling_Cheat_Sheet.html ;
+CWE-209 https://cwe.mitre.org/data/definitions/209.html
+"""
+
 from __future__ import annotations
+
+import html
+import json
+import logging
+import traceback
+from typing import Final
+
+from pydantic import Field
+
+from bastion.context import get_context
+from bastion.events import KIND_SYS_CRASH, EventEmitter
+from bastion.responses import WS_INTERNAL_ERROR, Refuser, generic_body, wants_json
 from bastion.sections import LayerSettings
+from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+
+logger = logging.getLogger("bastion.errors")
+
+REASON_UNHANDLED_EXCEPTION: Final = "unhandled-exception"
+REASON_DEBUG_PAGE: Final = "debug-page-suppressed"
+REASON_EXCEPTION_AFTER_START: Final = "exception-after-response-start"
+
+# Markers of a traceback or a framework debug page in a response body. Matched as
+# bytes in the held-back 5xx body; each is specific enough not to occur in a normal
+# error message.
+LEAK_MARKERS: Final = (
+    b"Traceback (most recent call last)",  # CPython, and Starlette's plain-text debug
+    b'File "/',  # a frame line of any traceback rendering
+    b"Starlette Debugger",  # Starlette's HTML debug page
+    b"Werkzeug Debugger",  # Werkzeug / Flask / Quart debugger
+    b"__traceback_hide__",
+    b"You're seeing this error because you have <code>DEBUG = True</code>",  # Django
+)
+# Django quotes the marker with HTML-escaped apostrophe in some versions.
+_ESCAPED_MARKERS: Final = tuple(html.escape(m.decode()).encode() for m in LEAK_MARKERS)
+_ALL_MARKERS: Final = tuple(dict.fromkeys(LEAK_MARKERS + _ESCAPED_MARKERS))
+
+# A debug page is a few tens of KiB; Starlette's is about 10 KiB. Holding back 256 KiB
+# at most bounds memory per failing request.
+DEFAULT_MAX_INSPECTED_BYTES: Final = 256 * 1024
+_VALIDATION_KEYS_DROPPED: Final = ("input", "ctx")
+
+
 class ErrorSettings(LayerSettings):
-    pass
+    """The error shield (outermost layer)."""
+
+    max_inspected_bytes: int = Field(default=DEFAULT_MAX_INSPECTED_BYTES, ge=1024, le=16 << 20)
+    """How much of an application 5xx or 422 body is held back to inspect it."""
+
+    insecure_pass_validation_input: bool = False
+    """Let 422 bodies echo submitted values (`input`, `ctx`) back to the client."""
+
+
+def body_leaks_internals(body: bytes) -> bool:
+    """True if a response body carries a traceback or a framework debug page."""
+    return any(marker in body for marker in _ALL_MARKERS)
+
+
+def scrub_validation_body(body: bytes) -> bytes | None:
+    """Remove `input` and `ctx` from every error of a 422 JSON body.
+
+    Returns the new body, or None if the body is not JSON in the shape FastAPI and
+    pydantic produce (a `detail` list of objects), in which case it is sent as is.
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("detail"), list):
+        return None
+    changed = False
+    for item in document["detail"]:
+        if isinstance(item, dict):
+            for key in _VALIDATION_KEYS_DROPPED:
+                if key in item:
+                    del item[key]
+                    changed = True
+    return json.dumps(document, separators=(",", ":")).encode() if changed else body
+
+
+def render_error_page(
+    status: int, request_id: str, *, as_json: bool, details: str | None = None
+) -> tuple[bytes, bytes]:
+    """The generic error body; `details` only in development with `debug`."""
+    if as_json:
+        body, content_type = generic_body(status, request_id, as_json=True)
+        if details is None:
+            return body, content_type
+        data = json.loads(body)
+        data["debug"] = details
+        return json.dumps(data).encode(), content_type
+    extra = f"<pre>{html.escape(details)}</pre>" if details is not None else ""
+    page = (
+        "<!doctype html><html><head><meta charset=utf-8><title>Server error</title></head>"
+        f"<body><h1>Something went wrong</h1><p>Incident id: <code>{request_id}</code></p>"
+        f"{extra}</body></html>"
+    )
+    return page.encode(), b"text/html; charset=utf-8"
+
+
+def _with_length(headers: RawHeaders, length: int) -> RawHeaders:
+    kept = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+    kept.append((b"content-length", str(length).encode()))
+    return kept
+
+
+class _ResponseGuard:
+    """Per-request state: what has been sent, and what is held back for inspection."""
+
+    __slots__ = ("completed", "held_body", "held_size", "held_start", "send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False  # the server has received http.response.start
+        self.completed = False  # ...and the final body message
+        self.held_start: Message | None = None
+        self.held_body: list[bytes] = []
+        self.held_size = 0
+
+
+class ErrorsMiddleware:
+    """Catches everything below it; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: ErrorSettings | None = None,
+        *,
+        events: EventEmitter | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.app = app
+        self.settings = settings or ErrorSettings()
+        self.debug = debug
+        self._refuse = Refuser("errors", events, monitor_only=self.settings.monitor_only)
+        self._limit = self.settings.max_inspected_bytes
+        self._scrub_validation = not self.settings.insecure_pass_validation_input
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.settings.enabled or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        guard = _ResponseGuard(send)
+
+        async def send_wrapper(message: Message) -> None:
+            if guard.held_start is not None:
+                await self._hold(scope, guard, message)
+                return
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status >= 500 or (status == 422 and self._scrub_validation):
+                    guard.held_start = message
+                    return
+                guard.started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                guard.completed = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # this layer exists to catch everything
+            await self._on_exception(scope, guard, exc)
+            return
+        if guard.held_start is not None:
+            await self._release(scope, guard, more=False)
+
+    async def _hold(self, scope: Scope, guard: _ResponseGuard, message: Message) -> None:
+        """Collect a held-back 5xx or 422; release early only when it grows too large.
+
+        A complete held response is released when the application returns, not
+        before: a 5xx followed by an exception (Starlette's error middleware sends
+        its page, then re-raises) becomes the generic 500 with an incident id.
+        """
+        if message["type"] != "http.response.body":
+            await guard.send(message)
+            return
+        chunk = message.get("body", b"")
+        guard.held_body.append(chunk)
+        guard.held_size += len(chunk)
+        if message.get("more_body") and guard.held_size > self._limit:
+            await self._release(scope, guard, more=True)
+
+    async def _release(self, scope: Scope, guard: _ResponseGuard, *, more: bool) -> None:
+        """Inspect the held response, then send it, cleaned, or the generic page."""
+        start = guard.held_start
+        if start is None:
+            return
+        body = b"".join(guard.held_body)
+        guard.held_start, guard.held_body, guard.held_size = None, [], 0
+        status = start["status"]
+        if status == 422:
+            scrubbed = None if more else scrub_validation_body(body)
+            if scrubbed is None and more:
+                # Too large to inspect: never risk echoing what was submitted.
+                await self._send_generic(scope, guard, 422)
+                return
+            body = scrubbed if scrubbed is not None else body
+        elif body_leaks_internals(body):
+            self._refuse.event(scope, kind=KIND_SYS_CRASH, reason=REASON_DEBUG_PAGE, status=status)
+            if not self._refuse.monitor_only:
+                await self._send_generic(scope, guard, 500)
+                return
+        headers = list(start.get("headers", []))
+        if not more:
+            headers = _with_length(headers, len(body))
+        guard.started = True
+        await guard.send({**start, "headers": headers})
+        guard.completed = not more
+        await guard.send({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def _send_generic(
+        self, scope: Scope, guard: _ResponseGuard, status: int, details: str | None = None
+    ) -> None:
+        context = get_context(scope)
+        body, content_type = render_error_page(
+            status, context.request_id, as_json=wants_json(scope["headers"]), details=details
+        )
+        guard.started = guard.completed = True
+        await guard.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"x-content-type-options", b"nosniff"),
+                ],
+            }
+        )
+        await guard.send({"type": "http.response.body", "body": body})
+
+    async def _on_exception(self, scope: Scope, guard: _ResponseGuard, exc: Exception) -> None:
+        request_id = get_context(scope).request_id
+        logger.error("unhandled exception, incident %s", request_id, exc_info=exc)
+        truncated = guard.started and not guard.completed
+        self._refuse.event(
+            scope,
+            kind=KIND_SYS_CRASH,
+            reason=REASON_EXCEPTION_AFTER_START if truncated else REASON_UNHANDLED_EXCEPTION,
+            status=500,
+            action="blocked",
+            details={"exception": type(exc).__name__},
+        )
+        if guard.started:
+            # The status line is gone. If the body is incomplete, stop sending so the
+            # client sees a truncated response and the server closes the connection.
+            return
+        guard.held_start, guard.held_body = None, []
+        details = "".join(traceback.format_exception(exc)) if self.debug else None
+        await self._send_generic(scope, guard, 500, details)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        closed = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal closed
+            if message["type"] in ("websocket.close", "websocket.http.response.body"):
+                closed = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # this layer exists to catch everything
+            request_id = get_context(scope).request_id
+            logger.error("unhandled exception, incident %s", request_id, exc_info=exc)
+            self._refuse.event(
+                scope,
+                kind=KIND_SYS_CRASH,
+                reason=REASON_UNHANDLED_EXCEPTION,
+                status=None,
+                action="blocked",
+                details={"exception": type(exc).__name__, "close_code": WS_INTERNAL_ERROR},
+            )
+            if not closed:
+                await _close_quietly(send)
+
+
+async def _close_quietly(send: Send) -> None:
+    """Close with 1011; the peer may already be gone, which is no error of ours."""
+    try:
+        await send({"type": "websocket.close", "code": WS_INTERNAL_ERROR})
+    except OSError as exc:  # the transport went away: nothing left to protect
+        logger.debug("websocket already closed: %s", exc)

@@ -170,9 +170,7 @@ class EventEmitter:
         redactor: Redactor | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.sinks: tuple[EventSink, ...] = (
-            tuple(sinks) if sinks is not None else (LoggingSink(),)
-        )
+        self.sinks: tuple[EventSink, ...] = tuple(sinks) if sinks is not None else (LoggingSink(),)
         self.redactor = redactor or Redactor()
         self._clock = clock or _utc_now
 
@@ -215,7 +213,7 @@ _default_emitter: EventEmitter | None = None
 
 def default_emitter() -> EventEmitter:
     """The emitter a layer uses when it is built alone, without `Shield`."""
-    global _default_emitter  # noqa: PLW0603 - one lazily built process-wide default
+    global _default_emitter
     if _default_emitter is None:
         _default_emitter = EventEmitter()
     return _default_emitter

@@ -59,12 +59,31 @@ def serve(
     host, port = listener.getsockname()
     fd = listener.fileno()
     if server == "uvicorn":
-        command = [sys.executable, "-m", "uvicorn", "--factory", factory, "--fd", str(fd),
-                   "--log-level", "warning", *extra_args]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--fd",
+            str(fd),
+            "--log-level",
+            "warning",
+            *extra_args,
+        ]
     elif server == "hypercorn":
         module, attr = factory.split(":")
-        command = [sys.executable, "-m", "hypercorn", f"{module}:{attr}()", "--bind",
-                   f"fd://{fd}", "--log-level", "warning", *extra_args]
+        command = [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            f"{module}:{attr}()",
+            "--bind",
+            f"fd://{fd}",
+            "--log-level",
+            "warning",
+            *extra_args,
+        ]
     else:
         raise ValueError(server)
     process_env = {**os.environ, **(env or {})}

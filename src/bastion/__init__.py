@@ -1,0 +1,1 @@
+"""Bastion: a security layer for ASGI applications."""

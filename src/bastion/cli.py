@@ -1,0 +1,117 @@
+"""The `bastion` command line.
+
+* `bastion config`  prints the effective, resolved configuration as JSON (secrets
+  masked, opt-outs listed, response headers rendered) so CI can diff security posture.
+* `bastion demo`    serves the bundled example application, hardened, on 127.0.0.1.
+
+The command line is an optional extra (`pip install bastion-asgi[cli]`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+try:
+    import typer
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise SystemExit(
+        "the bastion command needs its extra: pip install 'bastion-asgi[cli]'"
+    ) from exc
+
+from bastion.exceptions import ConfigurationError
+from bastion.settings import Mode, Settings
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: a security layer for ASGI applications.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+EXIT_CONFIGURATION_ERROR = 2
+
+
+def _parse_mode(value: str | None) -> Mode | None:
+    if value is None:
+        return None
+    if value == "development":
+        return "development"
+    if value == "production":
+        return "production"
+    raise typer.BadParameter("mode must be development or production")
+
+
+def _load_settings(mode: Mode | None) -> Settings:
+    overrides: dict[str, Any] = {"mode": mode} if mode else {}
+    try:
+        return Settings(**overrides)
+    except ConfigurationError as exc:
+        typer.echo(f"bastion: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION_ERROR) from None
+
+
+def describe_configuration(settings: Settings) -> dict[str, Any]:
+    """The resolved configuration: settings, opt-outs and rendered response headers."""
+    from bastion.shield import LAYERS
+
+    data: dict[str, Any] = {
+        "settings": settings.public_dict(),
+        "layers": [name for name, _ in LAYERS if getattr(settings, name).enabled],
+        "opt_outs": settings.opt_outs(),
+    }
+    data["response_headers"] = _rendered_headers(settings)
+    return data
+
+
+def _rendered_headers(settings: Settings) -> dict[str, str]:
+    from bastion import headers, transport
+
+    rendered: dict[str, str] = {}
+    if settings.headers.enabled:
+        rendered.update(dict(headers.build_response_headers(settings.headers)))
+    if settings.transport.enabled:
+        hsts = transport.hsts_header_value(settings.transport)
+        if hsts:
+            rendered["strict-transport-security"] = hsts + " (HTTPS responses only)"
+    return rendered
+
+
+@app.command()
+def config(
+    mode: Annotated[
+        str | None, typer.Option(help="Override BASTION_MODE: development or production.")
+    ] = None,
+) -> None:
+    """Print the effective configuration as JSON (secrets masked)."""
+    settings = _load_settings(_parse_mode(mode))
+    typer.echo(json.dumps(describe_configuration(settings), indent=2, sort_keys=True))
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+) -> None:
+    """Serve the bundled example application behind Bastion on 127.0.0.1."""
+    import ipaddress
+
+    import uvicorn
+
+    if not ipaddress.ip_address(host).is_loopback:
+        raise typer.BadParameter("the demo binds to a loopback address only")
+    from bastion.demo import create_app
+
+    application = create_app(mode="development")
+    typer.echo(f"Bastion demo on http://{host}:{port}/ (development mode; Ctrl+C stops)")
+    # server_header=False: the headers layer strips `Server` from the app's response,
+    # but uvicorn adds its own after the app; this turns that off too.
+    uvicorn.run(application, host=host, port=port, server_header=False, log_level="info")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

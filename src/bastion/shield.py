@@ -1,0 +1,110 @@
+"""`Shield`: the whole stack, composed in the one correct order.
+
+    errors -> transport -> limits -> headers -> cors -> application
+
+Outermost first. The order is the design's, and each position has a reason:
+
+* errors is outermost so nothing below, Bastion's own layers included, can leak a
+  traceback;
+* transport runs before anything reads the client address, scheme or host, so every
+  later layer sees the values resolved through trusted proxies only, and a request
+  for a host we do not serve is refused before any other work;
+* limits runs before any layer or the application reads the body or parses headers;
+* headers wraps everything that can answer (CORS preflights, the application), so
+  every response carries the security headers and the CSP nonce exists before the
+  application renders a template;
+* cors answers preflights before the application sees them.
+
+Layers whose section says `enabled=False` are left out of the chain entirely (no cost
+at all), and that opt-out is logged at start-up with every other one. Lifespan and
+unknown scope types go straight to the application, untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from bastion.cors import CORSMiddleware
+from bastion.errors import ErrorsMiddleware
+from bastion.events import KIND_SYS_STARTUP, EventEmitter, SecurityEvent
+from bastion.headers import HeadersMiddleware
+from bastion.limits import LimitsMiddleware
+from bastion.settings import Settings, log_opt_outs
+from bastion.transport import TransportMiddleware
+from bastion.types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger("bastion")
+
+LayerFactory = Callable[[ASGIApp, Settings, EventEmitter], ASGIApp]
+
+# (section name, factory), outermost first.
+LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
+    ("errors", lambda app, s, e: ErrorsMiddleware(app, s.errors, events=e, debug=s.debug)),
+    ("transport", lambda app, s, e: TransportMiddleware(app, s.transport, events=e)),
+    ("limits", lambda app, s, e: LimitsMiddleware(app, s.limits, events=e)),
+    ("headers", lambda app, s, e: HeadersMiddleware(app, s.headers, events=e)),
+    ("cors", lambda app, s, e: CORSMiddleware(app, s.cors, events=e)),
+)
+
+
+def resolve_settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
+    """`settings`, with `overrides` (top-level fields) applied and validated again."""
+    if settings is None:
+        return Settings(**overrides)
+    if not overrides:
+        return settings
+    values = {name: getattr(settings, name) for name in settings.model_fields_set}
+    return Settings(**(values | overrides))
+
+
+class Shield:
+    """Wrap an ASGI application in Bastion's full stack.
+
+        app = Shield(app, Settings(...))            # as a wrapper
+        app.add_middleware(Shield, settings=...)    # Starlette / FastAPI
+
+    Keyword overrides are top-level `Settings` fields: `Shield(app, mode="development")`.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        /,
+        settings: Settings | None = None,
+        *,
+        events: EventEmitter | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.app = app
+        self.settings = resolve_settings(settings, overrides)
+        self.events = events or EventEmitter.from_settings(self.settings.events)
+        self.layers: tuple[str, ...] = tuple(
+            name for name, _ in LAYERS if getattr(self.settings, name).enabled
+        )
+        stack: ASGIApp = app
+        for name, build in reversed(LAYERS):
+            if name in self.layers:
+                stack = build(stack, self.settings, self.events)
+        self._stack = stack
+        self.opt_outs = log_opt_outs(self.settings)
+        self.events.emit(
+            SecurityEvent(
+                kind=KIND_SYS_STARTUP,
+                reason="startup",
+                layer="shield",
+                action="allowed",
+                details={
+                    "mode": self.settings.mode,
+                    "layers": list(self.layers),
+                    "opt_outs": self.opt_outs,
+                },
+            )
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            await self._stack(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

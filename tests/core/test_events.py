@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from bastion.events import (
+    REDACTED,
+    EventEmitter,
+    EventSettings,
+    LoggingSink,
+    Redactor,
+    SecurityEvent,
+)
+from tests.conftest import RecordingSink
+
+FIXED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def make_event(**details: object) -> SecurityEvent:
+    return SecurityEvent(
+        kind="input_validation_fail",
+        reason="host-malformed",
+        layer="transport",
+        status=400,
+        request_id="abc",
+        client="203.0.113.9",
+        method="GET",
+        path="/x",
+        details=details,
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "Authorization",
+        "authorization",
+        "Proxy-Authorization",
+        "Cookie",
+        "set-cookie",
+        "Set-Cookie",
+        "password",
+        "new_password",
+        "access_token",
+        "refresh-token",
+        "X-API-Key",
+        "client_secret",
+        "session",
+        "sessionid",
+        "csrf_token",
+    ],
+)
+def test_sensitive_keys_are_redacted(key: str) -> None:
+    sink = RecordingSink()
+    EventEmitter([sink], clock=lambda: FIXED).emit(make_event(**{key: "s3cr3t-value"}))
+    assert sink.records[0]["details"] == {key: REDACTED}
+    assert "s3cr3t-value" not in json.dumps(sink.records)
+
+
+def test_header_pairs_are_redacted_by_name() -> None:
+    sink = RecordingSink()
+    headers = [(b"cookie", b"sid=s3cr3t"), (b"accept", b"text/html")]
+    EventEmitter([sink]).emit(make_event(headers=headers))
+    assert sink.records[0]["details"] == {
+        "headers": [["cookie", REDACTED], ["accept", "text/html"]]
+    }
+
+
+def test_configured_fields_are_redacted() -> None:
+    sink = RecordingSink()
+    emitter = EventEmitter(
+        [sink], redactor=Redactor(EventSettings(redact_fields=("E-Mail",)).redact_fields)
+    )
+    emitter.emit(make_event(e_mail="alice@example.com", other="kept"))
+    assert sink.records[0]["details"] == {"e_mail": REDACTED, "other": "kept"}
+
+
+def test_non_sensitive_keys_are_kept() -> None:
+    assert not Redactor().is_sensitive("session_created")
+    assert not Redactor().is_sensitive("path")
+
+
+def test_values_are_truncated_and_depth_bounded() -> None:
+    sink = RecordingSink()
+    deep: dict[str, object] = {"a": {"b": {"c": {"d": {"e": "innermost"}}}}}
+    EventEmitter([sink]).emit(make_event(long="x" * 10_000, deep=deep))
+    details = sink.records[0]["details"]
+    assert isinstance(details, dict)
+    assert len(details["long"]) < 600
+    assert "innermost" not in json.dumps(details)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param('/x\n{"kind": "authn_login_success"}', id="log-forging-newline"),
+        pytest.param("/x\r\nfake", id="log-forging-crlf"),
+        pytest.param("/x\x1b[31mred", id="log-forging-ansi-escape"),
+        pytest.param("/x\u2028y", id="log-forging-unicode-line-separator"),
+    ],
+)
+def test_log_lines_cannot_be_forged(path: str, caplog: pytest.LogCaptureFixture) -> None:
+    event = SecurityEvent(kind="input_validation_fail", reason="r", layer="t", path=path)
+    with caplog.at_level(logging.WARNING, logger="bastion.security"):
+        EventEmitter([LoggingSink()]).emit(event)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line
+    assert "\r" not in line
+    assert "\x1b" not in line
+    assert "\u2028" not in line
+    assert json.loads(line)["path"] == path
+
+
+def test_record_shape() -> None:
+    sink = RecordingSink()
+    EventEmitter([sink], clock=lambda: FIXED).emit(make_event())
+    assert sink.records[0] == {
+        "timestamp": "2026-01-02T03:04:05.000+00:00",
+        "kind": "input_validation_fail",
+        "reason": "host-malformed",
+        "layer": "transport",
+        "action": "blocked",
+        "status": 400,
+        "request_id": "abc",
+        "client": "203.0.113.9",
+        "method": "GET",
+        "path": "/x",
+    }
+
+
+def test_allowed_events_log_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    event = SecurityEvent(kind="sys_startup", reason="startup", layer="shield", action="allowed")
+    with caplog.at_level(logging.INFO, logger="bastion.security"):
+        EventEmitter([LoggingSink()]).emit(event)
+    assert [r.levelno for r in caplog.records] == [logging.INFO]

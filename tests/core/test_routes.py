@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+
+from bastion.routes import RouteTable, parse_route_pattern
+
+TABLE = RouteTable(
+    {
+        "*": "any",
+        "/api/*": "api",
+        "/api/admin/*": "admin",
+        "/users/{id}": "user",
+        "/users/me": "me",
+        "POST /login": "login-post",
+        "/login": "login",
+        "GET,HEAD /feed/*": "feed-read",
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/", "any"),
+        ("GET", "/api/x", "api"),
+        ("GET", "/api", "any"),
+        ("GET", "/apiary", "any"),
+        ("GET", "/api/admin/users", "admin"),
+        ("GET", "/users/42", "user"),
+        ("GET", "/users/me", "me"),
+        ("GET", "/users/", "any"),
+        ("GET", "/users/42/x", "any"),
+        ("POST", "/login", "login-post"),
+        ("GET", "/login", "login"),
+        ("GET", "/feed/1", "feed-read"),
+        ("POST", "/feed/1", "any"),
+        # Paths are matched exactly as the router sees them.
+        ("GET", "/API/x", "any"),
+        ("GET", "//api/x", "any"),
+        ("GET", "/Login", "any"),
+    ],
+)
+def test_most_specific_rule_wins(method: str, path: str, expected: str) -> None:
+    assert TABLE.lookup(method, path) == expected
+
+
+def test_no_match_is_none() -> None:
+    assert RouteTable({"/a": 1}).lookup("GET", "/b") is None
+    assert not RouteTable({})
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        pytest.param("api/*", id="route-no-leading-slash"),
+        pytest.param("/a*", id="route-partial-wildcard"),
+        pytest.param("/a/*/b", id="route-inner-wildcard"),
+        pytest.param("/a?x=1", id="route-query"),
+        pytest.param("/a#f", id="route-fragment"),
+        pytest.param("/a\\b", id="route-backslash"),
+        pytest.param("/u/{id", id="route-broken-param"),
+        pytest.param("/u/x{id}", id="route-partial-param"),
+        pytest.param("FETCH /a", id="route-unknown-method"),
+        pytest.param("/a\tb", id="route-control-char"),
+    ],
+)
+def test_invalid_patterns_are_refused(pattern: str) -> None:
+    with pytest.raises(ValueError, match="route pattern"):
+        parse_route_pattern(pattern)

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from bastion.exceptions import ConfigurationError
+from bastion.settings import DEVELOPMENT_HOSTS, Settings, log_opt_outs
+
+STRONG_KEY = "k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789"
+PRODUCTION = {"secret_keys": [STRONG_KEY], "transport": {"allowed_hosts": ["bank.example"]}}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("BASTION_"):
+            monkeypatch.delenv(name)
+
+
+def test_production_is_the_default_and_accepts_a_sound_configuration() -> None:
+    settings = Settings(**PRODUCTION)
+    assert settings.mode == "production"
+    assert settings.opt_outs() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param({"secret_keys": []}, "secret_keys is empty", id="prod-no-secret-key"),
+        pytest.param(
+            {"secret_keys": ["short-key"]},
+            r"secret_keys\[0\] is shorter",
+            id="prod-short-secret-key",
+        ),
+        pytest.param(
+            {"secret_keys": ["a" * 40]}, "distinct characters", id="prod-low-entropy-secret-key"
+        ),
+        pytest.param(
+            {"secret_keys": [STRONG_KEY, "weak"]}, r"secret_keys\[1\]", id="prod-second-key-weak"
+        ),
+        pytest.param(
+            {"transport": {"allowed_hosts": []}},
+            "allowed_hosts is empty",
+            id="prod-no-allowed-hosts",
+        ),
+        pytest.param(
+            {"transport": {"allowed_hosts": ["*"]}}, "contains '\\*'", id="prod-wildcard-host"
+        ),
+        pytest.param(
+            {"transport": {"allowed_hosts": ["bank.example"], "insecure_allow_http": True}},
+            "requires HTTPS",
+            id="prod-http-allowed",
+        ),
+        pytest.param({"debug": True}, "debug is on", id="prod-debug"),
+    ],
+)
+def test_production_refuses_unsafe_settings(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings(**(PRODUCTION | overrides))
+
+
+def test_refusal_never_shows_the_secret() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings(**(PRODUCTION | {"secret_keys": ["tiny-secret-value"]}))
+    assert "tiny-secret-value" not in str(info.value)
+
+
+def test_validation_errors_never_show_the_input() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings(mode="development", secret_keys=[{"nested": "leaky-value"}])
+    assert "leaky-value" not in str(info.value)
+    assert "secret_keys" in str(info.value)
+
+
+def test_unknown_settings_are_errors() -> None:
+    with pytest.raises(ConfigurationError, match="allowed_host"):
+        Settings(mode="development", allowed_host=["typo.example"])
+
+
+def test_development_fills_laptop_defaults_in_the_open() -> None:
+    settings = Settings(mode="development")
+    assert settings.transport.allowed_hosts == DEVELOPMENT_HOSTS
+    assert settings.transport.insecure_allow_http is True
+    assert len(settings.secret_keys) == 1
+    assert "transport.insecure_allow_http" in settings.opt_outs()
+
+
+def test_development_keeps_explicit_choices() -> None:
+    settings = Settings(
+        mode="development",
+        transport={"allowed_hosts": ["dev.example"], "insecure_allow_http": False},
+    )
+    assert settings.transport.allowed_hosts == ("dev.example",)
+    assert settings.transport.insecure_allow_http is False
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_SECRET_KEYS", f"{STRONG_KEY},{STRONG_KEY[::-1]}")
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bank.example", "*.bank.example"]')
+    settings = Settings()
+    assert [k.get_secret_value() for k in settings.secret_keys] == [STRONG_KEY, STRONG_KEY[::-1]]
+    assert "bank.example" in settings.transport.allowed_hosts
+
+
+def test_secret_keys_as_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_SECRET_KEYS", f'["{STRONG_KEY}"]')
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bank.example"]')
+    assert Settings().secret_keys[0].get_secret_value() == STRONG_KEY
+
+
+def test_secrets_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "bastion_secret_keys").write_text(STRONG_KEY + "\n")
+    monkeypatch.setenv("BASTION_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bank.example"]')
+    assert Settings().secret_keys[0].get_secret_value() == STRONG_KEY
+
+
+def test_code_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_MODE", "production")
+    assert Settings(mode="development").mode == "development"
+
+
+def test_secrets_are_masked_everywhere() -> None:
+    settings = Settings(**PRODUCTION)
+    assert STRONG_KEY not in repr(settings)
+    assert STRONG_KEY not in str(settings.public_dict())
+    assert STRONG_KEY not in settings.model_dump_json()
+
+
+def test_opt_outs_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(mode="development", cors={"enabled": False}, headers={"monitor_only": True})
+    with caplog.at_level(logging.WARNING, logger="bastion"):
+        found = log_opt_outs(settings)
+    assert found == [
+        "transport.insecure_allow_http",
+        "headers.monitor_only=true",
+        "cors.enabled=false",
+    ]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cors.enabled=false" in m for m in messages) == 1
+    assert any("development mode" in m for m in messages)
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings(mode="development")
+    with pytest.raises(ValueError, match="frozen"):
+        settings.debug = True  # type: ignore[misc]
