@@ -1,17 +1,416 @@
-"""STUB: replaced by the cors layer's implementation."""
+"""Cross-origin resource sharing (CORS): who may read our responses from another site.
+
+Threat: a page on another origin uses the visitor's browser, and the visitor's
+cookies, to read responses it must not see (account data, CSRF tokens). The browser
+blocks such reads unless the response grants them with `Access-Control-Allow-Origin`
+(ACAO), so every grant we send is a hole we punched on purpose. The classic mistakes
+are granting by reflection (echoing whatever `Origin` came in), by a sloppy suffix
+or regular expression (`example.com.evil.net`, `evilexample.com`), to `null` (which
+any sandboxed iframe or `data:` page can send), and `*` combined with credentials.
+
+Defence:
+
+* An allowlist of exact origins and explicit `https://*.example.com` patterns,
+  parsed once at construction with `bastion.hosts`. A pattern matches whole labels
+  only, with the same scheme and port. The ACAO value we send is always built from
+  the allowlist or from the parsed origin, never copied from the request.
+* `null` and malformed origins are never allowed. `*` must be asked for by name
+  (`insecure_allow_any_origin`) and is refused with credentials.
+* Preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) are
+  answered here, never by the app: 204 with the grant when the origin, the method
+  and every requested header are allowed; otherwise 403 with the generic body and a
+  `malicious_cors` event. Private Network Access preflights are granted only with
+  `allow_private_network`.
+* Actual requests are never refused: a cross-origin request from an origin we do
+  not allow still reaches the app, but its response carries no grant, so the browser
+  keeps it from the page. Refusing it would not stop the request being sent (that is
+  CSRF, the csrf layer's job) and would break same-origin requests, whose `Origin`
+  we do not list.
+* The allowlist is the one source of truth: `Access-Control-*` headers the app set
+  are removed from every response, so an inner CORS middleware or a handler that
+  reflects `Origin` cannot widen the policy.
+* `Vary: Origin` is on every response, granted or not, with or without `Origin`,
+  so a shared cache never serves one origin's answer (or lack of a grant) to another.
+
+With the default settings (empty allowlist) the layer grants nothing: every preflight
+is refused and responses only gain `Vary: Origin`.
+
+`monitor_only`: a preflight that would be refused is reported (`action="monitored"`)
+and passed on to the app unchanged, and app-set `Access-Control-*` headers are kept
+on responses we do not grant, so an app's existing CORS handling keeps working while
+the allowlist is tried out. Bastion still answers the preflights it would grant: its
+grant never depends on the mode.
+
+Not covered: whether a cross-origin request may change state (csrf layer), WebSocket
+handshakes, which browsers do not subject to CORS (websocket guard's origin
+allowlist), and public suffixes with more than one label: without the Public Suffix
+List, `https://*.co.uk` or `https://*.github.io` is accepted, so list such origins
+exactly.
+
+References: Fetch standard, CORS protocol, section 3.2
+https://fetch.spec.whatwg.org/#http-cors-protocol (3.2.2 requests, 3.2.3 responses,
+3.2.5 credentials); CORS-preflight fetch and cache, sections 4.8 and 4.9
+https://fetch.spec.whatwg.org/#cors-preflight-fetch ; CORS-safelisted request-header
+https://fetch.spec.whatwg.org/#cors-safelisted-request-header ; RFC 6454 sections 6.1
+and 7 (origin serialisation, `Origin`); RFC 9110 sections 5.6.2 (token) and 12.5.5
+(`Vary`); Private Network Access https://wicg.github.io/private-network-access/
+"""
 
 from __future__ import annotations
 
-from bastion.events import EventEmitter
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated, Final
+
+from pydantic import Field, field_validator, model_validator
+
+from bastion.events import KIND_MALICIOUS_CORS, EventEmitter
+from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, parse_origin
+from bastion.responses import Refuser, header_value
 from bastion.sections import LayerSettings
-from bastion.types import ASGIApp, Receive, Scope, Send
+from bastion.types import ASGIApp, Message, Receive, Scope, Send
+
+LAYER: Final = "cors"
+
+REASON_ORIGIN_NOT_ALLOWED: Final = "origin-not-allowed"
+REASON_NULL_ORIGIN: Final = "origin-null"
+REASON_MALFORMED_ORIGIN: Final = "origin-malformed"
+REASON_METHOD_NOT_ALLOWED: Final = "method-not-allowed"
+REASON_HEADER_NOT_ALLOWED: Final = "header-not-allowed"
+REASON_PRIVATE_NETWORK_NOT_ALLOWED: Final = "private-network-not-allowed"
+
+# Fetch sends CORS only for http(s) requests; an `Origin` of any other scheme
+# (`ws:`, `chrome-extension:`, `file:`) is not one we can grant.
+CORS_SCHEMES: Final = frozenset({"http", "https"})
+
+# 600 s is Starlette's default: long enough to save most preflights of a session,
+# short enough that removing an origin takes effect within minutes. The cap is
+# Chromium's own (it truncates larger values to 2 hours); Firefox would keep a grant
+# for up to 24 hours, longer than a revoked origin should keep it.
+DEFAULT_MAX_AGE_SECONDS: Final = 600
+MAX_AGE_CAP_SECONDS: Final = 7200
+
+# GET, HEAD and POST are the CORS-safelisted methods: browsers send them cross-origin
+# without asking, so allowing them in a preflight grants nothing new by itself.
+DEFAULT_ALLOW_METHODS: Final = ("GET", "HEAD", "POST")
+
+# Fetch "normalize a method": browsers upper-case these six and send every other
+# method exactly as the page wrote it; methods are then compared case-sensitively.
+_NORMALISED_METHODS: Final = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"})
+# Forbidden methods: no browser sends them, so allowing one is a configuration mistake.
+_FORBIDDEN_METHODS: Final = frozenset({"CONNECT", "TRACE", "TRACK"})
+
+# Header names whose values are CORS-safelisted in almost every case; a browser lists
+# them in Access-Control-Request-Headers only for an unusual value, which is harmless,
+# so they are always allowed. `content-type` and `range` are not: a browser lists
+# them exactly when the value is not safelisted (`application/json`, a multi-range),
+# which is what makes a request "non-simple", so they must be allowed by name.
+ALWAYS_ALLOWED_HEADERS: Final = frozenset({"accept", "accept-language", "content-language"})
+
+# RFC 9110 section 5.6.2: token = 1*tchar.
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+_ACAO: Final = b"access-control-allow-origin"
+_ACAC: Final = (b"access-control-allow-credentials", b"true")
+_ACAPN: Final = (b"access-control-allow-private-network", b"true")
+_ACRM: Final = b"access-control-request-method"
+_ACRH: Final = b"access-control-request-headers"
+_ACRPN: Final = b"access-control-request-private-network"
+_CORS_PREFIX: Final = b"access-control-"
+_VARY_ORIGIN: Final = (b"vary", b"Origin")
+# A preflight answer depends on each of these request headers.
+_VARY_PREFLIGHT: Final = (
+    b"vary",
+    b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers, "
+    b"Access-Control-Request-Private-Network",
+)
+
+
+# --- The core --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OriginPattern:
+    """`scheme://*.suffix[:port]`: any origin one or more whole labels below `suffix`."""
+
+    scheme: str
+    suffix: str  # normalised host name, at least two labels, e.g. "example.com"
+    port: int  # always explicit
+
+    def matches(self, origin: Origin) -> bool:
+        return (
+            origin.scheme == self.scheme
+            and origin.port == self.port
+            and host_matches("*." + self.suffix, origin.host)
+        )
+
+    def serialise(self) -> str:
+        port = "" if DEFAULT_PORTS[self.scheme] == self.port else f":{self.port}"
+        return f"{self.scheme}://*.{self.suffix}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class CORSPolicy:
+    """The parsed, validated policy a `CORSSettings` describes."""
+
+    exact_origins: frozenset[Origin] = frozenset()
+    patterns: tuple[OriginPattern, ...] = ()
+    allow_any_origin: bool = False
+    allow_methods: frozenset[str] = frozenset(DEFAULT_ALLOW_METHODS)
+    allow_headers: frozenset[str] = ALWAYS_ALLOWED_HEADERS  # lower-case
+    allow_private_network: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightRequest:
+    """The facts of a preflight, all as the client sent them."""
+
+    untrusted_origin: bytes
+    untrusted_method: bytes
+    untrusted_headers: bytes | None = None
+    private_network: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str  # one of the REASON_* constants; "" when allowed
+    origin: Origin | None = None  # the parsed request origin, when it parsed
+
+
+def parse_origin_rule(text: str) -> Origin | OriginPattern:
+    """Parse one `allow_origins` entry, raising ValueError naming the rule it breaks.
+
+    An entry is a serialised origin (`https://app.example`, `http://localhost:3000`)
+    or a pattern whose leftmost label is exactly `*` (`https://*.example.com`). The
+    pattern's suffix needs two labels or more and must not look like an IP address:
+    `*.com` would trust every site in a top-level domain.
+    """
+    if text == "null":
+        raise ValueError(
+            "'null' is never allowed: sandboxed iframes, data: URLs and redirects "
+            "all send it, so it cannot identify a trusted site"
+        )
+    if text == "*":
+        raise ValueError("'*' is not an origin; set insecure_allow_any_origin instead")
+    scheme, separator, authority = text.partition("://")
+    if not separator or scheme.lower() not in CORS_SCHEMES:
+        raise ValueError(f"{text!r} must start with http:// or https://")
+    if "@" in authority:
+        raise ValueError(f"{text!r} has userinfo; an origin is scheme://host[:port] only")
+    if any(c in authority for c in "/?#\\"):
+        raise ValueError(
+            f"{text!r} has a path, query or fragment; an origin is scheme://host[:port] "
+            "only (no trailing slash)"
+        )
+    if "*" not in authority:
+        origin = parse_origin(text)
+        if origin is None:
+            raise ValueError(f"{text!r} is not a valid origin")
+        return origin
+    if not authority.startswith("*.") or "*" in authority[2:]:
+        raise ValueError(
+            f"{text!r}: a wildcard must be the whole leftmost label, as in "
+            "https://*.example.com (never *example.com or example.*)"
+        )
+    base = parse_origin(f"{scheme}://{authority[2:]}")
+    if base is None:
+        raise ValueError(f"{text!r} is not a valid origin pattern")
+    labels = base.host.split(".")
+    if base.host.startswith("[") or labels[-1].isdigit():
+        raise ValueError(f"{text!r}: a wildcard cannot stand for part of an IP address")
+    if len(labels) < 2:
+        raise ValueError(
+            f"{text!r}: a wildcard over a top-level domain trusts every site in it; "
+            "name a registered domain (https://*.example.com)"
+        )
+    return OriginPattern(base.scheme, base.host, base.port)
+
+
+def normalise_method(text: str) -> str:
+    """A configured method as browsers send it (Fetch "normalize a method")."""
+    if not _TOKEN.match(text) or text == "*":
+        raise ValueError(f"{text!r} is not an HTTP method (list methods explicitly, no '*')")
+    method = text.upper() if text.upper() in _NORMALISED_METHODS else text
+    if method.upper() in _FORBIDDEN_METHODS:
+        raise ValueError(f"{text!r} is a forbidden method; browsers never send it")
+    return method
+
+
+def normalise_header_name(text: str) -> str:
+    if not _TOKEN.match(text) or text == "*":
+        raise ValueError(f"{text!r} is not a header name (list headers explicitly, no '*')")
+    return text.lower()
+
+
+def parse_header_names(untrusted_value: bytes) -> tuple[str, ...] | None:
+    """Access-Control-Request-Headers as lower-case names; None if any is not a token."""
+    names: list[str] = []
+    for part in untrusted_value.split(b","):
+        name = part.strip(b" \t").decode("latin-1")
+        if not name:
+            continue
+        if not _TOKEN.match(name):
+            return None
+        names.append(name.lower())
+    return tuple(names)
+
+
+def check_origin(untrusted_origin: bytes, policy: CORSPolicy) -> Verdict:
+    """May a page of `untrusted_origin` read our responses?"""
+    if untrusted_origin == b"null":
+        return Verdict(False, REASON_NULL_ORIGIN)
+    origin = parse_origin(untrusted_origin)
+    if origin is None or origin.scheme not in CORS_SCHEMES:
+        return Verdict(False, REASON_MALFORMED_ORIGIN)
+    if (
+        policy.allow_any_origin
+        or origin in policy.exact_origins
+        or any(pattern.matches(origin) for pattern in policy.patterns)
+    ):
+        return Verdict(True, "", origin)
+    return Verdict(False, REASON_ORIGIN_NOT_ALLOWED, origin)
+
+
+def check_preflight(request: PreflightRequest, policy: CORSPolicy) -> Verdict:
+    """Decide a preflight: origin, then method, then each header, then private network.
+
+    The requested method is compared case-sensitively, as browsers compare it with
+    Access-Control-Allow-Methods. Requested header names are compared lower-case.
+    """
+    verdict = check_origin(request.untrusted_origin, policy)
+    if not verdict.allowed:
+        return verdict
+    if request.untrusted_method.decode("latin-1") not in policy.allow_methods:
+        return Verdict(False, REASON_METHOD_NOT_ALLOWED, verdict.origin)
+    if request.untrusted_headers is not None:
+        names = parse_header_names(request.untrusted_headers)
+        if names is None or not policy.allow_headers.issuperset(names):
+            return Verdict(False, REASON_HEADER_NOT_ALLOWED, verdict.origin)
+    if request.private_network and not policy.allow_private_network:
+        return Verdict(False, REASON_PRIVATE_NETWORK_NOT_ALLOWED, verdict.origin)
+    return verdict
+
+
+# --- Settings ----------------------------------------------------------------------
 
 
 class CORSSettings(LayerSettings):
-    pass
+    """Which other origins may read responses, and with what."""
+
+    allow_origins: tuple[str, ...] = ()
+    """Exact origins (`https://app.example`) and `https://*.example.com` patterns.
+    Stored in canonical form (lower case, default port omitted)."""
+
+    insecure_allow_any_origin: bool = False
+    """Grant every well-formed origin with `Access-Control-Allow-Origin: *` (never
+    `null`). Only for public, cookie-less APIs; refused with `allow_credentials`."""
+
+    allow_credentials: bool = False
+    """Let allowed origins send cookies and read credentialed responses."""
+
+    allow_methods: tuple[str, ...] = DEFAULT_ALLOW_METHODS
+    """Methods a preflight may ask for, compared case-sensitively."""
+
+    allow_headers: tuple[str, ...] = ()
+    """Request headers a preflight may ask for (`content-type` for JSON bodies,
+    `authorization`, ...). `accept`, `accept-language` and `content-language` are
+    always allowed."""
+
+    expose_headers: tuple[str, ...] = ()
+    """Response headers, beyond the safelisted ones, that pages may read."""
+
+    max_age_seconds: Annotated[int, Field(ge=0, le=MAX_AGE_CAP_SECONDS)] = DEFAULT_MAX_AGE_SECONDS
+    """How long browsers may cache a preflight answer."""
+
+    allow_private_network: bool = False
+    """Grant Private Network Access preflights: let allowed public sites reach this
+    server on a private network."""
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _parse_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        canonical = (parse_origin_rule(text).serialise() for text in value)
+        return tuple(dict.fromkeys(canonical))
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _normalise_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(normalise_method(text) for text in value))
+
+    @field_validator("allow_headers", "expose_headers")
+    @classmethod
+    def _normalise_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(normalise_header_name(text) for text in value))
+
+    @model_validator(mode="after")
+    def _check_any_origin(self) -> CORSSettings:
+        if self.insecure_allow_any_origin and self.allow_credentials:
+            raise ValueError(
+                "insecure_allow_any_origin cannot be combined with allow_credentials: "
+                "that would let every site read responses made with the user's cookies"
+            )
+        if self.insecure_allow_any_origin and self.allow_origins:
+            raise ValueError("set either allow_origins or insecure_allow_any_origin, not both")
+        return self
+
+
+def compile_policy(settings: CORSSettings) -> CORSPolicy:
+    rules = [parse_origin_rule(text) for text in settings.allow_origins]
+    return CORSPolicy(
+        exact_origins=frozenset(rule for rule in rules if isinstance(rule, Origin)),
+        patterns=tuple(rule for rule in rules if isinstance(rule, OriginPattern)),
+        allow_any_origin=settings.insecure_allow_any_origin,
+        allow_methods=frozenset(settings.allow_methods),
+        allow_headers=ALWAYS_ALLOWED_HEADERS | frozenset(settings.allow_headers),
+        allow_private_network=settings.allow_private_network,
+    )
+
+
+# --- Response headers --------------------------------------------------------------
+
+
+def _varies_on_origin(value: bytes) -> bool:
+    return any(token.strip(b" \t").lower() in (b"origin", b"*") for token in value.split(b","))
+
+
+def rewrite_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    grant: tuple[tuple[bytes, bytes], ...],
+    *,
+    keep_app_cors: bool = False,
+) -> list[tuple[bytes, bytes]]:
+    """The response headers with the app's CORS headers removed, `grant` added and
+    `Origin` appended to `Vary` (to the app's last `Vary` line, or as a new line),
+    unless `Vary` already names it or is `*`."""
+    result: list[tuple[bytes, bytes]] = []
+    vary_index = -1
+    varies_on_origin = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower.startswith(_CORS_PREFIX) and not keep_app_cors:
+            continue
+        if lower == b"vary":
+            vary_index = len(result)
+            varies_on_origin = varies_on_origin or _varies_on_origin(value)
+        result.append((name, value))
+    if not varies_on_origin:
+        if vary_index >= 0:
+            name, value = result[vary_index]
+            result[vary_index] = (name, value + b", Origin" if value.strip() else b"Origin")
+        else:
+            result.append(_VARY_ORIGIN)
+    result.extend(grant)
+    return result
+
+
+# --- The adapter -------------------------------------------------------------------
 
 
 class CORSMiddleware:
+    """Answers preflights and adds the grant to responses for allowed origins."""
+
     def __init__(
         self,
         app: ASGIApp,
@@ -20,7 +419,111 @@ class CORSMiddleware:
         events: EventEmitter | None = None,
     ) -> None:
         self.app = app
-        self.settings = settings or CORSSettings()
+        self.settings = settings if settings is not None else CORSSettings()
+        self.policy = compile_policy(self.settings)
+        self._refuse = Refuser(LAYER, events, monitor_only=self.settings.monitor_only)
+
+        common: list[tuple[bytes, bytes]] = []
+        if self.settings.allow_credentials:
+            common.append(_ACAC)
+        actual = list(common)
+        if self.settings.expose_headers:
+            actual.append(
+                (b"access-control-expose-headers", ", ".join(self.settings.expose_headers).encode())
+            )
+        preflight = [_VARY_PREFLIGHT, *common]
+        if self.settings.allow_methods:
+            preflight.append(
+                (b"access-control-allow-methods", ", ".join(self.settings.allow_methods).encode())
+            )
+        preflight.append(
+            (b"access-control-allow-headers", ", ".join(sorted(self.policy.allow_headers)).encode())
+        )
+        preflight.append((b"access-control-max-age", str(self.settings.max_age_seconds).encode()))
+        self._actual_extra = tuple(actual)
+        self._preflight_extra = tuple(preflight)
+        # Grants for exact origins are built once; pattern grants name the parsed
+        # request origin (never its raw bytes) and are built per request.
+        self._actual_grants = {
+            origin: ((_ACAO, origin.serialise().encode()), *self._actual_extra)
+            for origin in self.policy.exact_origins
+        }
+        self._preflight_grants = {
+            origin: (*self._preflight_extra, (_ACAO, origin.serialise().encode()))
+            for origin in self.policy.exact_origins
+        }
+        self._any_actual_grant = ((_ACAO, b"*"), *self._actual_extra)
+        self._any_preflight_grant = (*self._preflight_extra, (_ACAO, b"*"))
+
+    def _grant(self, origin: Origin, *, preflight: bool) -> tuple[tuple[bytes, bytes], ...]:
+        if self.policy.allow_any_origin:
+            return self._any_preflight_grant if preflight else self._any_actual_grant
+        grant = (self._preflight_grants if preflight else self._actual_grants).get(origin)
+        if grant is not None:
+            return grant
+        acao = (_ACAO, origin.serialise().encode())
+        if preflight:
+            return (*self._preflight_extra, acao)
+        return (acao, *self._actual_extra)
+
+    async def _answer_preflight(self, scope: Scope, send: Send, request: PreflightRequest) -> bool:
+        """Answer a preflight; False when a refusal is only monitored."""
+        verdict = check_preflight(request, self.policy)
+        if verdict.allowed and verdict.origin is not None:
+            headers = list(self._grant(verdict.origin, preflight=True))
+            if request.private_network:
+                headers.append(_ACAPN)
+            await send({"type": "http.response.start", "status": 204, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return True
+        return await self._refuse(
+            scope,
+            send,
+            status=403,
+            kind=KIND_MALICIOUS_CORS,
+            reason=verdict.reason,
+            headers=(_VARY_PREFLIGHT,),
+            details={
+                "origin": request.untrusted_origin,
+                "requested_method": request.untrusted_method,
+                "requested_headers": request.untrusted_headers,
+            },
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or not self.settings.enabled:
+            await self.app(scope, receive, send)
+            return
+        request_headers = scope["headers"]
+        untrusted_origin = header_value(request_headers, b"origin")
+        grant: tuple[tuple[bytes, bytes], ...] = ()
+        if untrusted_origin is not None:
+            untrusted_method = (
+                header_value(request_headers, _ACRM) if scope["method"] == "OPTIONS" else None
+            )
+            if untrusted_method is not None:
+                private_network = header_value(request_headers, _ACRPN)
+                preflight = PreflightRequest(
+                    untrusted_origin,
+                    untrusted_method,
+                    header_value(request_headers, _ACRH),
+                    private_network is not None and private_network.lower() == b"true",
+                )
+                if await self._answer_preflight(scope, send, preflight):
+                    return
+                # Monitor-only: the refused preflight goes on to the app, ungranted.
+            else:
+                verdict = check_origin(untrusted_origin, self.policy)
+                if verdict.allowed and verdict.origin is not None:
+                    grant = self._grant(verdict.origin, preflight=False)
+        keep_app_cors = self.settings.monitor_only and not grant
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = rewrite_headers(
+                    message.get("headers", ()), grant, keep_app_cors=keep_app_cors
+                )
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
