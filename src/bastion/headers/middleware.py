@@ -1,0 +1,193 @@
+"""The headers layer's ASGI adapter.
+
+Per HTTP request it does three things, all prepared in `__init__`:
+
+1. Requests for the report endpoint are answered here and never reach the app:
+   method, content type and size are checked before a byte is parsed, the body is
+   read up to the limit and no further, and each violation becomes an event.
+2. Otherwise it picks the route's `HeaderSet` (a compiled `RouteTable`), draws a
+   fresh nonce when the route's policy has a nonce slot, and stores it in the
+   request context (`scope["bastion"].csp_nonce`) for templates.
+3. On `http.response.start` it strips `Server`/`X-Powered-By` from the app's
+   headers and adds the route's headers (`merge_headers`): one list per response.
+
+CSP goes on every response, not only on HTML: a JSON or SVG answer opened as a
+document is rendered under its own CSP, and `frame-ancestors` protects every
+response from framing. The policy is precomputed, so the cost is one nonce and one
+join (OWASP HTTP Headers Cheat Sheet recommends CSP on all responses).
+
+WebSocket and lifespan scopes pass through untouched: a handshake answer renders no
+document, so none of these headers would do anything.
+
+Not covered: headers the server adds after the application, such as uvicorn's own
+`server` header (run it with `server_header=False` / `--no-server-header`) or
+hypercorn's (`include_server_header = False`).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from bastion.context import get_context
+from bastion.events import KIND_CSP_VIOLATION, KIND_INPUT_VALIDATION, EventEmitter
+from bastion.headers.csp import new_nonce
+from bastion.headers.policy import HeaderSet, HeadersSettings, compile_header_sets, merge_headers
+from bastion.headers.reports import (
+    REASON_CSP_VIOLATION,
+    REASON_REPORT_TOO_LARGE,
+    REASON_REPORT_TOO_MANY,
+    REASON_REPORT_WRONG_CONTENT_TYPE,
+    REASON_REPORT_WRONG_METHOD,
+    parse_reports,
+    report_format,
+)
+from bastion.responses import Refuser, header_value
+from bastion.routes import RouteTable
+from bastion.types import ASGIApp, Message, Receive, Scope, Send
+
+LAYER: Final = "headers"
+# More digits than any length under our cap can have; also keeps `int()` away from
+# attacker-sized digit strings.
+_MAX_LENGTH_DIGITS: Final = 12
+
+_ReadFailure = Literal["too-large", "disconnected"]
+
+
+async def _read_capped(receive: Receive, max_bytes: int) -> bytes | _ReadFailure:
+    """The request body, or why not: never holds more than `max_bytes` of it."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return "disconnected"
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return "too-large"
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _declared_too_large(content_length: bytes | None, max_bytes: int) -> bool:
+    """Whether a declared `Content-Length` already exceeds the cap (garbage is left
+    to the streaming cap, which holds whatever the header says)."""
+    if content_length is None:
+        return False
+    text = content_length.strip()
+    if not text.isdigit():
+        return False
+    return len(text) > _MAX_LENGTH_DIGITS or int(text) > max_bytes
+
+
+class HeadersMiddleware:
+    """Adds security headers and a per-request CSP nonce; receives CSP reports."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: HeadersSettings | None = None,
+        *,
+        events: EventEmitter | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings or HeadersSettings()
+        default, routes = compile_header_sets(self.settings)
+        self._enabled = self.settings.enabled
+        self._default = default
+        self._routes: RouteTable[HeaderSet] = RouteTable(routes)
+        self._report_path = self.settings.csp_report_path
+        self._max_report_bytes = self.settings.csp_report_max_bytes
+        self._max_reports = self.settings.csp_report_max_reports
+        # The report endpoint is ours, not the app's traffic: monitor-only mode
+        # (report-only CSP) still answers it.
+        self._refuse = Refuser(LAYER, events)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._enabled:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == self._report_path:
+            await self._receive_reports(scope, receive, send)
+            return
+        header_set = self._default
+        if self._routes:
+            header_set = self._routes.lookup(scope["method"], path) or self._default
+        nonce = ""
+        if header_set.needs_nonce:
+            context = get_context(scope)
+            # Reuse a nonce an outer headers layer already drew, so the header and
+            # the templates agree whichever layer's CSP reaches the browser.
+            if not context.csp_nonce:
+                context.csp_nonce = new_nonce()
+            nonce = context.csp_nonce
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = merge_headers(message.get("headers", ()), header_set, nonce)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _receive_reports(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await self._refuse(
+                scope,
+                send,
+                status=405,
+                kind=KIND_INPUT_VALIDATION,
+                reason=REASON_REPORT_WRONG_METHOD,
+                headers=[(b"allow", b"POST")],
+            )
+            return
+        headers = scope["headers"]
+        fmt = report_format(header_value(headers, b"content-type"))
+        if fmt is None:
+            await self._refuse(
+                scope,
+                send,
+                status=415,
+                kind=KIND_INPUT_VALIDATION,
+                reason=REASON_REPORT_WRONG_CONTENT_TYPE,
+            )
+            return
+        body: bytes | _ReadFailure = "too-large"
+        if not _declared_too_large(
+            header_value(headers, b"content-length"), self._max_report_bytes
+        ):
+            body = await _read_capped(receive, self._max_report_bytes)
+        if body == "disconnected":
+            return
+        if isinstance(body, str):
+            await self._refuse(
+                scope, send, status=413, kind=KIND_INPUT_VALIDATION, reason=REASON_REPORT_TOO_LARGE
+            )
+            return
+        batch = parse_reports(fmt, body, max_reports=self._max_reports)
+        if batch.error:
+            await self._refuse(
+                scope, send, status=400, kind=KIND_INPUT_VALIDATION, reason=batch.error
+            )
+            return
+        for violation in batch.violations:
+            self._refuse.event(
+                scope,
+                kind=KIND_CSP_VIOLATION,
+                reason=REASON_CSP_VIOLATION,
+                # A report-only policy did not block anything; an enforced one did.
+                action="monitored" if violation.disposition == "report" else "blocked",
+                details=violation.details(),
+            )
+        if batch.dropped:
+            self._refuse.event(
+                scope,
+                kind=KIND_INPUT_VALIDATION,
+                reason=REASON_REPORT_TOO_MANY,
+                details={"kept": len(batch.violations), "dropped": batch.dropped},
+            )
+        # 204 without Content-Length (RFC 9110 section 8.6). Never 410: the Reporting
+        # API takes 410 Gone as "remove this endpoint".
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,518 @@
+"""The headers layer's settings and the header sets compiled from them.
+
+Threats, one header each (OWASP HTTP Headers Cheat Sheet):
+
+* MIME sniffing turns an upload or a JSON answer into script or HTML:
+  `X-Content-Type-Options: nosniff` (Fetch, "X-Content-Type-Options").
+* Full URLs, with the tokens and ids in their paths and query strings, leak to other
+  sites through `Referer`: `Referrer-Policy: strict-origin-when-cross-origin`.
+* Injected or third-party script, or a framed page, uses camera, location, USB and
+  other powerful features: `Permissions-Policy` denies them.
+* Cross-window attacks and XS-Leaks through `window.opener` and shared browsing
+  context groups: `Cross-Origin-Opener-Policy: same-origin`.
+* Other sites embedding our responses as `<img>`/`<script>` (Spectre-style reads,
+  XSSI): `Cross-Origin-Resource-Policy: same-origin`.
+* Clickjacking: CSP `frame-ancestors`, with `X-Frame-Options` derived from it for
+  browsers that predate CSP2.
+* Fingerprinting the server stack to pick exploits: `Server` and `X-Powered-By` are
+  stripped from the application's answers.
+
+Every header is overridable per route (`bastion.routes` patterns), and every set of
+headers is compiled once, at construction, into a `HeaderSet` of encoded tuples plus
+a `CSPTemplate`; `merge_headers` is the whole per-response work.
+
+What the application set itself is kept unless `enforce` is on: the application
+knows that one response (a CSP for a page with its own policy, a CORP for a public
+image) better than a site-wide default does.
+
+References: OWASP HTTP Headers Cheat Sheet
+https://cheatsheetseries.owasp.org/cheatsheets/HTTP_Headers_Cheat_Sheet.html ;
+Referrer Policy https://www.w3.org/TR/referrer-policy/#referrer-policies ;
+Permissions Policy https://www.w3.org/TR/permissions-policy-1/ and RFC 9651
+(structured fields); COOP and Origin-Agent-Cluster: HTML
+https://html.spec.whatwg.org/multipage/browsers.html ; CORP and nosniff: Fetch
+https://fetch.spec.whatwg.org/ ; Reporting API https://w3c.github.io/reporting/ ;
+RFC 9110 section 5.5 (field values) and section 5.6.2 (tokens).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+
+from bastion.headers.csp import (
+    CSPTemplate,
+    compile_policy,
+    frame_options_for,
+    parse_directive_name,
+    parse_sources,
+    resolve_directives,
+)
+from bastion.hosts import parse_origin
+from bastion.routes import parse_route_pattern
+from bastion.sections import LayerSettings, Section
+from bastion.types import RawHeaders
+
+ReferrerPolicy = Literal[
+    "no-referrer",
+    "no-referrer-when-downgrade",
+    "origin",
+    "origin-when-cross-origin",
+    "same-origin",
+    "strict-origin",
+    "strict-origin-when-cross-origin",
+    "unsafe-url",
+]
+OpenerPolicy = Literal[
+    "same-origin", "same-origin-allow-popups", "noopener-allow-popups", "unsafe-none"
+]
+ResourcePolicy = Literal["same-origin", "same-site", "cross-origin"]
+FrameOptions = Literal["auto", "DENY", "SAMEORIGIN"]
+
+DEFAULT_REPORT_PATH: Final = "/.bastion/csp-report"
+# Our member of the `Reporting-Endpoints` dictionary. Named after us, not the common
+# "csp-endpoint", so appending it never clobbers an endpoint the application defines.
+REPORT_ENDPOINT_NAME: Final = "bastion-csp"
+
+# A legacy report is about 1 KiB, most of it the copied policy; the Reporting API
+# batches several per request. 32 KiB holds a full batch of DEFAULT_MAX_REPORTS and
+# is still a trivial amount of memory per concurrent request.
+DEFAULT_MAX_REPORT_BYTES: Final = 32 * 1024
+# A page that breaks badly produces many identical reports; 20 per request shows the
+# problem without letting one request write unbounded log lines.
+DEFAULT_MAX_REPORTS: Final = 20
+
+# Powerful features a typical web application never uses. Denied (`feature=()`) for
+# the page and every frame it embeds, so an XSS or a compromised third-party script
+# cannot reach sensors, devices or the camera, and nothing can prompt the user for
+# them. `browsing-topics=()` opts the site out of ad-topic tracking. Features the
+# site may plausibly use itself (fullscreen, autoplay, WebAuthn, clipboard) are left
+# at the browser's default (`self`). Each name is one Chromium recognises, so the
+# header causes no console warnings.
+_DENIED_FEATURES: Final = (
+    "accelerometer",
+    "bluetooth",
+    "browsing-topics",
+    "camera",
+    "display-capture",
+    "geolocation",
+    "gyroscope",
+    "hid",
+    "idle-detection",
+    "magnetometer",
+    "microphone",
+    "midi",
+    "payment",
+    "screen-wake-lock",
+    "serial",
+    "usb",
+    "xr-spatial-tracking",
+)
+DEFAULT_PERMISSIONS_POLICY: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    dict.fromkeys(_DENIED_FEATURES, ())
+)
+
+# Headers we own elsewhere or that frame the message; `extra_headers` may not set them.
+_RESERVED_HEADERS: Final = frozenset(
+    {
+        "content-security-policy",
+        "content-security-policy-report-only",
+        "reporting-endpoints",
+        "set-cookie",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "trailer",
+        "te",
+    }
+)
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 section 5.6.2
+# RFC 9110 section 5.5: visible ASCII with inner spaces or tabs; never CR, LF or NUL.
+# obs-text (0x80-0xFF) is refused too: its meaning depends on the peer.
+_FIELD_VALUE: Final = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?\Z")
+_FEATURE: Final = re.compile(r"[a-z][a-z0-9-]*\Z")
+# The report path goes into `report-uri` and, quoted, into `Reporting-Endpoints`.
+_REPORT_PATH: Final = re.compile(r"/[A-Za-z0-9._~/-]*\Z")
+_ALLOWLIST_KEYWORDS: Final = frozenset({"self", "src", "*"})
+
+
+def _mapping(value: Any) -> Mapping[Any, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
+def _parse_header_name(name: str, setting: str) -> str:
+    lowered = name.strip().lower()
+    if not _TOKEN.match(lowered):
+        raise ValueError(f"{setting}: header name {name!r} is not a token (RFC 9110 5.6.2)")
+    return lowered
+
+
+def _parse_allowlist(feature: str, value: Any) -> tuple[str, ...]:
+    """A Permissions-Policy allowlist: `self`, `src`, `*` or origins (quoted on output)."""
+    items = value.split() if isinstance(value, str) else list(value)
+    parsed: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"permissions_policy: {feature!r}: allowlist items are strings")
+        if item in _ALLOWLIST_KEYWORDS:
+            parsed.append(item)
+            continue
+        unquoted = item[1:-1] if len(item) > 1 and item[0] == item[-1] == '"' else item
+        origin = parse_origin(unquoted)
+        if origin is None or origin.scheme not in ("http", "https"):
+            raise ValueError(
+                f"permissions_policy: {feature!r}: items are self, src, * or an origin "
+                "such as https://maps.example"
+            )
+        parsed.append(f'"{origin.serialise()}"')
+    return tuple(parsed)
+
+
+class HeaderPolicy(Section):
+    """The headers one route gets; `HeadersSettings` and each route entry share it."""
+
+    csp_directives: dict[str, tuple[str, ...] | None] = Field(default_factory=dict)
+    """CSP directives to set or replace, e.g. `{"img-src": "'self' https://cdn.example"}`;
+    `None` removes a default directive. Write `'nonce-{nonce}'` for the nonce."""
+
+    csp_extra_sources: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Sources appended to a directive, e.g. `{"connect-src": ["https://api.example"]}`."""
+
+    csp_report_only: bool = False
+    """Send the policy as Content-Security-Policy-Report-Only (report, do not block)."""
+
+    insecure_disable_csp: bool = False
+    """Send no Content-Security-Policy at all. An opt-out: logged at start-up."""
+
+    enforce: bool = False
+    """Replace headers of the same name the application set itself (default: keep them)."""
+
+    referrer_policy: ReferrerPolicy | None = "strict-origin-when-cross-origin"
+    permissions_policy: dict[str, tuple[str, ...] | None] = Field(default_factory=dict)
+    """Features merged over the default deny list, e.g. `{"geolocation": ["self"]}`;
+    `None` drops a feature from the header."""
+
+    cross_origin_opener_policy: OpenerPolicy | None = "same-origin"
+    cross_origin_resource_policy: ResourcePolicy | None = "same-origin"
+    x_frame_options: FrameOptions | None = "auto"
+    """`auto` derives it from CSP frame-ancestors ('none' -> DENY, 'self' -> SAMEORIGIN)."""
+
+    origin_agent_cluster: bool = True
+    extra_headers: dict[str, str | None] = Field(default_factory=dict)
+    """More response headers, or `None` to drop one of the defaults (e.g. X-XSS-Protection)."""
+
+    @field_validator("csp_directives", mode="before")
+    @classmethod
+    def _parse_directives(cls, value: Any) -> Any:
+        mapping = _mapping(value)
+        if mapping is None:
+            return value
+        parsed: dict[str, tuple[str, ...] | None] = {}
+        for raw_name, sources in mapping.items():
+            name = parse_directive_name(str(raw_name))
+            parsed[name] = None if sources is None else parse_sources(name, sources)
+        return parsed
+
+    @field_validator("csp_extra_sources", mode="before")
+    @classmethod
+    def _parse_extra_sources(cls, value: Any) -> Any:
+        mapping = _mapping(value)
+        if mapping is None:
+            return value
+        parsed: dict[str, tuple[str, ...]] = {}
+        for raw_name, sources in mapping.items():
+            name = parse_directive_name(str(raw_name))
+            if sources is None:
+                raise ValueError(f"CSP directive {name!r}: list the sources to add")
+            added = parse_sources(name, sources)
+            if "'none'" in added:
+                raise ValueError(f"CSP directive {name!r}: 'none' cannot be added")
+            parsed[name] = added
+        return parsed
+
+    @field_validator("permissions_policy", mode="before")
+    @classmethod
+    def _parse_permissions(cls, value: Any) -> Any:
+        mapping = _mapping(value)
+        if mapping is None:
+            return value
+        parsed: dict[str, tuple[str, ...] | None] = {}
+        for raw_feature, allowlist in mapping.items():
+            feature = str(raw_feature).strip().lower()
+            if not _FEATURE.match(feature):
+                raise ValueError(f"permissions_policy: feature {raw_feature!r} is not a token")
+            parsed[feature] = None if allowlist is None else _parse_allowlist(feature, allowlist)
+        return parsed
+
+    @field_validator("extra_headers", mode="before")
+    @classmethod
+    def _parse_extra_headers(cls, value: Any) -> Any:
+        mapping = _mapping(value)
+        if mapping is None:
+            return value
+        parsed: dict[str, str | None] = {}
+        for raw_name, header_value in mapping.items():
+            name = _parse_header_name(str(raw_name), "extra_headers")
+            if name in _RESERVED_HEADERS:
+                raise ValueError(f"extra_headers: {name!r} cannot be set here")
+            if header_value is not None and (
+                not isinstance(header_value, str) or not _FIELD_VALUE.match(header_value)
+            ):
+                raise ValueError(
+                    f"extra_headers: {name!r}: a value is visible ASCII, no CR, LF or "
+                    "control characters, no leading or trailing space"
+                )
+            parsed[name] = header_value
+        return parsed
+
+
+class RouteHeadersSettings(HeaderPolicy):
+    """Per-route overrides: only the settings given here change for the route.
+
+    Mappings (`csp_directives`, `permissions_policy`, `extra_headers`) merge key by
+    key over the layer's; `csp_extra_sources` add to the layer's. A route dumps only
+    the settings it sets, so dumping and reloading settings keeps that meaning.
+    """
+
+    @model_serializer(mode="wrap")
+    def _dump_set_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {name: value for name, value in data.items() if name in self.model_fields_set}
+
+
+class HeadersSettings(HeaderPolicy, LayerSettings):
+    """Security response headers, CSP with a per-request nonce, and its report endpoint.
+
+    `monitor_only` sends the CSP as Report-Only everywhere (as `csp_report_only`).
+    """
+
+    strip_headers: tuple[str, ...] = ("server", "x-powered-by")
+    """Headers removed from every response the application sends."""
+
+    csp_report_path: str | None = DEFAULT_REPORT_PATH
+    """Path of the built-in violation report endpoint, named in `report-uri` and
+    `report-to`; `None` turns the endpoint and both directives off."""
+
+    csp_report_max_bytes: int = Field(DEFAULT_MAX_REPORT_BYTES, ge=1024, le=1024 * 1024)
+    csp_report_max_reports: int = Field(DEFAULT_MAX_REPORTS, ge=1, le=100)
+
+    routes: dict[str, RouteHeadersSettings] = Field(default_factory=dict)
+    """Per-route overrides by route pattern, e.g. `{"/embed/*": {...}}`."""
+
+    @field_validator("strip_headers")
+    @classmethod
+    def _parse_strip(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_parse_header_name(name, "strip_headers") for name in value)
+
+    @field_validator("csp_report_path")
+    @classmethod
+    def _check_report_path(cls, value: str | None) -> str | None:
+        if value is not None and not _REPORT_PATH.match(value):
+            raise ValueError("csp_report_path: an absolute path of letters, digits, ._~/-")
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _check_routes(
+        cls, value: dict[str, RouteHeadersSettings]
+    ) -> dict[str, RouteHeadersSettings]:
+        for pattern in value:
+            parse_route_pattern(pattern)
+        return value
+
+
+def merge_route(base: HeaderPolicy, route: HeaderPolicy) -> HeaderPolicy:
+    """The policy of one route: `base` with what `route` set explicitly."""
+    fields: dict[str, Any] = {name: getattr(base, name) for name in HeaderPolicy.model_fields}
+    for name in route.model_fields_set:
+        value = getattr(route, name)
+        if name in ("csp_directives", "permissions_policy", "extra_headers"):
+            value = {**fields[name], **value}
+        elif name == "csp_extra_sources":
+            merged = dict(fields[name])
+            for directive, added in value.items():
+                current = merged.get(directive, ())
+                merged[directive] = current + tuple(s for s in added if s not in current)
+            value = merged
+        fields[name] = value
+    # Both inputs were validated; merging cannot produce anything they did not allow.
+    return HeaderPolicy.model_construct(**fields)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSet:
+    """The headers one route adds, encoded once.
+
+    `static` holds every header but the CSP; `csp` is its template (None when no
+    CSP is sent); `appended` is merged with the application's own lines rather
+    than checked against them (a structured dictionary, like `Vary`); `managed` is
+    every name whose presence in the application's answer keeps ours out.
+    """
+
+    static: tuple[tuple[bytes, bytes], ...]
+    csp_name: bytes
+    csp: CSPTemplate | None
+    appended: tuple[tuple[bytes, bytes], ...]
+    managed: frozenset[bytes]
+    strip: frozenset[bytes]
+    enforce: bool
+
+    @property
+    def needs_nonce(self) -> bool:
+        return self.csp is not None and self.csp.has_nonce
+
+
+def _serialize_permissions(policy: Mapping[str, tuple[str, ...] | None]) -> str:
+    return ", ".join(
+        f"{feature}=({' '.join(allowlist)})"
+        for feature, allowlist in policy.items()
+        if allowlist is not None
+    )
+
+
+def build_header_set(
+    policy: HeaderPolicy,
+    *,
+    report_path: str | None = DEFAULT_REPORT_PATH,
+    strip: Iterable[str] = (),
+    force_report_only: bool = False,
+) -> HeaderSet:
+    """Compile one route's policy into encoded header tuples and a CSP template."""
+    directives = resolve_directives(
+        policy.csp_directives,
+        policy.csp_extra_sources,
+        report_uri=report_path,
+        report_to=REPORT_ENDPOINT_NAME if report_path is not None else None,
+    )
+    headers: dict[str, str] = {"x-content-type-options": "nosniff"}
+    if policy.referrer_policy is not None:
+        headers["referrer-policy"] = policy.referrer_policy
+    permissions = _serialize_permissions(
+        {**DEFAULT_PERMISSIONS_POLICY, **policy.permissions_policy}
+    )
+    if permissions:
+        headers["permissions-policy"] = permissions
+    if policy.cross_origin_opener_policy is not None:
+        headers["cross-origin-opener-policy"] = policy.cross_origin_opener_policy
+    if policy.cross_origin_resource_policy is not None:
+        headers["cross-origin-resource-policy"] = policy.cross_origin_resource_policy
+    frame_options = (
+        frame_options_for(directives)
+        if policy.x_frame_options == "auto"
+        else policy.x_frame_options
+    )
+    if frame_options is not None:
+        headers["x-frame-options"] = frame_options
+    if policy.origin_agent_cluster:
+        # Origin-keyed agent cluster: no `document.domain` relaxation between
+        # sibling subdomains, and process isolation where the browser can.
+        headers["origin-agent-cluster"] = "?1"
+    # Turn off the legacy XSS auditor of old browsers: it could be abused to delete
+    # chosen scripts from a page and to leak data (OWASP: set it to 0).
+    headers["x-xss-protection"] = "0"
+    for name, value in policy.extra_headers.items():
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+
+    csp: CSPTemplate | None = None
+    csp_name = b""
+    appended: tuple[tuple[bytes, bytes], ...] = ()
+    if not policy.insecure_disable_csp and directives:
+        csp = compile_policy(directives)
+        report_only = policy.csp_report_only or force_report_only
+        csp_name = (
+            b"content-security-policy-report-only" if report_only else b"content-security-policy"
+        )
+        if report_path is not None and directives.get("report-to") == (REPORT_ENDPOINT_NAME,):
+            value = f'{REPORT_ENDPOINT_NAME}="{report_path}"'
+            appended = ((b"reporting-endpoints", value.encode("ascii")),)
+
+    static = tuple((name.encode("ascii"), value.encode("ascii")) for name, value in headers.items())
+    managed = frozenset(name for name, _ in static) | ({csp_name} if csp else frozenset())
+    return HeaderSet(
+        static=static,
+        csp_name=csp_name,
+        csp=csp,
+        appended=appended,
+        managed=managed,
+        strip=frozenset(name.encode("ascii") for name in strip),
+        enforce=policy.enforce,
+    )
+
+
+def compile_header_sets(settings: HeadersSettings) -> tuple[HeaderSet, dict[str, HeaderSet]]:
+    """The default header set and one per route pattern."""
+    options: dict[str, Any] = {
+        "report_path": settings.csp_report_path,
+        "strip": settings.strip_headers,
+        "force_report_only": settings.monitor_only,
+    }
+    default = build_header_set(settings, **options)
+    routes = {
+        pattern: build_header_set(merge_route(settings, route), **options)
+        for pattern, route in settings.routes.items()
+    }
+    return default, routes
+
+
+def merge_headers(app_headers: Iterable[Any], header_set: HeaderSet, nonce: str) -> RawHeaders:
+    """The application's headers, stripped, with ours added: one list per response.
+
+    A header the application set is kept and ours is left out, unless the set
+    enforces, in which case the application's lines of that name are dropped.
+    """
+    result: RawHeaders = []
+    present: set[bytes] | None = None
+    for name, value in app_headers:
+        lowered = name.lower()
+        if lowered in header_set.strip:
+            continue
+        if lowered in header_set.managed:
+            if header_set.enforce:
+                continue
+            if present is None:
+                present = {lowered}
+            else:
+                present.add(lowered)
+        result.append((name, value))
+    if present is None:
+        result.extend(header_set.static)
+    else:
+        result.extend(item for item in header_set.static if item[0] not in present)
+    if header_set.csp is not None and (present is None or header_set.csp_name not in present):
+        result.append((header_set.csp_name, header_set.csp.render(nonce)))
+    result.extend(header_set.appended)
+    return result
+
+
+def build_response_headers(
+    settings: HeadersSettings | None = None, route: str | None = None
+) -> list[tuple[str, str]]:
+    """The headers the layer adds, as text, with the nonce shown as `'nonce-{nonce}'`.
+
+    `route` names one of `settings.routes` to show that route's headers instead.
+    """
+    settings = settings or HeadersSettings()
+    if not settings.enabled:
+        return []
+    default, routes = compile_header_sets(settings)
+    if route is None:
+        header_set = default
+    elif route in routes:
+        header_set = routes[route]
+    else:
+        raise ValueError(f"no headers.routes entry for {route!r}")
+    headers = [(name.decode(), value.decode()) for name, value in header_set.static]
+    if header_set.csp is not None:
+        headers.append((header_set.csp_name.decode(), header_set.csp.render("{nonce}").decode()))
+    headers.extend((name.decode(), value.decode()) for name, value in header_set.appended)
+    return headers
