@@ -6,12 +6,15 @@ Sections are frozen, forbid unknown keys (a misspelt option is an error, not a s
 default) and validate their defaults too.
 
 Every way to weaken a protection is visible by name: a field whose name starts with
-`insecure_`, `enabled=False` on a layer, and `monitor_only=True`. `opt_outs` finds
-them all generically, so a new opt-out can never be forgotten by the start-up log or
-by `bastion check`.
+`insecure_`, `enabled=False` on a layer, `monitor_only=True`, and a `*report_only`
+switch (a policy that reports instead of enforcing). `opt_outs` finds them all
+generically, inside per-route rule tables too, so a new opt-out can never be
+forgotten by the start-up log or by `bastion check`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,16 +36,24 @@ class LayerSettings(Section):
 
 
 def opt_outs(model: BaseModel, prefix: str = "") -> list[str]:
-    """Dotted names of every enabled opt-out in `model` and its sub-sections."""
+    """Dotted names of every enabled opt-out in `model` and its sub-sections.
+
+    Per-route rule tables (a mapping of route pattern to a section model) are walked
+    too: `headers.routes[/embed/*].insecure_disable_csp`.
+    """
     found: list[str] = []
     for name in type(model).model_fields:
         value = getattr(model, name)
         dotted = f"{prefix}{name}"
         if isinstance(value, BaseModel):
             found.extend(opt_outs(value, dotted + "."))
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    found.extend(opt_outs(item, f"{dotted}[{key}]."))
         elif name == "enabled" and value is False:
             found.append(dotted + "=false")
-        elif name == "monitor_only" and value is True:
+        elif (name == "monitor_only" or name.endswith("report_only")) and value is True:
             found.append(dotted + "=true")
         elif name.startswith("insecure_") and value:
             found.append(dotted)

@@ -149,3 +149,18 @@ def test_settings_are_frozen() -> None:
     settings = Settings(mode="development")
     with pytest.raises(ValueError, match="frozen"):
         settings.debug = True  # type: ignore[misc]
+
+
+def test_opt_outs_inside_route_tables_and_report_only_are_found() -> None:
+    settings = Settings(
+        mode="development",
+        headers={
+            "csp_report_only": True,
+            "routes": {"/embed/*": {"insecure_disable_csp": True}},
+        },
+    )
+    assert settings.opt_outs() == [
+        "transport.insecure_allow_http",
+        "headers.csp_report_only=true",
+        "headers.routes[/embed/*].insecure_disable_csp",
+    ]
