@@ -47,7 +47,7 @@ from bastion.exceptions import ConfigurationError
 from bastion.headers import HeadersSettings
 from bastion.limits import LimitsSettings
 from bastion.sections import opt_outs
-from bastion.transport import TransportSettings
+from bastion.transport import LOCAL_HOSTS, TransportSettings
 
 logger = logging.getLogger("bastion")
 
@@ -59,7 +59,6 @@ Mode = Literal["development", "production"]
 MIN_SECRET_KEY_CHARS: Final = 32
 MIN_SECRET_KEY_DISTINCT: Final = 10
 DEFAULT_SECRETS_DIR: Final = "/run/secrets"
-DEVELOPMENT_HOSTS: Final = ("localhost", "127.0.0.1", "[::1]", "testserver")
 _KEY_SEPARATORS: Final = re.compile(r"[\s,]+")
 
 
@@ -135,7 +134,7 @@ class Settings(BaseSettings):
         # this runs inside validation, before anyone holds a reference.
         transport_updates: dict[str, Any] = {}
         if not self.transport.allowed_hosts:
-            transport_updates["allowed_hosts"] = DEVELOPMENT_HOSTS
+            transport_updates["allowed_hosts"] = LOCAL_HOSTS
         if "insecure_allow_http" not in self.transport.model_fields_set:
             transport_updates["insecure_allow_http"] = True
         if transport_updates:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from bastion.exceptions import ConfigurationError
-from bastion.settings import DEVELOPMENT_HOSTS, Settings, log_opt_outs
+from bastion.settings import Settings, log_opt_outs
+from bastion.transport import LOCAL_HOSTS
 
 STRONG_KEY = "k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789"
 PRODUCTION = {"secret_keys": [STRONG_KEY], "transport": {"allowed_hosts": ["bank.example"]}}
@@ -83,7 +84,7 @@ def test_unknown_settings_are_errors() -> None:
 
 def test_development_fills_laptop_defaults_in_the_open() -> None:
     settings = Settings(mode="development")
-    assert settings.transport.allowed_hosts == DEVELOPMENT_HOSTS
+    assert settings.transport.allowed_hosts == LOCAL_HOSTS
     assert settings.transport.insecure_allow_http is True
     assert len(settings.secret_keys) == 1
     assert "transport.insecure_allow_http" in settings.opt_outs()

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from bastion.cli import app
+
+STRONG_KEY = "k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789"
+BASTION = str(Path(sys.executable).with_name("bastion"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("BASTION_"):
+            monkeypatch.delenv(name)
+
+
+def test_config_prints_resolved_posture() -> None:
+    result = CliRunner().invoke(app, ["config", "--mode", "development"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["settings"]["mode"] == "development"
+    assert data["layers"] == ["errors", "transport", "limits", "headers", "cors"]
+    assert data["opt_outs"] == ["transport.insecure_allow_http"]
+    headers = data["response_headers"]
+    assert "{nonce}" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_config_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_SECRET_KEYS", STRONG_KEY)
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bank.example"]')
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    assert STRONG_KEY not in result.output
+    data = json.loads(result.output)
+    assert data["settings"]["secret_keys"] == ["********** (key 1)"]
+    assert data["opt_outs"] == []
+    assert "max-age=31536000" in data["response_headers"]["strict-transport-security"]
+
+
+def test_config_refuses_unsafe_production_without_leaking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BASTION_SECRET_KEYS", "short-but-secret")
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 2
+    assert "secret_keys[0] is shorter" in result.output
+    assert "short-but-secret" not in result.output
+
+
+def test_config_rejects_unknown_mode() -> None:
+    result = CliRunner().invoke(app, ["config", "--mode", "staging"])
+    assert result.exit_code != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.server
+def test_demo_serves_the_hardened_example() -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [BASTION, "demo", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        response = None
+        while time.monotonic() < deadline and response is None:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert response is not None, "demo did not start"
+        assert response.status_code == 200
+        csp = response.headers["content-security-policy"]
+        nonce = csp.split("'nonce-")[1].split("'")[0]
+        assert f'nonce="{nonce}"' in response.text
+        assert "server" not in response.headers
+        boom = httpx.get(f"http://127.0.0.1:{port}/boom", timeout=5)
+        assert boom.status_code == 500
+        assert "Traceback" not in boom.text
+        assert "this detail stays" not in boom.text
+        evil = httpx.get(f"http://127.0.0.1:{port}/", headers={"host": "evil.example"}, timeout=5)
+        assert evil.status_code == 400
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def test_demo_refuses_non_loopback_bind() -> None:
+    result = CliRunner().invoke(app, ["demo", "--host", "0.0.0.0"])
+    assert result.exit_code != 0
