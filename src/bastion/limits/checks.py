@@ -1,0 +1,278 @@
+"""The pure decisions of the limits layer: the request head, and the body as it streams.
+
+`read_head` turns raw headers into `RequestHead` facts in one pass. `check_headers`
+and `check_declared_body` decide on the head alone, before the application runs.
+`plan_body` decides what the body will be checked for, and `BodyCheck` applies that
+plan chunk by chunk, keeping bounded state, and names the first violation.
+
+`Content-Length` grammar (RFC 9110 section 8.6): `1*DIGIT`. A recipient may accept a
+list of identical values (`42, 42`, or the same value on several lines) as one; any
+other list, a sign, a space inside or an empty value is invalid and answered 400, as
+h11 and Go's net/http do. A body must be exactly as long as it declared: bytes past
+the declared length are never handed to the application (that is how request
+smuggling through a lenient front end starts), and a body that ends short is refused.
+
+References: RFC 9110 sections 8.3 (Content-Type), 8.6 (Content-Length);
+RFC 9112 section 6 (message body); RFC 6585 section 5 (431).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol
+
+from bastion.limits.forms import MultipartCounter, URLEncodedCounter, parse_boundary
+from bastion.limits.json import JSONScanner, is_json_media_type
+from bastion.limits.reasons import (
+    REASON_BODY_TOO_LARGE,
+    REASON_CONTENT_LENGTH_INVALID,
+    REASON_CONTENT_LENGTH_MISMATCH,
+    REASON_CONTENT_LENGTH_TOO_LARGE,
+    REASON_CONTENT_TYPE_INVALID,
+    REASON_CONTENT_TYPE_NOT_ALLOWED,
+    REASON_HEADERS_TOO_LARGE,
+    REASON_HEADERS_TOO_MANY,
+    REASON_JSON_NOT_UTF8,
+    REASON_MULTIPART_MALFORMED,
+)
+from bastion.limits.settings import BodyLimits
+from bastion.types import RawHeaders
+
+# `: ` between name and value and CRLF after it, as the line was on the wire.
+HEADER_LINE_OVERHEAD_BYTES: Final = 4
+# 10**19 exceeds 2**63: no server frames a larger body, and capping the digits keeps
+# int() away from CPython's quadratic conversion of huge digit strings.
+_MAX_LENGTH_DIGITS: Final = 19
+_URLENCODED: Final = "application/x-www-form-urlencoded"
+_MULTIPART_FORM: Final = "multipart/form-data"
+_UTF8_ENCODINGS: Final = frozenset({"utf-8", "utf-8-sig"})
+_JSON_PREFIX_BYTES: Final = 4  # what json.detect_encoding looks at
+
+Syntax = Literal["", "json", "urlencoded", "multipart"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """Facts from a request's raw headers, read in one pass."""
+
+    header_count: int
+    header_bytes: int
+    content_length: int | None  # None when absent or invalid
+    content_length_invalid: bool
+    has_transfer_encoding: bool
+    content_type: bytes | None  # the raw value; None when absent
+    content_type_conflict: bool  # several lines that disagree
+
+    @property
+    def declares_body(self) -> bool:
+        return bool(self.content_length) or self.has_transfer_encoding
+
+    @property
+    def media_type(self) -> str | None:
+        """Lower-case `type/subtype` without parameters; None when absent or empty.
+
+        Normalised exactly as the frameworks' parsers do (the part before the first
+        `;`, decoded as latin-1, `str.strip()`, lower-cased: `email.message` for
+        FastAPI, python-multipart for Starlette). `str.strip()` also removes
+        `\xa0` and `\x1c`-`\x1f`, so a stricter strip here would let
+        `application/json\xa0` reach FastAPI's JSON parser unscanned.
+        """
+        if self.content_type is None:
+            return None
+        media_type = self.content_type.decode("latin-1").partition(";")[0].strip().lower()
+        return media_type or None
+
+
+def read_head(headers: RawHeaders) -> RequestHead:
+    size = 0
+    lengths: list[bytes] = []
+    content_types: list[bytes] = []
+    has_transfer_encoding = False
+    for name, value in headers:
+        size += len(name) + len(value)
+        lowered = name.lower()
+        if lowered == b"content-length":
+            lengths.extend(part.strip() for part in value.split(b","))
+        elif lowered == b"content-type":
+            content_types.append(value.strip())
+        elif lowered == b"transfer-encoding":
+            has_transfer_encoding = True
+    length, length_invalid = _parse_content_length(lengths)
+    return RequestHead(
+        header_count=len(headers),
+        header_bytes=size + HEADER_LINE_OVERHEAD_BYTES * len(headers),
+        content_length=length,
+        content_length_invalid=length_invalid,
+        has_transfer_encoding=has_transfer_encoding,
+        content_type=content_types[0] if content_types else None,
+        content_type_conflict=len(set(content_types)) > 1,
+    )
+
+
+def _parse_content_length(values: list[bytes]) -> tuple[int | None, bool]:
+    if not values:
+        return None, False
+    first = values[0]
+    if any(value != first for value in values):
+        return None, True
+    if not first or not first.isdigit():  # bytes.isdigit is ASCII-only
+        return None, True
+    digits = first.lstrip(b"0") or b"0"
+    if len(digits) > _MAX_LENGTH_DIGITS:
+        return 10**_MAX_LENGTH_DIGITS, False
+    return int(digits), False
+
+
+def check_headers(head: RequestHead, *, max_count: int, max_bytes: int) -> str:
+    if head.header_count > max_count:
+        return REASON_HEADERS_TOO_MANY
+    if head.header_bytes > max_bytes:
+        return REASON_HEADERS_TOO_LARGE
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPlan:
+    """What a request's body is checked for.
+
+    `refusal` is decided from the head but applied only when the body turns out to
+    have a byte: a bodiless request is never refused for its content type.
+    """
+
+    refusal: str = ""
+    syntax: Syntax = ""
+    boundary: bytes = b""
+
+
+_NO_PLAN: Final = BodyPlan()
+
+
+def plan_body(head: RequestHead, limits: BodyLimits) -> BodyPlan:
+    """Choose the checks for the body from its media type.
+
+    A body with no `Content-Type` is scanned as JSON: FastAPI parses exactly those
+    as JSON, so leaving them unscanned would let a deep document through.
+    """
+    if head.content_type_conflict:
+        # Frameworks disagree on which line wins; we cannot tell which parser runs.
+        return BodyPlan(refusal=REASON_CONTENT_TYPE_INVALID)
+    media_type = head.media_type
+    if not limits.content_types.allows(media_type):
+        return BodyPlan(refusal=REASON_CONTENT_TYPE_NOT_ALLOWED)
+    if media_type is None or is_json_media_type(media_type):
+        return BodyPlan(syntax="json")
+    if media_type == _URLENCODED:
+        return BodyPlan(syntax="urlencoded")
+    if media_type == _MULTIPART_FORM:
+        boundary = parse_boundary(head.content_type or b"")
+        if boundary is None:
+            return BodyPlan(refusal=REASON_MULTIPART_MALFORMED)
+        return BodyPlan(syntax="multipart", boundary=boundary)
+    return _NO_PLAN
+
+
+def check_declared_body(head: RequestHead, limits: BodyLimits, plan: BodyPlan) -> str:
+    """Refuse on the head alone what the body would be refused for anyway."""
+    if head.content_length_invalid:
+        return REASON_CONTENT_LENGTH_INVALID
+    if head.content_length is not None and head.content_length > limits.max_body_bytes:
+        return REASON_CONTENT_LENGTH_TOO_LARGE
+    if head.declares_body:
+        return plan.refusal
+    return ""
+
+
+class _Inspector(Protocol):
+    def feed(self, data: bytes) -> str: ...
+
+    def end(self) -> str: ...
+
+
+class _JSONInspector:
+    """JSONScanner, plus the encoding check `json.loads` would make on bytes."""
+
+    __slots__ = ("_prefix", "scanner")
+
+    def __init__(self, scanner: JSONScanner) -> None:
+        self.scanner = scanner
+        self._prefix = b""
+
+    def feed(self, data: bytes) -> str:
+        if len(self._prefix) < _JSON_PREFIX_BYTES:
+            self._prefix += data[: _JSON_PREFIX_BYTES - len(self._prefix)]
+            if len(self._prefix) == _JSON_PREFIX_BYTES and not self._is_utf8():
+                return REASON_JSON_NOT_UTF8
+        return self.scanner.feed(data)
+
+    def end(self) -> str:
+        if self._prefix and not self._is_utf8():
+            return REASON_JSON_NOT_UTF8
+        return self.scanner.end()
+
+    def _is_utf8(self) -> bool:
+        # CPython decodes a bytes document as UTF-16 or UTF-32 when it starts with
+        # their BOM or a NUL; the byte-level scan is only sound for UTF-8.
+        return json.detect_encoding(self._prefix) in _UTF8_ENCODINGS
+
+
+def make_inspector(plan: BodyPlan, limits: BodyLimits) -> _Inspector | None:
+    if plan.syntax == "json":
+        return _JSONInspector(
+            JSONScanner(max_depth=limits.max_json_depth, max_bytes=limits.max_json_bytes)
+        )
+    if plan.syntax == "urlencoded":
+        return URLEncodedCounter(
+            max_fields=limits.max_form_fields, max_field_bytes=limits.max_form_part_bytes
+        )
+    if plan.syntax == "multipart":
+        return MultipartCounter(
+            plan.boundary,
+            max_fields=limits.max_form_fields,
+            max_files=limits.max_form_files,
+            max_part_bytes=limits.max_form_part_bytes,
+            max_part_header_bytes=limits.max_form_part_header_bytes,
+        )
+    return None
+
+
+class BodyCheck:
+    """Checks one request body, chunk by chunk, in the order the chunks arrive.
+
+    `feed` returns the first violation's `REASON_*` ("" while none). It is called
+    before the chunk reaches the application, so a refused chunk is never seen by
+    it. State is a byte count and the inspector's bounded state, never the body.
+    """
+
+    __slots__ = ("_declared_length", "_inspector", "_received", "_refusal", "limits")
+
+    def __init__(self, limits: BodyLimits, plan: BodyPlan, declared_length: int | None) -> None:
+        self.limits = limits
+        self._refusal = plan.refusal
+        self._declared_length = declared_length
+        self._inspector = make_inspector(plan, limits)
+        self._received = 0
+
+    def feed(self, chunk: bytes, *, more_body: bool) -> str:
+        if chunk:
+            if self._refusal:
+                return self._refusal
+            # Inspect only the bytes within the size limits first, so the verdict
+            # names the first violation in byte order, however the body is chunked.
+            limit, over = self.limits.max_body_bytes, REASON_BODY_TOO_LARGE
+            if self._declared_length is not None and self._declared_length <= limit:
+                limit, over = self._declared_length, REASON_CONTENT_LENGTH_MISMATCH
+            allowed = limit - self._received
+            self._received += len(chunk)
+            inspected = chunk if len(chunk) <= allowed else chunk[: max(allowed, 0)]
+            if self._inspector is not None and inspected:
+                reason = self._inspector.feed(inspected)
+                if reason:
+                    return reason
+            if len(chunk) > allowed:
+                return over
+        if more_body:
+            return ""
+        if self._declared_length is not None and self._received != self._declared_length:
+            return REASON_CONTENT_LENGTH_MISMATCH
+        return self._inspector.end() if self._inspector is not None else ""

@@ -1,0 +1,282 @@
+"""`LimitsMiddleware`: the thin ASGI adapter around the limits checks.
+
+Order for an HTTP request, cheapest first: shed when too many requests are in
+flight (503), header count and size (431), `Content-Length` and, for a request that
+declares a body, its content type and multipart boundary (400/413/415); then the
+application runs with a wrapped `receive` that feeds each body chunk to `BodyCheck`
+and times each wait for the next chunk (408) before the chunk is handed over.
+
+When a check trips while the body streams (the guarantee):
+
+* the chunk that crossed the limit, and everything after it, never reaches the
+  application: from then on its `receive` returns `http.disconnect`, the ASGI way of
+  saying "the body is not coming". Frameworks abort on it (Starlette raises
+  `ClientDisconnect`, Django `RequestAborted`), so no handler runs on a truncated
+  body as if it were whole;
+* if the application has not started its response, the refusal is sent at once,
+  from inside `receive`, and whatever the application sends or raises afterwards is
+  dropped: its reaction to the cut-off body (a 500 from `ServerErrorMiddleware`, a
+  `ClientDisconnect` traceback) is a consequence of our refusal, not news;
+* if the application had already started its response (a handler that streams while
+  it reads), the status can no longer change. The layer reports the event, drops the
+  rest of the response and returns without completing it: the server closes the
+  connection, and the client sees a truncated response, never a complete-looking
+  answer to a request whose body the application did not get. (Raising instead would
+  log a traceback in the server; a truncated response carries the same signal.)
+
+Bytes the application never asks for are never read: the server reads nothing the
+application did not ask for either, and closes or drains the connection itself.
+
+In monitor-only mode a streaming check reports once ("monitored") and stops checking
+that request's body; the application gets every chunk.
+
+Timeouts use `asyncio.timeout`, so the layer needs an asyncio event loop (uvicorn,
+hypercorn's asyncio worker, granian); it is measured only while the application
+waits inside `receive` for the client, never while the application works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Final
+
+from bastion.events import EventEmitter
+from bastion.limits.checks import (
+    BodyCheck,
+    RequestHead,
+    check_declared_body,
+    check_headers,
+    plan_body,
+    read_head,
+)
+from bastion.limits.reasons import (
+    REASON_BODY_TIMEOUT,
+    REASON_OVERLOADED,
+    STATUS_BY_REASON,
+    kind_of,
+)
+from bastion.limits.settings import LimitsSettings, compile_routes, resolve_limits
+from bastion.responses import Refuser
+from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+
+LAYER: Final = "limits"
+_DISCONNECT: Final = {"type": "http.disconnect"}
+
+
+class _InFlight:
+    """The number of requests one middleware instance is serving now.
+
+    Shared by every request of the instance on purpose (it is the thing being
+    limited). One event loop runs the middleware, so the check and the increment,
+    with no `await` between them, are atomic.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class _Exchange:
+    """Per-request state of one HTTP request: the wrapped `receive` and `send`."""
+
+    __slots__ = (
+        "_check",
+        "_limits",
+        "_real_receive",
+        "_real_send",
+        "_refuser",
+        "_scope",
+        "_waited_seconds",
+        "body_done",
+        "response_started",
+        "tripped",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        check: BodyCheck,
+        refuser: Refuser,
+    ) -> None:
+        self._scope = scope
+        self._real_receive = receive
+        self._real_send = send
+        self._check: BodyCheck | None = check
+        self._refuser = refuser
+        self._limits = check.limits
+        self._waited_seconds = 0.0
+        self.body_done = False
+        self.response_started = False
+        self.tripped = False  # enforcing, and a limit was crossed
+
+    async def receive(self) -> Message:
+        if self.tripped:
+            return dict(_DISCONNECT)
+        if self.body_done or self._check is None:
+            return await self._real_receive()
+        message = await self._timed_receive()
+        if message is None:
+            if await self._trip(REASON_BODY_TIMEOUT):
+                return dict(_DISCONNECT)
+            message = await self._real_receive()  # monitor-only: wait as long as it takes
+        if message["type"] != "http.request":
+            self.body_done = True  # http.disconnect: the client is gone
+            return message
+        more_body = bool(message.get("more_body", False))
+        if not more_body:
+            self.body_done = True
+        if self._check is not None:
+            reason = self._check.feed(message.get("body", b""), more_body=more_body)
+            if reason and await self._trip(reason):
+                return dict(_DISCONNECT)
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.tripped:
+            return  # the refusal was sent, or the response is being cut short
+        if message["type"] == "http.response.start":
+            self.response_started = True
+        await self._real_send(message)
+
+    async def _timed_receive(self) -> Message | None:
+        """The next message, or None when the client took too long to send it."""
+        limits = self._limits
+        budget = min(
+            limits.body_idle_timeout_seconds, limits.body_timeout_seconds - self._waited_seconds
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(max(budget, 0.0)) as deadline:
+                return await self._real_receive()
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # not ours: the server's receive raised it
+            return None
+        finally:
+            self._waited_seconds += loop.time() - started
+
+    async def _trip(self, reason: str) -> bool:
+        """Act on a violation found while streaming; True when enforcing."""
+        self._check = None  # report once; in monitor-only mode, stop checking
+        status = STATUS_BY_REASON[reason]
+        refuser, scope = self._refuser, self._scope
+        if refuser.monitor_only or self.response_started:
+            refuser.event(
+                scope,
+                kind=kind_of(reason),
+                reason=reason,
+                status=status,
+                details={"response_started": self.response_started},
+            )
+            self.tripped = not refuser.monitor_only
+            return self.tripped
+        # Set before the first await: a concurrent send from the app is dropped.
+        self.tripped = self.response_started = True
+        # A client already gone makes some servers' send raise; nobody is left to answer.
+        with contextlib.suppress(OSError):
+            await refuser(
+                scope, self._real_send, status=status, kind=kind_of(reason), reason=reason
+            )
+        return True
+
+
+class LimitsMiddleware:
+    """Refuses requests whose head, body, pace or number exceed the configured limits.
+
+    Works as a wrapper (`LimitsMiddleware(app, settings)`) and with Starlette's
+    `app.add_middleware(LimitsMiddleware, settings=...)`. WebSocket handshakes get
+    the header checks only; lifespan and unknown scopes pass through untouched.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: LimitsSettings | None = None,
+        *,
+        events: EventEmitter | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings or LimitsSettings()
+        self._refuser = Refuser(LAYER, events, monitor_only=self.settings.monitor_only)
+        self._default_limits = resolve_limits(self.settings)
+        self._routes = compile_routes(self.settings)
+        self._in_flight = _InFlight()
+        self._retry_after = [
+            (b"retry-after", str(self.settings.overload_retry_after_seconds).encode())
+        ]
+
+    @property
+    def in_flight(self) -> int:
+        """HTTP requests this instance is serving now."""
+        return self._in_flight.count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if not self.settings.enabled or scope_type not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if scope_type == "websocket":
+            reason = self._check_headers(read_head(scope["headers"]))
+            if not (reason and await self._refuse(scope, send, reason)):
+                await self.app(scope, receive, send)
+            return
+        in_flight = self._in_flight
+        shed = in_flight.count >= self.settings.max_concurrent_requests
+        # Load shedding: answer at once, before any other work, rather than queue.
+        if shed and await self._refuse(scope, send, REASON_OVERLOADED, self._retry_after):
+            return
+        in_flight.count += 1
+        try:
+            if shed:  # monitor-only: reported, and enforcement would have stopped here
+                await self.app(scope, receive, send)
+            else:
+                await self._serve(scope, receive, send)
+        finally:
+            in_flight.count -= 1
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the head, then run the app with the body checked as it streams.
+
+        In monitor-only mode the first violation is reported and the request is not
+        checked any further, exactly as far as enforcement would have gone.
+        """
+        head = read_head(scope["headers"])
+        limits = self._routes.lookup(scope["method"], scope["path"]) or self._default_limits
+        plan = plan_body(head, limits)
+        reason = self._check_headers(head) or check_declared_body(head, limits, plan)
+        if reason:
+            if not await self._refuse(scope, send, reason):
+                await self.app(scope, receive, send)
+            return
+        check = BodyCheck(limits, plan, head.content_length)
+        exchange = _Exchange(scope, receive, send, check, self._refuser)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception:
+            if not exchange.tripped:
+                raise
+            # The application failed on the body we cut off: already answered.
+
+    def _check_headers(self, head: RequestHead) -> str:
+        return check_headers(
+            head,
+            max_count=self.settings.max_header_count,
+            max_bytes=self.settings.max_header_bytes,
+        )
+
+    async def _refuse(
+        self, scope: Scope, send: Send, reason: str, headers: RawHeaders | None = None
+    ) -> bool:
+        return await self._refuser(
+            scope,
+            send,
+            status=STATUS_BY_REASON[reason],
+            kind=kind_of(reason),
+            reason=reason,
+            headers=headers or (),
+        )

@@ -1,0 +1,292 @@
+"""Named attacks on the limits layer, each beside the legitimate request that must pass.
+
+Every case runs against the raw ASGI, Starlette and FastAPI applications in-process.
+A refused case must get its status and emit its reason; a legitimate case must reach
+the application with its whole body (`/submit` answers with the byte count) and emit
+nothing. No case may log an error: a refusal is a normal outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bastion.events import EventEmitter
+from bastion.limits import LimitsMiddleware, LimitsSettings
+from bastion.limits.reasons import (
+    REASON_BODY_TOO_LARGE,
+    REASON_CONTENT_LENGTH_INVALID,
+    REASON_CONTENT_LENGTH_MISMATCH,
+    REASON_CONTENT_LENGTH_TOO_LARGE,
+    REASON_CONTENT_TYPE_INVALID,
+    REASON_CONTENT_TYPE_NOT_ALLOWED,
+    REASON_FORM_PART_HEADERS_TOO_LARGE,
+    REASON_FORM_PART_TOO_LARGE,
+    REASON_FORM_TOO_MANY_FIELDS,
+    REASON_FORM_TOO_MANY_FILES,
+    REASON_HEADERS_TOO_LARGE,
+    REASON_HEADERS_TOO_MANY,
+    REASON_JSON_NOT_UTF8,
+    REASON_JSON_TOO_DEEP,
+    REASON_JSON_TOO_LARGE,
+    REASON_MULTIPART_MALFORMED,
+    STATUS_BY_REASON,
+)
+from bastion.types import ASGIApp
+from tests.conftest import RecordingSink, asgi_client
+from tests.limits.harness import Part, multipart_body
+
+MiB = 1024 * 1024
+BOUNDARY = b"----b0undary"
+MULTIPART = {"content-type": "multipart/form-data; boundary=" + BOUNDARY.decode()}
+URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
+JSON = {"content-type": "application/json"}
+
+Content = bytes | Callable[[], AsyncIterator[bytes]]
+
+
+def streamed(total: int, chunk: int = 64 * 1024) -> Callable[[], AsyncIterator[bytes]]:
+    """A body without Content-Length (chunked), produced as it is sent."""
+
+    async def generate() -> AsyncIterator[bytes]:
+        for start in range(0, total, chunk):
+            yield b"x" * min(chunk, total - start)
+
+    return generate
+
+
+def in_chunks(data: bytes, size: int) -> Callable[[], AsyncIterator[bytes]]:
+    """`data` sent chunked, `size` bytes at a time."""
+
+    async def generate() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    return generate
+
+
+def files(count: int, size: int = 10) -> bytes:
+    return multipart_body([Part(f"f{i}", b"d" * size, f"f{i}.txt") for i in range(count)], BOUNDARY)
+
+
+def fields(count: int) -> bytes:
+    return multipart_body([Part(f"f{i}", b"v") for i in range(count)], BOUNDARY)
+
+
+@dataclass(frozen=True)
+class Case:
+    content: Content = b""
+    headers: dict[str, str] | list[tuple[str, str]] = field(default_factory=dict)
+    reason: str = ""  # "" for a legitimate request
+    settings: dict[str, Any] = field(default_factory=dict)
+    method: str = "POST"
+    path: str = "/submit"
+
+
+CASES = [
+    # Body size, declared and streamed.
+    pytest.param(Case(b"x" * MiB), id="body-at-limit-ok"),
+    pytest.param(
+        Case(b"x" * (MiB + 1), reason=REASON_CONTENT_LENGTH_TOO_LARGE),
+        id="content-length-too-large",
+    ),
+    pytest.param(Case(streamed(MiB)), id="body-chunked-at-limit-ok"),
+    pytest.param(
+        Case(streamed(3 * MiB), reason=REASON_BODY_TOO_LARGE), id="body-too-large-chunked"
+    ),
+    pytest.param(
+        Case(b"x" * 100, {"content-length": "5"}, REASON_CONTENT_LENGTH_MISMATCH),
+        id="content-length-lies-smaller",
+    ),
+    pytest.param(
+        Case(b"x" * 5, {"content-length": "100"}, REASON_CONTENT_LENGTH_MISMATCH),
+        id="content-length-lies-larger",
+    ),
+    pytest.param(
+        Case(b"x" * (2 * MiB), {"content-length": "10"}, REASON_CONTENT_LENGTH_MISMATCH),
+        id="content-length-lies-smaller-huge",
+    ),
+    pytest.param(Case(b"12345", {"content-length": "5, 5"}), id="content-length-repeated-ok"),
+    pytest.param(
+        Case(b"12345", {"content-length": "5, 6"}, REASON_CONTENT_LENGTH_INVALID),
+        id="content-length-invalid",
+    ),
+    pytest.param(
+        Case(b"12345", {"content-length": "-5"}, REASON_CONTENT_LENGTH_INVALID),
+        id="content-length-negative",
+    ),
+    pytest.param(
+        Case(b"12345", {"content-length": "0x5"}, REASON_CONTENT_LENGTH_INVALID),
+        id="content-length-hex",
+    ),
+    # Request headers.
+    pytest.param(Case(headers=[(f"x-h{i}", "v") for i in range(90)]), id="headers-90-ok"),
+    pytest.param(
+        Case(headers=[(f"x-h{i}", "v") for i in range(150)], reason=REASON_HEADERS_TOO_MANY),
+        id="headers-too-many",
+    ),
+    pytest.param(Case(headers={"x-big": "a" * 8000}), id="header-8k-ok"),
+    pytest.param(
+        Case(headers={"x-big": "a" * 20_000}, reason=REASON_HEADERS_TOO_LARGE),
+        id="headers-too-large",
+    ),
+    pytest.param(
+        Case(
+            method="GET", path="/", headers={"x-big": "a" * 20_000}, reason=REASON_HEADERS_TOO_LARGE
+        ),
+        id="headers-too-large-get",
+    ),
+    # Content types, when a route restricts them.
+    pytest.param(
+        Case(
+            b"{}",
+            {"content-type": "Application/JSON; charset=utf-8"},
+            settings={"allowed_content_types": ["application/json"]},
+        ),
+        id="content-type-allowed-ok",
+    ),
+    pytest.param(
+        Case(
+            b"<x/>",
+            {"content-type": "application/xml"},
+            REASON_CONTENT_TYPE_NOT_ALLOWED,
+            {"allowed_content_types": ["application/json"]},
+        ),
+        id="content-type-not-allowed",
+    ),
+    pytest.param(
+        Case(
+            b"x",
+            [("content-type", "text/plain"), ("content-type", "application/json")],
+            REASON_CONTENT_TYPE_INVALID,
+        ),
+        id="content-type-twice",
+    ),
+    pytest.param(
+        Case(method="GET", path="/", settings={"allowed_content_types": ["application/json"]}),
+        id="content-type-bodiless-get-ok",
+    ),
+    # JSON.
+    pytest.param(Case(b"[" * 100 + b"]" * 100, JSON), id="json-depth-100-ok"),
+    pytest.param(
+        Case(b"[" * 100_000 + b"]" * 100_000, JSON, REASON_JSON_TOO_DEEP), id="json-depth-100000"
+    ),
+    pytest.param(
+        Case(
+            b'{"a":' * 5000 + b"1" + b"}" * 5000,
+            {"content-type": "application/merge-patch+json"},
+            REASON_JSON_TOO_DEEP,
+        ),
+        id="json-suffix-depth-5000",
+    ),
+    pytest.param(
+        Case(b"[" * 100_000 + b"]" * 100_000, {}, REASON_JSON_TOO_DEEP),
+        id="json-depth-no-content-type",
+    ),
+    pytest.param(
+        Case(in_chunks(b"[" * 3000, 7), JSON, REASON_JSON_TOO_DEEP),
+        id="json-depth-3000-chunked",
+    ),
+    pytest.param(
+        Case('["\\"", '.encode("utf-16-le") + b"[\x00" * 5000, JSON, REASON_JSON_NOT_UTF8),
+        id="json-utf16-hides-depth",
+    ),
+    pytest.param(
+        Case(b"[" + b"1," * 600 + b"1]", JSON, REASON_JSON_TOO_LARGE, {"max_json_bytes": 1000}),
+        id="json-too-large",
+    ),
+    pytest.param(Case(b"[1, 2]", JSON, settings={"max_json_bytes": 1000}), id="json-small-ok"),
+    # Url-encoded forms.
+    pytest.param(Case(b"&".join([b"f=1"] * 1000), URLENCODED), id="form-1000-fields-ok"),
+    pytest.param(
+        Case(b"&".join([b"f=1"] * 1001), URLENCODED, REASON_FORM_TOO_MANY_FIELDS),
+        id="form-too-many-fields",
+    ),
+    pytest.param(
+        Case(b";" * 50_000, URLENCODED, REASON_FORM_TOO_MANY_FIELDS),
+        id="form-semicolons-count",
+    ),
+    pytest.param(
+        Case(
+            b"a=" + b"x" * 5000,
+            URLENCODED,
+            REASON_FORM_PART_TOO_LARGE,
+            {"max_form_part_bytes": 4096},
+        ),
+        id="form-field-too-large",
+    ),
+    # Multipart forms.
+    pytest.param(Case(files(100), MULTIPART), id="multipart-100-files-ok"),
+    pytest.param(
+        Case(files(101), MULTIPART, REASON_FORM_TOO_MANY_FILES), id="multipart-too-many-files"
+    ),
+    pytest.param(
+        Case(fields(1001), MULTIPART, REASON_FORM_TOO_MANY_FIELDS), id="multipart-too-many-fields"
+    ),
+    pytest.param(
+        Case(files(2, 4096), MULTIPART, settings={"max_form_part_bytes": 4096}),
+        id="multipart-part-at-limit-ok",
+    ),
+    pytest.param(
+        Case(files(2, 4097), MULTIPART, REASON_FORM_PART_TOO_LARGE, {"max_form_part_bytes": 4096}),
+        id="multipart-part-too-large",
+    ),
+    pytest.param(
+        Case(
+            multipart_body([Part("a" * 10_000, b"v")], BOUNDARY),
+            MULTIPART,
+            REASON_FORM_PART_HEADERS_TOO_LARGE,
+        ),
+        id="multipart-part-headers-too-large",
+    ),
+    pytest.param(
+        Case(files(1), {"content-type": "multipart/form-data"}, REASON_MULTIPART_MALFORMED),
+        id="multipart-no-boundary",
+    ),
+    pytest.param(
+        Case(
+            files(1),
+            {"content-type": "multipart/form-data; boundary=a; boundary=" + BOUNDARY.decode()},
+            REASON_MULTIPART_MALFORMED,
+        ),
+        id="multipart-boundary-twice",
+    ),
+    pytest.param(
+        Case(files(3)[:-30], MULTIPART, REASON_MULTIPART_MALFORMED), id="multipart-unclosed"
+    ),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", CASES)
+async def test_attack(
+    case: Case,
+    framework_app: ASGIApp,
+    events: EventEmitter,
+    sink: RecordingSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    app = LimitsMiddleware(framework_app, LimitsSettings(**case.settings), events=events)
+    content = case.content if isinstance(case.content, bytes) else case.content()
+    async with asgi_client(app) as client:
+        response = await client.request(
+            case.method, case.path, headers=case.headers, content=content if content else None
+        )
+    if case.reason:
+        assert response.status_code == STATUS_BY_REASON[case.reason]
+        assert sink.reasons() == [case.reason]
+        assert sink.records[0]["action"] == "blocked"
+        assert "request id" in response.text
+    else:
+        assert response.status_code == 200, response.text
+        assert sink.records == []
+        if case.path == "/submit" and isinstance(case.content, bytes):
+            assert response.text == str(len(case.content))
+    assert app.in_flight == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
