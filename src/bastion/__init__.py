@@ -1,1 +1,61 @@
-"""Bastion: a security layer for ASGI applications."""
+"""Bastion: a security layer for ASGI applications.
+
+    from bastion import Shield, Settings
+
+    app = Shield(app, Settings(secret_keys=[...], transport={"allowed_hosts": [...]}))
+
+Every layer is also a plain ASGI middleware usable alone (`TransportMiddleware`,
+`LimitsMiddleware`, `HeadersMiddleware`, `CORSMiddleware`, `ErrorsMiddleware`), each
+taking its own settings section.
+"""
+
+from __future__ import annotations
+
+from bastion.context import RequestContext, get_context
+from bastion.cors import CORSMiddleware, CORSSettings
+from bastion.errors import ErrorSettings, ErrorsMiddleware
+from bastion.events import (
+    EventEmitter,
+    EventSettings,
+    EventSink,
+    LoggingSink,
+    Redactor,
+    SecurityEvent,
+)
+from bastion.exceptions import BastionError, ConfigurationError, StoreError
+from bastion.headers import HeadersMiddleware, HeadersSettings, RouteHeadersSettings
+from bastion.limits import LimitsMiddleware, LimitsSettings, RouteLimitsSettings
+from bastion.settings import Settings
+from bastion.shield import Shield
+from bastion.templating import csp_nonce, install_csp_nonce
+from bastion.transport import TransportMiddleware, TransportSettings
+
+__all__ = [
+    "BastionError",
+    "CORSMiddleware",
+    "CORSSettings",
+    "ConfigurationError",
+    "ErrorSettings",
+    "ErrorsMiddleware",
+    "EventEmitter",
+    "EventSettings",
+    "EventSink",
+    "HeadersMiddleware",
+    "HeadersSettings",
+    "LimitsMiddleware",
+    "LimitsSettings",
+    "LoggingSink",
+    "Redactor",
+    "RequestContext",
+    "RouteHeadersSettings",
+    "RouteLimitsSettings",
+    "SecurityEvent",
+    "Settings",
+    "Shield",
+    "StoreError",
+    "TransportMiddleware",
+    "TransportSettings",
+    "csp_nonce",
+    "get_context",
+    "install_csp_nonce",
+]

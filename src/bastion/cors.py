@@ -414,6 +414,7 @@ class CORSMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         settings: CORSSettings | None = None,
         *,
         events: EventEmitter | None = None,

@@ -158,6 +158,7 @@ class ErrorsMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         settings: ErrorSettings | None = None,
         *,
         events: EventEmitter | None = None,

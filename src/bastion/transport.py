@@ -704,6 +704,7 @@ class TransportMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         settings: TransportSettings | None = None,
         *,
         events: EventEmitter | None = None,

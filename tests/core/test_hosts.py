@@ -32,7 +32,7 @@ def test_valid_hosts(value: str, expected: HostPort) -> None:
         pytest.param("a.example:0", id="host-port-zero"),
         pytest.param("a.example:65536", id="host-port-too-big"),
         pytest.param("a.example:+80", id="host-port-sign"),
-        pytest.param("a.example:８０", id="host-port-unicode-digits"),
+        pytest.param("a.example:\uff18\uff10", id="host-port-unicode-digits"),
         pytest.param("a.example:", id="host-port-empty"),
         pytest.param("a..example", id="host-empty-label"),
         pytest.param("-a.example", id="host-label-hyphen"),

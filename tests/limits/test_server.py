@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-import psutil  # type: ignore[import-untyped]  # no stubs in the dev dependencies
+import psutil
 import pytest
 
 from tests.support.servers import RunningServer, serve

@@ -87,6 +87,7 @@ class HeadersMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         settings: HeadersSettings | None = None,
         *,
         events: EventEmitter | None = None,

@@ -196,6 +196,7 @@ class LimitsMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         settings: LimitsSettings | None = None,
         *,
         events: EventEmitter | None = None,
