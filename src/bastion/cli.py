@@ -105,8 +105,17 @@ def demo(
     application = create_app(mode="development")
     typer.echo(f"Bastion demo on http://{host}:{port}/ (development mode; Ctrl+C stops)")
     # server_header=False: the headers layer strips `Server` from the app's response,
-    # but uvicorn adds its own after the app; this turns that off too.
-    uvicorn.run(application, host=host, port=port, server_header=False, log_level="info")
+    # but uvicorn adds its own after the app. proxy_headers=False: uvicorn would
+    # otherwise trust X-Forwarded-For from 127.0.0.1 before Bastion sees the request;
+    # the transport layer is the one place that resolves proxies.
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        server_header=False,
+        proxy_headers=False,
+        log_level="info",
+    )
 
 
 def main() -> None:

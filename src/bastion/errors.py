@@ -44,7 +44,13 @@ from pydantic import Field
 
 from bastion.context import get_context
 from bastion.events import KIND_SYS_CRASH, EventEmitter
-from bastion.responses import WS_INTERNAL_ERROR, Refuser, generic_body, wants_json
+from bastion.responses import (
+    GENERIC_HEADERS,
+    WS_INTERNAL_ERROR,
+    Refuser,
+    generic_body,
+    wants_json,
+)
 from bastion.sections import LayerSettings
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
@@ -259,10 +265,9 @@ class ErrorsMiddleware:
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
+                    *GENERIC_HEADERS,
                     (b"content-type", content_type),
                     (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                    (b"x-content-type-options", b"nosniff"),
                 ],
             }
         )

@@ -29,10 +29,13 @@ WS_MESSAGE_TOO_BIG: Final = 1009
 WS_TRY_AGAIN_LATER: Final = 1013
 WS_INTERNAL_ERROR: Final = 1011
 
-# Every generated answer tells the browser not to sniff it or cache it.
-_GENERIC_HEADERS: Final[RawHeaders] = [
+# Every generated answer tells the browser not to sniff it, cache it, run anything in
+# it or frame it. These answers are produced outside the headers layer (a refused
+# host never reaches it), so they carry their own lock-down policy.
+GENERIC_HEADERS: Final[RawHeaders] = [
     (b"x-content-type-options", b"nosniff"),
     (b"cache-control", b"no-store"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
 
 
@@ -103,14 +106,14 @@ async def send_generic(
             {
                 "type": "websocket.http.response.start",
                 "status": status,
-                "headers": [*_GENERIC_HEADERS, *headers, (b"content-type", content_type)],
+                "headers": [*GENERIC_HEADERS, *headers, (b"content-type", content_type)],
             }
         )
         await send({"type": "websocket.http.response.body", "body": body})
         return
     body, content_type = generic_body(status, request_id, as_json=wants_json(scope["headers"]))
     await send_response(
-        send, status, body, [*_GENERIC_HEADERS, *headers, (b"content-type", content_type)]
+        send, status, body, [*GENERIC_HEADERS, *headers, (b"content-type", content_type)]
     )
 
 

@@ -100,6 +100,10 @@ def test_demo_serves_the_hardened_example() -> None:
         assert "this detail stays" not in boom.text
         evil = httpx.get(f"http://127.0.0.1:{port}/", headers={"host": "evil.example"}, timeout=5)
         assert evil.status_code == 400
+        spoofed = httpx.get(
+            f"http://127.0.0.1:{port}/context", headers={"x-forwarded-for": "203.0.113.7"}
+        )
+        assert spoofed.json()["client"] == "127.0.0.1"
     finally:
         os.kill(process.pid, signal.SIGTERM)
         process.wait(timeout=10)

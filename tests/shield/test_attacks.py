@@ -1,0 +1,267 @@
+"""The whole stack at once: each refusal, by name, beside the request that must pass.
+
+Every case runs through `Shield` around a raw ASGI app, a Starlette app and a FastAPI
+app, so the layers are shown to work together (and in order), not only alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bastion.events import EventEmitter
+from bastion.settings import Settings
+from bastion.shield import Shield
+from bastion.types import ASGIApp
+from tests.conftest import RecordingSink, asgi_client
+
+pytestmark = pytest.mark.anyio
+
+SETTINGS = Settings(
+    mode="development",
+    transport={"allowed_hosts": ["testserver", "*.bank.example"], "insecure_allow_http": False},
+    limits={"max_body_bytes": 1024, "max_json_depth": 20},
+    cors={
+        "allow_origins": ["https://app.bank.example"],
+        "allow_credentials": True,
+        "allow_headers": ["content-type"],
+    },
+)
+HTTPS = "https://testserver"
+APP_ORIGIN = "https://app.bank.example"
+
+
+def deep_json(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+CASES = [
+    # (id, method, url, headers, body, status, reason or None)
+    ("shield-get-ok", "GET", f"{HTTPS}/", {}, None, 200, None),
+    ("shield-subdomain-host-ok", "GET", "https://app.bank.example/", {}, None, 200, None),
+    (
+        "shield-host-not-allowed",
+        "GET",
+        f"{HTTPS}/",
+        {"host": "evil.example"},
+        None,
+        400,
+        "host-not-allowed",
+    ),
+    (
+        "shield-host-suffix-trick",
+        "GET",
+        f"{HTTPS}/",
+        {"host": "bank.example.evil.net"},
+        None,
+        400,
+        "host-not-allowed",
+    ),
+    (
+        "shield-host-path-chars",
+        "GET",
+        f"{HTTPS}/",
+        {"host": "x/health?"},
+        None,
+        400,
+        "host-malformed",
+    ),
+    (
+        "shield-plain-http-redirected",
+        "POST",
+        "http://testserver/submit?a=1",
+        {},
+        b"x",
+        308,
+        "insecure-http",
+    ),
+    ("shield-body-ok", "POST", f"{HTTPS}/submit", {}, b"x" * 1024, 200, None),
+    (
+        "shield-body-too-large",
+        "POST",
+        f"{HTTPS}/submit",
+        {},
+        b"x" * 1025,
+        413,
+        "content-length-too-large",
+    ),
+    (
+        "shield-json-ok",
+        "POST",
+        f"{HTTPS}/submit",
+        {"content-type": "application/json"},
+        deep_json(20),
+        200,
+        None,
+    ),
+    (
+        "shield-json-too-deep",
+        "POST",
+        f"{HTTPS}/submit",
+        {"content-type": "application/json"},
+        deep_json(21),
+        400,
+        "json-too-deep",
+    ),
+    (
+        "shield-headers-too-many",
+        "GET",
+        f"{HTTPS}/",
+        {f"x-h{i}": "v" for i in range(120)},
+        None,
+        431,
+        "headers-too-many",
+    ),
+    (
+        "shield-preflight-ok",
+        "OPTIONS",
+        f"{HTTPS}/json",
+        {
+            "origin": APP_ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        },
+        None,
+        204,
+        None,
+    ),
+    (
+        "shield-preflight-evil-origin",
+        "OPTIONS",
+        f"{HTTPS}/json",
+        {"origin": "https://evil.example", "access-control-request-method": "POST"},
+        None,
+        403,
+        "origin-not-allowed",
+    ),
+    (
+        "shield-preflight-null-origin",
+        "OPTIONS",
+        f"{HTTPS}/json",
+        {"origin": "null", "access-control-request-method": "POST"},
+        None,
+        403,
+        "origin-null",
+    ),
+    ("shield-exception", "GET", f"{HTTPS}/boom", {}, None, 500, "unhandled-exception"),
+]
+
+
+@pytest.fixture
+def shielded(framework_app: ASGIApp) -> tuple[ASGIApp, RecordingSink]:
+    sink = RecordingSink()
+    return Shield(framework_app, SETTINGS, events=EventEmitter([sink])), sink
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "headers", "body", "status", "reason"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+)
+async def test_whole_stack(
+    shielded: tuple[ASGIApp, RecordingSink],
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    status: int,
+    reason: str | None,
+) -> None:
+    app, sink = shielded
+    async with asgi_client(app) as client:
+        response = await client.request(method, url, headers=headers, content=body)
+    assert response.status_code == status, response.text
+    refusals = [r["reason"] for r in sink.records if r["kind"] != "sys_startup"]
+    if reason is None:
+        assert refusals == []
+    else:
+        assert refusals == [reason]
+        assert "kaboom" not in response.text
+        # Every refusal, even from layers outside the headers layer, is locked down.
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" in response.headers
+
+
+async def test_legitimate_response_carries_every_protection(
+    shielded: tuple[ASGIApp, RecordingSink],
+) -> None:
+    app, _ = shielded
+    async with asgi_client(app) as client:
+        response = await client.get(f"{HTTPS}/context", headers={"origin": APP_ORIGIN})
+    assert response.status_code == 200
+    headers = response.headers
+    nonce = response.json()["csp_nonce"]
+    assert f"'nonce-{nonce}'" in headers["content-security-policy"]
+    assert headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["access-control-allow-origin"] == APP_ORIGIN
+    assert headers["access-control-allow-credentials"] == "true"
+    assert "origin" in headers["vary"].lower()
+    assert response.json()["scheme"] == "https"
+
+
+async def test_redirect_keeps_path_and_query_on_the_validated_host(
+    shielded: tuple[ASGIApp, RecordingSink],
+) -> None:
+    app, _ = shielded
+    async with asgi_client(app) as client:
+        response = await client.post("http://testserver//evil.example/x?a=1&b=2", content=b"x")
+    assert response.status_code == 308
+    assert response.headers["location"] == "https://testserver//evil.example/x?a=1&b=2"
+
+
+async def test_nonces_differ_between_requests(shielded: tuple[ASGIApp, RecordingSink]) -> None:
+    app, _ = shielded
+    async with asgi_client(app) as client:
+        first = (await client.get(f"{HTTPS}/context")).json()["csp_nonce"]
+        second = (await client.get(f"{HTTPS}/context")).json()["csp_nonce"]
+    assert first
+    assert second
+    assert first != second
+
+
+async def test_csp_report_reaches_the_event_stream(
+    shielded: tuple[ASGIApp, RecordingSink],
+) -> None:
+    app, sink = shielded
+    report: dict[str, Any] = {
+        "csp-report": {
+            "document-uri": "https://testserver/page?token=secret",
+            "violated-directive": "script-src-elem",
+            "effective-directive": "script-src-elem",
+            "blocked-uri": "inline",
+        }
+    }
+    async with asgi_client(app) as client:
+        response = await client.post(
+            f"{HTTPS}/.bastion/csp-report",
+            content=json.dumps(report),
+            headers={"content-type": "application/csp-report"},
+        )
+    assert response.status_code == 204
+    (violation,) = [r for r in sink.records if r["reason"] == "csp-violation"]
+    assert "secret" not in json.dumps(violation)
+
+
+async def test_monitor_only_everywhere_lets_attacks_through_but_reports_them() -> None:
+    from tests.support.apps import make_app
+
+    sink = RecordingSink()
+    settings = Settings(
+        mode="development",
+        transport={"monitor_only": True},
+        limits={"monitor_only": True, "max_body_bytes": 10},
+    )
+    app = Shield(make_app("raw"), settings, events=EventEmitter([sink]))
+    async with asgi_client(app) as client:
+        response = await client.post(
+            "http://testserver/submit", headers={"host": "evil.example"}, content=b"x" * 100
+        )
+    assert response.status_code == 200
+    monitored = [(r["reason"], r["action"]) for r in sink.records if r["kind"] != "sys_startup"]
+    assert ("host-not-allowed", "monitored") in monitored
+    assert ("content-length-too-large", "monitored") in monitored
+    startup = sink.records[0]["details"]
+    assert isinstance(startup, dict)
+    assert "transport.monitor_only=true" in startup["opt_outs"]
