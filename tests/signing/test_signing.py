@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+
+from bastion.exceptions import ConfigurationError
+from bastion.signing import Signer
+
+OLD = "old-key-" + "abcdefghijklmnopqrstuvwxyz012345"
+NEW = "new-key-" + "abcdefghijklmnopqrstuvwxyz012345"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_round_trip() -> None:
+    signer = Signer([NEW], purpose="csrf")
+    assert signer.unsign(signer.sign(b"value"), max_age_seconds=60) == b"value"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda t: t[:-1] + (b"A" if t[-1:] != b"A" else b"B"), id="sig-tampered"),
+        pytest.param(lambda t: b"other" + t[5:], id="sig-value-changed"),
+        pytest.param(lambda t: t.rsplit(b".", 1)[0], id="sig-stripped"),
+        pytest.param(lambda t: b"", id="sig-empty"),
+        pytest.param(lambda t: b"x", id="sig-one-char"),
+        pytest.param(lambda t: b"\xff\xfe.\x00", id="sig-garbage-bytes"),
+        pytest.param(lambda t: "\udcff", id="sig-unencodable-str"),
+    ],
+)
+def test_forgeries_are_refused(tamper: object) -> None:
+    signer = Signer([NEW], purpose="csrf")
+    token = signer.sign(b"value")
+    assert callable(tamper)
+    assert signer.unsign(tamper(token), max_age_seconds=60) is None
+
+
+def test_purposes_are_separated() -> None:
+    token = Signer([NEW], purpose="csrf").sign(b"value")
+    assert Signer([NEW], purpose="ticket").unsign(token, max_age_seconds=60) is None
+
+
+def test_rotation_first_key_signs_all_verify() -> None:
+    old_token = Signer([OLD], purpose="p").sign(b"v")
+    rotated = Signer([NEW, OLD], purpose="p")
+    assert rotated.unsign(old_token, max_age_seconds=60) == b"v"
+    new_token = rotated.sign(b"v")
+    assert Signer([NEW], purpose="p").unsign(new_token, max_age_seconds=60) == b"v"
+    # A key rotated out no longer verifies what it signed.
+    assert Signer([NEW], purpose="p").unsign(old_token, max_age_seconds=60) is None
+
+
+def test_expiry_uses_the_injected_clock() -> None:
+    clock = Clock()
+    signer = Signer([NEW], purpose="p", clock=clock)
+    token = signer.sign(b"v")
+    clock.now += 60
+    assert signer.unsign(token, max_age_seconds=60) == b"v"
+    clock.now += 1
+    assert signer.unsign(token, max_age_seconds=60) is None
+
+
+def test_keys_are_required() -> None:
+    with pytest.raises(ConfigurationError, match="secret_keys"):
+        Signer([], purpose="p")
