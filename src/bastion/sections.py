@@ -10,6 +10,10 @@ Every way to weaken a protection is visible by name: a field whose name starts w
 switch (a policy that reports instead of enforcing). `opt_outs` finds them all
 generically, inside per-route rule tables too, so a new opt-out can never be
 forgotten by the start-up log or by `bastion check`.
+
+Some weakenings are values rather than switches (an HSTS max-age of zero, a
+Referrer-Policy of `unsafe-url`). A section names those itself by overriding
+`Section.weakenings`, and `opt_outs` reports them beside the switches.
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ class Section(BaseModel):
     """A frozen, strictly validated settings section."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    def weakenings(self) -> list[str]:
+        """Settings whose *value* weakens a protection, as `name=value` strings.
+
+        Switches (`insecure_*`, `enabled`, `monitor_only`, `*report_only`) are found
+        generically and must not be repeated here.
+        """
+        return []
 
 
 class LayerSettings(Section):
@@ -42,6 +54,8 @@ def opt_outs(model: BaseModel, prefix: str = "") -> list[str]:
     too: `headers.routes[/embed/*].insecure_disable_csp`.
     """
     found: list[str] = []
+    if isinstance(model, Section):
+        found.extend(prefix + weakening for weakening in model.weakenings())
     for name in type(model).model_fields:
         value = getattr(model, name)
         dotted = f"{prefix}{name}"
