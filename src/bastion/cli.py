@@ -10,6 +10,7 @@ The command line is an optional extra (`pip install bastion-asgi[cli]`).
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Annotated, Any
 
 try:
@@ -60,21 +61,25 @@ def describe_configuration(settings: Settings) -> dict[str, Any]:
         "layers": [name for name, _ in LAYERS if getattr(settings, name).enabled],
         "opt_outs": settings.opt_outs(),
     }
-    data["response_headers"] = _rendered_headers(settings)
+    data["response_headers"], data["https_response_headers"] = _rendered_headers(settings)
     return data
 
 
-def _rendered_headers(settings: Settings) -> dict[str, str]:
+def _rendered_headers(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """Headers on every response (the nonce as `{nonce}`), and those on HTTPS only."""
     from bastion import headers, transport
 
-    rendered: dict[str, str] = {}
+    every: dict[str, str] = {}
+    https_only: dict[str, str] = {}
     if settings.headers.enabled:
-        rendered.update(dict(headers.build_response_headers(settings.headers)))
+        every.update(dict(headers.build_response_headers(settings.headers)))
+    if settings.cors.enabled:
+        every["vary"] = "Origin"
     if settings.transport.enabled:
         hsts = transport.hsts_header_value(settings.transport)
         if hsts:
-            rendered["strict-transport-security"] = hsts + " (HTTPS responses only)"
-    return rendered
+            https_only["strict-transport-security"] = hsts
+    return every, https_only
 
 
 @app.command()
@@ -86,6 +91,23 @@ def config(
     """Print the effective configuration as JSON (secrets masked)."""
     settings = _load_settings(_parse_mode(mode))
     typer.echo(json.dumps(describe_configuration(settings), indent=2, sort_keys=True))
+
+
+keys_app = typer.Typer(help="Generate and rotate signing keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+KEY_BYTES = 32  # 256 bits; prints 43 URL-safe characters, over MIN_SECRET_KEY_CHARS
+
+
+@keys_app.command("new")
+def keys_new() -> None:
+    """Print a new random signing key for `secret_keys`.
+
+    To rotate: put the new key first (it signs) and keep the old ones after it (they
+    still verify) until everything they signed has expired, then remove them:
+    BASTION_SECRET_KEYS="<new>,<old>".
+    """
+    typer.echo(secrets.token_urlsafe(KEY_BYTES))
 
 
 @app.command()

@@ -43,7 +43,7 @@ from typing import Final
 from pydantic import Field
 
 from bastion.context import get_context
-from bastion.events import KIND_SYS_CRASH, EventEmitter
+from bastion.events import KIND_SYS_CRASH, EventEmitter, scrub_text
 from bastion.responses import (
     GENERIC_HEADERS,
     WS_INTERNAL_ERROR,
@@ -79,6 +79,8 @@ _ALL_MARKERS: Final = tuple(dict.fromkeys(LEAK_MARKERS + _ESCAPED_MARKERS))
 # at most bounds memory per failing request.
 DEFAULT_MAX_INSPECTED_BYTES: Final = 256 * 1024
 _VALIDATION_KEYS_DROPPED: Final = ("input", "ctx")
+# The body of Starlette's (and so FastAPI's) ServerErrorMiddleware outside debug mode.
+FRAMEWORK_DEFAULT_500: Final = b"Internal Server Error"
 
 
 class ErrorSettings(LayerSettings):
@@ -136,6 +138,38 @@ def render_error_page(
         f"{extra}</body></html>"
     )
     return page.encode(), b"text/html; charset=utf-8"
+
+
+def log_exception(request_id: str, exc: BaseException) -> None:
+    """Log an exception under its incident id, as one JSON line.
+
+    The traceback quotes exception messages, which often carry request data: it is
+    JSON-encoded (so CR, LF and escapes cannot forge log lines) and scrubbed of
+    secret-looking values (`password=...`, bearer tokens, JWTs).
+    """
+    record = {
+        "incident": request_id,
+        "exception": type(exc).__name__,
+        "traceback": scrub_text("".join(traceback.format_exception(exc))),
+    }
+    logger.error(json.dumps(record, ensure_ascii=True))
+
+
+def _is_framework_default_500(guard: _ResponseGuard) -> bool:
+    start = guard.held_start
+    return (
+        start is not None
+        and start["status"] == 500
+        and guard.held_size == len(FRAMEWORK_DEFAULT_500)
+        and b"".join(guard.held_body) == FRAMEWORK_DEFAULT_500
+    )
+
+
+def _is_encoded(headers: RawHeaders) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-encoding" and value.strip().lower() != b"identity":
+            return True
+    return False
 
 
 def _with_length(headers: RawHeaders, length: int) -> RawHeaders:
@@ -206,14 +240,17 @@ class ErrorsMiddleware:
             await self._on_exception(scope, guard, exc)
             return
         if guard.held_start is not None:
-            await self._release(scope, guard, more=False)
+            # Still held when the application returned: a response it never finished
+            # (never to be completed as if it were whole), or the framework's default
+            # 500 page, which says nothing and gives the user no incident id.
+            guard.held_start, guard.held_body = None, []
+            await self._send_generic(scope, guard, 500)
 
     async def _hold(self, scope: Scope, guard: _ResponseGuard, message: Message) -> None:
-        """Collect a held-back 5xx or 422; release early only when it grows too large.
+        """Collect a held-back 5xx or 422 until its last chunk, or until it is too large.
 
-        A complete held response is released when the application returns, not
-        before: a 5xx followed by an exception (Starlette's error middleware sends
-        its page, then re-raises) becomes the generic 500 with an incident id.
+        The decision is made on the final chunk, not when the application returns,
+        so a response followed by a background task is not delayed.
         """
         if message["type"] != "http.response.body":
             await guard.send(message)
@@ -221,8 +258,13 @@ class ErrorsMiddleware:
         chunk = message.get("body", b"")
         guard.held_body.append(chunk)
         guard.held_size += len(chunk)
-        if message.get("more_body") and guard.held_size > self._limit:
-            await self._release(scope, guard, more=True)
+        more = bool(message.get("more_body"))
+        if not more and _is_framework_default_500(guard):
+            # Starlette's error middleware sends this body and re-raises at once: keep
+            # it, so the exception is answered with an incident id (see __call__).
+            return
+        if not more or guard.held_size > self._limit:
+            await self._release(scope, guard, more=more)
 
     async def _release(self, scope: Scope, guard: _ResponseGuard, *, more: bool) -> None:
         """Inspect the held response, then send it, cleaned, or the generic page."""
@@ -232,6 +274,12 @@ class ErrorsMiddleware:
         body = b"".join(guard.held_body)
         guard.held_start, guard.held_body, guard.held_size = None, [], 0
         status = start["status"]
+        headers = list(start.get("headers", []))
+        if _is_encoded(headers):
+            # A compressed body cannot be inspected (a gzipped 422 would still echo
+            # the password): answer with the generic body of the same status.
+            await self._send_generic(scope, guard, status)
+            return
         if status == 422:
             scrubbed = None if more else scrub_validation_body(body)
             if scrubbed is None and more:
@@ -244,7 +292,6 @@ class ErrorsMiddleware:
             if not self._refuse.monitor_only:
                 await self._send_generic(scope, guard, 500)
                 return
-        headers = list(start.get("headers", []))
         if not more:
             headers = _with_length(headers, len(body))
         guard.started = True
@@ -259,6 +306,9 @@ class ErrorsMiddleware:
         body, content_type = render_error_page(
             status, context.request_id, as_json=wants_json(scope["headers"]), details=details
         )
+        length = len(body)
+        if scope.get("method") == "HEAD":
+            body = b""  # RFC 9110 section 9.3.2: the same headers, no content
         guard.started = guard.completed = True
         await guard.send(
             {
@@ -267,7 +317,7 @@ class ErrorsMiddleware:
                 "headers": [
                     *GENERIC_HEADERS,
                     (b"content-type", content_type),
-                    (b"content-length", str(len(body)).encode()),
+                    (b"content-length", str(length).encode()),
                 ],
             }
         )
@@ -275,7 +325,7 @@ class ErrorsMiddleware:
 
     async def _on_exception(self, scope: Scope, guard: _ResponseGuard, exc: Exception) -> None:
         request_id = get_context(scope).request_id
-        logger.error("unhandled exception, incident %s", request_id, exc_info=exc)
+        log_exception(request_id, exc)
         truncated = guard.started and not guard.completed
         self._refuse.event(
             scope,
@@ -305,8 +355,7 @@ class ErrorsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # this layer exists to catch everything
-            request_id = get_context(scope).request_id
-            logger.error("unhandled exception, incident %s", request_id, exc_info=exc)
+            log_exception(get_context(scope).request_id, exc)
             self._refuse.event(
                 scope,
                 kind=KIND_SYS_CRASH,

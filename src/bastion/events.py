@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,11 +41,14 @@ KIND_MALICIOUS_CSRF: Final = "malicious_csrf"
 KIND_MALICIOUS_CORS: Final = "malicious_cors"
 KIND_AUTHN_FAIL: Final = "authn_login_fail"
 KIND_AUTHZ_FAIL: Final = "authz_fail"
-KIND_SYS_AVAILABILITY: Final = "sys_availability"
 KIND_SYS_CRASH: Final = "sys_crash"
 KIND_SYS_MONITOR_DISABLED: Final = "sys_monitor_disabled"
 KIND_SYS_STARTUP: Final = "sys_startup"
+# Bastion extensions in the vocabulary's style, for events it has no word for: a
+# browser's CSP violation report (an attack seen by the client, hence `malicious_`),
+# and load shedding (the service refusing work to stay available, hence `sys_`).
 KIND_CSP_VIOLATION: Final = "malicious_csp_violation"
+KIND_SYS_AVAILABILITY: Final = "sys_availability"
 
 REDACTED: Final = "[redacted]"
 MAX_VALUE_CHARS: Final = 512  # long enough for any legitimate path or reason
@@ -62,9 +66,32 @@ SENSITIVE_KEY_FRAGMENTS: Final = (
     "apikey",
     "private_key",
     "credential",
+    "passphrase",
+    "pwd",
 )
 # ...or is exactly one of these (a fragment like "session" would hide too much).
 SENSITIVE_KEYS: Final = frozenset({"session", "sessionid", "session_id", "sid", "jwt", "otp"})
+
+
+# Secrets inside free text (exception messages, tracebacks): `password=...`,
+# `Authorization: Bearer ...`, and anything shaped like a JWT. Each pattern is a fixed
+# prefix followed by a single character class, so matching is linear in the text.
+_TEXT_SECRETS: Final = (
+    re.compile(
+        r"(?i)\b(authorization|password|passwd|pwd|passphrase|secret|token|api[_-]?key"
+        r"|sessionid|session_id|cookie)(\s*[=:]\s*)"
+        r"(\"[^\"\n]*\"|'[^'\n]*'|(?:(?:bearer|basic)[ \t]+)?[^\s,;&]+)"
+    ),
+    re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]+)"),
+)
+_JWT_LIKE: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+
+
+def scrub_text(text: str) -> str:
+    """Redact secrets that appear inside free text, such as a traceback."""
+    for pattern in _TEXT_SECRETS:
+        text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _JWT_LIKE.sub(REDACTED, text)
 
 
 class EventSettings(BaseModel):

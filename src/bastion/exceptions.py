@@ -1,7 +1,7 @@
 """Bastion's exceptions.
 
 Exceptions are for misconfiguration and broken infrastructure, never for attackers:
-a refused request is a normal outcome, answered by `bastion.responses.Refusal` and
+a refused request is a normal outcome, answered by `bastion.responses.Refuser` and
 reported as a `SecurityEvent`.
 
     BastionError

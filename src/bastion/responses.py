@@ -70,8 +70,14 @@ def generic_body(status: int, request_id: str, *, as_json: bool) -> tuple[bytes,
 
 
 async def send_response(
-    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    head: bool = False,
 ) -> None:
+    """Send a complete response; for HEAD (`head=True`) the headers without content."""
     await send(
         {
             "type": "http.response.start",
@@ -79,7 +85,7 @@ async def send_response(
             "headers": [*headers, (b"content-length", str(len(body)).encode())],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def ws_close_code(status: int) -> int:
@@ -113,7 +119,11 @@ async def send_generic(
         return
     body, content_type = generic_body(status, request_id, as_json=wants_json(scope["headers"]))
     await send_response(
-        send, status, body, [*GENERIC_HEADERS, *headers, (b"content-type", content_type)]
+        send,
+        status,
+        body,
+        [*GENERIC_HEADERS, *headers, (b"content-type", content_type)],
+        head=scope.get("method") == "HEAD",
     )
 
 

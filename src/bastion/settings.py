@@ -3,9 +3,10 @@
 Values come, highest priority first, from code (`Settings(...)` or `Shield(app,
 ...)`), from `BASTION_*` environment variables (sections nest with `__`, so
 `BASTION_TRANSPORT__ALLOWED_HOSTS='["bank.example"]'`), and from files in a secrets
-directory (`/run/secrets` style: one file per setting, named like the variable, e.g.
-`bastion_secret_keys`), taken from `BASTION_SECRETS_DIR` or `/run/secrets` when it
-exists.
+directory (`/run/secrets` style: one file per top-level setting, named like its
+variable in lower case, e.g. `bastion_secret_keys`, or a whole section as JSON in
+`bastion_transport`), taken from `BASTION_SECRETS_DIR` or `/run/secrets` when it
+exists. A `BASTION_*` variable that names no setting is an error, not ignored.
 
 `mode` is `production` unless said otherwise, so a forgotten setting makes Bastion
 refuse to start rather than run unprotected. Production refuses, naming the setting
@@ -15,6 +16,8 @@ and the rule and never a secret's value:
   distinct characters;
 * no `transport.allowed_hosts`, or a bare `*` in it;
 * `transport.insecure_allow_http` (HTTPS not required);
+* the transport or errors layer disabled or in monitor-only mode (hosts unchecked,
+  HTTPS not required, debug pages passed through);
 * `debug`.
 
 `development` mode fills what a laptop needs and says so at start-up: loopback host
@@ -28,6 +31,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -38,6 +42,7 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from bastion.cors import CORSSettings
@@ -59,6 +64,9 @@ Mode = Literal["development", "production"]
 MIN_SECRET_KEY_CHARS: Final = 32
 MIN_SECRET_KEY_DISTINCT: Final = 10
 DEFAULT_SECRETS_DIR: Final = "/run/secrets"
+ENV_PREFIX: Final = "BASTION_"
+# Variables with our prefix that are not settings fields.
+_ENV_NOT_SETTINGS: Final = frozenset({"BASTION_SECRETS_DIR"})
 _KEY_SEPARATORS: Final = re.compile(r"[\s,]+")
 
 
@@ -107,11 +115,15 @@ class Settings(BaseSettings):
     events: EventSettings = Field(default_factory=EventSettings)
 
     def __init__(self, **values: Any) -> None:
+        check_environment_names(os.environ, type(self).model_fields)
         try:
             super().__init__(**values)
         except ValidationError as exc:
             # pydantic's message quotes the offending input, which may be a secret.
             raise ConfigurationError(describe_validation_error(exc)) from None
+        except SettingsError as exc:
+            # A variable or secret file that does not parse (e.g. broken JSON).
+            raise ConfigurationError(f"invalid Bastion settings source: {exc}") from None
 
     @field_validator("secret_keys", mode="before")
     @classmethod
@@ -175,6 +187,27 @@ class Settings(BaseSettings):
         return data
 
 
+def check_environment_names(environ: Mapping[str, str], fields: Mapping[str, object]) -> None:
+    """Refuse `BASTION_*` variables that name no setting.
+
+    pydantic-settings reads only the variables it expects, so a misspelt one
+    (`BASTION_ALLOWED_HOST`, `BASTION_TRANSPORT_ALLOWED_HOSTS` with one underscore)
+    would be ignored silently and the protection left at its default.
+    """
+    unknown = sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name.upper() not in _ENV_NOT_SETTINGS
+        and name[len(ENV_PREFIX) :].lower().split("__", 1)[0] not in fields
+    )
+    if unknown:
+        raise ConfigurationError(
+            f"unknown Bastion environment variable {unknown[0]} (settings are "
+            f"BASTION_<SETTING>, sections nest with '__': BASTION_TRANSPORT__ALLOWED_HOSTS)"
+        )
+
+
 def weak_secret_key(key: str) -> str | None:
     """Why `key` is too weak to sign with, or None. Never mentions the key itself."""
     if len(key) < MIN_SECRET_KEY_CHARS:
@@ -193,6 +226,12 @@ def production_problems(settings: Settings) -> list[str]:
         weakness = weak_secret_key(key.get_secret_value())
         if weakness:
             problems.append(f"secret_keys[{index}] is {weakness}")
+    for section in ("transport", "errors"):
+        layer = getattr(settings, section)
+        if not layer.enabled:
+            problems.append(f"{section}.enabled is false (production requires this layer)")
+        elif layer.monitor_only:
+            problems.append(f"{section}.monitor_only is set (production requires enforcement)")
     hosts = settings.transport.allowed_hosts
     if not hosts:
         problems.append("transport.allowed_hosts is empty (list the host names you serve)")

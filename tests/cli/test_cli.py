@@ -47,7 +47,10 @@ def test_config_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     data = json.loads(result.output)
     assert data["settings"]["secret_keys"] == ["********** (key 1)"]
     assert data["opt_outs"] == []
-    assert "max-age=31536000" in data["response_headers"]["strict-transport-security"]
+    assert data["https_response_headers"] == {
+        "strict-transport-security": "max-age=31536000; includeSubDomains"
+    }
+    assert data["response_headers"]["vary"] == "Origin"
 
 
 def test_config_refuses_unsafe_production_without_leaking(
@@ -112,3 +115,12 @@ def test_demo_serves_the_hardened_example() -> None:
 def test_demo_refuses_non_loopback_bind() -> None:
     result = CliRunner().invoke(app, ["demo", "--host", "0.0.0.0"])
     assert result.exit_code != 0
+
+
+def test_keys_new_prints_a_strong_distinct_key() -> None:
+    from bastion.settings import weak_secret_key
+
+    first = CliRunner().invoke(app, ["keys", "new"]).output.strip()
+    second = CliRunner().invoke(app, ["keys", "new"]).output.strip()
+    assert weak_secret_key(first) is None
+    assert first != second

@@ -165,3 +165,82 @@ def test_opt_outs_inside_route_tables_and_report_only_are_found() -> None:
         "headers.csp_report_only=true",
         "headers.routes[/embed/*].insecure_disable_csp",
     ]
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        pytest.param(
+            {"transport": {"allowed_hosts": ["bank.example"], "enabled": False}},
+            id="prod-transport-disabled",
+        ),
+        pytest.param(
+            {"transport": {"allowed_hosts": ["bank.example"], "monitor_only": True}},
+            id="prod-transport-monitor-only",
+        ),
+        pytest.param({"errors": {"monitor_only": True}}, id="prod-errors-monitor-only"),
+        pytest.param({"errors": {"enabled": False}}, id="prod-errors-disabled"),
+    ],
+)
+def test_production_refuses_switching_the_perimeter_off(section: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError, match="production requires"):
+        Settings(**(PRODUCTION | section))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("BASTION_ALLOWED_HOSTS", id="env-misspelt-top-level"),
+        pytest.param("BASTION_DEBUGG", id="env-typo"),
+        pytest.param("BASTION_TRANSPORT_ALLOWED_HOSTS", id="env-single-underscore-section"),
+    ],
+)
+def test_unknown_environment_variables_are_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, '["bank.example"]')
+    with pytest.raises(ConfigurationError, match=f"unknown Bastion environment variable {name}"):
+        Settings(mode="development")
+
+
+def test_misspelt_nested_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOST", '["bank.example"]')
+    with pytest.raises(ConfigurationError, match="allowed_host"):
+        Settings(mode="development")
+
+
+def test_broken_json_in_a_variable_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bad')
+    with pytest.raises(ConfigurationError, match=r"BASTION|transport"):
+        Settings(mode="development")
+
+
+def test_a_section_from_a_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "bastion_secret_keys").write_text(STRONG_KEY)
+    (tmp_path / "bastion_transport").write_text('{"allowed_hosts": ["bank.example"]}')
+    monkeypatch.setenv("BASTION_SECRETS_DIR", str(tmp_path))
+    assert Settings().transport.allowed_hosts == ("bank.example",)
+
+
+def test_opt_outs_are_logged_once_per_shield_not_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import anyio
+    import httpx
+
+    from bastion.shield import Shield
+    from tests.support.apps import raw_app
+
+    async def serve_requests() -> None:
+        app = Shield(raw_app, mode="development", cors={"enabled": False})
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            for _ in range(3):
+                assert (await c.get("/")).status_code == 200
+
+    with caplog.at_level(logging.WARNING, logger="bastion"):
+        anyio.run(serve_requests)
+    messages = [r.getMessage() for r in caplog.records if r.name == "bastion"]
+    assert sum("cors.enabled=false" in m for m in messages) == 1

@@ -100,11 +100,12 @@ async def test_raw_asgi_exception(
         async with asgi_client(ErrorsMiddleware(raw_app, events=events)) as client:
             response = await client.get("/boom")
     _assert_generic(response)
-    # The detail goes to the log only, under the incident id shown to the user.
+    # The detail goes to the log only, as one JSON line under the incident id.
     (record,) = [r for r in caplog.records if r.name == "bastion.errors"]
-    assert record.exc_info is not None
-    assert BOOM in str(record.exc_info[1])
-    assert str(sink.records[0]["request_id"]) in record.getMessage()
+    logged = json.loads(record.getMessage())
+    assert logged["incident"] == sink.records[0]["request_id"]
+    assert logged["exception"] == "RuntimeError"
+    assert BOOM in logged["traceback"]
 
 
 async def test_app_5xx_with_traceback_text_is_replaced(
@@ -177,10 +178,9 @@ async def test_exception_after_response_start_truncates(
     await app(scope, receive, send)
     # The response started with 200 and never completed: the server will close it.
     assert sent[0]["status"] == 200
-    assert not any(
-        m["type"] == "http.response.body" and not m.get("more_body") and m.get("body", b"") == b""
-        for m in sent[1:]
-    )
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert bodies
+    assert all(m.get("more_body") for m in bodies), "a truncated body must never look complete"
     assert all(BOOM.encode() not in m.get("body", b"") for m in sent)
     assert REASON_EXCEPTION_AFTER_START in sink.reasons()
 
@@ -323,3 +323,153 @@ def test_scrub_keeps_non_fastapi_shapes() -> None:
     scrubbed = scrub_validation_body(b'{"detail": [{"loc": ["a"], "msg": "m", "input": "s"}]}')
     assert scrubbed is not None
     assert json.loads(scrubbed) == {"detail": [{"loc": ["a"], "msg": "m"}]}
+
+
+def _gzip_app() -> ASGIApp:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    app = _validation_app()
+    app.add_middleware(GZipMiddleware, minimum_size=10)
+
+    @app.get("/unavailable")
+    async def unavailable() -> Response:
+        trace = 'Traceback (most recent call last):\n  File "/srv/app.py", line 3' * 5
+        return PlainTextResponse(trace, status_code=503)
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload", "status"),
+    [
+        pytest.param(
+            "POST",
+            "/login",
+            {"username": "a", "pin": "hunter2-secret"},
+            422,
+            id="errors-422-gzipped-echo",
+        ),
+        pytest.param("GET", "/unavailable", None, 503, id="errors-5xx-gzipped-traceback"),
+    ],
+)
+async def test_compressed_bodies_that_cannot_be_inspected_become_generic(
+    method: str, path: str, payload: dict[str, Any] | None, status: int
+) -> None:
+    async with asgi_client(ErrorsMiddleware(_gzip_app())) as client:
+        response = await client.request(
+            method, path, json=payload, headers={"accept-encoding": "gzip"}
+        )
+    assert response.status_code == status
+    assert "hunter2-secret" not in response.text
+    assert "srv/app.py" not in response.text
+    assert "content-encoding" not in response.headers
+
+
+async def test_uncompressed_422_still_scrubbed_beside_gzip_middleware() -> None:
+    async with asgi_client(ErrorsMiddleware(_gzip_app())) as client:
+        response = await client.post(
+            "/login", json={"username": "a", "pin": "x"}, headers={"accept-encoding": "identity"}
+        )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "pin"]
+
+
+async def test_held_5xx_is_released_before_background_tasks_finish() -> None:
+    from starlette.background import BackgroundTask
+
+    release = asyncio.Event()
+    seen_by_client = asyncio.Event()
+
+    async def wait_for_client() -> None:
+        await asyncio.wait_for(seen_by_client.wait(), timeout=5)
+        release.set()
+
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse(
+            {"error": "busy"}, status_code=503, background=BackgroundTask(wait_for_client)
+        )
+
+    app = ErrorsMiddleware(Starlette(routes=[Route("/", endpoint)]))
+    messages: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        messages.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            seen_by_client.set()
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [],
+        "scheme": "http",
+        "server": ("t", 80),
+        "client": ("1.2.3.4", 1),
+        "root_path": "",
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+    # If the response were held until the app returned, the background task would
+    # wait for the client forever (bounded by its 5 s timeout) and fail the test.
+    await asyncio.wait_for(app(scope, receive, send), timeout=10)
+    assert release.is_set()
+    assert messages[0]["status"] == 503
+
+
+async def test_head_gets_generic_headers_without_content() -> None:
+    async with asgi_client(ErrorsMiddleware(starlette_app())) as client:
+        response = await client.head("/boom")
+    assert response.status_code == 500
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    ("message", "secret"),
+    [
+        pytest.param(
+            "login failed password=hunter2-secret",
+            "hunter2-secret",
+            id="errors-log-password-assignment",
+        ),
+        pytest.param(
+            "bad header Authorization: Bearer abc.def-secret",
+            "abc.def-secret",
+            id="errors-log-bearer-token",
+        ),
+        pytest.param(
+            "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl here",
+            "eyJzdWIiOiIxIn0",
+            id="errors-log-jwt",
+        ),
+    ],
+)
+async def test_exception_logs_are_scrubbed(
+    message: str, secret: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ValueError(message)
+
+    with caplog.at_level(logging.ERROR, logger="bastion.errors"):
+        async with asgi_client(ErrorsMiddleware(app)) as client:
+            await client.get("/")
+    (record,) = caplog.records
+    assert secret not in record.getMessage()
+    assert "ValueError" in record.getMessage()
+
+
+async def test_exception_logs_cannot_forge_lines(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ValueError('bad input\n{"kind": "authn_login_success"}\r\n\x1b[2K')
+
+    with caplog.at_level(logging.ERROR, logger="bastion.errors"):
+        async with asgi_client(ErrorsMiddleware(app)) as client:
+            await client.get("/")
+    line = caplog.records[0].getMessage()
+    assert "\n" not in line
+    assert "\r" not in line
+    assert "\x1b" not in line
