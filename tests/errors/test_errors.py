@@ -473,3 +473,44 @@ async def test_exception_logs_cannot_forge_lines(caplog: pytest.LogCaptureFixtur
     assert "\n" not in line
     assert "\r" not in line
     assert "\x1b" not in line
+
+
+TRACE_500 = 'Traceback (most recent call last):\n  File "/srv/app.py", line 3\nKeyError: db'
+
+
+def _leaky_app(framework: str) -> ASGIApp:
+    """Each framework answering a 500 whose body is a traceback (a home-made debug page)."""
+    if framework == "raw":
+
+        async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+            body = TRACE_500.encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        return raw
+
+    async def leaky(request: Request) -> Response:
+        return PlainTextResponse(TRACE_500, status_code=500)
+
+    if framework == "starlette":
+        return Starlette(routes=[Route("/", leaky)])
+    app = FastAPI()
+    app.add_api_route("/", leaky)
+    return app
+
+
+@pytest.mark.parametrize("framework", ["raw", "starlette", "fastapi"])
+async def test_debug_page_suppressed_in_every_framework(
+    framework: str, sink: RecordingSink, events: EventEmitter
+) -> None:
+    async with asgi_client(ErrorsMiddleware(_leaky_app(framework), events=events)) as client:
+        response = await client.get("/")
+    assert response.status_code == 500
+    assert "srv/app.py" not in response.text
+    assert sink.reasons() == [REASON_DEBUG_PAGE]

@@ -22,7 +22,12 @@ pytestmark = pytest.mark.anyio
 SETTINGS = Settings(
     mode="development",
     transport={"allowed_hosts": ["testserver", "*.bank.example"], "insecure_allow_http": False},
-    limits={"max_body_bytes": 1024, "max_json_depth": 20},
+    limits={
+        "max_body_bytes": 1024,
+        "max_json_depth": 20,
+        "max_form_files": 2,
+        "routes": {"POST /echo": {"allowed_content_types": ["application/json", "text/plain"]}},
+    },
     cors={
         "allow_origins": ["https://app.bank.example"],
         "allow_credentials": True,
@@ -35,6 +40,15 @@ APP_ORIGIN = "https://app.bank.example"
 
 def deep_json(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
+
+
+def multipart(files: int) -> bytes:
+    parts = b"".join(
+        b'--b\r\nContent-Disposition: form-data; name="f%d"; filename="f%d.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\nx\r\n" % (i, i)
+        for i in range(files)
+    )
+    return parts + b"--b--\r\n"
 
 
 CASES = [
@@ -146,6 +160,42 @@ CASES = [
         "origin-null",
     ),
     ("shield-exception", "GET", f"{HTTPS}/boom", {}, None, 500, "unhandled-exception"),
+    (
+        "shield-content-type-ok",
+        "POST",
+        f"{HTTPS}/echo",
+        {"content-type": "text/plain"},
+        b"hi",
+        200,
+        None,
+    ),
+    (
+        "shield-content-type-not-allowed",
+        "POST",
+        f"{HTTPS}/echo",
+        {"content-type": "application/xml"},
+        b"<a/>",
+        415,
+        "content-type-not-allowed",
+    ),
+    (
+        "shield-multipart-ok",
+        "POST",
+        f"{HTTPS}/submit",
+        {"content-type": "multipart/form-data; boundary=b"},
+        multipart(2),
+        200,
+        None,
+    ),
+    (
+        "shield-multipart-too-many-files",
+        "POST",
+        f"{HTTPS}/submit",
+        {"content-type": "multipart/form-data; boundary=b"},
+        multipart(3),
+        400,
+        "form-too-many-files",
+    ),
 ]
 
 
@@ -265,3 +315,57 @@ async def test_monitor_only_everywhere_lets_attacks_through_but_reports_them() -
     startup = sink.records[0]["details"]
     assert isinstance(startup, dict)
     assert "transport.monitor_only=true" in startup["opt_outs"]
+
+
+async def _websocket_through(app: ASGIApp, scheme: str, host: str) -> list[dict[str, Any]]:
+    """Drive one WebSocket handshake through `app`; return what it sent back."""
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "websocket.connect"}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop() if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "websocket",
+        "scheme": scheme,
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "headers": [(b"host", host.encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 443),
+        "subprotocols": [],
+        "asgi": {"version": "3.0"},
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+async def _accepting_ws(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "first"),
+    [
+        pytest.param("wss", "testserver", "websocket.accept", id="shield-websocket-ok"),
+        pytest.param("ws", "testserver", "websocket.close", id="shield-websocket-insecure"),
+        pytest.param(
+            "wss", "evil.example", "websocket.close", id="shield-websocket-host-not-allowed"
+        ),
+    ],
+)
+async def test_websocket_through_the_whole_stack(scheme: str, host: str, first: str) -> None:
+    sink = RecordingSink()
+    app = Shield(_accepting_ws, SETTINGS, events=EventEmitter([sink]))
+    sent = await _websocket_through(app, scheme, host)
+    assert sent[0]["type"] == first
+    if first == "websocket.close":
+        assert sent[0]["code"] == 1008
+        assert [r["reason"] for r in sink.records if r["kind"] != "sys_startup"]
