@@ -11,9 +11,10 @@ any sandboxed iframe or `data:` page can send), and `*` combined with credential
 Defence:
 
 * An allowlist of exact origins and explicit `https://*.example.com` patterns,
-  parsed once at construction with `bastion.hosts`. A pattern matches whole labels
-  only, with the same scheme and port. The ACAO value we send is always built from
-  the allowlist or from the parsed origin, never copied from the request.
+  parsed once, when the settings are validated, with `bastion.hosts`. A pattern
+  matches whole labels only, with the same scheme and port. The ACAO value we send
+  is always built from the allowlist or from the parsed origin, never copied from
+  the request.
 * `null` and malformed origins are never allowed. `*` must be asked for by name
   (`insecure_allow_any_origin`) and is refused with credentials.
 * Preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) are
@@ -58,12 +59,19 @@ and 7 (origin serialisation, `Origin`); RFC 9110 sections 5.6.2 (token) and 12.5
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Final
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
 
 from bastion.events import KIND_MALICIOUS_CORS, EventEmitter
 from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, parse_origin
@@ -228,6 +236,41 @@ def parse_origin_rule(text: str) -> Origin | OriginPattern:
     return OriginPattern(base.scheme, base.host, base.port)
 
 
+def _validate_origin_rule(value: object) -> Origin | OriginPattern:
+    """An `allow_origins` entry as typed (a string), or an already parsed rule,
+    which is checked again through its serialisation so no hand-built `Origin`
+    (another scheme, an unnormalised host) escapes the rules."""
+    if isinstance(value, Origin | OriginPattern):
+        value = value.serialise()
+    if not isinstance(value, str):
+        # ValueError, not TypeError: pydantic reports only the former as a rule broken.
+        raise ValueError("an origin is a string such as https://app.example")
+    return parse_origin_rule(value)
+
+
+def _serialise_origin_rule(rule: Origin | OriginPattern) -> str:
+    return rule.serialise()
+
+
+OriginRule = Annotated[
+    Origin | OriginPattern,
+    PlainValidator(_validate_origin_rule, json_schema_input_type=str),
+    PlainSerializer(_serialise_origin_rule, return_type=str),
+]
+"""One parsed `allow_origins` entry; dumped (and shown by `bastion config`) as its
+canonical string, from which it validates again."""
+
+
+def _is_loopback_host(host: str) -> bool:
+    """`localhost`, a name under it (RFC 6761 section 6.3), or a loopback address."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def normalise_method(text: str) -> str:
     """A configured method as browsers send it (Fetch "normalize a method")."""
     if not _TOKEN.match(text) or text == "*":
@@ -299,9 +342,10 @@ def check_preflight(request: PreflightRequest, policy: CORSPolicy) -> Verdict:
 class CORSSettings(LayerSettings):
     """Which other origins may read responses, and with what."""
 
-    allow_origins: tuple[str, ...] = ()
-    """Exact origins (`https://app.example`) and `https://*.example.com` patterns.
-    Stored in canonical form (lower case, default port omitted)."""
+    allow_origins: tuple[OriginRule, ...] = ()
+    """Exact origins (`https://app.example`) and `https://*.example.com` patterns,
+    stored parsed (`Origin`, `OriginPattern`) and dumped in canonical form (lower
+    case, default port omitted)."""
 
     insecure_allow_any_origin: bool = False
     """Grant every well-formed origin with `Access-Control-Allow-Origin: *` (never
@@ -330,9 +374,10 @@ class CORSSettings(LayerSettings):
 
     @field_validator("allow_origins")
     @classmethod
-    def _parse_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        canonical = (parse_origin_rule(text).serialise() for text in value)
-        return tuple(dict.fromkeys(canonical))
+    def _deduplicate_origins(
+        cls, value: tuple[Origin | OriginPattern, ...]
+    ) -> tuple[Origin | OriginPattern, ...]:
+        return tuple(dict.fromkeys(value))
 
     @field_validator("allow_methods")
     @classmethod
@@ -355,9 +400,33 @@ class CORSSettings(LayerSettings):
             raise ValueError("set either allow_origins or insecure_allow_any_origin, not both")
         return self
 
+    def weakenings(self) -> list[str]:
+        """Grants whose value weakens the policy, as stable strings:
+
+        * `allow_origins=http://app.example (with credentials)`: an `http://` origin
+          (other than loopback) trusted with credentialed reads. Anyone on the network
+          path to that page (public Wi-Fi, a compromised router) can inject script
+          into it and read, with the user's cookies, whatever the origin may read.
+        * `allow_private_network=true`: allowed public sites may reach this server on
+          a private network, so a compromise of any of them reaches it too.
+        """
+        if not self.enabled:
+            return []  # `enabled=false` is reported, and nothing is granted
+        found: list[str] = []
+        if self.allow_credentials:
+            found.extend(
+                f"allow_origins={rule.serialise()} (with credentials)"
+                for rule in self.allow_origins
+                if rule.scheme == "http"
+                and not _is_loopback_host(rule.host if isinstance(rule, Origin) else rule.suffix)
+            )
+        if self.allow_private_network:
+            found.append("allow_private_network=true")
+        return found
+
 
 def compile_policy(settings: CORSSettings) -> CORSPolicy:
-    rules = [parse_origin_rule(text) for text in settings.allow_origins]
+    rules = settings.allow_origins
     return CORSPolicy(
         exact_origins=frozenset(rule for rule in rules if isinstance(rule, Origin)),
         patterns=tuple(rule for rule in rules if isinstance(rule, OriginPattern)),

@@ -7,8 +7,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from bastion.cors import DEFAULT_MAX_AGE_SECONDS, CORSMiddleware, CORSSettings
+from bastion.cors import (
+    DEFAULT_MAX_AGE_SECONDS,
+    CORSMiddleware,
+    CORSSettings,
+    OriginPattern,
+    parse_origin_rule,
+)
 from bastion.exceptions import ConfigurationError
+from bastion.hosts import Origin
 from bastion.sections import opt_outs
 from bastion.settings import Settings
 from tests.support.apps import raw_app
@@ -114,6 +121,24 @@ REFUSALS = [
     pytest.param(
         {"allow_origin_regex": ".*"}, "allow_origin_regex", "Extra inputs", id="cors-no-regex"
     ),
+    pytest.param(
+        {"allow_origins": [Origin("ftp", "app.example", 21)]},
+        "allow_origins",
+        "must start with http",
+        id="cors-hand-built-origin-revalidated",
+    ),
+    pytest.param(
+        {"allow_origins": [Origin("https", "app.example/admin", 443)]},
+        "allow_origins",
+        "path",
+        id="cors-hand-built-origin-with-path",
+    ),
+    pytest.param(
+        {"allow_origins": [{"scheme": "https", "host": "app.example", "port": 443}]},
+        "allow_origins",
+        "is a string",
+        id="cors-origin-as-mapping",
+    ),
 ]
 
 
@@ -157,11 +182,17 @@ def test_stored_in_canonical_form() -> None:
         expose_headers=("X-Request-Id",),
     )
     assert settings.allow_origins == (
+        Origin("https", "app.example", 443),
+        OriginPattern("https", "example.com", 443),
+        Origin("http", "localhost", 3000),
+        Origin("http", "[::1]", 8000),
+    )
+    assert settings.model_dump(mode="json")["allow_origins"] == [
         "https://app.example",
         "https://*.example.com",
         "http://localhost:3000",
         "http://[::1]:8000",
-    )
+    ]
     # Fetch upper-cases only the six standard methods; `patch` is sent as written.
     assert settings.allow_methods == ("GET", "PUT", "patch")
     assert settings.allow_headers == ("content-type", "x-requested-with")
@@ -170,13 +201,35 @@ def test_stored_in_canonical_form() -> None:
 
 def test_canonical_form_validates_again() -> None:
     settings = CORSSettings(allow_origins=("https://*.example.com:8443", "https://a.example"))
+    assert settings.model_dump()["allow_origins"] == (
+        "https://*.example.com:8443",
+        "https://a.example",
+    )
     assert CORSSettings.model_validate(settings.model_dump()) == settings
+    assert CORSSettings.model_validate(settings.model_dump(mode="json")) == settings
+    assert CORSSettings.model_validate_json(settings.model_dump_json()) == settings
+    # Parsed rules are accepted as they are stored, and checked again.
+    assert CORSSettings(allow_origins=settings.allow_origins) == settings
+    hand_built = CORSSettings(allow_origins=[Origin("https", "A.Example", 443)])
+    assert hand_built.allow_origins == (Origin("https", "a.example", 443),)
+
+
+def test_config_output_shows_canonical_strings() -> None:
+    settings = Settings(mode="development", cors={"allow_origins": ["HTTPS://App.Example:443"]})
+    assert settings.public_dict()["cors"]["allow_origins"] == ["https://app.example"]
+
+
+def test_policy_is_compiled_from_the_stored_rules() -> None:
+    settings = CORSSettings(allow_origins=("https://a.example", "https://*.b.example"))
+    policy = CORSMiddleware(raw_app, settings).policy
+    assert policy.exact_origins == frozenset({Origin("https", "a.example", 443)})
+    assert policy.patterns == (OriginPattern("https", "b.example", 443),)
 
 
 def test_settings_are_frozen() -> None:
     settings = CORSSettings()
     with pytest.raises(ValidationError):
-        settings.allow_origins = ("https://evil.net",)  # type: ignore[misc]  # testing frozen
+        settings.allow_origins = (parse_origin_rule("https://evil.net"),)  # type: ignore[misc]  # testing frozen
 
 
 def test_any_origin_is_a_reported_opt_out() -> None:
@@ -199,7 +252,10 @@ def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BASTION_CORS__ALLOW_CREDENTIALS", "true")
     monkeypatch.setenv("BASTION_CORS__MAX_AGE_SECONDS", "120")
     cors = Settings(mode="development").cors
-    assert cors.allow_origins == ("https://app.example", "https://*.x.dev")
+    assert cors.allow_origins == (
+        Origin("https", "app.example", 443),
+        OriginPattern("https", "x.dev", 443),
+    )
     assert cors.allow_credentials
     assert cors.max_age_seconds == 120
 
@@ -216,3 +272,73 @@ def test_middleware_defaults_to_secure_settings() -> None:
     assert not middleware.policy.exact_origins
     assert not middleware.policy.patterns
     assert not middleware.policy.allow_any_origin
+
+
+# (settings, the exact cors.* opt-outs)
+WEAKENINGS = [
+    pytest.param(
+        {"allow_origins": ["http://app.example"], "allow_credentials": True},
+        ["cors.allow_origins=http://app.example (with credentials)"],
+        id="cors-weak-http-origin-with-credentials",
+    ),
+    pytest.param(
+        {"allow_origins": ["http://*.app.example:8080"], "allow_credentials": True},
+        ["cors.allow_origins=http://*.app.example:8080 (with credentials)"],
+        id="cors-weak-http-pattern-with-credentials",
+    ),
+    pytest.param(
+        {"allow_origins": ["http://10.0.0.7"], "allow_credentials": True},
+        ["cors.allow_origins=http://10.0.0.7 (with credentials)"],
+        id="cors-weak-http-private-address-with-credentials",
+    ),
+    pytest.param(
+        {"allow_origins": ["https://app.example"], "allow_credentials": True},
+        [],
+        id="cors-https-origin-with-credentials-ok",
+    ),
+    pytest.param(
+        {
+            "allow_origins": [
+                "http://localhost:3000",
+                "http://127.0.0.2:8000",
+                "http://[::1]:8000",
+                "http://*.dev.localhost",
+            ],
+            "allow_credentials": True,
+        },
+        [],
+        id="cors-loopback-http-with-credentials-ok",
+    ),
+    pytest.param(
+        {"allow_origins": ["http://app.example"]}, [], id="cors-http-origin-without-credentials-ok"
+    ),
+    pytest.param(
+        {"allow_origins": ["https://app.example"], "allow_private_network": True},
+        ["cors.allow_private_network=true"],
+        id="cors-weak-private-network",
+    ),
+    pytest.param(
+        {
+            "enabled": False,
+            "allow_origins": ["http://app.example"],
+            "allow_credentials": True,
+            "allow_private_network": True,
+        },
+        ["cors.enabled=false"],
+        id="cors-disabled-reports-only-the-switch",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "expected"), WEAKENINGS)
+def test_weakenings(values: dict[str, Any], expected: list[str]) -> None:
+    found = Settings(mode="development", cors=values).opt_outs()
+    assert [name for name in found if name.startswith("cors.")] == expected
+
+
+def test_weakenings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_CORS__ALLOW_ORIGINS", '["http://App.Example:80"]')
+    monkeypatch.setenv("BASTION_CORS__ALLOW_CREDENTIALS", "true")
+    assert "cors.allow_origins=http://app.example (with credentials)" in (
+        Settings(mode="development").opt_outs()
+    )

@@ -7,9 +7,11 @@ import logging
 from collections.abc import Mapping
 
 import pytest
+from pydantic import ValidationError
 
 from bastion.events import (
     KIND_CSP_VIOLATION,
+    KIND_EXCESS_RATE,
     KIND_INPUT_VALIDATION,
     REDACTED,
     EventEmitter,
@@ -17,16 +19,24 @@ from bastion.events import (
     Redactor,
 )
 from bastion.headers import HeadersMiddleware, HeadersSettings
+from bastion.headers.policy import (
+    DEFAULT_MAX_REPORT_EVENTS_PER_MINUTE,
+    MAX_REPORT_EVENTS_PER_MINUTE,
+)
 from bastion.headers.reports import (
+    DROP_NOTICE_INTERVAL_SECONDS,
     MAX_JSON_DEPTH,
     REASON_CSP_VIOLATION,
     REASON_REPORT_DEEPLY_NESTED,
     REASON_REPORT_INVALID_JSON,
     REASON_REPORT_MALFORMED,
+    REASON_REPORT_RATE_LIMITED,
     REASON_REPORT_TOO_LARGE,
     REASON_REPORT_TOO_MANY,
     REASON_REPORT_WRONG_CONTENT_TYPE,
     REASON_REPORT_WRONG_METHOD,
+    Allowance,
+    ReportBudget,
     json_too_deep,
     parse_reports,
 )
@@ -370,6 +380,118 @@ async def test_without_report_path_the_app_answers(framework_app: ASGIApp) -> No
     async with asgi_client(middleware) as client:
         response = await client.post(PATH, content=b"{}", headers={"content-type": LEGACY})
     assert response.status_code in (404, 405)
+
+
+# The per-process report budget: the endpoint answers before rate limiting.
+
+
+class FakeClock:
+    """Monotonic seconds that only move when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_budget_caps_events_across_requests(sink: RecordingSink) -> None:
+    clock = FakeClock()
+    settings = HeadersSettings(csp_report_max_events_per_minute=3)
+    middleware = HeadersMiddleware(
+        AppNotReached(), settings, events=EventEmitter([sink]), clock=clock
+    )
+    batch = _json(_reporting_api(2))
+
+    async def post() -> list[str]:
+        start = len(sink.records)
+        async with asgi_client(middleware) as client:
+            response = await client.post(PATH, content=batch, headers={"content-type": REPORTING})
+        assert response.status_code == 204  # dropping reports never changes the answer
+        return [str(r["reason"]) for r in sink.records[start:]]
+
+    assert await post() == [REASON_CSP_VIOLATION] * 2
+    # One token left: one event, and the first drop is reported at once.
+    assert await post() == [REASON_CSP_VIOLATION, REASON_REPORT_RATE_LIMITED]
+    notice = sink.records[-1]
+    assert notice["kind"] == KIND_EXCESS_RATE
+    assert notice["details"] == {"dropped": 1, "max_events_per_minute": 3}
+    # Spent: requests write nothing at all while the notice interval runs, and
+    # batches without a violation do not bring the notice forward.
+    for _ in range(50):
+        assert await post() == []
+        async with asgi_client(middleware) as client:
+            other = _json([{"type": "deprecation", "body": {"id": "x"}}])
+            await client.post(PATH, content=other, headers={"content-type": REPORTING})
+    # At 3 a minute, 20 s refill one token: one event, the other violation is
+    # dropped, and still no notice within the interval.
+    clock.now += 20
+    assert await post() == [REASON_CSP_VIOLATION]
+    # 40 s more refill two: the request is granted in full, and the count of what
+    # was dropped meanwhile follows it.
+    clock.now += 40
+    assert await post() == [REASON_CSP_VIOLATION] * 2 + [REASON_REPORT_RATE_LIMITED]
+    assert sink.records[-1]["details"] == {"dropped": 101, "max_events_per_minute": 3}
+
+
+def test_budget_grants_up_to_a_minute_of_burst() -> None:
+    budget = ReportBudget(60, now=0.0)
+    assert budget.take(60, now=0.0) == Allowance(granted=60, report_dropped=0)
+    assert budget.take(1, now=0.0) == Allowance(granted=0, report_dropped=1)
+    assert budget.take(1, now=0.5) == Allowance(granted=0, report_dropped=0)
+    assert budget.take(1, now=1.0) == Allowance(granted=1, report_dropped=1)  # flushed
+    # Idle for an hour: the bucket refills to one minute's allowance, no more.
+    assert budget.take(100, now=3601.0) == Allowance(granted=60, report_dropped=40)
+
+
+def test_budget_flushes_only_with_a_granted_event() -> None:
+    # Otherwise empty batches between full ones would each carry a drop notice.
+    budget = ReportBudget(1, now=0.0)
+    assert budget.take(3, now=0.0) == Allowance(granted=1, report_dropped=2)
+    assert budget.take(3, now=1.0) == Allowance(granted=0, report_dropped=0)
+    assert budget.take(0, now=2.0) == Allowance(granted=0, report_dropped=0)
+    assert budget.take(1, now=60.0) == Allowance(granted=1, report_dropped=3)
+
+
+def test_budget_reports_drops_at_most_once_per_interval() -> None:
+    budget = ReportBudget(1, now=0.0)
+    assert budget.take(5, now=0.0) == Allowance(granted=1, report_dropped=4)
+    for second in range(1, int(DROP_NOTICE_INTERVAL_SECONDS)):
+        assert budget.take(5, now=second * 0.1).report_dropped == 0
+    later = budget.take(5, now=DROP_NOTICE_INTERVAL_SECONDS)
+    assert later == Allowance(
+        granted=1, report_dropped=(int(DROP_NOTICE_INTERVAL_SECONDS) - 1) * 5 + 4
+    )
+
+
+def test_budget_ignores_a_clock_stepping_back() -> None:
+    budget = ReportBudget(60, now=100.0)
+    assert budget.take(60, now=100.0).granted == 60
+    assert budget.take(1, now=50.0).granted == 0
+    assert budget.take(1, now=100.5).granted == 0  # no refill for the step back
+    assert budget.take(1, now=101.0).granted == 1
+
+
+BUDGET_REFUSALS = [
+    pytest.param(0, id="csp-report-budget-zero"),
+    pytest.param(-1, id="csp-report-budget-negative"),
+    pytest.param(MAX_REPORT_EVENTS_PER_MINUTE + 1, id="csp-report-budget-over-cap"),
+]
+
+
+@pytest.mark.parametrize("per_minute", BUDGET_REFUSALS)
+def test_budget_setting_is_bounded(per_minute: int) -> None:
+    # No value turns the budget off: an unbounded endpoint would need a name saying so.
+    with pytest.raises(ValidationError, match="csp_report_max_events_per_minute"):
+        HeadersSettings(csp_report_max_events_per_minute=per_minute)
+
+
+def test_budget_default() -> None:
+    assert (
+        HeadersSettings().csp_report_max_events_per_minute == DEFAULT_MAX_REPORT_EVENTS_PER_MINUTE
+    )
+    with pytest.raises(ValueError, match="at least one"):
+        ReportBudget(0, now=0.0)
 
 
 # The pure parser.

@@ -18,7 +18,9 @@ This module validates what users type (unknown or misspelt directives, header
 injection through `;`, `,` or control characters, unquoted keywords, fixed nonces),
 merges overrides over the defaults, and compiles the resolved policy once into a
 `CSPTemplate`: the serialised policy split around each nonce slot, so that rendering
-it per response is one `bytes.join`.
+it per response is one `bytes.join`. `policy_weakenings` names what in a resolved
+policy undoes the defence (`'unsafe-eval'`, an open script list, plugins, `<base>`),
+for the start-up log and `bastion config`.
 
 References: CSP Level 3 https://www.w3.org/TR/CSP3/ : policy grammar
 #grammardef-serialized-policy, source lists and nonces #framework-directive-source-list
@@ -326,3 +328,84 @@ def frame_options_for(directives: Mapping[str, tuple[str, ...]]) -> str | None:
     if ancestors == ("'self'",):
         return "SAMEORIGIN"
     return None
+
+
+# --- Weakenings ---------------------------------------------------------------------
+
+# Sources that admit any site (CSP3 #match-url-to-source-expression): `*`, a bare
+# `http:`/`https:` scheme, a host-source whose host is `*`, and for scripts `data:`
+# (an injected `<script src="data:,...">` needs no server at all).
+_ANY_SITE_SOURCE: Final = re.compile(
+    r"(?:https?:|data:|(?:[a-z][a-z0-9+.-]*://)?\*(?::(?:\*|[0-9]+))?(?:/\S*)?)\Z"
+)
+# The directives that decide whether a `<script>` element and an inline event handler
+# run, each with its fallbacks (CSP3 #directive-fallback-list).
+_SCRIPT_DIRECTIVES: Final = ("script-src-elem", "script-src-attr")
+# base-uri has no fallback: absent, an injected `<base href>` re-points every
+# relative script URL. Only this origin or nothing keeps it harmless.
+_SAFE_BASE_URI: Final = frozenset({("'none'",), ("'self'",)})
+
+
+def _script_weakenings(directive: str, sources: tuple[str, ...]) -> Iterator[str]:
+    """Sources in one script list that let injected markup run script.
+
+    CSP3 #allow-all-inline: a nonce or hash in the list makes browsers ignore
+    'unsafe-inline', and so does 'strict-dynamic', which also makes them ignore every
+    host and scheme source (#strict-dynamic-usage). So the strict-CSP fallbacks of
+    the default policy (`'unsafe-inline' https:` beside a nonce and 'strict-dynamic')
+    weaken nothing in browsers that understand the rest of the policy.
+    """
+    strict_dynamic = any(source.lower() == "'strict-dynamic'" for source in sources)
+    inline_ignored = strict_dynamic or any(
+        source == NONCE_SOURCE or _HASH_SOURCE.match(source) for source in sources
+    )
+    for source in sources:
+        lower = source.lower()
+        weakens = (
+            lower == "'unsafe-eval'"
+            or (lower == "'unsafe-inline'" and not inline_ignored)
+            or (_ANY_SITE_SOURCE.match(lower) is not None and not strict_dynamic)
+        )
+        if weakens:
+            yield f"csp.{directive}={source}"
+
+
+def policy_weakenings(directives: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """What in a resolved policy weakens the XSS and clickjacking defences.
+
+    Stable `csp.<directive>=<source>` strings (shown at start-up and diffed in CI):
+
+    * script lists (`script-src-elem` and `script-src-attr`, through their
+      fallbacks to `script-src` and `default-src`, reported under the directive that
+      holds the source): `'unsafe-eval'`; `'unsafe-inline'` without a nonce, hash or
+      'strict-dynamic'; `*`, `data:`, `http:`, `https:` or a `*` host without
+      'strict-dynamic'. No script list at all is `csp.script-src=null`.
+    * `object-src` (or its `default-src` fallback) other than `'none'`: plugins run
+      outside the policy.
+    * `base-uri` absent, or anything but `'none'` or `'self'`.
+    * `frame-ancestors` admitting any site (`*`, `https:`): clickjacking. An absent
+      frame-ancestors is judged with X-Frame-Options, by the caller.
+    """
+    found: list[str] = []
+    for name in _SCRIPT_DIRECTIVES:
+        governing = next((d for d in (name, *FALLBACKS[name]) if d in directives), None)
+        if governing is None:
+            found.append("csp.script-src=null")
+        else:
+            found.extend(_script_weakenings(governing, directives[governing]))
+    object_src = directives.get("object-src", directives.get("default-src"))
+    if object_src != ("'none'",):
+        found.append(
+            "csp.object-src=null"
+            if "object-src" not in directives
+            else f"csp.object-src={' '.join(directives['object-src'])}"
+        )
+    base_uri = directives.get("base-uri")
+    if base_uri not in _SAFE_BASE_URI:
+        found.append(f"csp.base-uri={'null' if base_uri is None else ' '.join(base_uri)}")
+    found.extend(
+        f"csp.frame-ancestors={source}"
+        for source in directives.get("frame-ancestors", ())
+        if _ANY_SITE_SOURCE.match(source.lower()) and source.lower() != "data:"
+    )
+    return list(dict.fromkeys(found))

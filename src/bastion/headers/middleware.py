@@ -4,7 +4,11 @@ Per HTTP request it does three things, all prepared in `__init__`:
 
 1. Requests for the report endpoint are answered here and never reach the app:
    method, content type and size are checked before a byte is parsed, the body is
-   read up to the limit and no further, and each violation becomes an event.
+   read up to the limit and no further, and each violation becomes an event while
+   the process's `ReportBudget` lasts (the endpoint sits outside rate limiting).
+   One request writes at most one event when refused, and otherwise
+   `csp_report_max_reports` violation events plus one `csp-report-too-many` and one
+   `csp-report-rate-limited` event.
 2. Otherwise it picks the route's `HeaderSet` (a compiled `RouteTable`), draws a
    fresh nonce when the route's policy has a nonce slot, and stores it in the
    request context (`scope["bastion"].csp_nonce`) for templates.
@@ -26,18 +30,28 @@ hypercorn's (`include_server_header = False`).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Final, Literal
 
 from bastion.context import get_context
-from bastion.events import KIND_CSP_VIOLATION, KIND_INPUT_VALIDATION, EventEmitter
+from bastion.events import (
+    KIND_CSP_VIOLATION,
+    KIND_EXCESS_RATE,
+    KIND_INPUT_VALIDATION,
+    EventEmitter,
+)
 from bastion.headers.csp import new_nonce
 from bastion.headers.policy import HeaderSet, HeadersSettings, compile_header_sets, merge_headers
 from bastion.headers.reports import (
     REASON_CSP_VIOLATION,
+    REASON_REPORT_RATE_LIMITED,
     REASON_REPORT_TOO_LARGE,
     REASON_REPORT_TOO_MANY,
     REASON_REPORT_WRONG_CONTENT_TYPE,
     REASON_REPORT_WRONG_METHOD,
+    Allowance,
+    ReportBudget,
     parse_reports,
     report_format,
 )
@@ -91,6 +105,7 @@ class HeadersMiddleware:
         settings: HeadersSettings | None = None,
         *,
         events: EventEmitter | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.settings = settings or HeadersSettings()
@@ -101,6 +116,10 @@ class HeadersMiddleware:
         self._report_path = self.settings.csp_report_path
         self._max_report_bytes = self.settings.csp_report_max_bytes
         self._max_reports = self.settings.csp_report_max_reports
+        # The one piece of state shared by all requests, on purpose: a budget per
+        # request would not bound what many requests write together.
+        self._clock = clock
+        self._report_budget = ReportBudget(self.settings.csp_report_max_events_per_minute, clock())
         # The report endpoint is ours, not the app's traffic: monitor-only mode
         # (report-only CSP) still answers it.
         self._refuse = Refuser(LAYER, events)
@@ -172,7 +191,10 @@ class HeadersMiddleware:
                 scope, send, status=400, kind=KIND_INPUT_VALIDATION, reason=batch.error
             )
             return
-        for violation in batch.violations:
+        allowance = Allowance(0, 0)
+        if batch.violations:
+            allowance = self._report_budget.take(len(batch.violations), self._clock())
+        for violation in batch.violations[: allowance.granted]:
             self._refuse.event(
                 scope,
                 kind=KIND_CSP_VIOLATION,
@@ -180,6 +202,16 @@ class HeadersMiddleware:
                 # A report-only policy did not block anything; an enforced one did.
                 action="monitored" if violation.disposition == "report" else "blocked",
                 details=violation.details(),
+            )
+        if allowance.report_dropped:
+            self._refuse.event(
+                scope,
+                kind=KIND_EXCESS_RATE,
+                reason=REASON_REPORT_RATE_LIMITED,
+                details={
+                    "dropped": allowance.report_dropped,
+                    "max_events_per_minute": self.settings.csp_report_max_events_per_minute,
+                },
             )
         if batch.dropped:
             self._refuse.event(

@@ -41,7 +41,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
@@ -51,6 +51,7 @@ from bastion.headers.csp import (
     frame_options_for,
     parse_directive_name,
     parse_sources,
+    policy_weakenings,
     resolve_directives,
 )
 from bastion.hosts import parse_origin
@@ -86,6 +87,15 @@ DEFAULT_MAX_REPORT_BYTES: Final = 32 * 1024
 # A page that breaks badly produces many identical reports; 20 per request shows the
 # problem without letting one request write unbounded log lines.
 DEFAULT_MAX_REPORTS: Final = 20
+# Violation events one process writes per minute (`ReportBudget`). The endpoint is
+# unauthenticated and answered before rate limiting, so without a budget every
+# request could write DEFAULT_MAX_REPORTS lines. One a second on average is the
+# volume of a quiet access log; the burst of a full minute lets a page that breaks
+# badly report every violation at once. Reports are samples of a problem, not a
+# record to keep whole: what is dropped is counted in a `csp-report-rate-limited` event.
+DEFAULT_MAX_REPORT_EVENTS_PER_MINUTE: Final = 60
+# 1000 a second: beyond this a budget no longer protects a log pipeline.
+MAX_REPORT_EVENTS_PER_MINUTE: Final = 60_000
 
 # Powerful features a typical web application never uses. Denied (`feature=()`) for
 # the page and every frame it embeds, so an XSS or a compromised third-party script
@@ -116,6 +126,27 @@ _DENIED_FEATURES: Final = (
 DEFAULT_PERMISSIONS_POLICY: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     dict.fromkeys(_DENIED_FEATURES, ())
 )
+
+# Stripped because they name the server stack and its version, which tells an
+# attacker which published exploits to try.
+DEFAULT_STRIP_HEADERS: Final = ("server", "x-powered-by")
+
+# Referrer-Policy values that send the full URL (its path and query, where ids and
+# tokens live) to other origins (Referrer Policy section 3): `unsafe-url` to every
+# site, even over plain HTTP; `no-referrer-when-downgrade` to every HTTPS site.
+# `origin` and `origin-when-cross-origin` send only the origin to other sites and
+# are not reported. No header leaves the choice to the browser, whose default was
+# `no-referrer-when-downgrade` until 2020-2021: reported too.
+_LEAKY_REFERRER_POLICIES: Final = frozenset({"unsafe-url", "no-referrer-when-downgrade"})
+_REFERRER_POLICIES: Final = frozenset(get_args(ReferrerPolicy))
+# COOP values that keep cross-origin windows out of our browsing context group. Any
+# other value, `unsafe-none` or one the browser does not know, is `unsafe-none`.
+_ISOLATING_OPENER_POLICIES: Final = frozenset(
+    {"same-origin", "same-origin-allow-popups", "noopener-allow-popups"}
+)
+# CORP values that keep other sites from embedding our responses.
+_SAME_SITE_RESOURCE_POLICIES: Final = frozenset({"same-origin", "same-site"})
+_FRAME_DENYING_OPTIONS: Final = frozenset({"deny", "sameorigin"})
 
 # Headers we own elsewhere or that frame the message; `extra_headers` may not set them.
 _RESERVED_HEADERS: Final = frozenset(
@@ -281,6 +312,11 @@ class RouteHeadersSettings(HeaderPolicy):
     the settings it sets, so dumping and reloading settings keeps that meaning.
     """
 
+    def weakenings(self) -> list[str]:
+        """Nothing on its own: what a route weakens depends on the layer settings it
+        refines, so `HeadersSettings.weakenings` reports it, as `routes[pattern].…`."""
+        return []
+
     @model_serializer(mode="wrap")
     def _dump_set_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
@@ -293,7 +329,7 @@ class HeadersSettings(HeaderPolicy, LayerSettings):
     `monitor_only` sends the CSP as Report-Only everywhere (as `csp_report_only`).
     """
 
-    strip_headers: tuple[str, ...] = ("server", "x-powered-by")
+    strip_headers: tuple[str, ...] = DEFAULT_STRIP_HEADERS
     """Headers removed from every response the application sends."""
 
     csp_report_path: str | None = DEFAULT_REPORT_PATH
@@ -302,9 +338,37 @@ class HeadersSettings(HeaderPolicy, LayerSettings):
 
     csp_report_max_bytes: int = Field(DEFAULT_MAX_REPORT_BYTES, ge=1024, le=1024 * 1024)
     csp_report_max_reports: int = Field(DEFAULT_MAX_REPORTS, ge=1, le=100)
+    csp_report_max_events_per_minute: int = Field(
+        DEFAULT_MAX_REPORT_EVENTS_PER_MINUTE, ge=1, le=MAX_REPORT_EVENTS_PER_MINUTE
+    )
+    """Violation events one process writes per minute at most, bursts included;
+    the rest are counted in a `csp-report-rate-limited` event and dropped."""
 
     routes: dict[str, RouteHeadersSettings] = Field(default_factory=dict)
     """Per-route overrides by route pattern, e.g. `{"/embed/*": {...}}`."""
+
+    def weakenings(self) -> list[str]:
+        """The layer's weakened headers (`header_weakenings`), fingerprinting headers
+        it no longer strips, then each route's: what the route's merged policy
+        weakens beyond what the layer already does, as `routes[pattern].<weakening>`.
+        """
+        if not self.enabled:
+            return []  # `enabled=false` is reported, and none of this is sent
+        layer = header_weakenings(self, force_report_only=self.monitor_only)
+        found = list(layer)
+        found.extend(
+            f"strip_headers ({name} not stripped)"
+            for name in DEFAULT_STRIP_HEADERS
+            if name not in self.strip_headers
+        )
+        for pattern, route in self.routes.items():
+            merged = merge_route(self, route)
+            found.extend(
+                f"routes[{pattern}].{weakening}"
+                for weakening in header_weakenings(merged, force_report_only=self.monitor_only)
+                if weakening not in layer
+            )
+        return found
 
     @field_validator("strip_headers")
     @classmethod
@@ -344,6 +408,109 @@ def merge_route(base: HeaderPolicy, route: HeaderPolicy) -> HeaderPolicy:
         fields[name] = value
     # Both inputs were validated; merging cannot produce anything they did not allow.
     return HeaderPolicy.model_construct(**fields)
+
+
+# --- Weakenings --------------------------------------------------------------------
+
+
+def _sent(
+    policy: HeaderPolicy, header: str, setting: str, value: str | None
+) -> tuple[str, str | None]:
+    """The value sent for one of our headers, and the setting that decided it:
+    `extra_headers` replaces or drops what the header's own setting chose."""
+    if header in policy.extra_headers:
+        return f"extra_headers.{header}", policy.extra_headers[header]
+    return setting, value
+
+
+def _shown(setting: str, value: str | None) -> str:
+    return f"{setting}={'null' if value is None else value}"
+
+
+def _first_token(value: str) -> str:
+    """The value before any parameters or list items, as browsers compare it."""
+    return value.split(";", 1)[0].split(",", 1)[0].strip().lower()
+
+
+def _referrer_leaks(value: str | None) -> bool:
+    if value is None:
+        return True
+    # Referrer Policy section 8.1: unknown tokens are skipped, the last known one wins,
+    # and a header with none leaves the browser's default in place.
+    tokens = (part.strip().lower() for part in value.split(","))
+    known = [token for token in tokens if token in _REFERRER_POLICIES]
+    return not known or known[-1] in _LEAKY_REFERRER_POLICIES
+
+
+def header_weakenings(policy: HeaderPolicy, *, force_report_only: bool = False) -> list[str]:
+    """What in one route's policy weakens a protection, as stable `setting=value`
+    strings (shown at start-up and by `bastion config`, diffed in CI).
+
+    Each header is judged by the value actually sent, so `extra_headers` replacing
+    or dropping one of ours (`extra_headers.x-content-type-options=null`) is named
+    rather than the header's own setting. Reported: a Referrer-Policy that sends
+    full URLs to other sites, or none; COOP `unsafe-none` or none; CORP
+    `cross-origin` or none; nosniff or Permissions-Policy dropped; the CSP's
+    weakenings (`csp.policy_weakenings`; none when `insecure_disable_csp`, which is
+    reported as the switch it is); and a page nothing keeps from being framed:
+    neither an enforced `frame-ancestors` nor an X-Frame-Options of DENY or
+    SAMEORIGIN (`frame_options_for` explains why either is enough). The legacy
+    X-XSS-Protection, Origin-Agent-Cluster and Permissions-Policy grants are not
+    judged: each is a deliberate choice for the application to make.
+    """
+    found: list[str] = []
+    setting, value = _sent(policy, "referrer-policy", "referrer_policy", policy.referrer_policy)
+    if _referrer_leaks(value):
+        found.append(_shown(setting, value))
+    setting, value = _sent(
+        policy,
+        "cross-origin-opener-policy",
+        "cross_origin_opener_policy",
+        policy.cross_origin_opener_policy,
+    )
+    if value is None or _first_token(value) not in _ISOLATING_OPENER_POLICIES:
+        found.append(_shown(setting, value))
+    setting, value = _sent(
+        policy,
+        "cross-origin-resource-policy",
+        "cross_origin_resource_policy",
+        policy.cross_origin_resource_policy,
+    )
+    if value is None or _first_token(value) not in _SAME_SITE_RESOURCE_POLICIES:
+        found.append(_shown(setting, value))
+    # nosniff has no setting of its own; only `extra_headers` can drop or replace it.
+    nosniff = policy.extra_headers.get("x-content-type-options", "nosniff")
+    if nosniff is None or _first_token(nosniff) != "nosniff":
+        found.append(_shown("extra_headers.x-content-type-options", nosniff))
+    if policy.extra_headers.get("permissions-policy", "") is None:
+        found.append("extra_headers.permissions-policy=null")
+
+    directives = resolve_directives(policy.csp_directives, policy.csp_extra_sources)
+    if not policy.insecure_disable_csp:
+        found.extend(policy_weakenings(directives))
+    # Framing: an enforced frame-ancestors decides (its wildcards are reported above);
+    # without one, only X-Frame-Options stands between the page and clickjacking.
+    ancestors_enforced = (
+        not policy.insecure_disable_csp
+        and not (policy.csp_report_only or force_report_only)
+        and "frame-ancestors" in directives
+    )
+    frame_options = (
+        frame_options_for(directives)
+        if policy.x_frame_options == "auto"
+        else policy.x_frame_options
+    )
+    setting, value = _sent(policy, "x-frame-options", "x_frame_options", frame_options)
+    if not ancestors_enforced and (
+        value is None or _first_token(value) not in _FRAME_DENYING_OPTIONS
+    ):
+        if setting != "x_frame_options" or policy.x_frame_options is None:
+            found.append(_shown(setting, value))
+        elif "frame-ancestors" not in directives:
+            found.append("csp.frame-ancestors=null")
+        # Otherwise `auto` found frame-ancestors to follow, but the CSP is off or
+        # report-only: that switch is reported by its own name.
+    return found
 
 
 @dataclass(frozen=True, slots=True)

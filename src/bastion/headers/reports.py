@@ -8,7 +8,9 @@ module refuses nesting deeper than any report has before `json.loads` runs, keep
 most `csp_report_max_reports` violations per request, and turns each into a few
 bounded fields: URLs lose their query and fragment (where tokens live), the page
 address is reduced to its path, and nothing else of the report is kept. The event
-emitter then escapes control characters and redacts sensitive keys centrally.
+emitter then escapes control characters and redacts sensitive keys centrally. The
+endpoint answers before any rate limiting, so a per-process `ReportBudget` caps the
+violation events written per minute, however many requests arrive.
 Not covered: reports are evidence, not proof; anyone can forge one. They tell you
 where your policy breaks pages and where injection is attempted; no decision is
 ever based on them.
@@ -49,6 +51,7 @@ REASON_REPORT_INVALID_JSON: Final = "csp-report-invalid-json"
 REASON_REPORT_DEEPLY_NESTED: Final = "csp-report-deeply-nested"
 REASON_REPORT_MALFORMED: Final = "csp-report-malformed"
 REASON_REPORT_TOO_MANY: Final = "csp-report-too-many"
+REASON_REPORT_RATE_LIMITED: Final = "csp-report-rate-limited"
 
 # A Reporting API batch is three levels deep (array, report, body); the legacy
 # format two. Eight leaves room for extensions and refuses nesting bombs long before
@@ -57,6 +60,9 @@ MAX_JSON_DEPTH: Final = 8
 # Enough for any URL worth reading in a log line; the emitter's own cap is larger.
 MAX_FIELD_CHARS: Final = 256
 _MAX_POSITION: Final = 10**9  # line and column numbers beyond this are garbage
+# While the budget is spent, one event a minute says how many violations were
+# dropped: enough to see an attack last, too few to flood the log themselves.
+DROP_NOTICE_INTERVAL_SECONDS: Final = 60.0
 
 # Strings are matched whole so brackets inside them are not counted.
 _JSON_NESTING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
@@ -236,3 +242,57 @@ def parse_reports(fmt: ReportFormat, body: bytes, *, max_reports: int) -> Report
         else:
             dropped += 1
     return ReportBatch(violations=tuple(violations), dropped=dropped)
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """How many of a request's violations may become events, and how many dropped
+    violations to report now (0: no drop event)."""
+
+    granted: int
+    report_dropped: int
+
+
+class ReportBudget:
+    """A token bucket for violation events, shared by every request of one process.
+
+    The bucket holds one minute's allowance (`per_minute`) and refills continuously
+    at `per_minute / 60` a second. Each violation takes a token; what finds none is
+    dropped and counted. The count is reported (and restarts) on the first drop, then
+    at most once per DROP_NOTICE_INTERVAL_SECONDS while dropping lasts, and at the
+    first request granted in full afterwards, so the drop events cannot flood the log
+    either.
+
+    Time comes in as `now` (monotonic seconds), so tests move it. `take` never
+    awaits, so requests on one event loop cannot interleave inside it. The budget is
+    per process: N workers write up to N times as much.
+    """
+
+    __slots__ = ("_capacity", "_dropped", "_noticed_at", "_per_second", "_tokens", "_updated")
+
+    def __init__(self, per_minute: int, now: float) -> None:
+        if per_minute < 1:
+            raise ValueError("a report budget allows at least one event a minute")
+        self._capacity = float(per_minute)
+        self._per_second = per_minute / 60.0
+        self._tokens = self._capacity
+        self._updated = now
+        self._dropped = 0
+        self._noticed_at = float("-inf")
+
+    def take(self, wanted: int, now: float) -> Allowance:
+        # A clock that steps back refills nothing rather than draining the bucket.
+        elapsed = max(0.0, now - self._updated)
+        self._updated = max(self._updated, now)
+        self._tokens = min(self._capacity, self._tokens + elapsed * self._per_second)
+        # The epsilon keeps float refills that add up to a whole token (0.1 + 0.9)
+        # from rounding down to none.
+        granted = min(wanted, int(self._tokens + 1e-9))
+        self._tokens = max(0.0, self._tokens - granted)
+        self._dropped += wanted - granted
+        report = 0
+        # The flush needs a token granted, so notices never outnumber the refill.
+        full_grant = granted > 0 and granted == wanted
+        if self._dropped and (full_grant or now - self._noticed_at >= DROP_NOTICE_INTERVAL_SECONDS):
+            report, self._dropped, self._noticed_at = self._dropped, 0, now
+        return Allowance(granted, report)
