@@ -34,19 +34,24 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 Action = Literal["blocked", "monitored", "allowed"]
 
-# OWASP Logging Vocabulary kinds used by Bastion's layers.
+# OWASP Logging Vocabulary kinds used by Bastion's layers, and extensions.
 KIND_INPUT_VALIDATION: Final = "input_validation_fail"
 KIND_EXCESS_RATE: Final = "excess_rate_limit_exceeded"
-KIND_MALICIOUS_CSRF: Final = "malicious_csrf"
 KIND_MALICIOUS_CORS: Final = "malicious_cors"
 KIND_AUTHN_FAIL: Final = "authn_login_fail"
 KIND_AUTHZ_FAIL: Final = "authz_fail"
 KIND_SYS_CRASH: Final = "sys_crash"
 KIND_SYS_MONITOR_DISABLED: Final = "sys_monitor_disabled"
 KIND_SYS_STARTUP: Final = "sys_startup"
-# Bastion extensions in the vocabulary's style, for events it has no word for: a
-# browser's CSP violation report (an attack seen by the client, hence `malicious_`),
-# and load shedding (the service refusing work to stay available, hence `sys_`).
+# Bastion extensions, named in the vocabulary's style (category, then a snake_case
+# event) for events it has no word for:
+# * a cross-site request forgery refused (MALICIOUS: a forged request is an attack);
+# * a browser's CSP violation report (MALICIOUS because a violation of an enforced
+#   policy is most often attempted injection; `action` and `details.disposition` say
+#   whether anything was blocked; reports are unauthenticated and forgeable, so alert
+#   on rates, not on one);
+# * load shedding and store outages (SYS: the service refusing work to stay correct).
+KIND_MALICIOUS_CSRF: Final = "malicious_csrf"
 KIND_CSP_VIOLATION: Final = "malicious_csp_violation"
 KIND_SYS_AVAILABILITY: Final = "sys_availability"
 
