@@ -2,12 +2,23 @@
 
 httpx always sends a `Host` header and speaks neither WebSocket nor lifespan, so
 these cases build the ASGI scope by hand and record what the layer sends.
+
+`url_app` is the application the URL cases run against, in the three shapes of
+`tests.support.apps.FRAMEWORKS`: it answers with the URLs the framework builds from
+the scope it was given, over HTTP (`GET /where`) and over a WebSocket (`/ws`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,3 +80,60 @@ async def run(app: ASGIApp, scope: Scope, incoming: Sequence[Message] = ()) -> l
 
     await app(scope, receive, send)
     return sent
+
+
+# --- the URL application ----------------------------------------------------------------
+
+
+def _raw_urls(scope: Scope) -> dict[str, str]:
+    # What a hand-written app does: trust the scope's scheme and Host header.
+    host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"host"), "")
+    url = f"{scope['scheme']}://{host}{scope['path']}"
+    return {"url": url, "url_for": url}
+
+
+async def _raw_url_app(scope: Scope, receive: Receive, send: Send) -> None:
+    body = json.dumps(_raw_urls(scope))
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": body})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+async def _where(request: Request) -> Response:
+    return JSONResponse({"url": str(request.url), "url_for": str(request.url_for("where"))})
+
+
+async def _ws(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_json({"url": str(websocket.url), "url_for": str(websocket.url_for("ws"))})
+    await websocket.close()
+
+
+def url_app(framework: str) -> ASGIApp:
+    """`GET /where` and WebSocket `/ws`, each answering {"url", "url_for"}."""
+    if framework == "raw":
+        return _raw_url_app
+    if framework == "starlette":
+        return Starlette(
+            routes=[Route("/where", _where, name="where"), WebSocketRoute("/ws", _ws, name="ws")]
+        )
+    if framework == "fastapi":
+        from fastapi import FastAPI
+
+        app = FastAPI()
+        app.add_api_route("/where", _where, name="where")
+        app.add_api_websocket_route("/ws", _ws, name="ws")
+        fastapi_app: ASGIApp = app
+        return fastapi_app
+    raise ValueError(framework)

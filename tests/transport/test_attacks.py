@@ -1,12 +1,16 @@
 """Named attacks on the transport layer, each beside the legitimate request that passes.
 
-Every case runs against the raw ASGI, Starlette and FastAPI apps (`framework_app`)
-through httpx in-process. The application is configured as a bank behind one
-proxy network: `bank.example` and its subdomains, proxies in 10.0.0.0/8.
+Every case runs against the raw ASGI, Starlette and FastAPI apps: `CASES` through
+httpx in-process (`framework_app`); `URL_CASES` and `WEBSOCKET_CASES` against
+`url_app`, which answers with the URLs the framework builds, the first through
+httpx, the second by driving the ASGI WebSocket protocol directly (httpx speaks no
+WebSocket). The application is configured as a bank behind one proxy network:
+`bank.example` and its subdomains, proxies in 10.0.0.0/8.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +24,15 @@ from bastion.transport import (
     REASON_HOST_MULTIPLE,
     REASON_HOST_NOT_ALLOWED,
     REASON_INSECURE_HTTP,
+    REASON_INSECURE_WEBSOCKET,
     REASON_PROXY_HEADER_MALFORMED,
     TransportMiddleware,
     TransportSettings,
 )
 from bastion.types import ASGIApp, Receive, Scope, Send
 from tests.conftest import RecordingSink, asgi_client
+from tests.support.apps import FRAMEWORKS
+from tests.transport.support import make_scope, run, url_app
 
 PROXY = "10.0.0.1"
 CLIENT = "203.0.113.9"
@@ -157,15 +164,22 @@ def _drop_host(app: ASGIApp) -> ASGIApp:
     return without_host
 
 
+def _bank(app: ASGIApp, sink: RecordingSink, settings: dict[str, Any]) -> ASGIApp:
+    return TransportMiddleware(
+        app,
+        TransportSettings(
+            allowed_hosts=("bank.example", "*.bank.example"),
+            trusted_proxies=("10.0.0.0/8",),
+            **settings,
+        ),
+        events=EventEmitter([sink]),
+    )
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("case", CASES)
 async def test_attack(case: Case, framework_app: ASGIApp, sink: RecordingSink) -> None:
-    settings = TransportSettings(
-        allowed_hosts=("bank.example", "*.bank.example"),
-        trusted_proxies=("10.0.0.0/8",),
-        **case.settings,
-    )
-    app: ASGIApp = TransportMiddleware(framework_app, settings, events=EventEmitter([sink]))
+    app = _bank(framework_app, sink, case.settings)
     if case.drop_host:
         app = _drop_host(app)
     url = httpx.URL(case.url)
@@ -192,3 +206,133 @@ async def test_attack(case: Case, framework_app: ASGIApp, sink: RecordingSink) -
     assert "evil" not in response.text
     assert "garbage" not in response.text
     assert response.text.startswith(f"{case.status} ")
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def url_framework_app(request: pytest.FixtureRequest) -> ASGIApp:
+    """`url_app` as a raw ASGI callable, a Starlette app and a FastAPI app."""
+    return url_app(str(request.param))
+
+
+# --- the Host the app builds its URLs from --------------------------------------------
+#
+# A trusted proxy's X-Forwarded-Host (or Forwarded host=) is what gets validated; the
+# app must build its URLs from that host, never from the raw Host header, which the
+# proxy does not vouch for (it may be the backend's name, or the attacker's).
+
+URL_CASES = [
+    pytest.param(CLIENT, (("host", "bank.example"),), {}, "https://bank.example/where",
+                 id="url-from-host-header-ok"),
+    pytest.param(PROXY, (("host", "evil.example"), ("x-forwarded-host", "bank.example")), XFH,
+                 "https://bank.example/where", id="xfhost-replaces-raw-host-header"),
+    pytest.param(PROXY, (("host", "backend:8000"), ("x-forwarded-host", "api.bank.example:8443")),
+                 XFH, "https://api.bank.example:8443/where", id="xfhost-port-kept"),
+    pytest.param(PROXY, (("host", "evil.example"),
+                         ("forwarded", "for=198.51.100.7;proto=https;host=bank.example")), FWD,
+                 "https://bank.example/where", id="forwarded-host-replaces-raw-host-header"),
+    pytest.param(CLIENT, (("host", "api.bank.example"), ("x-forwarded-host", "evil.example")), XFH,
+                 "https://api.bank.example/where", id="xfhost-from-untrusted-peer-host-unchanged"),
+    pytest.param(PROXY, (("host", "api.bank.example"), ("x-forwarded-host", "evil.example")), {},
+                 "https://api.bank.example/where", id="xfhost-not-configured-host-unchanged"),
+    pytest.param(PROXY, (("host", "api.bank.example"),), XFH, "https://api.bank.example/where",
+                 id="xfhost-absent-host-unchanged"),
+]  # fmt: skip
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("peer", "headers", "settings", "expected"), URL_CASES)
+async def test_app_builds_urls_from_the_validated_host(
+    peer: str,
+    headers: tuple[tuple[str, str], ...],
+    settings: dict[str, Any],
+    expected: str,
+    url_framework_app: ASGIApp,
+    sink: RecordingSink,
+) -> None:
+    app = _bank(url_framework_app, sink, settings)
+    scheme = "http" if "forwarded" in dict(headers) else "https"
+    async with asgi_client(app, client=(peer, 5000)) as client:
+        response = await client.get(f"{scheme}://bank.example/where", headers=list(headers))
+    assert response.status_code == 200
+    assert sink.records == []
+    assert response.json() == {"url": expected, "url_for": expected}
+
+
+# --- WebSocket handshakes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebSocketCase:
+    scheme: str = "wss"
+    headers: tuple[tuple[bytes, bytes], ...] = ((b"host", b"bank.example"),)
+    peer: str = CLIENT
+    denial_response: bool = False  # the server offers "websocket.http.response"
+    settings: dict[str, Any] = field(default_factory=dict)
+    # Expectations: a refusal names its reason and status; a pass the URL the app saw.
+    reason: str | None = None
+    status: int = 403
+    url: str = "wss://bank.example/ws"
+
+
+_WS_PROTO = (b"x-forwarded-proto", b"https")
+_WS_EVIL = (b"host", b"evil.example")
+
+WEBSOCKET_CASES = [
+    pytest.param(WebSocketCase(), id="websocket-secure-ok"),
+    pytest.param(WebSocketCase(scheme="ws", peer=PROXY,
+                               headers=((b"host", b"bank.example"), _WS_PROTO)),
+                 id="websocket-behind-tls-proxy-ok"),
+    pytest.param(WebSocketCase(scheme="ws", settings={"insecure_allow_http": True},
+                               url="ws://bank.example/ws"), id="websocket-plain-allowed-ok"),
+    pytest.param(WebSocketCase(scheme="ws", reason=REASON_INSECURE_WEBSOCKET),
+                 id="insecure-websocket"),
+    pytest.param(WebSocketCase(scheme="ws", denial_response=True, reason=REASON_INSECURE_WEBSOCKET),
+                 id="insecure-websocket-denial-response"),
+    pytest.param(WebSocketCase(scheme="ws", headers=((b"host", b"bank.example"), _WS_PROTO),
+                               reason=REASON_INSECURE_WEBSOCKET),
+                 id="insecure-websocket-spoofed-proto"),
+    pytest.param(WebSocketCase(headers=(_WS_EVIL,), reason=REASON_HOST_NOT_ALLOWED, status=400),
+                 id="websocket-host-not-allowed"),
+    pytest.param(WebSocketCase(peer=PROXY, settings=XFH,
+                               headers=(_WS_EVIL, (b"x-forwarded-host", b"bank.example"))),
+                 id="websocket-xfhost-replaces-raw-host-header"),
+]  # fmt: skip
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", WEBSOCKET_CASES)
+async def test_websocket_attack(
+    case: WebSocketCase, url_framework_app: ASGIApp, sink: RecordingSink
+) -> None:
+    app = _bank(url_framework_app, sink, case.settings)
+    scope = make_scope(
+        "websocket",
+        scheme=case.scheme,
+        client=(case.peer, 5000),
+        headers=case.headers,
+        path="/ws",
+        extensions={"websocket.http.response": {}} if case.denial_response else {},
+    )
+    sent = await run(app, scope, [{"type": "websocket.connect"}])
+
+    if case.reason is None:
+        assert sink.records == []
+        assert [m["type"] for m in sent] == [
+            "websocket.accept",
+            "websocket.send",
+            "websocket.close",
+        ]
+        assert json.loads(sent[1]["text"]) == {"url": case.url, "url_for": case.url}
+        return
+    assert sink.reasons() == [case.reason]
+    assert sink.records[0]["action"] == "blocked"
+    # The app never ran: nothing was accepted.
+    if case.denial_response:
+        assert [m["type"] for m in sent] == [
+            "websocket.http.response.start",
+            "websocket.http.response.body",
+        ]
+        assert sent[0]["status"] == case.status
+        assert "evil" not in sent[1]["body"].decode()
+    else:
+        assert sent == [{"type": "websocket.close", "code": 1008}]

@@ -200,6 +200,74 @@ async def test_scope_not_copied_when_nothing_changes(events: EventEmitter) -> No
     assert inner.scopes[0] is scope
 
 
+XFH: dict[str, Any] = {
+    "allowed_hosts": ("bank.example", "*.bank.example"),
+    "proxy_headers": ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"),
+}
+
+
+@pytest.mark.anyio
+async def test_forwarded_host_reaches_the_app_as_its_host_header(events: EventEmitter) -> None:
+    inner = RecordingApp()
+    headers = [
+        (b"Host", b"backend:8000"),
+        (b"x-forwarded-host", b"API.bank.example:8443"),
+        (b"accept", b"*/*"),
+    ]
+    scope = make_scope(client=("10.0.0.1", 4000), headers=headers)
+    sent = await run(_wrap(inner, events, **XFH), scope)
+    assert sent[0]["status"] == 200
+    (seen,) = inner.scopes
+    assert seen["headers"] == [
+        (b"host", b"api.bank.example:8443"),
+        (b"x-forwarded-host", b"API.bank.example:8443"),
+        (b"accept", b"*/*"),
+    ]
+    # The server's scope keeps the header it received.
+    assert scope["headers"] == headers
+    assert (scope[SCOPE_KEY].host, scope[SCOPE_KEY].port) == ("api.bank.example", 8443)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("client", "headers", "values"),
+    [
+        pytest.param(("203.0.113.9", 1), [(b"host", b"bank.example"),
+                     (b"x-forwarded-host", b"api.bank.example")], XFH, id="untrusted-peer"),
+        pytest.param(("10.0.0.1", 1), [(b"host", b"bank.example"),
+                     (b"x-forwarded-host", b"api.bank.example")], {}, id="xfhost-not-configured"),
+        pytest.param(("10.0.0.1", 1), [(b"host", b"bank.example")], XFH, id="xfhost-absent"),
+        pytest.param(("10.0.0.1", 1), [(b"host", b"bank.example"),
+                     (b"x-forwarded-host", b"bank.example")], XFH, id="xfhost-same-as-host"),
+    ],
+)  # fmt: skip
+async def test_host_header_untouched_unless_a_trusted_proxy_named_the_host(
+    events: EventEmitter,
+    client: tuple[str, int],
+    headers: list[tuple[bytes, bytes]],
+    values: dict[str, Any],
+) -> None:
+    inner = RecordingApp()
+    scope = make_scope(client=client, headers=headers)
+    await run(_wrap(inner, events, **values), scope)
+    (seen,) = inner.scopes
+    assert seen["headers"] is scope["headers"]
+    assert scope["headers"] == headers
+
+
+@pytest.mark.anyio
+async def test_monitor_only_never_writes_a_refused_host(
+    events: EventEmitter, sink: RecordingSink
+) -> None:
+    inner = RecordingApp()
+    headers = [(b"host", b"bank.example"), (b"x-forwarded-host", b"evil.example")]
+    scope = make_scope(client=("10.0.0.1", 1), headers=headers)
+    await run(_wrap(inner, events, monitor_only=True, **XFH), scope)
+    (seen,) = inner.scopes
+    assert seen["headers"] == headers
+    assert sink.reasons() == [REASON_HOST_NOT_ALLOWED]
+
+
 @pytest.mark.anyio
 async def test_events_name_the_resolved_client(events: EventEmitter, sink: RecordingSink) -> None:
     async with asgi_client(_wrap(raw_app, events), client=("10.0.0.1", 1)) as client:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion.hosts import host_matches, normalise_host, parse_host_header
 from bastion.transport import (
+    MIN_PUBLIC_PREFIXLEN,
     REASON_PROXY_HEADER_MALFORMED,
     AllowedHosts,
+    ProxyClaims,
     ProxyTrust,
     build_https_url,
     parse_forwarded,
     parse_host_pattern,
+    parse_trusted_proxy,
     resolve_client,
     resolve_forwarded,
 )
@@ -31,9 +35,10 @@ header_text = st.text(st.characters(min_codepoint=0, max_codepoint=255))
 
 labels = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 host_names = st.lists(labels, min_size=1, max_size=4).map(".".join)
-# DNS names end in a non-numeric label (RFC 3696 section 2): what a wildcard may name.
+# DNS names end in a non-numeric label (RFC 3696 section 2), and a wildcard needs a
+# registered domain (two labels or more): what a wildcard may name.
 dns_names = st.tuples(
-    st.lists(labels, max_size=3), st.from_regex(r"[a-z]{1,6}", fullmatch=True)
+    st.lists(labels, min_size=1, max_size=3), st.from_regex(r"[a-z]{1,6}", fullmatch=True)
 ).map(lambda parts: ".".join([*parts[0], parts[1]]))
 
 
@@ -105,22 +110,6 @@ def test_resolver_never_raises_and_answers_an_address_or_refuses(
 
 # --- Forwarded -------------------------------------------------------------------------
 
-
-@given(prefix=header_text, client=untrusted_ips, proxies=st.lists(trusted_ips, max_size=3))
-def test_forwarded_prefix_refuses_or_changes_nothing(
-    prefix: str, client: str, proxies: list[str]
-) -> None:
-    def node(ip: str) -> str:
-        return f'for="[{ip}]"' if ":" in ip else f"for={ip}"
-
-    honest = ", ".join([f"{node(client)};proto=https", *(node(p) for p in proxies)])
-    claims = resolve_forwarded(("10.0.0.1", 1), f"{prefix}, {honest}", TRUST)
-    if claims.reason:
-        assert claims.reason == REASON_PROXY_HEADER_MALFORMED
-    else:
-        assert (claims.client, claims.scheme) == ((client, 0), "https")
-
-
 tokens = st.from_regex(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", fullmatch=True)
 quotable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.just("\t"))
 elements = st.dictionaries(tokens.map(str.lower), quotable, min_size=1, max_size=4)
@@ -130,10 +119,37 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _serialise(parsed: list[dict[str, str]]) -> str:
+    return ", ".join(";".join(f"{k}={_quote(v)}" for k, v in e.items()) for e in parsed)
+
+
+# What a client may prepend: arbitrary bytes (mostly unparsable), or well-formed
+# elements of its choosing (`for=` an address on our allow list, `proto=https`).
+forwarded_prefixes = header_text | st.lists(elements, max_size=3).map(_serialise)
+
+
+@given(prefix=forwarded_prefixes, client=untrusted_ips, proxies=st.lists(trusted_ips, max_size=3))
+def test_forwarded_prefix_refuses_exactly_when_unparsable_else_changes_nothing(
+    prefix: str, client: str, proxies: list[str]
+) -> None:
+    def node(ip: str) -> str:
+        return f'for="[{ip}]"' if ":" in ip else f"for={ip}"
+
+    peer = ("10.0.0.1", 1)
+    honest = ", ".join([f"{node(client)};proto=https", *(node(p) for p in proxies)])
+    claims = resolve_forwarded(peer, f"{prefix}, {honest}", TRUST)
+    # A prefix that parses ends on an element boundary, so the honest elements our
+    # proxies wrote parse as they are and the walk stops before reaching the prefix.
+    # One that does not parse cannot be cut off cleanly: the whole header is refused.
+    if parse_forwarded(prefix) is None:
+        assert claims == ProxyClaims(peer, reason=REASON_PROXY_HEADER_MALFORMED)
+    else:
+        assert claims == ProxyClaims((client, 0), "https")
+
+
 @given(st.lists(elements, min_size=1, max_size=4))
 def test_forwarded_serialise_parse_round_trip(parsed: list[dict[str, str]]) -> None:
-    text = ", ".join(";".join(f"{k}={_quote(v)}" for k, v in e.items()) for e in parsed)
-    assert parse_forwarded(text) == tuple(parsed)
+    assert parse_forwarded(_serialise(parsed)) == tuple(parsed)
 
 
 # --- host matching and parsing ---------------------------------------------------------
@@ -173,6 +189,12 @@ def test_host_header_parse_is_idempotent(host: str, port: int | None) -> None:
     assert again == parsed
 
 
+@given(label=labels | st.from_regex(r"[a-z]{1,6}", fullmatch=True))
+def test_wildcard_over_one_label_is_refused(label: str) -> None:
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        parse_host_pattern(f"*.{label}")
+
+
 @given(st.text(max_size=30))
 def test_host_pattern_is_idempotent(text: str) -> None:
     try:
@@ -180,6 +202,34 @@ def test_host_pattern_is_idempotent(text: str) -> None:
     except ValueError:
         return
     assert parse_host_pattern(once) == once
+
+
+# --- trusted_proxies -------------------------------------------------------------------
+
+networks = st.tuples(st.ip_addresses(), st.integers(0, 128)).map(
+    lambda pair: ip_network((pair[0], min(pair[1], pair[0].max_prefixlen)), strict=False)
+)
+
+
+def _is_unique_or_link_local(network: IPv4Network | IPv6Network) -> bool:
+    """The reference model of the private IPv6 blocks: fc00::/7 and fe80::/10."""
+    first, second = network.network_address.packed[:2]
+    is_ipv6 = network.version == 6
+    return is_ipv6 and (first & 0xFE == 0xFC or (first == 0xFE and second & 0xC0 == 0x80))
+
+
+@given(networks)
+def test_trusted_proxies_never_trust_the_whole_internet(network: IPv4Network | IPv6Network) -> None:
+    try:
+        parsed = parse_trusted_proxy(network)
+    except ValueError:
+        assert network.prefixlen < MIN_PUBLIC_PREFIXLEN[network.version] or (
+            network.version == 6 and network.network_address.ipv4_mapped is not None
+        )
+        return
+    assert parsed.prefixlen > 0
+    widest = 2 ** (parsed.max_prefixlen - MIN_PUBLIC_PREFIXLEN[parsed.version])
+    assert parsed.num_addresses <= widest or _is_unique_or_link_local(parsed)
 
 
 # --- redirects -------------------------------------------------------------------------

@@ -1,0 +1,176 @@
+"""`TransportMiddleware`: the thin ASGI adapter over the transport core.
+
+Threat: the attacks listed in `bastion.transport`, and two of an adapter's own: a
+layer that leaks one request's state into another (one instance serves every
+request at once), and one that rewrites the scope the server and the outer layers
+still read.
+Defence: every decision is made by the pure core (`resolve_transport`, `check_host`,
+`build_https_url`); this module feeds it from the scope and acts on the verdict,
+keeps per-request state in `__call__`, and hands the app a copy of the scope.
+Not covered: scopes other than `http` and `websocket` (lifespan and unknown types
+pass through untouched).
+
+References: ASGI HTTP and WebSocket specs, "Middleware" (copy the scope before
+changing it) https://asgi.readthedocs.io/en/latest/specs/main.html#middleware .
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from bastion.context import get_context
+from bastion.events import EventEmitter
+from bastion.hosts import DEFAULT_PORTS, HostPort
+from bastion.responses import Refuser
+from bastion.transport.allowed_hosts import LOCAL_HOSTS, AllowedHosts, check_host, with_host_header
+from bastion.transport.https import build_https_url, hsts_header_value
+from bastion.transport.proxies import ProxyTrust, TransportFacts, resolve_transport
+from bastion.transport.reasons import (
+    HOST_REFUSAL_STATUS,
+    INSECURE_WEBSOCKET_STATUS,
+    KIND,
+    LAYER,
+    PROXY_REFUSAL_STATUS,
+    REASON_INSECURE_HTTP,
+    REASON_INSECURE_WEBSOCKET,
+)
+from bastion.transport.settings import TransportSettings
+from bastion.types import ASGIApp, Message, Receive, Scope, Send
+
+_GUARDED_SCOPES: Final = frozenset({"http", "websocket"})
+_HSTS_NAME: Final = b"strict-transport-security"
+
+
+class TransportMiddleware:
+    """Resolve the client through trusted proxies, check the host, require HTTPS, add HSTS.
+
+    Order: resolve (so every event names the real client), then the host check (no
+    redirect is ever built from a host that failed it), then HTTPS, then the app with
+    HSTS on its HTTPS responses (not on our refusals: a host that failed the check
+    must not be pinned).
+
+    The app receives a shallow copy of the scope, as the ASGI spec asks of
+    middleware, so the server and the layers outside keep what they really saw:
+    `client` and `scheme` are the resolved ones, and when a trusted proxy named the
+    host (`X-Forwarded-Host`, `Forwarded: host=`), the `Host` header carries the
+    validated host and port in place of the raw one, as werkzeug's `ProxyFix` does,
+    so `request.url` and `url_for` name the host that was checked. When nothing was
+    resolved differently the scope is passed on as it is. Every layer reads the
+    resolved values from the shared request context.
+
+    In monitor-only mode every decision is reported and nothing is refused,
+    redirected or pinned (no HSTS, which a browser would keep for a year); a host
+    that failed the check is not written into the app's `Host` header either.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        /,
+        settings: TransportSettings | None = None,
+        *,
+        events: EventEmitter | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings = settings or TransportSettings()
+        self._allowed = AllowedHosts.from_patterns(settings.allowed_hosts or LOCAL_HOSTS)
+        self._trust = ProxyTrust(settings.trusted_proxies, frozenset(settings.proxy_headers))
+        self._read_proxy_headers = bool(settings.trusted_proxies)
+        self._require_https = not settings.insecure_allow_http
+        hsts = hsts_header_value(settings)
+        self._hsts = (_HSTS_NAME, hsts.encode("ascii")) if hsts else None
+        self._refuse = Refuser(LAYER, events, monitor_only=settings.monitor_only)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in _GUARDED_SCOPES or not self.settings.enabled:
+            await self.app(scope, receive, send)
+            return
+        facts = TransportFacts.from_scope(scope, read_proxy_headers=self._read_proxy_headers)
+        context = get_context(scope)
+        resolved = resolve_transport(facts, self._trust)
+        if resolved.reason and await self._refuse(
+            scope, send, status=PROXY_REFUSAL_STATUS, kind=KIND, reason=resolved.reason
+        ):
+            return
+        context.client, context.scheme = resolved.client, resolved.scheme
+
+        verdict = check_host(
+            facts.host_lines, self._allowed, forwarded_host=resolved.untrusted_host
+        )
+        if verdict.host is None:
+            untrusted_host = resolved.untrusted_host
+            if untrusted_host is None:
+                untrusted_host = ", ".join(facts.host_lines)
+            if await self._refuse(
+                scope,
+                send,
+                status=HOST_REFUSAL_STATUS,
+                kind=KIND,
+                reason=verdict.reason,
+                details={"untrusted_host": untrusted_host},
+            ):
+                return
+        else:
+            context.host = verdict.host.host
+            context.port = verdict.host.port or DEFAULT_PORTS.get(resolved.scheme)
+
+        if (
+            self._require_https
+            and not context.is_secure
+            and await self._refuse_insecure(scope, send, facts, verdict.host)
+        ):
+            return
+
+        changes: dict[str, Any] = {}
+        if (resolved.client, resolved.scheme) != (facts.peer, facts.scheme):
+            changes.update(client=resolved.client, scheme=resolved.scheme)
+        if resolved.untrusted_host is not None and verdict.host is not None:
+            headers = with_host_header(scope["headers"], verdict.host)
+            if headers != scope["headers"]:
+                changes["headers"] = headers
+        if changes:
+            scope = {**scope, **changes}
+        hsts = self._hsts
+        if hsts is None or facts.is_websocket or not context.is_secure:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                # Keep the app's own policy if it set one; never send two.
+                if not any(name.lower() == _HSTS_NAME for name, _ in headers):
+                    # A new list: the app may reuse its header list across responses.
+                    message = {**message, "headers": [*headers, hsts]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_hsts)
+
+    async def _refuse_insecure(
+        self, scope: Scope, send: Send, facts: TransportFacts, host: HostPort | None
+    ) -> bool:
+        if facts.is_websocket:
+            return await self._refuse(
+                scope,
+                send,
+                status=INSECURE_WEBSOCKET_STATUS,
+                kind=KIND,
+                reason=REASON_INSECURE_WEBSOCKET,
+            )
+        if host is None:
+            return False  # monitor-only with a refused host: nothing valid to redirect to
+        location = build_https_url(
+            host.host,
+            self.settings.https_port,
+            raw_path=scope.get("raw_path"),
+            path=scope["path"],
+            query_string=scope.get("query_string", b""),
+        )
+        return await self._refuse(
+            scope,
+            send,
+            status=self.settings.https_redirect_status,
+            kind=KIND,
+            reason=REASON_INSECURE_HTTP,
+            headers=[(b"location", location)],
+        )
