@@ -8,7 +8,9 @@ nothing. No case may log an error: a refusal is a normal outcome.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 from bastion.events import EventEmitter
 from bastion.limits import LimitsMiddleware, LimitsSettings
 from bastion.limits.reasons import (
+    REASON_BODY_TIMEOUT,
     REASON_BODY_TOO_LARGE,
     REASON_CONTENT_LENGTH_INVALID,
     REASON_CONTENT_LENGTH_MISMATCH,
@@ -34,6 +37,7 @@ from bastion.limits.reasons import (
     REASON_JSON_TOO_DEEP,
     REASON_JSON_TOO_LARGE,
     REASON_MULTIPART_MALFORMED,
+    REASON_OVERLOADED,
     STATUS_BY_REASON,
 )
 from bastion.types import ASGIApp
@@ -45,6 +49,14 @@ BOUNDARY = b"----b0undary"
 MULTIPART = {"content-type": "multipart/form-data; boundary=" + BOUNDARY.decode()}
 URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
 JSON = {"content-type": "application/json"}
+TEXT = {"content-type": "text/plain; charset=utf-8"}
+BINARY = {"content-type": "application/octet-stream"}
+DEEP = b"[" * 100_000 + b"]" * 100_000
+# Seeded, so a failure names the same bytes every run.
+BLOB = random.Random(1729).randbytes(512 * 1024)
+# A Windows tool's INI file: UTF-16 with a BOM, beginning with a bracket.
+INI_UTF16 = "[General]\r\nName=x\r\n[Other]\r\nList=[1, [2]]\r\n".encode("utf-16")
+QUICK_IDLE = {"body_idle_timeout_seconds": 0.05}
 
 Content = bytes | Callable[[], AsyncIterator[bytes]]
 
@@ -65,6 +77,17 @@ def in_chunks(data: bytes, size: int) -> Callable[[], AsyncIterator[bytes]]:
     async def generate() -> AsyncIterator[bytes]:
         for start in range(0, len(data), size):
             yield data[start : start + size]
+
+    return generate
+
+
+def stalls_after(first: bytes) -> Callable[[], AsyncIterator[bytes]]:
+    """`first`, then nothing: the client stops sending mid-body and never resumes."""
+
+    async def generate() -> AsyncIterator[bytes]:
+        yield first
+        await asyncio.Event().wait()  # never set: the layer's idle timeout must end this
+        yield b"never sent"
 
     return generate
 
@@ -200,6 +223,40 @@ CASES = [
         id="json-too-large",
     ),
     pytest.param(Case(b"[1, 2]", JSON, settings={"max_json_bytes": 1000}), id="json-small-ok"),
+    pytest.param(Case(b"", JSON), id="json-empty-body-ok"),
+    # JSON under another label: `json.loads` (Starlette's `Request.json()`) ignores it.
+    pytest.param(Case(b"[note] see [1] and {2}\n" * 100, TEXT), id="text-brackets-ok"),
+    pytest.param(Case(b"[" * 100 + b"]" * 100, TEXT), id="text-json-depth-100-ok"),
+    pytest.param(Case(DEEP, TEXT, REASON_JSON_TOO_DEEP), id="json-depth-text-plain"),
+    pytest.param(Case(BLOB, BINARY), id="binary-blob-ok"),
+    pytest.param(Case(b"{" + BLOB, BINARY), id="binary-blob-brace-first-ok"),
+    pytest.param(Case(DEEP, BINARY, REASON_JSON_TOO_DEEP), id="json-depth-octet-stream"),
+    pytest.param(Case(b'{"a": [1]}', {"content-type": "application/x-json"}), id="x-json-ok"),
+    pytest.param(
+        Case(DEEP, {"content-type": "application/x-bastion-unknown"}, REASON_JSON_TOO_DEEP),
+        id="json-depth-unknown-type",
+    ),
+    pytest.param(
+        Case(
+            b" \r\n\t" * 1000 + DEEP, {"content-type": "application/x-json"}, REASON_JSON_TOO_DEEP
+        ),
+        id="json-depth-after-whitespace",
+    ),
+    pytest.param(Case(INI_UTF16, TEXT), id="text-utf16-ini-ok"),
+    pytest.param(
+        Case(("[" * 5000).encode("utf-16-le"), TEXT, REASON_JSON_TOO_DEEP),
+        id="json-depth-text-plain-utf16",
+    ),
+    pytest.param(Case(b'{"a": [1, 2]}', URLENCODED), id="json-as-urlencoded-ok"),
+    pytest.param(Case(DEEP, URLENCODED, REASON_JSON_TOO_DEEP), id="json-depth-urlencoded"),
+    pytest.param(
+        Case(("[" * 5000).encode("utf-16-le"), URLENCODED, REASON_JSON_NOT_UTF8),
+        id="json-utf16-urlencoded",
+    ),
+    pytest.param(
+        Case(b"[" * 5000 + b"\r\n" + files(1), MULTIPART, REASON_JSON_TOO_DEEP),
+        id="json-depth-multipart-preamble",
+    ),
     # Url-encoded forms.
     pytest.param(Case(b"&".join([b"f=1"] * 1000), URLENCODED), id="form-1000-fields-ok"),
     pytest.param(
@@ -258,6 +315,12 @@ CASES = [
     pytest.param(
         Case(files(3)[:-30], MULTIPART, REASON_MULTIPART_MALFORMED), id="multipart-unclosed"
     ),
+    # Pace: a client that stops sending mid-body holds a worker until the idle timeout.
+    pytest.param(Case(in_chunks(b"x" * 1000, 100), settings=QUICK_IDLE), id="body-prompt-ok"),
+    pytest.param(
+        Case(stalls_after(b"x" * 10), reason=REASON_BODY_TIMEOUT, settings=QUICK_IDLE),
+        id="body-timeout",
+    ),
 ]
 
 
@@ -290,3 +353,63 @@ async def test_attack(
     assert app.in_flight == 0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+SHEDDING = [
+    pytest.param(1, id="overloaded-below-cap-ok"),
+    pytest.param(2, id="overloaded"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("held", SHEDDING)
+async def test_overloaded(
+    held: int,
+    framework_app: ASGIApp,
+    events: EventEmitter,
+    sink: RecordingSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`held` requests sit in the application, waiting for a body that the test
+    releases; one more request is shed when they fill the cap, and served otherwise."""
+    caplog.set_level(logging.WARNING)
+    settings = LimitsSettings(max_concurrent_requests=2, overload_retry_after_seconds=7)
+    app = LimitsMiddleware(framework_app, settings, events=events)
+    release = asyncio.Event()
+    arrivals = [asyncio.Event() for _ in range(held)]
+
+    def held_body(arrived: asyncio.Event) -> AsyncIterator[bytes]:
+        async def generate() -> AsyncIterator[bytes]:
+            arrived.set()  # the application asked for the body: the request holds a slot
+            await release.wait()
+            yield b"x"
+
+        return generate()
+
+    async with asgi_client(app) as client:
+        holders = [
+            asyncio.create_task(client.post("/submit", content=held_body(arrived)))
+            for arrived in arrivals
+        ]
+        await asyncio.wait_for(asyncio.gather(*(a.wait() for a in arrivals)), timeout=5)
+        assert app.in_flight == held
+        extra = await client.post("/submit", content=b"yy")
+        release.set()
+        released = await asyncio.wait_for(asyncio.gather(*holders), timeout=5)
+        after = await client.post("/submit", content=b"zzz")
+    if held == settings.max_concurrent_requests:
+        assert extra.status_code == STATUS_BY_REASON[REASON_OVERLOADED]
+        assert extra.headers["retry-after"] == "7"
+        assert "request id" in extra.text
+        assert sink.reasons() == [REASON_OVERLOADED]
+        assert (sink.records[0]["action"], sink.records[0]["kind"]) == (
+            "blocked",
+            "sys_availability",
+        )
+    else:
+        assert (extra.status_code, extra.text) == (200, "2")
+        assert sink.records == []
+    assert [(r.status_code, r.text) for r in released] == [(200, "1")] * held
+    assert (after.status_code, after.text) == (200, "3")
+    assert app.in_flight == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -27,6 +27,7 @@ from bastion.limits.reasons import (
     REASON_CONTENT_LENGTH_TOO_LARGE,
     REASON_CONTENT_TYPE_INVALID,
     REASON_CONTENT_TYPE_NOT_ALLOWED,
+    REASON_FORM_TOO_MANY_FIELDS,
     REASON_HEADERS_TOO_LARGE,
     REASON_HEADERS_TOO_MANY,
     REASON_JSON_NOT_UTF8,
@@ -101,7 +102,13 @@ PLANS = [
         BodyPlan(refusal=REASON_MULTIPART_MALFORMED),
         id="multipart-no-boundary",
     ),
-    pytest.param(b"text/plain", {}, BodyPlan(), id="text-unchecked"),
+    pytest.param(b"text/plain", {}, BodyPlan(syntax="undeclared"), id="text-undeclared"),
+    pytest.param(
+        b"application/octet-stream", {}, BodyPlan(syntax="undeclared"), id="binary-undeclared"
+    ),
+    pytest.param(
+        b"application/jsonx", {}, BodyPlan(syntax="undeclared"), id="near-json-undeclared"
+    ),
     pytest.param(
         b"text/plain",
         {"allowed_content_types": ["application/json"]},
@@ -117,10 +124,15 @@ PLANS = [
     pytest.param(
         b"TEXT/CSV; charset=utf-8",
         {"allowed_content_types": ["text/*"]},
-        BodyPlan(),
+        BodyPlan(syntax="undeclared"),
         id="type-wildcard",
     ),
-    pytest.param(b"image/png", {"allowed_content_types": ["*/*"]}, BodyPlan(), id="any-wildcard"),
+    pytest.param(
+        b"image/png",
+        {"allowed_content_types": ["*/*"]},
+        BodyPlan(syntax="undeclared"),
+        id="any-wildcard",
+    ),
 ]
 
 
@@ -184,8 +196,12 @@ def test_conflicting_content_types_are_invalid() -> None:
     head = read_head([(b"content-type", b"text/plain"), (b"content-type", b"application/json")])
     assert plan_body(head, DEFAULTS).refusal == REASON_CONTENT_TYPE_INVALID
     same = read_head([(b"content-type", b"text/plain"), (b"content-type", b"text/plain")])
-    assert plan_body(same, DEFAULTS) == BodyPlan()
+    assert plan_body(same, DEFAULTS) == BodyPlan(syntax="undeclared")
 
+
+UNDECLARED = BodyPlan(syntax="undeclared")
+URLENCODED = BodyPlan(syntax="urlencoded")
+MULTIPART = BodyPlan(syntax="multipart", boundary=b"bb")
 
 DECLARED = [
     pytest.param([(b"content-length", b"10")], "", id="small"),
@@ -254,6 +270,26 @@ BODIES = [
     ),
     pytest.param(BodyPlan(syntax="json"), None, [b"\xef\xbb\xbf[1]"], "", id="json-utf8-bom-ok"),
     pytest.param(BodyPlan(syntax="json"), None, [b'["a\x00b"]'], "", id="json-late-nul-is-utf8"),
+    pytest.param(BodyPlan(syntax="json"), 0, [b""], "", id="json-empty-ok"),
+    pytest.param(BodyPlan(syntax="json"), None, [b"", b""], "", id="json-empty-chunked-ok"),
+    pytest.param(BodyPlan(syntax="json"), None, [b"[", b"1", b"]"], "", id="json-3-bytes-ok"),
+    # Any other type: JSON depth when the body begins like a JSON container.
+    pytest.param(UNDECLARED, None, [b"see [1] {2}"], "", id="undeclared-text-ok"),
+    pytest.param(UNDECLARED, None, [b"  ", b"\n[" * 101], REASON_JSON_TOO_DEEP, id="undeclared"),
+    pytest.param(
+        UNDECLARED, None, [("[" * 101).encode("utf-16")], REASON_JSON_TOO_DEEP, id="undeclared-u16"
+    ),
+    # Forms: counted, and scanned for depth when they begin like a JSON container.
+    pytest.param(URLENCODED, None, [b'{"a": [1, {"b": 2}]}'], "", id="urlencoded-json-ok"),
+    pytest.param(URLENCODED, None, [b"a=[[[[&b={{{{"], "", id="urlencoded-brackets-ok"),
+    pytest.param(URLENCODED, None, [b"[" * 101], REASON_JSON_TOO_DEEP, id="urlencoded-deep"),
+    pytest.param(
+        URLENCODED, None, ["[1]".encode("utf-16-le")], REASON_JSON_NOT_UTF8, id="urlencoded-utf16"
+    ),
+    pytest.param(
+        MULTIPART, None, [b"[" * 101 + b"\r\n--bb--\r\n"], REASON_JSON_TOO_DEEP, id="mp-deep"
+    ),
+    pytest.param(MULTIPART, None, [b"--bb--\r\n" + b"[[[[" * 30], "", id="multipart-epilogue-ok"),
 ]
 
 
@@ -262,6 +298,34 @@ def test_body_check(
     plan: BodyPlan, declared: int | None, chunks: list[bytes], expected: str
 ) -> None:
     assert feed_all(BodyCheck(DEFAULTS, plan, declared), chunks) == expected
+
+
+ORDER = [
+    pytest.param(URLENCODED, b"[&&&" + b"[" * 10, REASON_FORM_TOO_MANY_FIELDS, id="fields-first"),
+    pytest.param(URLENCODED, b"[" * 10 + b"&&&", REASON_JSON_TOO_DEEP, id="depth-first"),
+    pytest.param(
+        MULTIPART,
+        b"[" * 10 + b"\r\n--bb\r\n\r\na\r\n--bb\r\n\r\nb\r\n--bb\r\n\r\nc\r\n--bb--\r\n",
+        REASON_JSON_TOO_DEEP,
+        id="multipart-depth-first",
+    ),
+    pytest.param(
+        MULTIPART,
+        b"[\r\n--bb\r\n\r\na\r\n--bb\r\n\r\nb\r\n--bb\r\n\r\n" + b"[" * 10,
+        REASON_FORM_TOO_MANY_FIELDS,
+        id="multipart-fields-first",
+    ),
+]
+
+
+@pytest.mark.parametrize(("plan", "body", "expected"), ORDER)
+def test_form_and_json_verdicts_name_the_first_violation(
+    plan: BodyPlan, body: bytes, expected: str
+) -> None:
+    body_limits = limits(max_form_fields=2, max_json_depth=5)
+    whole = feed_all(BodyCheck(body_limits, plan, None), [body])
+    one_by_one = feed_all(BodyCheck(body_limits, plan, None), [bytes([b]) for b in body])
+    assert whole == one_by_one == expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -278,6 +342,7 @@ _PLANS = st.sampled_from(
     [
         BodyPlan(),
         BodyPlan(syntax="json"),
+        BodyPlan(syntax="undeclared"),
         BodyPlan(syntax="urlencoded"),
         BodyPlan(syntax="multipart", boundary=b"bb"),
     ]

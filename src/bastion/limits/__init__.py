@@ -2,10 +2,11 @@
 
 Threats: memory and CPU exhaustion through the request itself. Bodies larger than
 the application expects (declared or streamed without a length), headers by the
-thousand, JSON nested deep enough to overflow a recursive parser, forms with huge
-numbers of fields, files or enormous parts, bodies sent a byte at a time to hold a
-worker (slow loris / slow POST), content types the application's parsers should
-never see, and more concurrent requests than the process can serve in time.
+thousand, JSON nested deep enough to overflow a recursive parser (whatever the
+body's label: `json.loads` ignores it), forms with huge numbers of fields, files or
+enormous parts, bodies sent a byte at a time to hold a worker (slow loris / slow
+POST), content types the application's parsers should never see, and more
+concurrent requests than the process can serve in time.
 Defence: checks on the request head before the application runs, and checks on the
 body while it streams, chunk by chunk, with bounded state: the body is never
 buffered, and the application receives the original bytes unchanged, or, once a
@@ -17,7 +18,7 @@ the server applies before any ASGI code runs (request line length, TLS).
 The package reads in this order:
 
 * `reasons`    reason codes and the status of each refusal;
-* `json`       the iterative JSON depth and size scanner;
+* `json`       the iterative JSON depth and size scanner, and the JSON checks of a body;
 * `forms`      the url-encoded and multipart counters;
 * `settings`   `LimitsSettings`, per-route `RouteLimitsSettings`, the compiled `BodyLimits`;
 * `checks`     the pure decisions on the head, and `BodyCheck` for the body;

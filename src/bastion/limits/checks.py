@@ -18,12 +18,18 @@ RFC 9112 section 6 (message body); RFC 6585 section 5 (431).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from bastion.limits.forms import MultipartCounter, URLEncodedCounter, parse_boundary
-from bastion.limits.json import JSONScanner, is_json_media_type
+from bastion.limits.json import (
+    UTF8_ENCODINGS,
+    DeclaredJSON,
+    EncodingPrefix,
+    LeadingJSON,
+    UndeclaredJSON,
+    is_json_media_type,
+)
 from bastion.limits.reasons import (
     REASON_BODY_TOO_LARGE,
     REASON_CONTENT_LENGTH_INVALID,
@@ -46,10 +52,10 @@ HEADER_LINE_OVERHEAD_BYTES: Final = 4
 _MAX_LENGTH_DIGITS: Final = 19
 _URLENCODED: Final = "application/x-www-form-urlencoded"
 _MULTIPART_FORM: Final = "multipart/form-data"
-_UTF8_ENCODINGS: Final = frozenset({"utf-8", "utf-8-sig"})
-_JSON_PREFIX_BYTES: Final = 4  # what json.detect_encoding looks at
 
-Syntax = Literal["", "json", "urlencoded", "multipart"]
+# What a body is checked as: "json" when labelled JSON or not labelled, "undeclared"
+# for any other type but a form (JSON depth, if it begins like JSON), "" not at all.
+Syntax = Literal["", "json", "undeclared", "urlencoded", "multipart"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +151,16 @@ class BodyPlan:
     boundary: bytes = b""
 
 
-_NO_PLAN: Final = BodyPlan()
+_UNDECLARED: Final = BodyPlan(syntax="undeclared")
 
 
 def plan_body(head: RequestHead, limits: BodyLimits) -> BodyPlan:
     """Choose the checks for the body from its media type.
 
     A body with no `Content-Type` is scanned as JSON: FastAPI parses exactly those
-    as JSON, so leaving them unscanned would let a deep document through.
+    as JSON, so leaving them unscanned would let a deep document through. Every
+    other body, forms included, is scanned for JSON depth too when it begins like a
+    JSON container (`bastion.limits.json`): `json.loads` ignores the label.
     """
     if head.content_type_conflict:
         # Frameworks disagree on which line wins; we cannot tell which parser runs.
@@ -169,7 +177,7 @@ def plan_body(head: RequestHead, limits: BodyLimits) -> BodyPlan:
         if boundary is None:
             return BodyPlan(refusal=REASON_MULTIPART_MALFORMED)
         return BodyPlan(syntax="multipart", boundary=boundary)
-    return _NO_PLAN
+    return _UNDECLARED
 
 
 def check_declared_body(head: RequestHead, limits: BodyLimits, plan: BodyPlan) -> str:
@@ -189,49 +197,69 @@ class _Inspector(Protocol):
     def end(self) -> str: ...
 
 
-class _JSONInspector:
-    """JSONScanner, plus the encoding check `json.loads` would make on bytes."""
+class _FormInspector:
+    """A form counter, and beside it the JSON depth scan of a form body that begins
+    like a JSON container.
 
-    __slots__ = ("_prefix", "scanner")
+    `curl -d` labels every body url-encoded, so JSON APIs that call `json.loads`
+    whatever the label receive JSON so labelled all the time, and an attacker can
+    label a deep document so. A form a browser sends never begins with `[` or `{`
+    (url-encoding escapes both; a multipart body begins with its delimiter), so the
+    scan settles on the first byte of a real form.
 
-    def __init__(self, scanner: JSONScanner) -> None:
-        self.scanner = scanner
-        self._prefix = b""
+    The counter gets only the bytes before the scan's violation, so the verdict names
+    the first violation in byte order, however the body is chunked. A form body that
+    `json.loads` would decode as UTF-16 or UTF-32 is refused: no browser sends one
+    (forms are ASCII up to their file contents), and the byte scan cannot read it.
+    """
+
+    __slots__ = ("_counter", "_leading", "_max_depth", "_prefix")
+
+    def __init__(self, counter: _Inspector, *, max_depth: int) -> None:
+        self._counter = counter
+        self._max_depth = max_depth
+        self._prefix = EncodingPrefix()
+        self._leading: LeadingJSON | None = None
 
     def feed(self, data: bytes) -> str:
-        if len(self._prefix) < _JSON_PREFIX_BYTES:
-            self._prefix += data[: _JSON_PREFIX_BYTES - len(self._prefix)]
-            if len(self._prefix) == _JSON_PREFIX_BYTES and not self._is_utf8():
-                return REASON_JSON_NOT_UTF8
-        return self.scanner.feed(data)
+        data = self._prefix.feed(data)
+        return self._inspect(data) if self._prefix.encoding else ""
 
     def end(self) -> str:
-        if self._prefix and not self._is_utf8():
-            return REASON_JSON_NOT_UTF8
-        return self.scanner.end()
+        return self._inspect(self._prefix.end()) or self._counter.end()
 
-    def _is_utf8(self) -> bool:
-        # CPython decodes a bytes document as UTF-16 or UTF-32 when it starts with
-        # their BOM or a NUL; the byte-level scan is only sound for UTF-8.
-        return json.detect_encoding(self._prefix) in _UTF8_ENCODINGS
+    def _inspect(self, data: bytes) -> str:
+        if self._leading is None:
+            encoding = self._prefix.encoding
+            if encoding not in UTF8_ENCODINGS:
+                return REASON_JSON_NOT_UTF8
+            self._leading = LeadingJSON.for_encoding(encoding, max_depth=self._max_depth)
+        reason, scanned = self._leading.scan(data)
+        return self._counter.feed(data[:scanned]) or reason
 
 
 def make_inspector(plan: BodyPlan, limits: BodyLimits) -> _Inspector | None:
     if plan.syntax == "json":
-        return _JSONInspector(
-            JSONScanner(max_depth=limits.max_json_depth, max_bytes=limits.max_json_bytes)
-        )
+        return DeclaredJSON(max_depth=limits.max_json_depth, max_bytes=limits.max_json_bytes)
+    if plan.syntax == "undeclared":
+        return UndeclaredJSON(max_depth=limits.max_json_depth)
     if plan.syntax == "urlencoded":
-        return URLEncodedCounter(
-            max_fields=limits.max_form_fields, max_field_bytes=limits.max_form_part_bytes
+        return _FormInspector(
+            URLEncodedCounter(
+                max_fields=limits.max_form_fields, max_field_bytes=limits.max_form_part_bytes
+            ),
+            max_depth=limits.max_json_depth,
         )
     if plan.syntax == "multipart":
-        return MultipartCounter(
-            plan.boundary,
-            max_fields=limits.max_form_fields,
-            max_files=limits.max_form_files,
-            max_part_bytes=limits.max_form_part_bytes,
-            max_part_header_bytes=limits.max_form_part_header_bytes,
+        return _FormInspector(
+            MultipartCounter(
+                plan.boundary,
+                max_fields=limits.max_form_fields,
+                max_files=limits.max_form_files,
+                max_part_bytes=limits.max_form_part_bytes,
+                max_part_header_bytes=limits.max_form_part_header_bytes,
+            ),
+            max_depth=limits.max_json_depth,
         )
     return None
 

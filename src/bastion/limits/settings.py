@@ -122,10 +122,13 @@ class LimitsSettings(LayerSettings):
     (`application/csp-report`) in apps that take them, so restrict per route."""
 
     max_json_depth: int = Field(default=DEFAULT_MAX_JSON_DEPTH, gt=0)
-    """Deepest nesting of a JSON body (400)."""
+    """Deepest nesting of a JSON body (400): a body labelled JSON (`application/json`,
+    `*/*+json`) or not labelled, and any other body, forms included, whose first
+    character other than whitespace is `[` or `{`, since `json.loads` ignores the
+    label (see `bastion.limits.json`)."""
 
     max_json_bytes: int | None = Field(default=None, gt=0)
-    """Largest JSON body (413); `None` means the body limit."""
+    """Largest body labelled JSON or not labelled (413); `None` means the body limit."""
 
     max_form_fields: int = Field(default=DEFAULT_MAX_FORM_FIELDS, gt=0)
     """Most fields of a url-encoded body, or parts (files included) of a multipart
