@@ -4,15 +4,16 @@
 
     app = Shield(app, Settings(secret_keys=[...], transport={"allowed_hosts": [...]}))
 
-Every layer is also a plain ASGI middleware usable alone (`TransportMiddleware`,
-`LimitsMiddleware`, `HeadersMiddleware`, `CORSMiddleware`, `ErrorsMiddleware`), each
-taking its own settings section.
+Every layer is also a plain ASGI middleware usable alone (`ErrorsMiddleware`,
+`TransportMiddleware`, `LimitsMiddleware`, `HeadersMiddleware`, `CORSMiddleware`,
+`SessionMiddleware`, `CSRFMiddleware`), each taking its own settings section.
 """
 
 from __future__ import annotations
 
 from bastion.context import RequestContext, get_context
 from bastion.cors import CORSMiddleware, CORSSettings
+from bastion.csrf import CSRFMiddleware, CSRFSettings, install_csrf_token, issue_token
 from bastion.errors import ErrorSettings, ErrorsMiddleware
 from bastion.events import (
     EventEmitter,
@@ -25,8 +26,11 @@ from bastion.events import (
 from bastion.exceptions import BastionError, ConfigurationError, StoreError
 from bastion.headers import HeadersMiddleware, HeadersSettings, RouteHeadersSettings
 from bastion.limits import LimitsMiddleware, LimitsSettings, RouteLimitsSettings
+from bastion.sessions import Session, SessionMiddleware, SessionSettings
 from bastion.settings import Settings
 from bastion.shield import Shield
+from bastion.signing import Signer
+from bastion.stores import MemoryStore, SQLiteStore, Store, StoreSettings, create_store
 from bastion.templating import csp_nonce, install_csp_nonce
 from bastion.transport import TransportMiddleware, TransportSettings
 
@@ -34,6 +38,8 @@ __all__ = [
     "BastionError",
     "CORSMiddleware",
     "CORSSettings",
+    "CSRFMiddleware",
+    "CSRFSettings",
     "ConfigurationError",
     "ErrorSettings",
     "ErrorsMiddleware",
@@ -45,17 +51,28 @@ __all__ = [
     "LimitsMiddleware",
     "LimitsSettings",
     "LoggingSink",
+    "MemoryStore",
     "Redactor",
     "RequestContext",
     "RouteHeadersSettings",
     "RouteLimitsSettings",
+    "SQLiteStore",
     "SecurityEvent",
+    "Session",
+    "SessionMiddleware",
+    "SessionSettings",
     "Settings",
     "Shield",
+    "Signer",
+    "Store",
     "StoreError",
+    "StoreSettings",
     "TransportMiddleware",
     "TransportSettings",
+    "create_store",
     "csp_nonce",
     "get_context",
     "install_csp_nonce",
+    "install_csrf_token",
+    "issue_token",
 ]

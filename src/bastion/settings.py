@@ -15,13 +15,15 @@ and the rule and never a secret's value:
 * no `secret_keys`, or a key shorter than `MIN_SECRET_KEY_CHARS` or of too few
   distinct characters;
 * no `transport.allowed_hosts`, or a bare `*` in it;
-* `transport.insecure_allow_http` (HTTPS not required);
+* `transport.insecure_allow_http` or `sessions.insecure_cookie_over_http` (HTTPS not
+  required);
 * the transport or errors layer disabled or in monitor-only mode (hosts unchecked,
   HTTPS not required, debug pages passed through);
 * `debug`.
 
 `development` mode fills what a laptop needs and says so at start-up: loopback host
-names, plain HTTP, and a random per-process secret key when none is given.
+names, plain HTTP (and session cookies without `Secure`), and a random per-process
+secret key when none is given.
 """
 
 from __future__ import annotations
@@ -46,12 +48,15 @@ from pydantic_settings import (
 )
 
 from bastion.cors import CORSSettings
+from bastion.csrf import CSRFSettings
 from bastion.errors import ErrorSettings
 from bastion.events import EventSettings
 from bastion.exceptions import ConfigurationError
 from bastion.headers import HeadersSettings
 from bastion.limits import LimitsSettings
 from bastion.sections import opt_outs
+from bastion.sessions import SessionSettings
+from bastion.stores.settings import StoreSettings
 from bastion.transport import LOCAL_HOSTS, TransportSettings
 
 logger = logging.getLogger("bastion")
@@ -112,6 +117,9 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     headers: HeadersSettings = Field(default_factory=HeadersSettings)
     cors: CORSSettings = Field(default_factory=CORSSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    csrf: CSRFSettings = Field(default_factory=CSRFSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     events: EventSettings = Field(default_factory=EventSettings)
 
     def __init__(self, **values: Any) -> None:
@@ -152,6 +160,13 @@ class Settings(BaseSettings):
         if transport_updates:
             merged = self.transport.model_dump() | transport_updates
             object.__setattr__(self, "transport", TransportSettings.model_validate(merged))
+        if (
+            self.transport.insecure_allow_http
+            and "insecure_cookie_over_http" not in self.sessions.model_fields_set
+        ):
+            # Browsers drop `Secure` and `__Host-` cookies over plain HTTP.
+            merged = self.sessions.model_dump() | {"insecure_cookie_over_http": True}
+            object.__setattr__(self, "sessions", SessionSettings.model_validate(merged))
         if not self.secret_keys:
             object.__setattr__(self, "secret_keys", (SecretStr(secrets.token_urlsafe(32)),))
         return self
@@ -239,6 +254,8 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("transport.allowed_hosts contains '*' (list the host names you serve)")
     if settings.transport.insecure_allow_http:
         problems.append("transport.insecure_allow_http is set (production requires HTTPS)")
+    if settings.sessions.insecure_cookie_over_http:
+        problems.append("sessions.insecure_cookie_over_http is set (production requires HTTPS)")
     if settings.debug:
         problems.append("debug is on")
     return problems

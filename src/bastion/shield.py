@@ -1,6 +1,6 @@
 """`Shield`: the whole stack, composed in the one correct order.
 
-    errors -> transport -> limits -> headers -> cors -> application
+    errors -> transport -> limits -> headers -> cors -> sessions -> csrf -> application
 
 Outermost first. The order is the design's, and each position has a reason:
 
@@ -13,7 +13,12 @@ Outermost first. The order is the design's, and each position has a reason:
 * headers wraps everything that can answer (CORS preflights, the application), so
   every response carries the security headers and the CSP nonce exists before the
   application renders a template;
-* cors answers preflights before the application sees them.
+* cors answers preflights before the application sees them;
+* sessions loads the session for every layer after it (authentication, CSRF) and
+  the application, and saves it as the response starts;
+* csrf runs after sessions, since its token fallback is bound to the session.
+
+All layers share one store (`settings.store`) and one event emitter.
 
 Layers whose section says `enabled=False` are left out of the chain entirely (no cost
 at all), and that opt-out is logged at start-up with every other one. Lifespan and
@@ -24,28 +29,57 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from bastion.cors import CORSMiddleware
+from bastion.csrf import CSRFMiddleware
 from bastion.errors import ErrorsMiddleware
 from bastion.events import KIND_SYS_STARTUP, EventEmitter, SecurityEvent
 from bastion.headers import HeadersMiddleware
 from bastion.limits import LimitsMiddleware
+from bastion.sessions import SessionMiddleware
 from bastion.settings import Settings, log_opt_outs
+from bastion.stores import Store
 from bastion.transport import TransportMiddleware
 from bastion.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("bastion")
 
-LayerFactory = Callable[[ASGIApp, Settings, EventEmitter], ASGIApp]
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every layer of one stack shares."""
+
+    settings: Settings
+    events: EventEmitter
+    store: Store
+
+
+LayerFactory = Callable[[ASGIApp, Shared], ASGIApp]
 
 # (section name, factory), outermost first.
 LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
-    ("errors", lambda app, s, e: ErrorsMiddleware(app, s.errors, events=e, debug=s.debug)),
-    ("transport", lambda app, s, e: TransportMiddleware(app, s.transport, events=e)),
-    ("limits", lambda app, s, e: LimitsMiddleware(app, s.limits, events=e)),
-    ("headers", lambda app, s, e: HeadersMiddleware(app, s.headers, events=e)),
-    ("cors", lambda app, s, e: CORSMiddleware(app, s.cors, events=e)),
+    (
+        "errors",
+        lambda app, x: ErrorsMiddleware(
+            app, x.settings.errors, events=x.events, debug=x.settings.debug
+        ),
+    ),
+    ("transport", lambda app, x: TransportMiddleware(app, x.settings.transport, events=x.events)),
+    ("limits", lambda app, x: LimitsMiddleware(app, x.settings.limits, events=x.events)),
+    ("headers", lambda app, x: HeadersMiddleware(app, x.settings.headers, events=x.events)),
+    ("cors", lambda app, x: CORSMiddleware(app, x.settings.cors, events=x.events)),
+    (
+        "sessions",
+        lambda app, x: SessionMiddleware(
+            app,
+            x.settings.sessions,
+            store=x.store,
+            secret_keys=x.settings.secret_keys,
+            events=x.events,
+        ),
+    ),
 )
 
 
@@ -75,18 +109,21 @@ class Shield:
         settings: Settings | None = None,
         *,
         events: EventEmitter | None = None,
+        store: Store | None = None,
         **overrides: Any,
     ) -> None:
         self.app = app
         self.settings = resolve_settings(settings, overrides)
         self.events = events or EventEmitter.from_settings(self.settings.events)
+        self.store = store if store is not None else self.settings.store.create_store()
+        shared = Shared(self.settings, self.events, self.store)
         self.layers: tuple[str, ...] = tuple(
             name for name, _ in LAYERS if getattr(self.settings, name).enabled
         )
         stack: ASGIApp = app
         for name, build in reversed(LAYERS):
             if name in self.layers:
-                stack = build(stack, self.settings, self.events)
+                stack = build(stack, shared)
         self._stack = stack
         self.opt_outs = log_opt_outs(self.settings)
         self.events.emit(

@@ -18,10 +18,12 @@ key rotation https://itsdangerous.palletsprojects.com/en/stable/concepts/#key-ro
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 
 from itsdangerous import BadData, TimestampSigner
+from itsdangerous.encoding import base64_decode, base64_encode
 from pydantic import SecretStr
 
 from bastion.exceptions import ConfigurationError
@@ -52,16 +54,33 @@ class Signer:
         if not keys or not all(keys):
             raise ConfigurationError("secret_keys: at least one non-empty key is required")
         # itsdangerous signs with the last key of the list; ours signs with the first.
-        self._signer = _ClockedSigner(list(reversed(keys)), salt=f"bastion.{purpose}")
+        self._signer = _ClockedSigner(
+            list(reversed(keys)), salt=f"bastion.{purpose}", digest_method=hashlib.sha256
+        )
         self._signer.clock = clock
 
     def sign(self, value: bytes) -> bytes:
         return self._signer.sign(value)
 
     def unsign(self, untrusted_token: bytes | str, *, max_age_seconds: int | None) -> bytes | None:
-        """The signed value, or None for any failure, expiry included."""
+        """The signed value, or None for any failure, expiry included.
+
+        Only the canonical spelling of a token verifies. The last base64 character
+        of a signature carries padding bits that decoding ignores, so several
+        spellings decode to one signature; accepting them all would let a client
+        mint "new" tokens from one, defeating anything that remembers tokens it has
+        seen (single-use tickets, revocation lists).
+        """
         try:
-            value = self._signer.unsign(untrusted_token, max_age=max_age_seconds)
+            token = (
+                untrusted_token.encode("ascii")
+                if isinstance(untrusted_token, str)
+                else untrusted_token
+            )
+            signature = token.rpartition(b".")[2]
+            if base64_encode(base64_decode(signature)) != signature:
+                return None
+            value = self._signer.unsign(token, max_age=max_age_seconds)
         except BadData:
             return None
         except (UnicodeError, ValueError, TypeError):  # garbage that is not even a token

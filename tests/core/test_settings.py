@@ -57,6 +57,11 @@ def test_production_is_the_default_and_accepts_a_sound_configuration() -> None:
             id="prod-http-allowed",
         ),
         pytest.param({"debug": True}, "debug is on", id="prod-debug"),
+        pytest.param(
+            {"sessions": {"insecure_cookie_over_http": True}},
+            "insecure_cookie_over_http",
+            id="prod-session-cookie-over-http",
+        ),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, object], message: str) -> None:
@@ -140,6 +145,7 @@ def test_opt_outs_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
         "transport.insecure_allow_http",
         "headers.monitor_only=true",
         "cors.enabled=false",
+        "sessions.insecure_cookie_over_http",
     ]
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cors.enabled=false" in m for m in messages) == 1
@@ -164,6 +170,7 @@ def test_opt_outs_inside_route_tables_and_report_only_are_found() -> None:
         "transport.insecure_allow_http",
         "headers.csp_report_only=true",
         "headers.routes[/embed/*].insecure_disable_csp",
+        "sessions.insecure_cookie_over_http",
     ]
 
 

@@ -10,6 +10,7 @@ from bastion.cors import CORSMiddleware
 from bastion.errors import ErrorsMiddleware
 from bastion.headers import HeadersMiddleware
 from bastion.limits import LimitsMiddleware
+from bastion.sessions import SessionMiddleware
 from bastion.settings import Settings
 from bastion.shield import Shield
 from bastion.transport import TransportMiddleware
@@ -38,8 +39,9 @@ def test_stack_order_follows_the_design() -> None:
         LimitsMiddleware,
         HeadersMiddleware,
         CORSMiddleware,
+        SessionMiddleware,
     ]
-    assert shield.layers == ("errors", "transport", "limits", "headers", "cors")
+    assert shield.layers == ("errors", "transport", "limits", "headers", "cors", "sessions")
 
 
 def test_disabled_layers_leave_the_chain_and_are_reported() -> None:
@@ -67,7 +69,10 @@ def test_startup_event_lists_layers_and_opt_outs() -> None:
     assert record["kind"] == "sys_startup"
     details = record["details"]
     assert isinstance(details, dict)
-    assert details["opt_outs"] == ["transport.insecure_allow_http"]
+    assert details["opt_outs"] == [
+        "transport.insecure_allow_http",
+        "sessions.insecure_cookie_over_http",
+    ]
 
 
 async def test_lifespan_and_unknown_scopes_reach_the_app_untouched() -> None:

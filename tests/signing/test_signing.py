@@ -25,7 +25,9 @@ def test_round_trip() -> None:
 @pytest.mark.parametrize(
     "tamper",
     [
-        pytest.param(lambda t: t[:-1] + (b"A" if t[-1:] != b"A" else b"B"), id="sig-tampered"),
+        pytest.param(
+            lambda t: t[:-2] + (b"A" if t[-2:-1] != b"A" else b"B") + t[-1:], id="sig-tampered"
+        ),
         pytest.param(lambda t: b"other" + t[5:], id="sig-value-changed"),
         pytest.param(lambda t: t.rsplit(b".", 1)[0], id="sig-stripped"),
         pytest.param(lambda t: b"", id="sig-empty"),
@@ -69,3 +71,18 @@ def test_expiry_uses_the_injected_clock() -> None:
 def test_keys_are_required() -> None:
     with pytest.raises(ConfigurationError, match="secret_keys"):
         Signer([], purpose="p")
+
+
+def test_non_canonical_spelling_of_a_valid_signature_is_refused() -> None:
+    from itsdangerous.encoding import base64_decode
+
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    signer = Signer([NEW], purpose="ticket")
+    token = signer.sign(b"value")
+    value_part, _, signature = token.rpartition(b".")
+    # Flip a padding bit of the last character: the decoded signature is unchanged.
+    twin = signature[:-1] + bytes([alphabet[alphabet.index(signature[-1]) ^ 1]])
+    assert twin != signature
+    assert base64_decode(twin) == base64_decode(signature)
+    assert signer.unsign(value_part + b"." + twin, max_age_seconds=60) is None
+    assert signer.unsign(token, max_age_seconds=60) == b"value"

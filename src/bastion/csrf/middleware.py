@@ -1,0 +1,249 @@
+"""The ASGI adapter: feeds the core, reads the token when asked, acts on the verdict.
+
+Per request: turn the scope into `RequestFacts`, run `check_request`. When it asks
+for the token, take it from the token header or, failing that, from the form body:
+the body is read only then, at most `max_body_bytes` of it, and the very same
+messages are replayed to the app before anything else it receives. The session's
+CSRF secret comes from Bastion's session layer, which must run outside this one;
+without it, requests that need a token are refused (`no-session`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pydantic import SecretStr
+
+from bastion.context import SCOPE_KEY, get_context
+from bastion.csrf.core import RequestFacts, Verdict, check_request
+from bastion.csrf.forms import token_from_form
+from bastion.csrf.reasons import REASON_BODY_TOO_LARGE, REASON_NO_SESSION
+from bastion.csrf.settings import CSRFSettings, compile_policy
+from bastion.csrf.tokens import CSRFTokens
+from bastion.events import KIND_MALICIOUS_CSRF, EventEmitter
+from bastion.exceptions import ConfigurationError
+from bastion.responses import Refuser, header_value
+from bastion.sessions import Session
+from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+
+LAYER: Final = "csrf"
+REFUSAL_STATUS: Final = 403
+# Where `issue_token` finds the token machinery of the CSRF layer serving a request.
+TOKENS_SCOPE_KEY: Final = "bastion.csrf"
+VARY_NAMES: Final = (b"Origin", b"Sec-Fetch-Site")
+
+
+# --- Helpers the application calls ---------------------------------------------
+
+
+def _scope_of(request_or_scope: Any) -> Mapping[str, Any]:
+    scope = (
+        request_or_scope
+        if isinstance(request_or_scope, Mapping)
+        else getattr(request_or_scope, "scope", None)
+    )
+    if not isinstance(scope, Mapping):
+        raise TypeError("issue_token expects an ASGI scope or a request with a .scope")
+    return scope
+
+
+def issue_token(request_or_scope: Any) -> str:
+    """A new CSRF token for this request's session (a Starlette `Request` or a scope).
+
+    Draws the session's CSRF secret on first use, which saves the session and sets
+    its cookie. Every call returns different bytes (masking), all of them valid.
+    Raises ConfigurationError when no CSRF layer or no Bastion session layer ran.
+    """
+    scope = _scope_of(request_or_scope)
+    tokens = scope.get(TOKENS_SCOPE_KEY)
+    if not isinstance(tokens, CSRFTokens):
+        raise ConfigurationError("issue_token: no CSRFMiddleware serves this request")
+    context = scope.get(SCOPE_KEY)
+    session = getattr(context, "session", None)
+    if not isinstance(session, Session):
+        raise ConfigurationError(
+            "issue_token: CSRF tokens need bastion's SessionMiddleware outside CSRFMiddleware"
+        )
+    return tokens.issue(session.csrf_secret())
+
+
+# --- Response headers ------------------------------------------------------------
+
+
+def append_vary(headers: Iterable[tuple[bytes, bytes]], names: Iterable[bytes]) -> RawHeaders:
+    """The headers with a `Vary` line for each of `names` not already varied on.
+
+    The app's `Vary` lines are kept as they are; `Vary: *` already covers everything.
+    """
+    result = list(headers)
+    present: set[bytes] = set()
+    for name, value in result:
+        if name.lower() == b"vary":
+            present.update(token.strip(b" \t").lower() for token in value.split(b","))
+    if b"*" in present:
+        return result
+    missing = [name for name in names if name.lower() not in present]
+    if missing:
+        result.append((b"vary", b", ".join(missing)))
+    return result
+
+
+# --- Reading the body ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _BufferedBody:
+    """The messages read so far, to replay in order, and the bytes they carried."""
+
+    messages: list[Message] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    complete: bool = False
+    disconnected: bool = False
+
+
+async def _read_body(receive: Receive, max_bytes: int) -> _BufferedBody:
+    """Read the body until it ends, the client leaves, or more than `max_bytes` came."""
+    buffered = _BufferedBody()
+    while True:
+        message = await receive()
+        buffered.messages.append(message)
+        if message["type"] != "http.request":
+            buffered.disconnected = message["type"] == "http.disconnect"
+            return buffered
+        buffered.body += message.get("body", b"")
+        if len(buffered.body) > max_bytes:
+            return buffered  # incomplete: not looked through, replayed as it came
+        if not message.get("more_body", False):
+            buffered.complete = True
+            return buffered
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that yields `messages` first, unchanged, then the real ones."""
+    pending = deque(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.popleft()
+        return await receive()
+
+    return replay
+
+
+# --- The adapter -------------------------------------------------------------------
+
+
+class CSRFMiddleware:
+    """Refuses cross-site unsafe requests; see `bastion.csrf` for the algorithm.
+
+    `secret_keys` sign the tokens of the fallback (the first signs, all verify); use
+    the same list as the rest of Bastion. `clock` is injected for tests.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        /,
+        settings: CSRFSettings | None = None,
+        *,
+        secret_keys: Iterable[SecretStr | str],
+        events: EventEmitter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.settings = settings = settings if settings is not None else CSRFSettings()
+        self.policy = compile_policy(settings)
+        self.tokens = CSRFTokens(
+            secret_keys, max_age_seconds=settings.token_max_age_seconds, clock=clock
+        )
+        self._refuse = Refuser(LAYER, events, monitor_only=settings.monitor_only)
+        self._token_header = settings.token_header.encode("ascii")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Templates and dependencies issue tokens through this, even with the layer off.
+        scope[TOKENS_SCOPE_KEY] = self.tokens
+        if not self.settings.enabled:
+            await self.app(scope, receive, send)
+            return
+
+        facts = RequestFacts.from_scope(scope)
+        verdict = check_request(facts, self.policy)
+        if verdict.needs_token:
+            reason, replay = await self._check_token(scope, receive)
+            if replay is None:
+                return  # the client left while we read its body: nobody to answer
+            receive = replay
+            verdict = Verdict(allowed=not reason, reason=reason, varies=True)
+
+        vary = VARY_NAMES if verdict.varies else ()
+        if not verdict.allowed and await self._refuse(
+            scope,
+            send,
+            status=REFUSAL_STATUS,
+            kind=KIND_MALICIOUS_CSRF,
+            reason=verdict.reason,
+            headers=[(b"vary", b", ".join(vary))] if vary else (),
+            details=_details(facts, verdict),
+        ):
+            return
+        if not vary:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": append_vary(message.get("headers", ()), vary)}
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
+
+    async def _check_token(self, scope: Scope, receive: Receive) -> tuple[str, Receive | None]:
+        """The token's verdict ("" or a reason) and the `receive` the app must use
+        (None if the client disconnected while its body was read)."""
+        session = get_context(scope).session
+        if not isinstance(session, Session):
+            return REASON_NO_SESSION, receive
+        headers = scope["headers"]
+        untrusted_token = _decoded(header_value(headers, self._token_header))
+        if not untrusted_token:
+            buffered = await _read_body(receive, self.settings.max_body_bytes)
+            if buffered.disconnected:
+                return "", None
+            receive = _replaying(buffered.messages, receive)
+            if not buffered.complete:
+                return REASON_BODY_TOO_LARGE, receive
+            untrusted_token = token_from_form(
+                bytes(buffered.body),
+                header_value(headers, b"content-type"),
+                self.settings.token_field,
+                self.settings.max_form_fields,
+            )
+        # A session without a cookie has no secret yet, so no token can be for it;
+        # do not draw one (that would create a session for a refused request).
+        session_secret = None if session.is_new else session.csrf_secret()
+        return self.tokens.check(untrusted_token, session_secret), receive
+
+
+def _decoded(value: bytes | None) -> str | None:
+    # latin-1 maps every byte to one character, so a non-ASCII value stays present
+    # (and fails as token-invalid) instead of vanishing as token-missing.
+    return None if value is None else value.decode("latin-1").strip()
+
+
+def _details(facts: RequestFacts, verdict: Verdict) -> dict[str, object]:
+    details: dict[str, object] = {
+        "origin": facts.untrusted_origin,
+        "sec_fetch_site": facts.untrusted_fetch_site,
+    }
+    if verdict.cause:
+        details["cause"] = verdict.cause
+    if facts.method_overrides:
+        details["method_override"] = b", ".join(facts.method_overrides)
+    return details

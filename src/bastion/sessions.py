@@ -1,0 +1,569 @@
+"""Server-side sessions.
+
+Threats:
+
+* Session hijacking: a session id readable by scripts, sent over plain HTTP, or
+  guessable. The cookie carries only a random 256-bit id (`secrets.token_urlsafe`),
+  `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, with the `__Host-` prefix so no
+  sibling subdomain can set or shadow it (cookie tossing). Data stays in the store.
+* Session fixation: an attacker plants an id, then the victim logs in with it. An
+  id the server did not issue is never adopted (an unknown id starts a new session
+  with a new id), and `login()` and `rotate()` issue a new id and delete the old one.
+* Stolen ids staying useful: idle and absolute timeouts, enforced by the server (the
+  cookie is a browser-session cookie with no expiry of its own), `logout()` deletes
+  the server-side session and sends `Clear-Site-Data`, and every session of a user
+  can be revoked at once through the store's per-owner index.
+* Ids in logs: events name a session by a keyed hash of its id, never the id. The
+  store key is the SHA-256 of the id, so a store dump does not hold usable ids.
+
+Not covered: what the application keeps in the session (it is not encrypted at rest;
+keep secrets out or use field encryption), and mutations of nested values that the
+session cannot see (`session["cart"].append(x)`): assign again, or set
+`session.modified = True`, as with Django's sessions.
+
+Performance: a request that carries no session cookie never touches the store, and a
+session is written back only when it changed, was rotated, or its idle clock needs
+moving (at most once per `touch_interval_seconds`).
+
+References: OWASP Session Management Cheat Sheet
+https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html ;
+RFC 6265bis section 4.1.3 (cookie name prefixes); W3C Clear Site Data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from bastion.context import get_context
+from bastion.events import KIND_SYS_AVAILABILITY, EventEmitter, SecurityEvent, default_emitter
+from bastion.exceptions import ConfigurationError, StoreError
+from bastion.responses import send_generic
+from bastion.sections import LayerSettings
+from bastion.stores.base import Store
+from bastion.stores.memory import MemoryStore
+from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+
+SameSite = Literal["lax", "strict"]
+
+SESSION_ID_BYTES: Final = 32  # 256 bits (OWASP asks for at least 64 bits of entropy)
+_SESSION_ID: Final = re.compile(r"[A-Za-z0-9_-]{43}")  # token_urlsafe(32), unpadded
+CSRF_SECRET_BYTES: Final = 32
+STORE_PREFIX: Final = "session:"
+OWNER_PREFIX: Final = "user:"
+_RECORD_VERSION: Final = 1
+# OWASP: 2-5 minutes idle for high-value apps, 15-30 minutes for low-risk ones; an
+# absolute limit of 4-8 hours for a working day. We take the permissive end of
+# "idle" and a working day plus margin; both are settings.
+DEFAULT_IDLE_TIMEOUT_SECONDS: Final = 30 * 60
+DEFAULT_ABSOLUTE_TIMEOUT_SECONDS: Final = 12 * 3600
+# Moving the idle clock costs a store write; once a minute keeps the error of the
+# idle timeout under a minute while a busy page makes at most one write a minute.
+DEFAULT_TOUCH_INTERVAL_SECONDS: Final = 60
+# The store keeps a record this long past its expiry, so a use of an expired session
+# is recognised and reported (`session_use_after_expire`) instead of looking new.
+EXPIRED_GRACE_SECONDS: Final = 300
+_MAX_ID_ATTEMPTS: Final = 3  # a 256-bit collision is impossible; a loop must still end
+CLEAR_SITE_DATA: Final = b'"cache", "cookies", "storage"'
+
+EVENT_CREATED: Final = "session_created"
+EVENT_RENEWED: Final = "session_renewed"
+EVENT_EXPIRED: Final = "session_expired"
+EVENT_USE_AFTER_EXPIRE: Final = "session_use_after_expire"
+REASON_IDLE: Final = "idle-timeout"
+REASON_ABSOLUTE: Final = "absolute-timeout"
+REASON_LOGOUT: Final = "logout"
+REASON_REVOKED: Final = "revoked"
+REASON_LOGIN: Final = "login"
+REASON_ROTATED: Final = "rotated"
+REASON_STORE_DOWN: Final = "store-unavailable"
+
+
+class SessionSettings(LayerSettings):
+    """Server-side sessions (see the README's settings reference)."""
+
+    cookie_name: str = Field(default="__Host-session", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """The cookie's name. The `__Host-` prefix makes browsers refuse it unless it is
+    `Secure`, `Path=/` and has no `Domain`, so no subdomain can set it."""
+
+    same_site: SameSite = "lax"
+    """`lax` (links from other sites keep the user signed in) or `strict`."""
+
+    idle_timeout_seconds: int = Field(default=DEFAULT_IDLE_TIMEOUT_SECONDS, ge=60)
+    absolute_timeout_seconds: int = Field(default=DEFAULT_ABSOLUTE_TIMEOUT_SECONDS, ge=60)
+    touch_interval_seconds: int = Field(default=DEFAULT_TOUCH_INTERVAL_SECONDS, ge=1)
+
+    insecure_cookie_over_http: bool = False
+    """Drop `Secure` and the `__Host-` prefix so sessions work over plain HTTP.
+    Development only: set by development mode when plain HTTP is allowed."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SessionSettings:
+        if self.idle_timeout_seconds > self.absolute_timeout_seconds:
+            raise ValueError("idle_timeout_seconds must not exceed absolute_timeout_seconds")
+        return self
+
+    @property
+    def effective_cookie_name(self) -> str:
+        """The name sent: without a `__Host-`/`__Secure-` prefix over plain HTTP, where
+        browsers would refuse a prefixed cookie that cannot be `Secure`."""
+        if self.insecure_cookie_over_http:
+            return self.cookie_name.removeprefix("__Host-").removeprefix("__Secure-")
+        return self.cookie_name
+
+
+# --- the core: ids, records, cookies ------------------------------------------------
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def looks_like_session_id(untrusted_value: str) -> bool:
+    """True if the value has the shape of an id we issue (nothing else reaches a store)."""
+    return _SESSION_ID.fullmatch(untrusted_value) is not None
+
+
+def store_key(session_id: str) -> str:
+    return STORE_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def owner_key(user_id: str) -> str:
+    return OWNER_PREFIX + hashlib.sha256(user_id.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the store keeps for one session."""
+
+    created: float
+    last_seen: float
+    user_id: str | None
+    csrf_secret: str | None
+    data: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "v": _RECORD_VERSION,
+                "c": self.created,
+                "s": self.last_seen,
+                "u": self.user_id,
+                "x": self.csrf_secret,
+                "d": self.data,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SessionRecord | None:
+        """Parse a stored record; None if it is corrupt or of another version."""
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict) or doc.get("v") != _RECORD_VERSION:
+                return None
+            data = doc["d"]
+            if not isinstance(data, dict):
+                return None
+            return cls(float(doc["c"]), float(doc["s"]), doc["u"], doc["x"], data)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def expiry_reason(record: SessionRecord, now: float, settings: SessionSettings) -> str | None:
+    """Why the session has expired at `now`, or None while it is alive."""
+    if now - record.created >= settings.absolute_timeout_seconds:
+        return REASON_ABSOLUTE
+    if now - record.last_seen >= settings.idle_timeout_seconds:
+        return REASON_IDLE
+    return None
+
+
+def ttl_for(record: SessionRecord, now: float, settings: SessionSettings) -> float:
+    """How long the store keeps the record: until the first timeout falls, plus a
+    short grace in which a late use is recognised (the session is dead all the same)."""
+    idle_left = settings.idle_timeout_seconds - (now - record.last_seen)
+    absolute_left = settings.absolute_timeout_seconds - (now - record.created)
+    return max(1.0, min(idle_left, absolute_left)) + EXPIRED_GRACE_SECONDS
+
+
+def read_cookie(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of cookie `name`, or None if absent or sent more than once.
+
+    Two cookies of the same name mean someone planted one (cookie tossing from a
+    sibling domain, in development without the `__Host-` prefix): trust neither.
+    """
+    found: list[bytes] = []
+    for key, value in headers:
+        if key != b"cookie":
+            continue
+        for pair in value.split(b";"):
+            cookie_name, sep, cookie_value = pair.strip().partition(b"=")
+            if sep and cookie_name == name:
+                found.append(cookie_value.strip().strip(b'"'))
+    if len(found) != 1:
+        return None
+    try:
+        return found[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def build_cookie(
+    name: str, value: str, settings: SessionSettings, *, delete: bool = False
+) -> bytes:
+    """A `Set-Cookie` value; `delete` expires the cookie at once."""
+    parts = [f"{name}={'' if delete else value}", "Path=/", "HttpOnly"]
+    if not settings.insecure_cookie_over_http:
+        parts.append("Secure")
+    parts.append(f"SameSite={settings.same_site.capitalize()}")
+    if delete:
+        parts.append("Max-Age=0")
+    return "; ".join(parts).encode("latin-1")
+
+
+def keyed_id_hash(session_id: str, key: bytes) -> str:
+    """The name of a session in logs: a keyed hash, useless to anyone who reads it."""
+    return hmac.new(key, session_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+# --- the session object -------------------------------------------------------------
+
+
+class Session(dict[str, Any]):
+    """The session of one request: a dict (as Starlette's `request.session` expects)
+    that remembers whether it changed, plus the calls that change privilege.
+
+    `login(user_id)` and `rotate()` issue a new id when the response starts (the old
+    one is deleted), `logout()` ends the session. The id itself is never exposed.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        record: SessionRecord | None = None,
+        manager: SessionManager | None = None,
+    ) -> None:
+        super().__init__(data or {})
+        self._id = session_id
+        self._record = record
+        self._manager = manager
+        self.modified = False
+        self.rotate_requested = False
+        self.logout_requested = False
+        self.user_id: str | None = record.user_id if record else None
+        self._csrf_secret: str | None = record.csrf_secret if record else None
+
+    # Every mutator marks the session modified.
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.modified = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.modified = True
+        super().__delitem__(key)
+
+    def clear(self) -> None:
+        self.modified = True
+        super().clear()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.modified = True
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self.modified = True
+        return super().popitem()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self.modified = True
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.modified = True
+        super().update(*args, **kwargs)
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]  # dict's |= returns Self
+        self.modified = True
+        super().update(other)
+        return self
+
+    @property
+    def is_new(self) -> bool:
+        """True until the session has been saved under an id (no cookie yet)."""
+        return self._id is None
+
+    @property
+    def id_hash(self) -> str | None:
+        """The keyed hash that names this session in logs and events."""
+        if self._id is None or self._manager is None:
+            return None
+        return self._manager.id_hash(self._id)
+
+    def peek_csrf_secret(self) -> str | None:
+        """This session's CSRF secret if it has one, without drawing one."""
+        return self._csrf_secret
+
+    def csrf_secret(self) -> str:
+        """This session's CSRF secret, drawn on first use (which saves the session)."""
+        if self._csrf_secret is None:
+            self._csrf_secret = secrets.token_urlsafe(CSRF_SECRET_BYTES)
+            self.modified = True
+        return self._csrf_secret
+
+    def rotate(self) -> None:
+        """Issue a new id (and a new CSRF secret) when the response starts; keep the data."""
+        self.rotate_requested = True
+        self._csrf_secret = None
+        self.modified = True
+
+    def login(self, user_id: str) -> None:
+        """Bind the session to `user_id`, with a new id: the fixation defence."""
+        if not user_id:
+            raise ValueError("user_id must be non-empty")
+        self.user_id = user_id
+        self.rotate()
+
+    def logout(self) -> None:
+        """End the session: delete it server-side, expire the cookie, clear site data."""
+        self.logout_requested = True
+        super().clear()
+
+    async def revoke_user(self, user_id: str) -> int:
+        """End every session of `user_id`, on every worker; returns how many."""
+        if self._manager is None:
+            raise ConfigurationError("this session is not attached to a session store")
+        return await self._manager.revoke_user(user_id)
+
+    # Internal, for the manager.
+    def _snapshot(self, now: float) -> SessionRecord:
+        record = self._record
+        return SessionRecord(
+            created=record.created if record and not self.rotate_requested else now,
+            last_seen=now,
+            user_id=self.user_id,
+            csrf_secret=self._csrf_secret,
+            data=dict(self),
+        )
+
+
+# --- the manager: the store side ----------------------------------------------------
+
+
+class SessionManager:
+    """Loads and saves sessions in a store. One per middleware; no per-request state."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: SessionSettings,
+        *,
+        secret_keys: Iterable[SecretStr | str],
+        events: EventEmitter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        keys = [k.get_secret_value() if isinstance(k, SecretStr) else k for k in secret_keys]
+        if not keys:
+            raise ConfigurationError("secret_keys: sessions need a key to name ids in logs")
+        self.store = store
+        self.settings = settings
+        self.events = events or default_emitter()
+        self.clock = clock
+        self._log_key = hashlib.sha256(b"bastion.session-log-id" + keys[0].encode()).digest()
+
+    def id_hash(self, session_id: str) -> str:
+        return keyed_id_hash(session_id, self._log_key)
+
+    async def load(self, scope: Scope, untrusted_id: str | None) -> Session:
+        """The session named by the cookie, or a new one. Raises StoreError."""
+        if untrusted_id is None or not looks_like_session_id(untrusted_id):
+            return Session(manager=self)
+        raw = await self.store.get(store_key(untrusted_id))
+        record = SessionRecord.decode(raw) if raw is not None else None
+        if record is None:
+            # Not issued by us, or gone: never adopt it (fixation). A new session will
+            # get a new id if the application writes to it.
+            return Session(manager=self)
+        reason = expiry_reason(record, self.clock(), self.settings)
+        if reason is not None:
+            await self.store.delete(store_key(untrusted_id))
+            self._event(scope, EVENT_USE_AFTER_EXPIRE, reason, untrusted_id)
+            return Session(manager=self)
+        return Session(record.data, session_id=untrusted_id, record=record, manager=self)
+
+    async def commit(self, scope: Scope, session: Session) -> RawHeaders:
+        """Save what changed; return the headers the response must carry."""
+        name = self.settings.effective_cookie_name
+        if session.logout_requested:
+            if session._id is not None:
+                await self.store.delete(store_key(session._id))
+                self._event(scope, EVENT_EXPIRED, REASON_LOGOUT, session._id)
+            return [
+                (b"set-cookie", build_cookie(name, "", self.settings, delete=True)),
+                (b"clear-site-data", CLEAR_SITE_DATA),
+                (b"cache-control", b"no-store"),
+            ]
+        now = self.clock()
+        if session.rotate_requested or (session.is_new and session.modified):
+            return await self._save_under_new_id(scope, session, now)
+        record = session._record
+        if session._id is None or record is None:
+            return []
+        due = now - record.last_seen >= self.settings.touch_interval_seconds
+        if session.modified or due:
+            snapshot = session._snapshot(now)
+            await self.store.set(
+                store_key(session._id), snapshot.encode(), ttl_for(snapshot, now, self.settings)
+            )
+        return []
+
+    async def _save_under_new_id(self, scope: Scope, session: Session, now: float) -> RawHeaders:
+        snapshot = session._snapshot(now)
+        ttl = ttl_for(snapshot, now, self.settings)
+        encoded = snapshot.encode()
+        for _ in range(_MAX_ID_ATTEMPTS):
+            new_id = new_session_id()
+            if await self.store.set_if_absent(store_key(new_id), encoded, ttl):
+                break
+        else:  # pragma: no cover - three 256-bit collisions in a row
+            raise StoreError("could not allocate a session id")
+        old_id = session._id
+        if old_id is not None:
+            await self.store.delete(store_key(old_id))
+        if snapshot.user_id is not None:
+            await self.store.add_to_owner(owner_key(snapshot.user_id), store_key(new_id), ttl)
+        reason = REASON_LOGIN if old_id is not None and session.user_id else REASON_ROTATED
+        kind = EVENT_CREATED if old_id is None else EVENT_RENEWED
+        self._event(scope, kind, reason if old_id is not None else "created", new_id)
+        session._id, session._record = new_id, snapshot
+        name = self.settings.effective_cookie_name
+        return [
+            (b"set-cookie", build_cookie(name, new_id, self.settings)),
+            (b"cache-control", b"no-store"),
+        ]
+
+    async def revoke_user(self, user_id: str) -> int:
+        count = await self.store.delete_owned(owner_key(user_id))
+        self.events.emit(
+            SecurityEvent(
+                kind=EVENT_EXPIRED,
+                reason=REASON_REVOKED,
+                layer="sessions",
+                action="allowed",
+                principal=user_id,
+                details={"sessions": count},
+            )
+        )
+        return count
+
+    def _event(self, scope: Scope, kind: str, reason: str, session_id: str) -> None:
+        context = get_context(scope)
+        self.events.emit(
+            SecurityEvent(
+                kind=kind,
+                reason=reason,
+                layer="sessions",
+                action="allowed",
+                request_id=context.request_id,
+                client=context.client_host,
+                method=scope.get("method"),
+                path=scope.get("path"),
+                details={"session": self.id_hash(session_id)},
+            )
+        )
+
+
+# --- the adapter --------------------------------------------------------------------
+
+
+class SessionMiddleware:
+    """Loads the session before the app runs, saves it when the response starts.
+
+    The session is `scope["session"]` (Starlette's `request.session`) and
+    `scope["bastion"].session`. A store failure fails closed: 503, never a request
+    served without the session it claims, and never a session change silently lost.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        /,
+        settings: SessionSettings | None = None,
+        *,
+        store: Store | None = None,
+        secret_keys: Iterable[SecretStr | str] | None = None,
+        events: EventEmitter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.settings = settings or SessionSettings()
+        if secret_keys is None:
+            raise ConfigurationError("SessionMiddleware needs secret_keys")
+        self.events = events or default_emitter()
+        self.manager = SessionManager(
+            store if store is not None else MemoryStore(clock=clock),
+            self.settings,
+            secret_keys=secret_keys,
+            events=self.events,
+            clock=clock,
+        )
+        self._cookie_name = self.settings.effective_cookie_name.encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
+            await self.app(scope, receive, send)
+            return
+        untrusted_id = read_cookie(scope["headers"], self._cookie_name)
+        try:
+            session = await self.manager.load(scope, untrusted_id)
+        except StoreError:
+            await self._unavailable(scope, send)
+            return
+        scope["session"] = session
+        get_context(scope).session = session
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)  # a handshake cannot set cookies
+            return
+        failed = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal failed
+            if failed:
+                return
+            if message["type"] == "http.response.start":
+                try:
+                    extra = await self.manager.commit(scope, session)
+                except StoreError:
+                    failed = True
+                    await self._unavailable(scope, send)
+                    return
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _unavailable(self, scope: Scope, send: Send) -> None:
+        self.events.emit(
+            SecurityEvent(
+                kind=KIND_SYS_AVAILABILITY,
+                reason=REASON_STORE_DOWN,
+                layer="sessions",
+                status=503,
+                request_id=get_context(scope).request_id,
+                path=scope.get("path"),
+            )
+        )
+        await send_generic(scope, send, 503)

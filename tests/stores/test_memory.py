@@ -1,0 +1,116 @@
+"""Memory store specifics: the bounds hold under a key spray; eviction is LRU and fail safe."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+from bastion.stores.base import MAX_VALUE_BYTES
+from bastion.stores.memory import DEFAULT_MAX_ENTRIES, MemoryStore
+from tests.stores.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_spray_of_a_million_keys_stays_at_the_bound(clock: FakeClock) -> None:
+    bound = 10_000
+    store = MemoryStore(max_entries=bound, clock=clock)
+    for i in range(1_000_000):
+        # Distinct keys, as an attacker minting a new bucket or session per request.
+        if i % 2:
+            await store.set(f"spray:{i}", b"x" * 16, 3600.0)
+        else:
+            await store.gcra(f"rl:{i}", emission_interval_seconds=1.0, burst_tolerance_seconds=59.0)
+        if i % 100_000 == 0:
+            assert len(store) <= bound
+    assert len(store) == bound
+    assert len(store._data) == bound
+    # The newest survive; the oldest went first.
+    assert await store.get("spray:999999") == b"x" * 16
+    assert await store.get("spray:1") is None
+
+
+async def test_the_byte_bound_holds(clock: FakeClock) -> None:
+    store = MemoryStore(max_bytes=2 * MAX_VALUE_BYTES, clock=clock)
+    value = b"v" * (100 * 1024)
+    for i in range(100):
+        await store.set(f"big:{i}", value, None)
+        assert store.size_bytes <= store.max_bytes
+    assert len(store) < 25
+    assert await store.get("big:99") == value
+
+
+async def test_eviction_is_least_recently_used(clock: FakeClock) -> None:
+    store = MemoryStore(max_entries=3, clock=clock)
+    for key in ("a", "b", "c"):
+        await store.set(key, b"1", None)
+    assert await store.get("a") == b"1"  # a is now the most recently used
+    await store.set("d", b"1", None)
+    assert await store.get("b") is None
+    assert [await store.get(key) for key in ("a", "c", "d")] == [b"1", b"1", b"1"]
+
+
+async def test_expired_entries_go_before_live_ones(clock: FakeClock) -> None:
+    store = MemoryStore(max_entries=100, clock=clock)
+    for i in range(10):
+        await store.set(f"old:{i}", b"x", 1.0)
+    clock.advance(2.0)
+    for i in range(5):
+        await store.set(f"new:{i}", b"x", None)
+    # Each write drops a couple of expired entries from the cold end, no thread needed.
+    assert len(store) == 5
+
+
+async def test_evicting_an_owner_index_takes_its_keys_along(clock: FakeClock) -> None:
+    store = MemoryStore(max_entries=6, clock=clock)
+    for key in ("s1", "s2"):
+        await store.set(key, b"alice", 60.0)
+        await store.add_to_owner("alice", key, 60.0)
+    assert len(store) == 5  # two sessions, one index with two members
+    assert await store.get("s1") == await store.get("s2") == b"alice"  # the index is coldest
+    for i in range(2):
+        await store.set(f"filler:{i}", b"x", 60.0)
+    # The index was least recently used: it went, and, fail safe, so did the keys it
+    # listed, which "log out everywhere" could otherwise no longer reach.
+    assert await store.get("s1") is None
+    assert await store.get("s2") is None
+    assert await store.delete_owned("alice") == 0
+    assert [await store.get(f"filler:{i}") for i in range(2)] == [b"x", b"x"]
+
+
+async def test_owner_bound_prunes_dead_entries_before_evicting(clock: FakeClock) -> None:
+    store = MemoryStore(max_keys_per_owner=2, clock=clock)
+    for key in ("s1", "s2"):
+        await store.set(key, b"x", 60.0)
+        await store.add_to_owner("alice", key, 60.0)
+    await store.delete("s1")  # logged out on its own: its entry is dead
+    await store.set("s3", b"x", 60.0)
+    await store.add_to_owner("alice", "s3", 60.0)
+    assert await store.get("s2") == b"x"
+    assert await store.delete_owned("alice") == 2
+
+
+def test_bounds_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        MemoryStore(max_entries=0)
+    with pytest.raises(ValueError, match="max_bytes"):
+        MemoryStore(max_bytes=MAX_VALUE_BYTES)
+    with pytest.raises(ValueError, match="max_keys_per_owner"):
+        MemoryStore(max_keys_per_owner=0)
+
+
+async def test_bytes_per_entry(clock: FakeClock) -> None:
+    """What one typical entry costs (reported in docs): a 64-hex-character key, 64 bytes."""
+    count = 20_000
+    tracemalloc.start()
+    try:
+        store = MemoryStore(max_entries=DEFAULT_MAX_ENTRIES, clock=clock)
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            await store.set(f"session:{i:064x}", b"v" * 64, 3600.0)
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    # key (64+8 chars: 121 B) + value (97 B) + tuple, float and OrderedDict slot.
+    assert 200 < per_entry < 450, per_entry
