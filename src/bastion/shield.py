@@ -80,6 +80,12 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
             events=x.events,
         ),
     ),
+    (
+        "csrf",
+        lambda app, x: CSRFMiddleware(
+            app, x.settings.csrf, secret_keys=x.settings.secret_keys, events=x.events
+        ),
+    ),
 )
 
 

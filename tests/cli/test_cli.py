@@ -31,7 +31,15 @@ def test_config_prints_resolved_posture() -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["settings"]["mode"] == "development"
-    assert data["layers"] == ["errors", "transport", "limits", "headers", "cors", "sessions"]
+    assert data["layers"] == [
+        "errors",
+        "transport",
+        "limits",
+        "headers",
+        "cors",
+        "sessions",
+        "csrf",
+    ]
     assert data["opt_outs"] == [
         "transport.insecure_allow_http",
         "sessions.insecure_cookie_over_http",

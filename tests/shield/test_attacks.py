@@ -35,6 +35,9 @@ SETTINGS = Settings(
     },
 )
 HTTPS = "https://testserver"
+# What a browser adds to a same-origin form post or fetch; every case sends it unless
+# it says otherwise (None removes it).
+SAME = {"sec-fetch-site": "same-origin"}
 APP_ORIGIN = "https://app.bank.example"
 
 
@@ -92,6 +95,33 @@ CASES = [
         "insecure-http",
     ),
     ("shield-body-ok", "POST", f"{HTTPS}/submit", {}, b"x" * 1024, 200, None),
+    (
+        "shield-csrf-cross-site",
+        "POST",
+        f"{HTTPS}/submit",
+        {"sec-fetch-site": "cross-site", "origin": "https://evil.example"},
+        b"x",
+        403,
+        "cross-site",
+    ),
+    (
+        "shield-csrf-no-metadata-no-token",
+        "POST",
+        f"{HTTPS}/submit",
+        {"sec-fetch-site": None},
+        b"x",
+        403,
+        "token-missing",
+    ),
+    (
+        "shield-csrf-origin-matches-ok",
+        "POST",
+        f"{HTTPS}/submit",
+        {"sec-fetch-site": None, "origin": HTTPS},
+        b"x",
+        200,
+        None,
+    ),
     (
         "shield-body-too-large",
         "POST",
@@ -213,14 +243,15 @@ async def test_whole_stack(
     shielded: tuple[ASGIApp, RecordingSink],
     method: str,
     url: str,
-    headers: dict[str, str],
+    headers: dict[str, str | None],
     body: bytes | None,
     status: int,
     reason: str | None,
 ) -> None:
     app, sink = shielded
+    sent = {k: v for k, v in {**SAME, **headers}.items() if v is not None}
     async with asgi_client(app) as client:
-        response = await client.request(method, url, headers=headers, content=body)
+        response = await client.request(method, url, headers=sent, content=body)
     assert response.status_code == status, response.text
     refusals = [r["reason"] for r in sink.records if r["kind"] != "sys_startup"]
     if reason is None:
@@ -256,7 +287,9 @@ async def test_redirect_keeps_path_and_query_on_the_validated_host(
 ) -> None:
     app, _ = shielded
     async with asgi_client(app) as client:
-        response = await client.post("http://testserver//evil.example/x?a=1&b=2", content=b"x")
+        response = await client.post(
+            "http://testserver//evil.example/x?a=1&b=2", content=b"x", headers=SAME
+        )
     assert response.status_code == 308
     assert response.headers["location"] == "https://testserver//evil.example/x?a=1&b=2"
 
@@ -306,7 +339,9 @@ async def test_monitor_only_everywhere_lets_attacks_through_but_reports_them() -
     app = Shield(make_app("raw"), settings, events=EventEmitter([sink]))
     async with asgi_client(app) as client:
         response = await client.post(
-            "http://testserver/submit", headers={"host": "evil.example"}, content=b"x" * 100
+            "http://testserver/submit",
+            headers={"host": "evil.example", **SAME},
+            content=b"x" * 100,
         )
     assert response.status_code == 200
     monitored = [(r["reason"], r["action"]) for r in sink.records if r["kind"] != "sys_startup"]

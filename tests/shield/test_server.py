@@ -38,8 +38,11 @@ def test_shield_from_environment_in_a_real_server(server: str) -> None:
             assert "server" not in page.headers
 
         assert client.get("/", headers={"host": "evil.example"}).status_code == 400
-        assert client.post("/submit", content=b"x" * 1001).status_code == 413
-        assert client.post("/submit", content=b"x" * 1000).text == "1000"
+        same = {"sec-fetch-site": "same-origin"}
+        assert client.post("/submit", content=b"x" * 1001, headers=same).status_code == 413
+        assert client.post("/submit", content=b"x" * 1000, headers=same).text == "1000"
+        cross = {"sec-fetch-site": "cross-site"}
+        assert client.post("/submit", content=b"x", headers=cross).status_code == 403
 
         # The app runs with debug=True; the debug page never reaches the client.
         boom = client.get("/boom", headers={"accept": "text/html"})

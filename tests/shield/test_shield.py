@@ -7,6 +7,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from bastion.cors import CORSMiddleware
+from bastion.csrf import CSRFMiddleware
 from bastion.errors import ErrorsMiddleware
 from bastion.headers import HeadersMiddleware
 from bastion.limits import LimitsMiddleware
@@ -40,8 +41,17 @@ def test_stack_order_follows_the_design() -> None:
         HeadersMiddleware,
         CORSMiddleware,
         SessionMiddleware,
+        CSRFMiddleware,
     ]
-    assert shield.layers == ("errors", "transport", "limits", "headers", "cors", "sessions")
+    assert shield.layers == (
+        "errors",
+        "transport",
+        "limits",
+        "headers",
+        "cors",
+        "sessions",
+        "csrf",
+    )
 
 
 def test_disabled_layers_leave_the_chain_and_are_reported() -> None:
