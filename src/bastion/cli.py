@@ -10,6 +10,7 @@ The command line is an optional extra (`pip install bastion-asgi[cli]`).
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from bastion.exceptions import ConfigurationError
-from bastion.settings import Mode, Settings
+from bastion.settings import Mode, Settings, split_keys
 
 app = typer.Typer(
     name="bastion",
@@ -100,14 +101,46 @@ KEY_BYTES = 32  # 256 bits; prints 43 URL-safe characters, over MIN_SECRET_KEY_C
 
 
 @keys_app.command("new")
-def keys_new() -> None:
-    """Print a new random signing key for `secret_keys`.
+def keys_new(
+    kind: Annotated[
+        str, typer.Option(help="signing (for secret_keys) or aes (for field_encryption.keys)")
+    ] = "signing",
+) -> None:
+    """Print a new random key.
 
-    To rotate: put the new key first (it signs) and keep the old ones after it (they
-    still verify) until everything they signed has expired, then remove them:
-    BASTION_SECRET_KEYS="<new>,<old>".
+    To rotate: put the new key first (it signs or encrypts) and keep the old ones
+    after it (they still verify or decrypt) until everything they protect has expired
+    or been re-encrypted, then remove them: BASTION_SECRET_KEYS="<new>,<old>".
     """
+    if kind == "aes":
+        from bastion.crypto import new_field_key
+
+        typer.echo(new_field_key())
+        return
+    if kind != "signing":
+        raise typer.BadParameter("kind must be signing or aes")
     typer.echo(secrets.token_urlsafe(KEY_BYTES))
+
+
+log_app = typer.Typer(help="Audit log tools.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+
+@log_app.command("verify")
+def log_verify(
+    files: Annotated[list[str], typer.Argument(help="the audit log and its archives")],
+) -> None:
+    """Verify the audit log's hash chain with the keys in BASTION_SECRET_KEYS.
+
+    Exit 0: intact; 1: tampering or loss found (each problem named by file, line and
+    sequence number); 2: could not verify.
+    """
+    from bastion.auditlog import verify_command
+
+    keys = [str(key) for key in split_keys(os.environ.get("BASTION_SECRET_KEYS", ""))]
+    code, text = verify_command(files, keys)
+    typer.echo(text, err=code == 2)
+    raise typer.Exit(code)
 
 
 @app.command()

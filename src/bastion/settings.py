@@ -47,7 +47,9 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from bastion.auditlog import AuditLogSettings
 from bastion.cors import CORSSettings
+from bastion.crypto import FieldEncryptionSettings
 from bastion.csrf import CSRFSettings
 from bastion.errors import ErrorSettings
 from bastion.events import EventSettings
@@ -75,7 +77,7 @@ _ENV_NOT_SETTINGS: Final = frozenset({"BASTION_SECRETS_DIR"})
 _KEY_SEPARATORS: Final = re.compile(r"[\s,]+")
 
 
-def _split_keys(value: Any) -> Any:
+def split_keys(value: Any) -> Any:
     """Accept keys as a list, a JSON list, or one string of comma/space separated keys."""
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
@@ -121,6 +123,8 @@ class Settings(BaseSettings):
     csrf: CSRFSettings = Field(default_factory=CSRFSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    audit_log: AuditLogSettings = Field(default_factory=AuditLogSettings)
+    field_encryption: FieldEncryptionSettings = Field(default_factory=FieldEncryptionSettings)
 
     def __init__(self, **values: Any) -> None:
         check_environment_names(os.environ, type(self).model_fields)
@@ -136,7 +140,7 @@ class Settings(BaseSettings):
     @field_validator("secret_keys", mode="before")
     @classmethod
     def _parse_secret_keys(cls, value: Any) -> Any:
-        return _split_keys(value)
+        return split_keys(value)
 
     @model_validator(mode="after")
     def _apply_mode(self) -> Settings:

@@ -32,10 +32,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from bastion.auditlog import AuditLogSink
 from bastion.cors import CORSMiddleware
 from bastion.csrf import CSRFMiddleware
 from bastion.errors import ErrorsMiddleware
-from bastion.events import KIND_SYS_STARTUP, EventEmitter, SecurityEvent
+from bastion.events import (
+    KIND_SYS_STARTUP,
+    EventEmitter,
+    EventSink,
+    LoggingSink,
+    Redactor,
+    SecurityEvent,
+)
 from bastion.headers import HeadersMiddleware
 from bastion.limits import LimitsMiddleware
 from bastion.sessions import SessionMiddleware
@@ -89,6 +97,14 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
 )
 
 
+def build_emitter(settings: Settings) -> EventEmitter:
+    """The event stream: JSON lines to the logger, plus the audit file when configured."""
+    sinks: list[EventSink] = [LoggingSink(settings.events.logger_name)]
+    if settings.audit_log.path is not None:
+        sinks.append(AuditLogSink.from_settings(settings.audit_log, settings.secret_keys))
+    return EventEmitter(sinks, redactor=Redactor(settings.events.redact_fields))
+
+
 def resolve_settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
     """`settings`, with `overrides` (top-level fields) applied and validated again."""
     if settings is None:
@@ -120,7 +136,7 @@ class Shield:
     ) -> None:
         self.app = app
         self.settings = resolve_settings(settings, overrides)
-        self.events = events or EventEmitter.from_settings(self.settings.events)
+        self.events = events if events is not None else build_emitter(self.settings)
         self.store = store if store is not None else self.settings.store.create_store()
         shared = Shared(self.settings, self.events, self.store)
         self.layers: tuple[str, ...] = tuple(

@@ -135,3 +135,42 @@ def test_keys_new_prints_a_strong_distinct_key() -> None:
     second = CliRunner().invoke(app, ["keys", "new"]).output.strip()
     assert weak_secret_key(first) is None
     assert first != second
+
+
+def test_shield_audit_log_verifies_and_tampering_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from bastion.shield import Shield
+    from tests.conftest import asgi_client
+    from tests.support.apps import raw_app
+
+    log = tmp_path / "audit.log"
+
+    async def refuse_some_requests() -> None:
+        app = Shield(
+            raw_app, mode="development", secret_keys=[STRONG_KEY], audit_log={"path": str(log)}
+        )
+        async with asgi_client(app) as client:
+            for _ in range(3):
+                assert (await client.get("/", headers={"host": "evil.example"})).status_code == 400
+
+    anyio.run(refuse_some_requests)
+    monkeypatch.setenv("BASTION_SECRET_KEYS", STRONG_KEY)
+    intact = CliRunner().invoke(app, ["log", "verify", str(log)])
+    assert intact.exit_code == 0, intact.output
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert any(b"host-not-allowed" in line for line in lines)
+    tampered = [line.replace(b"evil.example", b"good.example") for line in lines]
+    log.write_bytes(b"".join(tampered))
+    broken = CliRunner().invoke(app, ["log", "verify", str(log)])
+    assert broken.exit_code == 1
+    assert "record-altered" in broken.output
+
+
+def test_keys_new_aes() -> None:
+    import base64
+
+    key = CliRunner().invoke(app, ["keys", "new", "--kind", "aes"]).output.strip()
+    assert len(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))) == 32
