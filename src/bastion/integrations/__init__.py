@@ -1,0 +1,1 @@
+"""Glue for frameworks whose idioms need more than the ASGI scope."""
