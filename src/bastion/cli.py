@@ -22,7 +22,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from bastion.exceptions import ConfigurationError
-from bastion.settings import Mode, Settings, split_keys
+from bastion.sections import split_keys
+from bastion.settings import Mode, Settings
 
 app = typer.Typer(
     name="bastion",

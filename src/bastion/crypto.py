@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import SecretStr, field_validator
 
 from bastion.exceptions import BastionError, ConfigurationError
-from bastion.sections import Section
+from bastion.sections import Section, split_keys
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -65,7 +65,6 @@ MAX_TOKEN_CHARS: Final = 1024 * 1024
 MIN_KEY_DISTINCT_BYTES: Final = 16
 _KEY_ID_LABEL: Final = b"bastion.field-encryption.key-id.v1"
 _BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*\Z")
-_KEY_SEPARATORS: Final = re.compile(r"[\s,]+")
 
 
 class DecryptionError(BastionError):
@@ -241,17 +240,7 @@ class FieldEncryptionSettings(Section):
     @field_validator("keys", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError:
-                    raise ValueError("not a valid JSON list") from None
-            return [key for key in _KEY_SEPARATORS.split(text) if key]
-        return value
+        return split_keys(value)
 
     @field_validator("keys")
     @classmethod

@@ -18,9 +18,12 @@ Referrer-Policy of `unsafe-url`). A section names those itself by overriding
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
+from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 
 class Section(BaseModel):
@@ -72,3 +75,26 @@ def opt_outs(model: BaseModel, prefix: str = "") -> list[str]:
         elif name.startswith("insecure_") and value:
             found.append(dotted)
     return found
+
+
+_KEY_SEPARATORS: Final = re.compile(r"[\s,]+")
+
+
+def split_keys(value: Any) -> Any:
+    """Accept keys as a list, a JSON list, or one string of comma/space separated keys.
+
+    Every key-list setting (`secret_keys`, `field_encryption.keys`) parses the same
+    way, from code, a variable or a secrets file. Keys themselves never hold commas or
+    white space (they are URL-safe base64).
+    """
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("not a valid JSON list") from None
+        return [key for key in _KEY_SEPARATORS.split(text) if key]
+    return value

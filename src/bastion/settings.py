@@ -28,10 +28,8 @@ secret key when none is given.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,7 +54,7 @@ from bastion.events import EventSettings
 from bastion.exceptions import ConfigurationError
 from bastion.headers import HeadersSettings
 from bastion.limits import LimitsSettings
-from bastion.sections import opt_outs
+from bastion.sections import opt_outs, split_keys
 from bastion.sessions import SessionSettings
 from bastion.stores.settings import StoreSettings
 from bastion.transport import LOCAL_HOSTS, TransportSettings
@@ -74,22 +72,6 @@ DEFAULT_SECRETS_DIR: Final = "/run/secrets"
 ENV_PREFIX: Final = "BASTION_"
 # Variables with our prefix that are not settings fields.
 _ENV_NOT_SETTINGS: Final = frozenset({"BASTION_SECRETS_DIR"})
-_KEY_SEPARATORS: Final = re.compile(r"[\s,]+")
-
-
-def split_keys(value: Any) -> Any:
-    """Accept keys as a list, a JSON list, or one string of comma/space separated keys."""
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                raise ValueError("secret_keys: not a valid JSON list") from None
-        return [key for key in _KEY_SEPARATORS.split(text) if key]
-    return value
 
 
 class Settings(BaseSettings):

@@ -19,12 +19,12 @@ trusted, which fails closed. jinja2 is an optional dependency, imported only by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bastion.context import SCOPE_KEY, RequestContext
 
-__all__ = ["csp_nonce", "csp_nonce_processor", "install_csp_nonce"]
+__all__ = ["csp_nonce", "csp_nonce_processor", "install_csp_nonce", "install_request_global"]
 
 
 def csp_nonce(request: Any) -> str:
@@ -36,29 +36,44 @@ def csp_nonce(request: Any) -> str:
     return context.csp_nonce if isinstance(context, RequestContext) else ""
 
 
-def _nonce_from_template(template_context: Any) -> str:
-    """`csp_nonce()` in a template: the nonce of the `request` (or `scope`) rendered."""
-    request = template_context.get("request")
-    if request is None:
-        request = template_context.get("scope")
-    return csp_nonce(request) if request is not None else ""
+def install_request_global(
+    target: Any, name: str, from_request: Callable[[Any], str], *, caller: str
+) -> None:
+    """Make `name()` a Jinja2 global computed from the request being rendered.
+
+    `target` is a `jinja2.Environment` or anything holding one as `.env`, such as
+    Starlette's `Jinja2Templates`. The template's `request` (Starlette puts it in the
+    context) or a raw ASGI `scope` is handed to `from_request`.
+    """
+    try:
+        import jinja2
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise ImportError(f"{caller} needs jinja2: pip install jinja2") from None
+    env = getattr(target, "env", target)
+    if not isinstance(env, jinja2.Environment):
+        raise TypeError(f"{caller} expects a jinja2.Environment or Jinja2Templates")
+
+    def from_template(template_context: Any) -> str:
+        request = template_context.get("request")
+        if request is None:
+            request = template_context.get("scope")
+        return from_request(request)
+
+    env.globals[name] = jinja2.pass_context(from_template)
 
 
 def install_csp_nonce(target: Any) -> None:
     """Make `csp_nonce()` available in every template of a Jinja2 environment.
 
-    `target` is a `jinja2.Environment` or anything holding one as `.env`, such as
-    Starlette's `Jinja2Templates`. Templates read the nonce from the `request` in
-    their context (Starlette puts it there), or from a raw ASGI `scope`.
+    Templates read the nonce from the `request` in their context (Starlette puts it
+    there), or from a raw ASGI `scope`; outside a request it renders empty.
     """
-    try:
-        import jinja2
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ImportError("install_csp_nonce needs jinja2: pip install jinja2") from None
-    env = getattr(target, "env", target)
-    if not isinstance(env, jinja2.Environment):
-        raise TypeError("install_csp_nonce expects a jinja2.Environment or Jinja2Templates")
-    env.globals["csp_nonce"] = jinja2.pass_context(_nonce_from_template)
+    install_request_global(
+        target,
+        "csp_nonce",
+        lambda request: csp_nonce(request) if request is not None else "",
+        caller="install_csp_nonce",
+    )
 
 
 def csp_nonce_processor(request: Any) -> dict[str, Any]:

@@ -20,14 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.csrf.middleware import issue_token
-
-
-def _token_from_template(template_context: Any) -> str:
-    """`csrf_token()` in a template: a token for the `request` (or `scope`) rendered."""
-    request = template_context.get("request")
-    if request is None:
-        request = template_context.get("scope")
-    return issue_token(request)
+from bastion.templating import install_request_global
 
 
 def install_csrf_token(target: Any) -> None:
@@ -37,14 +30,7 @@ def install_csrf_token(target: Any) -> None:
     Starlette's `Jinja2Templates`. Templates find the request in their context
     (Starlette puts it there as `request`), or a raw ASGI `scope`.
     """
-    try:
-        import jinja2
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ImportError("install_csrf_token needs jinja2: pip install jinja2") from None
-    env = getattr(target, "env", target)
-    if not isinstance(env, jinja2.Environment):
-        raise TypeError("install_csrf_token expects a jinja2.Environment or Jinja2Templates")
-    env.globals["csrf_token"] = jinja2.pass_context(_token_from_template)
+    install_request_global(target, "csrf_token", issue_token, caller="install_csrf_token")
 
 
 def csrf_token_processor(request: Any) -> dict[str, Any]:
