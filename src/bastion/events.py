@@ -99,6 +99,32 @@ def scrub_text(text: str) -> str:
     return _JWT_LIKE.sub(REDACTED, text)
 
 
+# Personal data by pattern (configurable, `EventSettings.redact_pii`). Every
+# quantifier is bounded and values are truncated first, so matching stays linear in
+# practice on at most MAX_VALUE_CHARS characters.
+PII_PATTERNS: Final = {
+    "email": re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"),
+    "card": re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"),
+    "us_ssn": re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)"),
+}
+PIIKind = Literal["email", "card", "us_ssn"]
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _redact_card(match: re.Match[str]) -> str:
+    digits = "".join(c for c in match.group(0) if c.isdigit())
+    return "[redacted-card]" if _luhn_valid(digits) else match.group(0)
+
+
 class EventSettings(BaseModel):
     """Where events go and what is redacted from them."""
 
@@ -107,6 +133,10 @@ class EventSettings(BaseModel):
     logger_name: str = "bastion.security"
     redact_fields: tuple[str, ...] = ()
     """Extra field names to redact (exact, case-insensitive), e.g. `email`, `ssn`."""
+
+    redact_pii: tuple[PIIKind, ...] = ("email", "card")
+    """Personal data redacted wherever it appears in a value: `email`, `card` (card
+    numbers that pass the Luhn check), `us_ssn`."""
 
     @field_validator("redact_fields")
     @classmethod
@@ -148,8 +178,20 @@ def _normalise_key(name: str) -> str:
 class Redactor:
     """Replaces sensitive values and bounds the size of everything else."""
 
-    def __init__(self, extra_fields: Iterable[str] = ()) -> None:
+    def __init__(
+        self, extra_fields: Iterable[str] = (), pii: Iterable[PIIKind] = ("email", "card")
+    ) -> None:
         self._exact = SENSITIVE_KEYS | {_normalise_key(name) for name in extra_fields}
+        self._pii = tuple(dict.fromkeys(pii))
+
+    def scrub_pii(self, text: str) -> str:
+        for kind in self._pii:
+            pattern = PII_PATTERNS[kind]
+            if kind == "card":
+                text = pattern.sub(_redact_card, text)
+            else:
+                text = pattern.sub(f"[redacted-{kind.replace('_', '-')}]", text)
+        return text
 
     def is_sensitive(self, key: str) -> bool:
         name = _normalise_key(key)
@@ -162,7 +204,9 @@ class Redactor:
         if isinstance(value, bytes):
             value = value.decode("latin-1")
         if isinstance(value, str):
-            return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "..."
+            if len(value) > MAX_VALUE_CHARS:
+                value = value[:MAX_VALUE_CHARS] + "..."
+            return self.scrub_pii(value) if self._pii else value
         if depth >= _MAX_DEPTH:
             return "..."
         if isinstance(value, Mapping):
@@ -210,7 +254,7 @@ class EventEmitter:
     def from_settings(cls, settings: EventSettings) -> EventEmitter:
         return cls(
             (LoggingSink(settings.logger_name),),
-            redactor=Redactor(settings.redact_fields),
+            redactor=Redactor(settings.redact_fields, settings.redact_pii),
         )
 
     def emit(self, event: SecurityEvent) -> None:

@@ -102,7 +102,9 @@ def build_emitter(settings: Settings) -> EventEmitter:
     sinks: list[EventSink] = [LoggingSink(settings.events.logger_name)]
     if settings.audit_log.path is not None:
         sinks.append(AuditLogSink.from_settings(settings.audit_log, settings.secret_keys))
-    return EventEmitter(sinks, redactor=Redactor(settings.events.redact_fields))
+    return EventEmitter(
+        sinks, redactor=Redactor(settings.events.redact_fields, settings.events.redact_pii)
+    )
 
 
 def resolve_settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:

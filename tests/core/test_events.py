@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bastion.events import (
+    MAX_VALUE_CHARS,
     REDACTED,
     EventEmitter,
     EventSettings,
@@ -136,3 +137,41 @@ def test_allowed_events_log_at_info(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="bastion.security"):
         EventEmitter([LoggingSink()]).emit(event)
     assert [r.levelno for r in caplog.records] == [logging.INFO]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(
+            "/users/alice@example.com/reset",
+            "/users/[redacted-email]/reset",
+            id="pii-email-in-path",
+        ),
+        pytest.param(
+            "card 4111 1111 1111 1111 ok", "card [redacted-card] ok", id="pii-card-spaced"
+        ),
+        pytest.param("4111-1111-1111-1111", "[redacted-card]", id="pii-card-dashed"),
+        pytest.param(
+            "order 4111111111111112", "order 4111111111111112", id="pii-not-a-card-luhn-fails"
+        ),
+        pytest.param("ssn 078-05-1120", "ssn 078-05-1120", id="pii-ssn-off-by-default"),
+    ],
+)
+def test_pii_is_redacted_by_pattern(value: str, expected: str) -> None:
+    sink = RecordingSink()
+    EventEmitter([sink]).emit(make_event(note=value))
+    assert sink.records[0]["details"] == {"note": expected}
+
+
+def test_pii_kinds_are_configurable() -> None:
+    redactor = Redactor(pii=("us_ssn",))
+    assert redactor.clean("ssn 078-05-1120, a@b.example") == "ssn [redacted-us-ssn], a@b.example"
+    assert Redactor(pii=()).clean("a@b.example") == "a@b.example"
+
+
+def test_pii_scan_only_sees_the_truncated_value() -> None:
+    hostile = "a" * 100_000 + "@" + "b." * 50_000
+    cleaned = Redactor().clean(hostile)
+    # Values are truncated before the scan, so the work is bounded whatever the input.
+    assert isinstance(cleaned, str)
+    assert len(cleaned) <= MAX_VALUE_CHARS + len("...")
