@@ -123,6 +123,19 @@ def keys_new(
     typer.echo(secrets.token_urlsafe(KEY_BYTES))
 
 
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Print BASTION_SECRET_KEYS with a new signing key in front of the current ones.
+
+    The new key signs from the next start; the old ones keep verifying sessions'
+    CSRF tokens, tickets and audit records, so nobody is logged out. Remove an old
+    key once what it signed has expired (the longest: the session absolute timeout).
+    """
+    current = [str(key) for key in split_keys(os.environ.get("BASTION_SECRET_KEYS", ""))]
+    rotated = [secrets.token_urlsafe(KEY_BYTES), *current]
+    typer.echo(f"BASTION_SECRET_KEYS={','.join(rotated)}")
+
+
 log_app = typer.Typer(help="Audit log tools.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
 

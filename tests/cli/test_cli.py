@@ -174,3 +174,19 @@ def test_keys_new_aes() -> None:
 
     key = CliRunner().invoke(app, ["keys", "new", "--kind", "aes"]).output.strip()
     assert len(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))) == 32
+
+
+def test_keys_rotate_puts_a_new_key_in_front(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_SECRET_KEYS", STRONG_KEY)
+    output = CliRunner().invoke(app, ["keys", "rotate"]).output.strip()
+    name, _, value = output.partition("=")
+    new, old = value.split(",")
+    assert name == "BASTION_SECRET_KEYS"
+    assert old == STRONG_KEY
+    assert new != STRONG_KEY
+    # The rotated list is accepted by production settings.
+    monkeypatch.setenv("BASTION_SECRET_KEYS", value)
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bank.example"]')
+    from bastion.settings import Settings
+
+    assert len(Settings().secret_keys) == 2
