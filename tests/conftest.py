@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
 import httpx
@@ -8,11 +9,34 @@ import pytest
 from bastion.events import EventEmitter
 from bastion.types import ASGIApp
 from tests.support.apps import FRAMEWORKS, make_app
+from tests.support.secret_watch import NEVER_LOGGED, RecordKeeper, find_leaks
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+_KEEPER = RecordKeeper()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every record of the run, at every level, is kept and searched at the end.
+    logging.getLogger().addHandler(_KEEPER)
+    logging.getLogger("bastion").setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logging.getLogger().removeHandler(_KEEPER)
+    leaks = find_leaks(_KEEPER.texts, NEVER_LOGGED)
+    if leaks:
+        for secret, text in leaks:
+            print(f"\nSECRET IN LOGS: {secret} in {text!r}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif session.config.option.verbose >= 0 and NEVER_LOGGED:
+        print(
+            f"\nsecret watch: {len(NEVER_LOGGED)} secrets, none in {len(_KEEPER.texts)} log records"
+        )
 
 
 class RecordingSink:

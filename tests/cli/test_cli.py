@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bastion.cli import app
+from tests.support.secret_watch import never_logged
 
-STRONG_KEY = "k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789"
+STRONG_KEY = never_logged("k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789")
 BASTION = str(Path(sys.executable).with_name("bastion"))
 
 

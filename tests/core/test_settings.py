@@ -8,8 +8,9 @@ import pytest
 from bastion.exceptions import ConfigurationError
 from bastion.settings import Settings, log_opt_outs
 from bastion.transport import LOCAL_HOSTS
+from tests.support.secret_watch import never_logged
 
-STRONG_KEY = "k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789"
+STRONG_KEY = never_logged("k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789")
 PRODUCTION = {"secret_keys": [STRONG_KEY], "transport": {"allowed_hosts": ["bank.example"]}}
 
 

@@ -28,8 +28,9 @@ from bastion.csrf import CSRFMiddleware, issue_token
 from bastion.sessions import Session, SessionMiddleware, SessionSettings
 from bastion.stores import MemoryStore
 from bastion.types import ASGIApp, Receive, Scope, Send
+from tests.support.secret_watch import never_logged
 
-KEY = "browser-test-key-" + "0123456789abcdefghijklmnopqrstuvwxyz"
+KEY = never_logged("browser-test-key-" + "0123456789abcdefghijklmnopqrstuvwxyz")
 COOKIE = "session"  # `__Host-session` without its prefix: plain HTTP
 BANK_PAGE = """<!doctype html>
 <title>Bank</title>

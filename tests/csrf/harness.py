@@ -20,11 +20,12 @@ from bastion.stores import MemoryStore
 from bastion.types import ASGIApp, Message
 from tests.conftest import RecordingSink, asgi_client
 from tests.csrf.apps import make_app
+from tests.support.secret_watch import never_logged
 
 ORIGIN = "https://bank.example"
-CSRF_KEY = "csrf-test-key-" + "0123456789abcdefghijklmnopqrstuvwxyz"
-NEW_CSRF_KEY = "csrf-test-key-new-" + "zyxwvutsrqponmlkjihgfedcba9876543210"
-SESSION_KEY = "session-test-key-" + "abcdefghijklmnopqrstuvwxyz0123456789"
+CSRF_KEY = never_logged("csrf-test-key-" + "0123456789abcdefghijklmnopqrstuvwxyz")
+NEW_CSRF_KEY = never_logged("csrf-test-key-new-" + "zyxwvutsrqponmlkjihgfedcba9876543210")
+SESSION_KEY = never_logged("session-test-key-" + "abcdefghijklmnopqrstuvwxyz0123456789")
 # Sessions that outlive the token (idle time included), so an expired token is
 # reported as expired, not as belonging to a session that has gone.
 LONG_SESSIONS = SessionSettings(idle_timeout_seconds=86_400, absolute_timeout_seconds=86_400)

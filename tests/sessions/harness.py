@@ -16,8 +16,9 @@ from bastion.events import EventEmitter
 from bastion.sessions import Session, SessionMiddleware, SessionSettings
 from bastion.stores import MemoryStore
 from bastion.types import ASGIApp, Receive, Scope, Send
+from tests.support.secret_watch import never_logged
 
-KEY = "session-test-key-" + "abcdefghijklmnopqrstuvwxyz"
+KEY = never_logged("session-test-key-" + "abcdefghijklmnopqrstuvwxyz")
 
 
 class Clock:

@@ -9,11 +9,12 @@ import httpx
 import pytest
 
 from tests.support.redis import redis_server
+from tests.support.secret_watch import never_logged
 from tests.support.servers import serve
 
 pytestmark = [pytest.mark.server, pytest.mark.anyio]
 
-KEY = "workers-test-key-" + "abcdefghijklmnopqrstuvwxyz"
+KEY = never_logged("workers-test-key-" + "abcdefghijklmnopqrstuvwxyz")
 USERS = ("alice", "bob", "carol", "dave")
 COUNTS_PER_USER = 25
 SAME_ORIGIN = {"sec-fetch-site": "same-origin"}

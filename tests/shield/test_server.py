@@ -5,11 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.support.secret_watch import never_logged
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.server
 
-KEY = "k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789"
+KEY = never_logged("k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789")
 ENV = {
     "BASTION_MODE": "development",
     "BASTION_SECRET_KEYS": KEY,
