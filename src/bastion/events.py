@@ -134,6 +134,10 @@ class EventSettings(BaseModel):
     redact_fields: tuple[str, ...] = ()
     """Extra field names to redact (exact, case-insensitive), e.g. `email`, `ssn`."""
 
+    prometheus: bool = False
+    """Count events in Prometheus counters (`bastion[metrics]`); serve them with
+    `Shield.metrics_app()` behind your authentication."""
+
     redact_pii: tuple[PIIKind, ...] = ("email", "card")
     """Personal data redacted wherever it appears in a value: `email`, `card` (card
     numbers that pass the Luhn check), `us_ssn`."""

@@ -36,6 +36,7 @@ from bastion.auditlog import AuditLogSink
 from bastion.cors import CORSMiddleware
 from bastion.csrf import CSRFMiddleware
 from bastion.errors import ErrorsMiddleware
+from bastion.exceptions import ConfigurationError
 from bastion.events import (
     KIND_SYS_STARTUP,
     EventEmitter,
@@ -102,6 +103,10 @@ def build_emitter(settings: Settings) -> EventEmitter:
     sinks: list[EventSink] = [LoggingSink(settings.events.logger_name)]
     if settings.audit_log.path is not None:
         sinks.append(AuditLogSink.from_settings(settings.audit_log, settings.secret_keys))
+    if settings.events.prometheus:
+        from bastion.metrics import MetricsSink
+
+        sinks.append(MetricsSink())
     return EventEmitter(
         sinks, redactor=Redactor(settings.events.redact_fields, settings.events.redact_pii)
     )
@@ -163,6 +168,19 @@ class Shield:
                 },
             )
         )
+
+    def metrics_app(self) -> ASGIApp:
+        """The Prometheus endpoint for this stack's counters (`events.prometheus`).
+
+        Mount it where only operators reach it: behind a route policy that requires
+        a role, or on a separate, private listener.
+        """
+        from bastion.metrics import MetricsSink, metrics_app
+
+        for sink in self.events.sinks:
+            if isinstance(sink, MetricsSink):
+                return metrics_app(sink.registry)
+        raise ConfigurationError("events.prometheus is off: there are no metrics to serve")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
