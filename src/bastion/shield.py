@@ -36,7 +36,6 @@ from bastion.auditlog import AuditLogSink
 from bastion.cors import CORSMiddleware
 from bastion.csrf import CSRFMiddleware
 from bastion.errors import ErrorsMiddleware
-from bastion.exceptions import ConfigurationError
 from bastion.events import (
     KIND_SYS_STARTUP,
     EventEmitter,
@@ -45,6 +44,7 @@ from bastion.events import (
     Redactor,
     SecurityEvent,
 )
+from bastion.exceptions import ConfigurationError
 from bastion.headers import HeadersMiddleware
 from bastion.limits import LimitsMiddleware
 from bastion.sessions import SessionMiddleware
