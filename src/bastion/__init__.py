@@ -11,6 +11,14 @@ Every layer is also a plain ASGI middleware usable alone (`ErrorsMiddleware`,
 
 from __future__ import annotations
 
+from bastion.auth import (
+    AuthenticationMiddleware,
+    AuthorizationMiddleware,
+    AuthSettings,
+    PolicySettings,
+    Principal,
+    requires_bastion,
+)
 from bastion.context import RequestContext, get_context
 from bastion.cors import CORSMiddleware, CORSSettings
 from bastion.csrf import CSRFMiddleware, CSRFSettings, install_csrf_token, issue_token
@@ -33,8 +41,12 @@ from bastion.signing import Signer
 from bastion.stores import MemoryStore, SQLiteStore, Store, StoreSettings, create_store
 from bastion.templating import csp_nonce, install_csp_nonce
 from bastion.transport import TransportMiddleware, TransportSettings
+from bastion.websocket import WebSocketGuardMiddleware, WebSocketSettings, issue_ticket
 
 __all__ = [
+    "AuthSettings",
+    "AuthenticationMiddleware",
+    "AuthorizationMiddleware",
     "BastionError",
     "CORSMiddleware",
     "CORSSettings",
@@ -52,6 +64,8 @@ __all__ = [
     "LimitsSettings",
     "LoggingSink",
     "MemoryStore",
+    "PolicySettings",
+    "Principal",
     "Redactor",
     "RequestContext",
     "RouteHeadersSettings",
@@ -69,10 +83,14 @@ __all__ = [
     "StoreSettings",
     "TransportMiddleware",
     "TransportSettings",
+    "WebSocketGuardMiddleware",
+    "WebSocketSettings",
     "create_store",
     "csp_nonce",
     "get_context",
     "install_csp_nonce",
     "install_csrf_token",
+    "issue_ticket",
     "issue_token",
+    "requires_bastion",
 ]

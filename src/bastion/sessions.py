@@ -306,6 +306,11 @@ class Session(dict[str, Any]):
         return self._id is None
 
     @property
+    def store_key(self) -> str | None:
+        """The key of this session in the store (a hash of the id), once saved."""
+        return store_key(self._id) if self._id is not None else None
+
+    @property
     def id_hash(self) -> str | None:
         """The keyed hash that names this session in logs and events."""
         if self._id is None or self._manager is None:

@@ -46,6 +46,7 @@ from pydantic_settings import (
 )
 
 from bastion.auditlog import AuditLogSettings
+from bastion.auth.settings import AuthSettings, PolicySettings
 from bastion.cors import CORSSettings
 from bastion.crypto import FieldEncryptionSettings
 from bastion.csrf import CSRFSettings
@@ -58,6 +59,7 @@ from bastion.sections import opt_outs, split_keys
 from bastion.sessions import SessionSettings
 from bastion.stores.settings import StoreSettings
 from bastion.transport import LOCAL_HOSTS, TransportSettings
+from bastion.websocket import WebSocketSettings
 
 logger = logging.getLogger("bastion")
 
@@ -102,7 +104,10 @@ class Settings(BaseSettings):
     headers: HeadersSettings = Field(default_factory=HeadersSettings)
     cors: CORSSettings = Field(default_factory=CORSSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     csrf: CSRFSettings = Field(default_factory=CSRFSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     audit_log: AuditLogSettings = Field(default_factory=AuditLogSettings)

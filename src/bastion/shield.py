@@ -1,6 +1,7 @@
 """`Shield`: the whole stack, composed in the one correct order.
 
-    errors -> transport -> limits -> headers -> cors -> sessions -> csrf -> application
+    errors -> transport -> limits -> headers -> cors -> sessions -> auth -> csrf
+           -> policy -> websocket -> application
 
 Outermost first. The order is the design's, and each position has a reason:
 
@@ -16,7 +17,12 @@ Outermost first. The order is the design's, and each position has a reason:
 * cors answers preflights before the application sees them;
 * sessions loads the session for every layer after it (authentication, CSRF) and
   the application, and saves it as the response starts;
-* csrf runs after sessions, since its token fallback is bound to the session.
+* auth resolves the principal (bearer JWT, API key, session user) for CSRF, the
+  policy and the application;
+* csrf runs after sessions, since its token fallback is bound to the session;
+* policy (authorization) runs on the principal, before the application;
+* websocket, innermost, guards the `websocket` scope: origin, handshake
+  credentials, message size, rate and schema, connection caps, revocation.
 
 All layers share one store (`settings.store`) and one event emitter.
 
@@ -33,6 +39,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bastion.auditlog import AuditLogSink
+from bastion.auth.middleware import AuthenticationMiddleware
+from bastion.auth.policy import AuthorizationMiddleware
 from bastion.cors import CORSMiddleware
 from bastion.csrf import CSRFMiddleware
 from bastion.errors import ErrorsMiddleware
@@ -52,6 +60,7 @@ from bastion.settings import Settings, log_opt_outs
 from bastion.stores import Store
 from bastion.transport import TransportMiddleware
 from bastion.types import ASGIApp, Receive, Scope, Send
+from bastion.websocket import WebSocketGuardMiddleware
 
 logger = logging.getLogger("bastion")
 
@@ -90,9 +99,31 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
         ),
     ),
     (
+        "auth",
+        lambda app, x: AuthenticationMiddleware(
+            app, x.settings.auth, store=x.store, events=x.events
+        ),
+    ),
+    (
         "csrf",
         lambda app, x: CSRFMiddleware(
             app, x.settings.csrf, secret_keys=x.settings.secret_keys, events=x.events
+        ),
+    ),
+    (
+        "policy",
+        lambda app, x: AuthorizationMiddleware(
+            app, x.settings.policy, events=x.events, realm=x.settings.auth.realm
+        ),
+    ),
+    (
+        "websocket",
+        lambda app, x: WebSocketGuardMiddleware(
+            app,
+            x.settings.websocket,
+            store=x.store,
+            secret_keys=x.settings.secret_keys,
+            events=x.events,
         ),
     ),
 )

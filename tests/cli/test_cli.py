@@ -39,7 +39,10 @@ def test_config_prints_resolved_posture() -> None:
         "headers",
         "cors",
         "sessions",
+        "auth",
         "csrf",
+        "policy",
+        "websocket",
     ]
     assert data["opt_outs"] == [
         "transport.insecure_allow_http",

@@ -28,6 +28,7 @@ SETTINGS = Settings(
         "max_form_files": 2,
         "routes": {"POST /echo": {"allowed_content_types": ["application/json", "text/plain"]}},
     },
+    websocket={"routes": {"/ws": "public"}},
     cors={
         "allow_origins": ["https://app.bank.example"],
         "allow_credentials": True,

@@ -6,6 +6,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from bastion.auth.middleware import AuthenticationMiddleware
+from bastion.auth.policy import AuthorizationMiddleware
 from bastion.cors import CORSMiddleware
 from bastion.csrf import CSRFMiddleware
 from bastion.errors import ErrorsMiddleware
@@ -16,6 +18,7 @@ from bastion.settings import Settings
 from bastion.shield import Shield
 from bastion.transport import TransportMiddleware
 from bastion.types import Receive, Scope, Send
+from bastion.websocket import WebSocketGuardMiddleware
 from tests.conftest import RecordingSink, asgi_client
 from tests.support.apps import make_app, starlette_app
 
@@ -41,7 +44,10 @@ def test_stack_order_follows_the_design() -> None:
         HeadersMiddleware,
         CORSMiddleware,
         SessionMiddleware,
+        AuthenticationMiddleware,
         CSRFMiddleware,
+        AuthorizationMiddleware,
+        WebSocketGuardMiddleware,
     ]
     assert shield.layers == (
         "errors",
@@ -50,7 +56,10 @@ def test_stack_order_follows_the_design() -> None:
         "headers",
         "cors",
         "sessions",
+        "auth",
         "csrf",
+        "policy",
+        "websocket",
     )
 
 

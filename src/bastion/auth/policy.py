@@ -1,0 +1,210 @@
+"""Authorization: route policy in settings, and the same rules inside the application.
+
+Threat: a caller reaching a route they have no right to, because a route was
+forgotten, or because a path spelt differently (`/admin/`, `//admin`, `/%61dmin`,
+`/ADMIN`) slipped past a rule that a router would still dispatch to the endpoint.
+Defence: rules are `bastion.routes` patterns matched against `scope["path"]`, the
+decoded path the router dispatches on, exactly as it is. A spelling the router sends
+to the protected endpoint is the path the rule names, so the rule applies; a
+spelling the rule does not name is a path the router does not send there (Starlette
+redirects `/admin/` to `/admin` and answers 404 to `//admin` and `/ADMIN`). With
+`deny_by_default`, no unlisted path is reachable at all, which also covers routers
+that normalise more than Starlette does (protect `/admin` and `/admin/*` together).
+The table is compiled once; a lookup is a dictionary probe plus a short scan.
+
+Answers: 401 with a `WWW-Authenticate` challenge when no one is authenticated (RFC
+6750 section 3.1: no error code when no credentials were sent); 403 for an
+authenticated caller without the right (`error="insufficient_scope"` for bearer
+tokens). Both emit `authz_fail` with the precise reason.
+
+The endpoint decorator (`requires_bastion`) and the FastAPI dependencies
+(`bastion.auth.fastapi`) evaluate the same `Requirement` against the same principal.
+
+Not covered: object-level authorization (may this user read *this* invoice); that
+is the application's, with the principal as input.
+
+References: OWASP Authorization Cheat Sheet (deny by default, check on every
+request); RFC 6750 section 3.1; RFC 9110 sections 15.5.2 and 15.5.4.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from bastion.auth.middleware import bearer_challenge
+from bastion.auth.principal import Principal, get_principal
+from bastion.auth.settings import POLICY_AUTHENTICATED, POLICY_PUBLIC, PolicySettings, check_rule
+from bastion.context import get_context
+from bastion.events import KIND_AUTHZ_FAIL, EventEmitter
+from bastion.responses import Refuser, generic_body, wants_json
+from bastion.routes import RouteTable
+from bastion.types import ASGIApp, Receive, Scope, Send
+
+REASON_UNAUTHENTICATED: Final = "policy-unauthenticated"
+REASON_MISSING_ROLE: Final = "policy-missing-role"
+REASON_MISSING_SCOPE: Final = "policy-missing-scope"
+REASON_DENY_BY_DEFAULT: Final = "policy-deny-by-default"
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """`kind` is public, authenticated, roles (any of) or scopes (all of)."""
+
+    kind: str
+    names: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, rule: str) -> Requirement:
+        kind, names = check_rule(rule)
+        return cls(kind, names)
+
+    @classmethod
+    def of(cls, *, roles: Iterable[str] = (), scopes: Iterable[str] = ()) -> list[Requirement]:
+        """The requirements a decorator or dependency states (authenticated if none)."""
+        found = [cls("roles", frozenset(roles))] if roles else []
+        if scopes:
+            found.append(cls("scopes", frozenset(scopes)))
+        return found or [cls(POLICY_AUTHENTICATED)]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: int  # 0 when allowed, else 401 or 403
+    reason: str = ""
+
+
+ALLOW: Final = Decision(0)
+
+
+def decide(requirement: Requirement | None, principal: Principal | None, *, deny: bool) -> Decision:
+    """The verdict for one caller on one route (`requirement` None: no rule matched)."""
+    if requirement is None:
+        if not deny:
+            return ALLOW
+        return Decision(401 if principal is None else 403, REASON_DENY_BY_DEFAULT)
+    if requirement.kind == POLICY_PUBLIC:
+        return ALLOW
+    if principal is None:
+        return Decision(401, REASON_UNAUTHENTICATED)
+    if requirement.kind == "roles" and not principal.has_any_role(requirement.names):
+        return Decision(403, REASON_MISSING_ROLE)
+    if requirement.kind == "scopes" and not principal.has_scopes(requirement.names):
+        return Decision(403, REASON_MISSING_SCOPE)
+    return ALLOW
+
+
+def decide_all(requirements: Iterable[Requirement], principal: Principal | None) -> Decision:
+    for requirement in requirements:
+        decision = decide(requirement, principal, deny=True)
+        if decision.status:
+            return decision
+    return ALLOW
+
+
+def build_policy(settings: PolicySettings) -> RouteTable[Requirement]:
+    return RouteTable({p: Requirement.parse(rule) for p, rule in settings.routes.items()})
+
+
+def challenge_headers(
+    decision: Decision, principal: Principal | None, realm: str
+) -> list[tuple[bytes, bytes]]:
+    if decision.status == 401:
+        return [(b"www-authenticate", bearer_challenge(realm))]
+    if principal is not None and principal.source == "jwt":
+        return [(b"www-authenticate", bearer_challenge(realm, "insufficient_scope"))]
+    return []
+
+
+class AuthorizationMiddleware:
+    """Applies the route policy to the principal the authentication layer resolved."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        /,
+        settings: PolicySettings | None = None,
+        *,
+        events: EventEmitter | None = None,
+        realm: str = "bastion",
+    ) -> None:
+        self.app = app
+        self.settings = settings or PolicySettings()
+        self.table = build_policy(self.settings)
+        self.realm = realm
+        self.refuse = Refuser("authorization", events, monitor_only=self.settings.monitor_only)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
+        requirement = self.table.lookup(method, scope["path"])
+        principal = get_principal(scope)
+        decision = decide(requirement, principal, deny=self.settings.deny_by_default)
+        if decision.status and await self.refuse(
+            scope,
+            send,
+            status=decision.status,
+            kind=KIND_AUTHZ_FAIL,
+            reason=decision.reason,
+            headers=challenge_headers(decision, principal, self.realm),
+        ):
+            return
+        await self.app(scope, receive, send)
+
+
+# --- application level: a decorator for Starlette endpoints --------------------------
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Any]])
+
+
+def requires_bastion(
+    *,
+    roles: Iterable[str] = (),
+    scopes: Iterable[str] = (),
+    events: EventEmitter | None = None,
+    realm: str = "bastion",
+) -> Callable[[Endpoint], Endpoint]:
+    """Protect a Starlette (or any `request`-first) endpoint with the route rules.
+
+        @requires_bastion(roles=["admin"])
+        async def admin(request: Request) -> Response: ...
+
+    `roles` means any of them, `scopes` all of them; with neither, any authenticated
+    caller. Refusals are the same generic 401/403 and events as the middleware's.
+    """
+    requirements = Requirement.of(roles=roles, scopes=scopes)
+    refuser = Refuser("authorization", events)
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            request = kwargs.get("request", args[-1] if args else None)
+            scope: Scope = request.scope  # type: ignore[union-attr]  # a Request by contract
+            principal = get_principal(scope)
+            decision = decide_all(requirements, principal)
+            if not decision.status:
+                return await endpoint(*args, **kwargs)
+            refuser.event(
+                scope, kind=KIND_AUTHZ_FAIL, reason=decision.reason, status=decision.status
+            )
+            from starlette.responses import Response
+
+            request_id = get_context(scope).request_id
+            body, content_type = generic_body(
+                decision.status, request_id, as_json=wants_json(scope["headers"])
+            )
+            headers = {
+                k.decode(): v.decode() for k, v in challenge_headers(decision, principal, realm)
+            }
+            headers["cache-control"] = "no-store"
+            return Response(
+                body, decision.status, headers=headers, media_type=content_type.decode()
+            )
+
+        return wrapper  # type: ignore[return-value]  # same signature, by functools.wraps
+
+    return decorate

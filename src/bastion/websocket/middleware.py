@@ -1,0 +1,554 @@
+"""The ASGI adapter: `WebSocketGuardMiddleware`.
+
+One connection, in order:
+
+1. Handshake, before the application runs: route access, `Origin`
+   (`core.check_origin`), the credential (bearer subprotocol, else `?ticket=`, else
+   the session that `SessionMiddleware` loaded), ban predicates, then one slot in
+   the client's and the principal's connection counters. Any refusal goes through
+   `Refuser`, before `websocket.accept`: an HTTP 403/429 where the server supports
+   the denial-response extension, else close 1008/1013.
+2. Messages, in the application's `receive`: size (1009), per-connection bucket
+   in memory and per-principal GCRA in the store (1008, or dropped with an error
+   frame), the route's pydantic model (1007, or an error frame), and the idle
+   timeout (1001), an `asyncio.timeout` around the wait for the next message.
+3. A watcher task per connection checks every `revocation_check_seconds` that the
+   session still exists and that no ban predicate refuses, else closes with 1008.
+4. Whatever ends the connection (client close, abrupt disconnect, the app's close,
+   the guard's close, an exception, cancellation), `finally` gives the slots back.
+
+A connection the guard closes gets `websocket.disconnect` from `receive`, and its
+later sends are dropped, so the application winds down as if the client had left.
+
+Per-connection state lives in `_Connection`, created in `__call__`; the middleware
+itself holds only what was compiled at construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from bastion.context import get_context
+from bastion.events import (
+    KIND_AUTHN_FAIL,
+    KIND_AUTHZ_FAIL,
+    KIND_EXCESS_RATE,
+    KIND_INPUT_VALIDATION,
+    KIND_MALICIOUS_CSRF,
+    KIND_SYS_AVAILABILITY,
+    Action,
+    EventEmitter,
+    default_emitter,
+)
+from bastion.exceptions import StoreError
+from bastion.hosts import Origin, parse_origin
+from bastion.responses import Refuser
+from bastion.routes import RouteTable
+from bastion.stores.base import Store
+from bastion.stores.gcra import GCRALimit, to_microseconds
+from bastion.stores.memory import MemoryStore
+from bastion.types import ASGIApp, Message, Receive, Scope, Send
+from bastion.websocket import reasons as r
+from bastion.websocket.core import (
+    BearerOffer,
+    OriginPolicy,
+    check_origin,
+    choose_subprotocol,
+    hashed_key,
+    own_origin,
+    split_bearer,
+    take_token,
+)
+from bastion.websocket.settings import WebSocketSettings
+from bastion.websocket.tickets import TICKET_KEY_PREFIX, TICKETS_SCOPE_KEY, WebSocketTickets
+
+LAYER: Final = "websocket"
+KIND_CLOSED: Final = "session_websocket_closed"  # vocabulary style: category, event
+BearerVerifier = Callable[[str], Awaitable[object | None]]
+"""Verifies a bearer token; returns the principal, or None to refuse."""
+BanCheck = Callable[[str | None, str | None], Awaitable[bool]]
+"""`(client_host, principal_identity) -> True if banned`, checked at the handshake
+and every `revocation_check_seconds`."""
+
+CLIENT_COUNT_PREFIX: Final = "ws:conns:client:"
+PRINCIPAL_COUNT_PREFIX: Final = "ws:conns:principal:"
+PRINCIPAL_RATE_PREFIX: Final = "ws:principal:"
+# After the guard closes, how long and how many messages it reads while the client's
+# close reply arrives: RFC 6455 section 7.1.1 has the server wait for it; a peer
+# that keeps flooding is cut off at either bound.
+_DRAIN_SECONDS: Final = 2.0
+_DRAIN_MESSAGES: Final = 1000
+_ERROR_RATE: Final = json.dumps({"error": "rate-limited"})
+_ERROR_INVALID: Final = json.dumps({"error": "invalid-message"})
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketPrincipal:
+    """Who a socket belongs to, when the session or a ticket authenticated it."""
+
+    identity: str
+    method: str  # "session" or "ticket"
+
+
+def _principal_identity(principal: object) -> str:
+    name = getattr(principal, "identity", None) or getattr(principal, "user_id", None)
+    return str(name if name is not None else principal)
+
+
+def _origin_lines(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+    return [value for key, value in headers if key.lower() == b"origin"]
+
+
+def _host_line(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    hosts = [value for key, value in headers if key.lower() == b"host"]
+    return hosts[0] if len(hosts) == 1 else None
+
+
+class _Connection:
+    """The live state of one guarded socket."""
+
+    def __init__(self, guard: WebSocketGuardMiddleware, scope: Scope, send: Send) -> None:
+        self.guard = guard
+        self.scope = scope
+        self._send = send
+        self.lock = asyncio.Lock()
+        self.closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.accepted = False
+        self.app_closed = False
+        self.guard_closed = False
+        self.tat_us: int | None = None
+        self.last_activity = time.monotonic()
+
+    async def send(self, message: Message) -> None:
+        async with self.lock:
+            if self.closed.done():
+                return  # the guard closed the socket: the app's late sends go nowhere
+            if message["type"] == "websocket.accept":
+                self.accepted = True
+            elif message["type"] in ("websocket.close", "websocket.http.response.start"):
+                self.app_closed = True
+            await self._send(message)
+
+    async def close(
+        self, code: int, kind: str, reason: str, *, action: Action | None = None
+    ) -> None:
+        """Close from the guard (once), emit the event, and wake the app's receive."""
+        async with self.lock:
+            if self.closed.done() or self.app_closed:
+                return
+            self.closed.set_result(code)
+            self.guard_closed = True
+            self.guard.refuser.event(
+                self.scope,
+                kind=kind,
+                reason=reason,
+                action=action,
+                details={"close_code": code},
+            )
+            with contextlib.suppress(OSError, RuntimeError):  # the client is already gone
+                await self._send({"type": "websocket.close", "code": code})
+
+    async def error_frame(self, text: str) -> None:
+        await self.send({"type": "websocket.send", "text": text})
+
+
+class WebSocketGuardMiddleware:
+    """Guards `websocket` scopes; `http` scopes only get the ticket issuer attached.
+
+    `bearer_verifier` checks tokens offered as `Sec-WebSocket-Protocol: bearer,
+    <token>` (without one, such handshakes are refused); `schemas` maps route
+    patterns to the pydantic model each text message must validate against;
+    `ban_checks` are async predicates over (client, principal).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        /,
+        settings: WebSocketSettings | None = None,
+        *,
+        store: Store | None = None,
+        secret_keys: Sequence[SecretStr | str] | None = None,
+        events: EventEmitter | None = None,
+        clock: Callable[[], float] = time.time,
+        bearer_verifier: BearerVerifier | None = None,
+        schemas: Mapping[str, type[BaseModel]] | None = None,
+        ban_checks: Sequence[BanCheck] = (),
+    ) -> None:
+        self.app = app
+        self.settings = s = settings or WebSocketSettings()
+        self.store = store if store is not None else MemoryStore(clock=clock)
+        self.events = events or default_emitter()
+        self.refuser = Refuser(LAYER, self.events, monitor_only=s.monitor_only)
+        self.tickets = (
+            WebSocketTickets(secret_keys, max_age_seconds=s.ticket_max_age_seconds, clock=clock)
+            if secret_keys is not None
+            else None
+        )
+        self.bearer_verifier = bearer_verifier
+        self.ban_checks = tuple(ban_checks)
+        self.access = RouteTable(s.routes)
+        self.schemas: RouteTable[type[BaseModel]] = RouteTable(schemas or {})
+        allowed: set[Origin] = set()
+        for text in s.allowed_origins:
+            origin = parse_origin(text)
+            if origin is not None:  # validated by the settings
+                allowed.add(origin)
+        self.origin_policy = OriginPolicy(frozenset(allowed), s.allow_same_origin)
+        self.connection_limit = GCRALimit.from_seconds(
+            1 / s.messages_per_second, (s.message_burst - 1) / s.messages_per_second
+        )
+        self._principal_interval = 1 / s.principal_messages_per_second
+        self._principal_tolerance = (
+            s.principal_message_burst - 1
+        ) / s.principal_messages_per_second
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.tickets is not None:
+            scope[TICKETS_SCOPE_KEY] = self.tickets
+        if scope["type"] != "websocket" or not self.settings.enabled:
+            await self.app(scope, receive, send)
+            return
+        handshake = await self._handshake(scope, send)
+        if handshake is None:
+            return
+        app_scope, offer, principal_name = handshake
+        held = await self._reserve(scope, send, principal_name)
+        if held is None:
+            return
+        try:
+            await self._serve(app_scope, receive, send, offer, principal_name)
+        finally:
+            await self._release(scope, held)
+
+    # --- 1. the handshake ----------------------------------------------------------
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, kind: str, reason: str) -> bool:
+        """Refuse (True: stop) or, in monitor-only mode, report and go on (False)."""
+        return await self.refuser(scope, send, status=status, kind=kind, reason=reason)
+
+    async def _handshake(
+        self, scope: Scope, send: Send
+    ) -> tuple[Scope, BearerOffer, str | None] | None:
+        context = get_context(scope)
+        headers = scope.get("headers", [])
+        path = scope.get("path", "")
+        access = self.access.lookup("WEBSOCKET", path) or self.settings.default_access
+        session = scope.get("session")
+        session_user = getattr(session, "user_id", None)
+        origin_reason = check_origin(
+            _origin_lines(headers),
+            own_origin(context.scheme, context.host, context.port, _host_line(headers)),
+            self.origin_policy,
+            cookie_authenticated=session_user is not None,
+        )
+        if origin_reason and await self._refuse(
+            scope, send, 403, KIND_MALICIOUS_CSRF, origin_reason
+        ):
+            return None
+        offer = split_bearer(scope.get("subprotocols") or ())
+        principal: object | None = None
+        reason = offer.reason
+        if not reason and offer.untrusted_token is not None:
+            verified = (
+                await self.bearer_verifier(offer.untrusted_token)
+                if self.bearer_verifier is not None
+                else None
+            )
+            if verified is None:
+                reason = r.REASON_BEARER_INVALID
+            principal = verified
+        elif not reason:
+            untrusted_tickets = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(
+                "ticket"
+            )
+            if untrusted_tickets is not None:
+                reason, principal = await self._check_ticket(untrusted_tickets)
+            elif session_user is not None:
+                principal = WebSocketPrincipal(str(session_user), "session")
+        if reason and await self._refuse(scope, send, 403, KIND_AUTHN_FAIL, reason):
+            return None
+        if (
+            principal is None
+            and access == "authenticated"
+            and await self._refuse(scope, send, 403, KIND_AUTHN_FAIL, r.REASON_UNAUTHENTICATED)
+        ):
+            return None
+        principal_name = _principal_identity(principal) if principal is not None else None
+        if principal is not None:
+            context.principal = principal
+        if await self._banned(context.client_host, principal_name) and await self._refuse(
+            scope, send, 403, KIND_AUTHZ_FAIL, r.REASON_BANNED
+        ):
+            return None
+        app_scope = scope
+        if offer.untrusted_token is not None:
+            # The app never sees the token among the subprotocols it may choose from.
+            app_scope = dict(scope)
+            app_scope["subprotocols"] = list(offer.subprotocols)
+        return app_scope, offer, principal_name
+
+    async def _check_ticket(self, untrusted: list[str]) -> tuple[str, object | None]:
+        if self.tickets is None or len(untrusted) != 1:
+            return r.REASON_TICKET_INVALID, None
+        checked = self.tickets.check(untrusted[0])
+        if checked.user_id is None:
+            return checked.reason, None
+        claim = hashed_key(TICKET_KEY_PREFIX, untrusted[0])
+        try:
+            first_use = await self.store.set_if_absent(
+                claim, b"1", self.settings.ticket_max_age_seconds + 1
+            )
+        except StoreError:
+            return r.REASON_STORE_DOWN, None  # authentication fails closed
+        if not first_use:
+            return r.REASON_TICKET_REUSED, None
+        return "", WebSocketPrincipal(checked.user_id, "ticket")
+
+    async def _banned(self, client: str | None, principal: str | None) -> bool:
+        for check in self.ban_checks:
+            if await check(client, principal):
+                return True
+        return False
+
+    # --- connection caps -------------------------------------------------------------
+
+    async def _reserve(self, scope: Scope, send: Send, principal: str | None) -> list[str] | None:
+        """Take one slot per counter; None when full (and refused)."""
+        client = get_context(scope).client_host or "unknown"
+        s = self.settings
+        wanted = [
+            (
+                hashed_key(CLIENT_COUNT_PREFIX, client),
+                s.max_connections_per_client,
+                r.REASON_CLIENT_CONNECTIONS,
+            )
+        ]
+        if principal is not None:
+            wanted.append(
+                (
+                    hashed_key(PRINCIPAL_COUNT_PREFIX, principal),
+                    s.max_connections_per_principal,
+                    r.REASON_PRINCIPAL_CONNECTIONS,
+                )
+            )
+        held: list[str] = []
+        for key, cap, reason in wanted:
+            try:
+                count = await self.store.incr(key, 1, ttl_seconds=s.connection_count_ttl_seconds)
+            except StoreError:
+                # Caps fail open, like rate limits: an outage of the counter store must
+                # not take every socket down; the event says so.
+                self.refuser.event(
+                    scope, kind=KIND_SYS_AVAILABILITY, reason=r.REASON_STORE_DOWN, action="allowed"
+                )
+                continue
+            held.append(key)
+            if count > cap and await self._refuse(scope, send, 429, KIND_EXCESS_RATE, reason):
+                await self._release(scope, held)
+                return None
+        return held
+
+    async def _release(self, scope: Scope, held: list[str]) -> None:
+        for key in held:
+            try:
+                count = await self.store.incr(
+                    key, -1, ttl_seconds=self.settings.connection_count_ttl_seconds
+                )
+                if count < 0:
+                    # The counter expired under live connections (its TTL is the
+                    # safety net): never let it go negative, or the cap would grow.
+                    await self.store.incr(
+                        key, -count, ttl_seconds=self.settings.connection_count_ttl_seconds
+                    )
+            except StoreError:
+                self.refuser.event(
+                    scope, kind=KIND_SYS_AVAILABILITY, reason=r.REASON_STORE_DOWN, action="allowed"
+                )
+
+    # --- 2. messages, 3. the watcher -------------------------------------------------
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        offer: BearerOffer,
+        principal: str | None,
+    ) -> None:
+        conn = _Connection(self, scope, send)
+        schema = self.schemas.lookup("WEBSOCKET", scope.get("path", ""))
+        pending: asyncio.Future[Message] | None = None
+        monitor = self.settings.monitor_only
+
+        async def guarded_send(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                chosen = choose_subprotocol(message.get("subprotocol"), offer)
+                message = {**message, "subprotocol": chosen}
+            await conn.send(message)
+
+        async def violate(code: int, kind: str, reason: str, error: str | None) -> bool:
+            """Act on a message violation; True if the message is dropped."""
+            if monitor:
+                self.refuser.event(scope, kind=kind, reason=reason, details={"close_code": code})
+                return False
+            if error is not None:
+                self.refuser.event(scope, kind=kind, reason=reason, details={"dropped": True})
+                await conn.error_frame(error)
+                return True
+            await conn.close(code, kind, reason)
+            return True
+
+        async def check_message(message: Message) -> bool:
+            """True to pass the message to the app, False to drop it."""
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            size = (
+                len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+            )
+            if size > self.settings.max_message_bytes:
+                return not await violate(
+                    r.CLOSE_MESSAGE_TOO_BIG, KIND_INPUT_VALIDATION, r.REASON_MESSAGE_TOO_BIG, None
+                )
+            drop_error = _ERROR_RATE if self.settings.on_rate_limit == "drop" else None
+            allowed, conn.tat_us = take_token(
+                conn.tat_us, to_microseconds(time.monotonic()), self.connection_limit
+            )
+            if not allowed:
+                return not await violate(
+                    r.CLOSE_POLICY_VIOLATION,
+                    KIND_EXCESS_RATE,
+                    r.REASON_CONNECTION_RATE,
+                    drop_error,
+                )
+            if principal is not None:
+                try:
+                    result = await self.store.gcra(
+                        hashed_key(PRINCIPAL_RATE_PREFIX, principal),
+                        emission_interval_seconds=self._principal_interval,
+                        burst_tolerance_seconds=self._principal_tolerance,
+                    )
+                except StoreError:
+                    # Rate limits fail open (design): the per-connection bucket still holds.
+                    self.refuser.event(
+                        scope,
+                        kind=KIND_SYS_AVAILABILITY,
+                        reason=r.REASON_STORE_DOWN,
+                        action="allowed",
+                    )
+                else:
+                    if not result.allowed:
+                        return not await violate(
+                            r.CLOSE_POLICY_VIOLATION,
+                            KIND_EXCESS_RATE,
+                            r.REASON_PRINCIPAL_RATE,
+                            drop_error,
+                        )
+            if schema is not None:
+                try:
+                    schema.model_validate_json(data)
+                except ValidationError:
+                    error = (
+                        _ERROR_INVALID
+                        if self.settings.on_invalid_message == "error-frame"
+                        else None
+                    )
+                    return not await violate(
+                        r.CLOSE_INVALID_PAYLOAD,
+                        KIND_INPUT_VALIDATION,
+                        r.REASON_INVALID_MESSAGE,
+                        error,
+                    )
+            return True
+
+        async def guarded_receive() -> Message:
+            nonlocal pending
+            idle = self.settings.idle_timeout_seconds
+            while True:
+                if conn.closed.done():
+                    return {"type": "websocket.disconnect", "code": conn.closed.result()}
+                if pending is None:
+                    pending = asyncio.ensure_future(receive())
+                left = conn.last_activity + idle - time.monotonic()
+                try:
+                    async with asyncio.timeout(max(left, 0)):
+                        await asyncio.wait((pending, conn.closed), return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    await conn.close(
+                        r.CLOSE_GOING_AWAY, KIND_CLOSED, r.REASON_IDLE, action="allowed"
+                    )
+                    continue
+                if not pending.done():
+                    continue
+                message = pending.result()
+                pending = None
+                conn.last_activity = time.monotonic()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    self.refuser.event(
+                        scope,
+                        kind=KIND_CLOSED,
+                        reason=r.REASON_CLOSED,
+                        action="allowed",
+                        details={"close_code": message.get("code", 1005)},
+                    )
+                    conn.closed.set_result(int(message.get("code", 1005)))
+                    return message
+                if kind == "websocket.receive" and not await check_message(message):
+                    continue
+                return message
+
+        watcher = asyncio.create_task(self._watch(conn, principal))
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+            if conn.guard_closed:
+                # Read what the client sent before it saw our close, until its
+                # disconnect: a server whose inbound queue is full (hypercorn's is
+                # bounded) cannot finish the closing handshake otherwise.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_DRAIN_SECONDS):
+                        message = await pending if pending is not None else await receive()
+                        pending = None
+                        for _ in range(_DRAIN_MESSAGES):
+                            if message["type"] == "websocket.disconnect":
+                                break
+                            message = await receive()
+        finally:
+            watcher.cancel()
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+    async def _watch(self, conn: _Connection, principal: str | None) -> None:
+        """Close the socket once its session is gone or a ban applies (bounded by the
+        connection's life: cancelled when the app returns)."""
+        session = conn.scope.get("session")
+        # The guard only needs the session's store key, to ask whether it still exists.
+        session_key = getattr(session, "store_key", None) if principal is not None else None
+        client = get_context(conn.scope).client_host
+        if session_key is None and not self.ban_checks:
+            return
+        while not conn.closed.done():
+            await asyncio.sleep(self.settings.revocation_check_seconds)
+            try:
+                if session_key is not None and await self.store.get(session_key) is None:
+                    await conn.close(
+                        r.CLOSE_POLICY_VIOLATION, KIND_AUTHN_FAIL, r.REASON_SESSION_REVOKED
+                    )
+                    return
+                if await self._banned(client, principal):
+                    await conn.close(r.CLOSE_POLICY_VIOLATION, KIND_AUTHZ_FAIL, r.REASON_BANNED)
+                    return
+            except StoreError:
+                # Revocation fails closed (design): a socket we cannot vouch for ends.
+                await conn.close(r.CLOSE_INTERNAL_ERROR, KIND_SYS_AVAILABILITY, r.REASON_STORE_DOWN)
+                return
