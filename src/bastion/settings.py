@@ -55,6 +55,7 @@ from bastion.events import EventSettings
 from bastion.exceptions import ConfigurationError
 from bastion.headers import HeadersSettings
 from bastion.limits import LimitsSettings
+from bastion.ratelimit import RateLimitSettings
 from bastion.sections import opt_outs, split_keys
 from bastion.sessions import SessionSettings
 from bastion.stores.settings import StoreSettings
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     headers: HeadersSettings = Field(default_factory=HeadersSettings)
     cors: CORSSettings = Field(default_factory=CORSSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     csrf: CSRFSettings = Field(default_factory=CSRFSettings)

@@ -1,6 +1,6 @@
 """`Shield`: the whole stack, composed in the one correct order.
 
-    errors -> transport -> limits -> headers -> cors -> sessions -> auth -> csrf
+    errors -> transport -> limits -> headers -> cors -> ratelimit -> sessions -> auth -> csrf
            -> policy -> websocket -> application
 
 Outermost first. The order is the design's, and each position has a reason:
@@ -17,6 +17,7 @@ Outermost first. The order is the design's, and each position has a reason:
 * cors answers preflights before the application sees them;
 * sessions loads the session for every layer after it (authentication, CSRF) and
   the application, and saves it as the response starts;
+* ratelimit refuses banned and over-limit clients before any store-backed work;
 * auth resolves the principal (bearer JWT, API key, session user) for CSRF, the
   policy and the application;
 * csrf runs after sessions, since its token fallback is bound to the session;
@@ -55,6 +56,7 @@ from bastion.events import (
 from bastion.exceptions import ConfigurationError
 from bastion.headers import HeadersMiddleware
 from bastion.limits import LimitsMiddleware
+from bastion.ratelimit import Jail, JailSink, RateLimitMiddleware
 from bastion.sessions import SessionMiddleware
 from bastion.settings import Settings, log_opt_outs
 from bastion.stores import Store
@@ -88,6 +90,12 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
     ("limits", lambda app, x: LimitsMiddleware(app, x.settings.limits, events=x.events)),
     ("headers", lambda app, x: HeadersMiddleware(app, x.settings.headers, events=x.events)),
     ("cors", lambda app, x: CORSMiddleware(app, x.settings.cors, events=x.events)),
+    (
+        "ratelimit",
+        lambda app, x: RateLimitMiddleware(
+            app, x.settings.ratelimit, store=x.store, events=x.events
+        ),
+    ),
     (
         "sessions",
         lambda app, x: SessionMiddleware(
@@ -185,6 +193,13 @@ class Shield:
             if name in self.layers:
                 stack = build(stack, shared)
         self._stack = stack
+        limits = self.settings.ratelimit
+        if "ratelimit" in self.layers and limits.ban_enabled:
+            # Refusals from every layer, outer ones included, count toward a ban.
+            jail = Jail(
+                self.store, limits.ban_policy(), grouping=limits.grouping(), events=self.events
+            )
+            self.events.sinks = (*self.events.sinks, JailSink(jail))
         self.opt_outs = log_opt_outs(self.settings)
         self.events.emit(
             SecurityEvent(

@@ -38,6 +38,7 @@ def test_config_prints_resolved_posture() -> None:
         "limits",
         "headers",
         "cors",
+        "ratelimit",
         "sessions",
         "auth",
         "csrf",

@@ -13,6 +13,7 @@ from bastion.csrf import CSRFMiddleware
 from bastion.errors import ErrorsMiddleware
 from bastion.headers import HeadersMiddleware
 from bastion.limits import LimitsMiddleware
+from bastion.ratelimit import RateLimitMiddleware
 from bastion.sessions import SessionMiddleware
 from bastion.settings import Settings
 from bastion.shield import Shield
@@ -43,6 +44,7 @@ def test_stack_order_follows_the_design() -> None:
         LimitsMiddleware,
         HeadersMiddleware,
         CORSMiddleware,
+        RateLimitMiddleware,
         SessionMiddleware,
         AuthenticationMiddleware,
         CSRFMiddleware,
@@ -55,6 +57,7 @@ def test_stack_order_follows_the_design() -> None:
         "limits",
         "headers",
         "cors",
+        "ratelimit",
         "sessions",
         "auth",
         "csrf",

@@ -230,3 +230,13 @@ def test_requests_spaced_by_the_interval_always_pass(limit: GCRALimit, count: in
     interval = limit.emission_interval_us * max(limit.cost, 1)
     steps = run([T0 + i * interval for i in range(count)], limit)
     assert all(step.allowed for step in steps)
+
+
+@given(st.integers(1, 1000), st.floats(0.001, 3600), st.integers(1, 1000))
+def test_from_rate_allows_exactly_the_burst(count: int, period: float, burst: int) -> None:
+    limit = GCRALimit.from_rate(count, period, burst=burst)
+    assert limit.burst == burst
+
+
+def test_from_rate_six_per_second_burst_three() -> None:
+    assert GCRALimit.from_rate(6, 1.0, burst=3).burst == 3

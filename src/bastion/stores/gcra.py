@@ -90,7 +90,11 @@ class GCRALimit:
         if burst < 1:
             raise ValueError("burst must be at least 1")
         interval = period_seconds / count
-        return cls.from_seconds(interval, interval * (burst - 1), cost)
+        limit = cls.from_seconds(interval, interval * (burst - 1), cost)
+        # Round the tolerance as a whole number of *rounded* intervals: rounding the
+        # two separately can leave the tolerance a microsecond short of (burst - 1)
+        # intervals, which would allow one request less than the burst.
+        return cls(limit.emission_interval_us, limit.emission_interval_us * (burst - 1), cost)
 
     @property
     def burst(self) -> int:

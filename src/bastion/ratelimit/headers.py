@@ -1,0 +1,56 @@
+"""The `RateLimit` and `RateLimit-Policy` response fields, and `Retry-After`.
+
+Clients that see the quota can slow down before they are refused. Both fields are
+Structured Field Lists (RFC 9651) of policies, each a String naming the policy:
+
+    RateLimit-Policy: "burst";q=100;w=60, "daily";q=1000;w=86400
+    RateLimit: "burst";r=42;t=17, "daily";r=999;t=86
+
+`q` is the quota and `w` the window in seconds; `r` is what remains and `t` the
+seconds until the quota is whole again (GCRA's `reset_after`), rounded up so a client
+that waits `t` seconds is never refused for waiting too little. `Retry-After` is
+delay-seconds (RFC 9110 section 10.2.3), rounded up and at least 1.
+
+Reference: draft-ietf-httpapi-ratelimit-headers (sections 3 and 4)
+https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/ ;
+RFC 9651 sections 3.1 and 3.3.3 (Lists, Strings).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from bastion.ratelimit.rates import Rate
+from bastion.stores.gcra import GCRAResult
+
+
+def sf_string(text: str) -> str:
+    """`text` as an RFC 9651 String: printable ASCII, `"` and `\\` escaped."""
+    if any(not 0x20 <= ord(char) <= 0x7E for char in text):
+        raise ValueError("a structured-field string holds printable ASCII only")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def policy_value(rates: Sequence[Rate]) -> bytes:
+    """The `RateLimit-Policy` value for a route's rates (built once per route)."""
+    return ", ".join(
+        f"{sf_string(rate.policy_name)};q={rate.count};w={rate.period_seconds}" for rate in rates
+    ).encode("ascii")
+
+
+def ceil_seconds(seconds: float) -> int:
+    return max(0, math.ceil(seconds - 1e-9))
+
+
+def ratelimit_value(rates: Sequence[Rate], results: Sequence[GCRAResult]) -> bytes:
+    """The `RateLimit` value: what remains of each policy, and when it is whole."""
+    return ", ".join(
+        f"{sf_string(rate.policy_name)};r={max(0, result.remaining)};"
+        f"t={ceil_seconds(result.reset_after_seconds)}"
+        for rate, result in zip(rates, results, strict=True)
+    ).encode("ascii")
+
+
+def retry_after_value(seconds: float) -> bytes:
+    return str(max(1, ceil_seconds(seconds))).encode("ascii")

@@ -1,0 +1,413 @@
+"""`RateLimitMiddleware`: the thin ASGI adapter over the rate-limit cores.
+
+Per request, in this order, each step one store call or two:
+
+1. ban check: a banned client network is refused 403 (`banned`) before any work;
+2. the route's rates: one atomic GCRA step per rate (`Store.gcra`), stopping at the
+   first refusal, which is answered 429 with `Retry-After`; every response of a
+   limited route carries `RateLimit-Policy` and `RateLimit`;
+3. per-client concurrency on the routes that set it (`Store.incr` +1 before, -1 on
+   every exit: return, exception, cancellation);
+4. login routes: the `LoginGuard` verdict before the app runs, and the app's status
+   (401/403 a failure, 2xx/3xx a success) recorded after.
+
+Several rates on one route are checked in order; a request refused by a later rate
+has already spent a unit of the earlier ones (stricter, never looser, and no
+two-phase protocol across stores).
+
+Fail mode: a `StoreError` anywhere is an outage. With `fail_open` (the default) the
+request is served unlimited, on purpose: a limiter outage must not become a site
+outage; the limits layer's process-wide concurrency cap still bounds the load, and a
+`sys_availability` event (`store-unavailable`, at most one per
+`OUTAGE_REPORT_INTERVAL_SECONDS` per process, so an outage cannot flood the log)
+tells the operator. With `fail_open=False` the request is refused 503, with an
+event each time. Nothing is cached across requests, so the first call after the
+store is back is limited again: the store reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from bastion.context import get_context
+from bastion.events import EventEmitter, default_emitter
+from bastion.exceptions import ConfigurationError, StoreError
+from bastion.ratelimit.headers import policy_value, ratelimit_value, retry_after_value
+from bastion.ratelimit.jail import Jail
+from bastion.ratelimit.keys import KeyFunction, client_key, hash_part, principal_identity
+from bastion.ratelimit.login import (
+    MAX_LOGIN_BODY_BYTES,
+    LoginGuard,
+    LoginVerdict,
+    account_from_body,
+)
+from bastion.ratelimit.rates import BUILTIN_KEYS, Rate
+from bastion.ratelimit.reasons import (
+    KIND_BY_REASON,
+    LAYER,
+    REASON_BANNED,
+    REASON_CONCURRENCY_LIMITED,
+    REASON_LOGIN_FAILED,
+    REASON_RATE_LIMITED,
+    REASON_STORE_UNAVAILABLE,
+    STATUS_BY_REASON,
+)
+from bastion.ratelimit.settings import RateLimitSettings
+from bastion.responses import Refuser, header_value
+from bastion.routes import RouteTable
+from bastion.stores import MemoryStore, Store
+from bastion.stores.gcra import GCRAResult
+from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+
+# One outage event per second per process: enough to see when it began and ended.
+OUTAGE_REPORT_INTERVAL_SECONDS: Final = 1.0
+# What a client refused for a store outage (fail closed) should wait: Redis
+# restarts and fail-overs take seconds.
+OUTAGE_RETRY_AFTER: Final = (b"retry-after", b"5")
+
+
+@dataclass(frozen=True, slots=True)
+class _LimitedRate:
+    rate: Rate
+    key_prefix: str
+    emission_interval_seconds: float
+    burst_tolerance_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    rates: tuple[_LimitedRate, ...]
+    policy_header: tuple[bytes, bytes]
+
+
+@dataclass(slots=True)
+class RateLimitState:
+    """What the layer decided, in `scope["bastion"].rate_limit` for the app to read."""
+
+    rates: tuple[Rate, ...] = ()
+    results: tuple[GCRAResult, ...] = ()
+    login: LoginVerdict | None = None
+    store_unavailable: bool = False
+
+
+@dataclass(slots=True)
+class _OutageReport:
+    """Process-wide throttle of outage events (not request state: shared on purpose)."""
+
+    last: float = field(default=float("-inf"))
+
+
+def _compile_rules(settings: RateLimitSettings) -> RouteTable[_Rule]:
+    rules: dict[str, _Rule] = {}
+    for pattern, rates in settings.limits.items():
+        if not rates:
+            continue
+        compiled = []
+        for index, rate in enumerate(rates):
+            limit = rate.gcra
+            rule_id = hash_part(f"{pattern}\n{index}\n{rate}")[:16]
+            compiled.append(
+                _LimitedRate(
+                    rate,
+                    f"rl:{rule_id}:",
+                    limit.emission_interval_us / 1_000_000,
+                    limit.burst_tolerance_us / 1_000_000,
+                )
+            )
+        rules[pattern] = _Rule(tuple(compiled), (b"ratelimit-policy", policy_value(rates)))
+    return RouteTable(rules)
+
+
+class RateLimitMiddleware:
+    """Rate limits, bans, per-client concurrency and login protection (see module doc).
+
+    Works as a wrapper and with Starlette's `app.add_middleware(RateLimitMiddleware,
+    settings=...)`. `key_functions` name extra bucket keys usable as `key=NAME` in a
+    rate: `(scope) -> str | None`, None falling back to the client's network. One
+    `store` is shared by every worker in production (Redis); the default is a
+    private `MemoryStore`. `clock` (monotonic seconds) paces outage events only.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        /,
+        settings: RateLimitSettings | None = None,
+        *,
+        store: Store | None = None,
+        events: EventEmitter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        key_functions: Mapping[str, KeyFunction] | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings or RateLimitSettings()
+        self.store = store if store is not None else MemoryStore()
+        self.events = events or default_emitter()
+        self._refuser = Refuser(LAYER, self.events, monitor_only=self.settings.monitor_only)
+        self._clock = clock
+        self._grouping = self.settings.grouping()
+        self._key_functions = dict(key_functions or {})
+        for rates in self.settings.limits.values():
+            for rate in rates:
+                if rate.key not in BUILTIN_KEYS and rate.key not in self._key_functions:
+                    raise ConfigurationError(
+                        f"ratelimit.limits: key={rate.key} is neither one of "
+                        f"{', '.join(sorted(BUILTIN_KEYS))} nor in key_functions"
+                    )
+        self._rules = _compile_rules(self.settings)
+        self._concurrency: RouteTable[tuple[str, int]] = RouteTable(
+            {
+                pattern: (f"cc:{hash_part(pattern)[:16]}:", limit)
+                for pattern, limit in self.settings.concurrency.items()
+            }
+        )
+        self._login_routes: RouteTable[bool] = RouteTable(
+            dict.fromkeys(self.settings.login_routes, True)
+        )
+        self.jail: Jail | None = (
+            Jail(
+                self.store,
+                self.settings.ban_policy(),
+                grouping=self._grouping,
+                events=self.events,
+            )
+            if self.settings.ban_enabled
+            else None
+        )
+        self.login_guard = LoginGuard(
+            self.store, self.settings.login_policy(), grouping=self._grouping
+        )
+        self._api_key_header = self.settings.api_key_header.encode("latin-1")
+        self._outage = _OutageReport()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if not self.settings.enabled or scope_type not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        context = get_context(scope)
+        state = RateLimitState()
+        context.rate_limit = state
+        method = scope.get("method", "WEBSOCKET")
+        path = scope["path"]
+        rule = self._rules.lookup(method, path)
+        extra_headers: RawHeaders = []
+        try:
+            jail = self.jail
+            banned = jail is not None and await jail.is_banned(context.client_host)
+            if banned and await self._refuse(scope, send, REASON_BANNED):
+                return
+            if rule is not None:
+                results = await self._check_rates(scope, rule)
+                state.rates = tuple(limited.rate for limited in rule.rates[: len(results)])
+                state.results = tuple(results)
+                extra_headers = [
+                    rule.policy_header,
+                    (b"ratelimit", ratelimit_value(state.rates, results)),
+                ]
+                refused = results[-1]
+                if not refused.allowed:
+                    headers = [
+                        (b"retry-after", retry_after_value(refused.retry_after_seconds)),
+                        *extra_headers,
+                    ]
+                    if await self._refuse(scope, send, REASON_RATE_LIMITED, headers):
+                        return
+        except StoreError:
+            state.store_unavailable = True
+            if await self._store_failed(scope, send):
+                return
+        if extra_headers and scope_type == "http":
+            send = _with_headers(send, extra_headers)
+        if scope_type != "http":
+            await self.app(scope, receive, send)
+            return
+        concurrency = self._concurrency.lookup(method, path)
+        if concurrency is None:
+            await self._serve(scope, receive, send, state)
+        else:
+            await self._serve_counted(scope, receive, send, state, concurrency)
+
+    async def _check_rates(self, scope: Scope, rule: _Rule) -> list[GCRAResult]:
+        results: list[GCRAResult] = []
+        for limited in rule.rates:
+            result = await self.store.gcra(
+                limited.key_prefix + self._bucket(scope, limited.rate.key),
+                emission_interval_seconds=limited.emission_interval_seconds,
+                burst_tolerance_seconds=limited.burst_tolerance_seconds,
+            )
+            results.append(result)
+            if not result.allowed:
+                break
+        return results
+
+    def _bucket(self, scope: Scope, key: str) -> str:
+        """The hashed key part of the bucket a rate with `key=` counts this request in."""
+        context = get_context(scope)
+        if key == "route":
+            return "route"
+        if key == "principal":
+            identity = principal_identity(context.principal)
+            if identity is not None:
+                return "p:" + hash_part(identity)
+        elif key == "api_key":
+            untrusted_key = header_value(scope["headers"], self._api_key_header)
+            if untrusted_key:
+                return "k:" + hash_part(untrusted_key)
+        elif key != "client":
+            value = self._key_functions[key](scope)
+            if value is not None:
+                return "f:" + hash_part(value)
+        return client_key(context.client_host, self._grouping)
+
+    async def _serve_counted(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        state: RateLimitState,
+        rule: tuple[str, int],
+    ) -> None:
+        prefix, limit = rule
+        key = prefix + client_key(get_context(scope).client_host, self._grouping)
+        ttl = self.settings.concurrency_ttl_seconds
+        try:
+            in_flight = await self.store.incr(key, 1, ttl_seconds=ttl)
+        except StoreError:
+            state.store_unavailable = True
+            if not await self._store_failed(scope, send):
+                await self._serve(scope, receive, send, state)
+            return
+        try:
+            if in_flight > limit and await self._refuse(
+                scope, send, REASON_CONCURRENCY_LIMITED, [(b"retry-after", b"1")]
+            ):
+                return
+            await self._serve(scope, receive, send, state)
+        finally:
+            # Released on every exit; if this fails (store down, task cancelled
+            # again), the counter's TTL frees the slot.
+            with contextlib.suppress(StoreError):
+                await self.store.incr(key, -1, ttl_seconds=ttl)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, state: RateLimitState
+    ) -> None:
+        if self._login_routes and self._login_routes.lookup(scope["method"], scope["path"]):
+            await self._serve_login(scope, receive, send, state)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _serve_login(
+        self, scope: Scope, receive: Receive, send: Send, state: RateLimitState
+    ) -> None:
+        receive, untrusted_account = await _read_account(
+            receive, scope["headers"], self.settings.login_account_field
+        )
+        client = get_context(scope).client_host
+        guard = self.login_guard
+        try:
+            verdict = await guard.check(untrusted_account, client)
+        except StoreError:
+            state.store_unavailable = True
+            if await self._store_failed(scope, send):
+                return
+            verdict = None
+        state.login = verdict
+        if verdict is not None and not verdict.allowed:
+            headers = [(b"retry-after", retry_after_value(verdict.retry_after_seconds))]
+            if await self._refuse(scope, send, verdict.reason, headers):
+                return
+        statuses: list[int] = []
+
+        async def watch_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, watch_status)
+        status = statuses[0] if statuses else 0
+        try:
+            if status in (401, 403):
+                after = await guard.record_failure(untrusted_account, client)
+                self._refuser.event(
+                    scope,
+                    kind=KIND_BY_REASON[REASON_LOGIN_FAILED],
+                    reason=REASON_LOGIN_FAILED,
+                    status=status,
+                    action="blocked",
+                    details={"next": after.reason, "retry_after": after.retry_after_seconds},
+                )
+            elif 200 <= status < 400:
+                await guard.record_success(untrusted_account, client)
+        except StoreError:
+            await self._store_failed(scope, send, answered=True)
+
+    async def _refuse(
+        self, scope: Scope, send: Send, reason: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> bool:
+        return await self._refuser(
+            scope,
+            send,
+            status=STATUS_BY_REASON[reason],
+            kind=KIND_BY_REASON[reason],
+            reason=reason,
+            headers=headers,
+        )
+
+    async def _store_failed(self, scope: Scope, send: Send, *, answered: bool = False) -> bool:
+        """Apply the fail mode; True when the request was refused (fail closed)."""
+        if self.settings.fail_open or answered:
+            now = self._clock()
+            if now - self._outage.last >= OUTAGE_REPORT_INTERVAL_SECONDS:
+                self._outage.last = now
+                self._refuser.event(
+                    scope,
+                    kind=KIND_BY_REASON[REASON_STORE_UNAVAILABLE],
+                    reason=REASON_STORE_UNAVAILABLE,
+                    action="allowed",
+                    details={"fail_open": self.settings.fail_open},
+                )
+            return False
+        return await self._refuse(scope, send, REASON_STORE_UNAVAILABLE, [OUTAGE_RETRY_AFTER])
+
+
+def _with_headers(send: Send, headers: RawHeaders) -> Send:
+    async def send_wrapper(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
+        await send(message)
+
+    return send_wrapper
+
+
+async def _read_account(
+    receive: Receive, headers: RawHeaders, account_field: str
+) -> tuple[Receive, str]:
+    """Read a login body (at most `MAX_LOGIN_BODY_BYTES`) and replay it unchanged."""
+    messages: list[Message] = []
+    size = 0
+    complete = False
+    while size <= MAX_LOGIN_BODY_BYTES:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            complete = True
+            break
+    account = ""
+    if complete and size <= MAX_LOGIN_BODY_BYTES:
+        body = b"".join(m.get("body", b"") for m in messages)
+        account = account_from_body(body, header_value(headers, b"content-type"), account_field)
+    pending = list(reversed(messages))
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay, account

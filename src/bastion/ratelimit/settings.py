@@ -1,0 +1,164 @@
+"""Settings of the rate-limit layer. Every default is justified where it is set.
+
+Rates are parsed at validation (`bastion.ratelimit.rates`) and stored parsed; route
+patterns are `bastion.routes` patterns, checked at validation too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from pydantic import Field, PlainSerializer, PlainValidator, field_validator, model_validator
+
+from bastion.ratelimit.jail import (
+    DEFAULT_BAN_SECONDS,
+    DEFAULT_BAN_THRESHOLD,
+    DEFAULT_BAN_WINDOW_SECONDS,
+    BanPolicy,
+)
+from bastion.ratelimit.keys import DEFAULT_IPV4_PREFIX, DEFAULT_IPV6_PREFIX, ClientGrouping
+from bastion.ratelimit.login import (
+    DEFAULT_BASE_DELAY_SECONDS,
+    DEFAULT_CHALLENGE_AFTER,
+    DEFAULT_FAILURE_WINDOW_SECONDS,
+    DEFAULT_LOCKOUT_AFTER,
+    DEFAULT_LOCKOUT_SECONDS,
+    DEFAULT_MAX_DELAY_SECONDS,
+    LoginPolicy,
+)
+from bastion.ratelimit.rates import Rate, parse_rate
+from bastion.routes import parse_route_pattern
+from bastion.sections import LayerSettings
+
+# Ten requests a second per client network, sustained, on every route: far above a
+# person with a browser (a page and its assets come from cache or a CDN), low enough
+# that one client cannot take a worker's capacity. A DoS floor, on by default;
+# tighten per route (`"POST /login": ["5/minute", "100/day"]`).
+DEFAULT_LIMITS: Final[dict[str, tuple[str, ...]]] = {"*": ("600/minute",)}
+# Safety net of a concurrency counter: a worker that crashes mid-request never
+# releases its slot, so the counter expires this long after it was created. Longer
+# than any request the limits layer lets run (its body timeout is 120 s).
+DEFAULT_CONCURRENCY_TTL_SECONDS: Final = 300.0
+DEFAULT_API_KEY_HEADER: Final = "x-api-key"
+DEFAULT_LOGIN_ACCOUNT_FIELD: Final = "username"
+
+
+def _to_rate(value: Any) -> Rate:
+    if isinstance(value, Rate):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a rate is a string such as '100/minute'")
+    return parse_rate(value)
+
+
+RateSpec = Annotated[Rate, PlainValidator(_to_rate), PlainSerializer(str, return_type=str)]
+
+
+def _check_patterns(value: dict[str, Any]) -> dict[str, Any]:
+    for pattern in value:
+        parse_route_pattern(pattern)
+    return value
+
+
+class RateLimitSettings(LayerSettings):
+    """Rates per route and client, login protection, bans, per-client concurrency."""
+
+    limits: dict[str, tuple[RateSpec, ...]] = Field(
+        default_factory=lambda: {k: tuple(map(parse_rate, v)) for k, v in DEFAULT_LIMITS.items()}
+    )
+    """Route pattern -> rates (`"100/minute"`, `"10/30s; burst=5; key=api_key"`). The
+    most specific pattern wins and all its rates apply. `{}` limits nothing."""
+
+    ipv6_prefix_length: int = Field(default=DEFAULT_IPV6_PREFIX, ge=16, le=128)
+    """IPv6 clients in one network share buckets (a subscriber gets a whole /64)."""
+
+    ipv4_prefix_length: int = Field(default=DEFAULT_IPV4_PREFIX, ge=8, le=32)
+    """IPv4 clients in one network share buckets."""
+
+    api_key_header: str = DEFAULT_API_KEY_HEADER
+    """Header whose (hashed) value is the bucket of rates with `key=api_key`."""
+
+    fail_open: bool = True
+    """When the store fails: serve the request unlimited and emit `store-unavailable`
+    (default: an outage of the limiter must not become an outage of the site), or,
+    if false, refuse it with 503."""
+
+    concurrency: dict[str, int] = Field(default_factory=dict)
+    """Route pattern -> most requests one client may have in flight (429 beyond)."""
+
+    concurrency_ttl_seconds: float = Field(default=DEFAULT_CONCURRENCY_TTL_SECONDS, gt=0)
+    """A concurrency counter expires this long after creation (crashed workers)."""
+
+    login_routes: tuple[str, ...] = ()
+    """Route patterns of login endpoints (`POST /login`): a 401/403 answer counts as
+    a failure, a 2xx/3xx as a success, for the account in `login_account_field`."""
+
+    login_account_field: str = DEFAULT_LOGIN_ACCOUNT_FIELD
+    """Form or JSON field naming the account on login routes."""
+
+    login_lockout_after: int = Field(default=DEFAULT_LOCKOUT_AFTER, ge=1)
+    login_lockout_seconds: float = Field(default=DEFAULT_LOCKOUT_SECONDS, gt=0)
+    login_base_delay_seconds: float = Field(default=DEFAULT_BASE_DELAY_SECONDS, gt=0)
+    login_max_delay_seconds: float = Field(default=DEFAULT_MAX_DELAY_SECONDS, gt=0)
+    login_challenge_after: int = Field(default=DEFAULT_CHALLENGE_AFTER, ge=2)
+    login_failure_window_seconds: float = Field(default=DEFAULT_FAILURE_WINDOW_SECONDS, gt=0)
+
+    ban_enabled: bool = True
+    """Ban clients that pile up refusals (needs the `JailSink` registered; `Shield`
+    does it)."""
+
+    ban_threshold: int = Field(default=DEFAULT_BAN_THRESHOLD, ge=1)
+    ban_window_seconds: float = Field(default=DEFAULT_BAN_WINDOW_SECONDS, gt=0)
+    ban_seconds: float = Field(default=DEFAULT_BAN_SECONDS, gt=0)
+
+    _check_limits = field_validator("limits", "concurrency")(_check_patterns)
+
+    @field_validator("api_key_header")
+    @classmethod
+    def _lower_header(cls, value: str) -> str:
+        name = value.strip().lower()
+        if not name or any(not (c.isalnum() or c in "-_") for c in name):
+            raise ValueError("api_key_header must be a header name")
+        return name
+
+    @field_validator("login_routes")
+    @classmethod
+    def _check_login_routes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            parse_route_pattern(pattern)
+        return value
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(limit < 1 for limit in value.values()):
+            raise ValueError("a concurrency limit must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _check_policies(self) -> RateLimitSettings:
+        self.login_policy()
+        self.ban_policy()
+        return self
+
+    def weakenings(self) -> list[str]:
+        found = [] if self.ban_enabled else ["ban_enabled=false"]
+        if not self.limits:
+            found.append("limits={}")
+        return found
+
+    def grouping(self) -> ClientGrouping:
+        return ClientGrouping(self.ipv4_prefix_length, self.ipv6_prefix_length)
+
+    def login_policy(self) -> LoginPolicy:
+        return LoginPolicy(
+            lockout_after=self.login_lockout_after,
+            lockout_seconds=self.login_lockout_seconds,
+            base_delay_seconds=self.login_base_delay_seconds,
+            max_delay_seconds=self.login_max_delay_seconds,
+            challenge_after=self.login_challenge_after,
+            failure_window_seconds=self.login_failure_window_seconds,
+        )
+
+    def ban_policy(self) -> BanPolicy:
+        return BanPolicy(self.ban_threshold, self.ban_window_seconds, self.ban_seconds)
