@@ -6,7 +6,9 @@
 
 Every layer is also a plain ASGI middleware usable alone (`ErrorsMiddleware`,
 `TransportMiddleware`, `LimitsMiddleware`, `HeadersMiddleware`, `CORSMiddleware`,
-`SessionMiddleware`, `CSRFMiddleware`), each taking its own settings section.
+`RateLimitMiddleware`, `SessionMiddleware`, `AuthenticationMiddleware`,
+`CSRFMiddleware`, `AuthorizationMiddleware`, `WebSocketGuardMiddleware`), each taking
+its own settings section.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bastion.events import (
 from bastion.exceptions import BastionError, ConfigurationError, StoreError
 from bastion.headers import HeadersMiddleware, HeadersSettings, RouteHeadersSettings
 from bastion.limits import LimitsMiddleware, LimitsSettings, RouteLimitsSettings
+from bastion.ratelimit import LoginGuard, RateLimitMiddleware, RateLimitSettings
 from bastion.sessions import Session, SessionMiddleware, SessionSettings
 from bastion.settings import Settings
 from bastion.shield import Shield
@@ -63,9 +66,12 @@ __all__ = [
     "LimitsMiddleware",
     "LimitsSettings",
     "LoggingSink",
+    "LoginGuard",
     "MemoryStore",
     "PolicySettings",
     "Principal",
+    "RateLimitMiddleware",
+    "RateLimitSettings",
     "Redactor",
     "RequestContext",
     "RouteHeadersSettings",
