@@ -2,6 +2,7 @@
 
 * `bastion config`  prints the effective, resolved configuration as JSON (secrets
   masked, opt-outs listed, response headers rendered) so CI can diff security posture.
+* `bastion deps`    checks installed distributions against OSV advisories.
 * `bastion demo`    serves the bundled example application, hardened, on 127.0.0.1.
 
 The command line is an optional extra (`pip install bastion-asgi[cli]`).
@@ -12,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 try:
     import typer
@@ -24,6 +26,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from bastion.exceptions import ConfigurationError
 from bastion.sections import split_keys
 from bastion.settings import Mode, Settings
+
+if TYPE_CHECKING:
+    from bastion.deps import Threshold
 
 app = typer.Typer(
     name="bastion",
@@ -101,25 +106,75 @@ app.add_typer(keys_app, name="keys")
 KEY_BYTES = 32  # 256 bits; prints 43 URL-safe characters, over MIN_SECRET_KEY_CHARS
 
 
+JWT_ALGORITHMS = ("Ed25519", "ES256", "RS256", "PS256")
+# NIST SP 800-57 part 1 table 2: 3072-bit RSA for protection beyond 2030.
+RSA_KEY_BITS = 3072
+
+
+def _new_jwk_set(alg: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A private JWK set with one signing key for `alg`, and its public twin.
+
+    `Ed25519` (RFC 9864), not the polymorphic `EdDSA`, which bastion.auth.jwt refuses.
+    The `kid` is the RFC 7638 thumbprint, so it is stable and reveals nothing.
+    """
+    from joserfc.jwk import ECKey, Key, KeyParameters, OKPKey, RSAKey
+
+    parameters: KeyParameters = {"alg": alg, "use": "sig"}
+    key: Key
+    if alg == "Ed25519":
+        key = OKPKey.generate_key("Ed25519", parameters=parameters, auto_kid=True)
+    elif alg == "ES256":
+        key = ECKey.generate_key("P-256", parameters=parameters, auto_kid=True)
+    else:
+        key = RSAKey.generate_key(RSA_KEY_BITS, parameters=parameters, auto_kid=True)
+    return {"keys": [key.as_dict(private=True)]}, {"keys": [key.as_dict(private=False)]}
+
+
 @keys_app.command("new")
 def keys_new(
     kind: Annotated[
-        str, typer.Option(help="signing (for secret_keys) or aes (for field_encryption.keys)")
+        str,
+        typer.Option(
+            help="signing (for secret_keys), aes (for field_encryption.keys) "
+            "or jwt (a JWK set for issuing tokens)"
+        ),
     ] = "signing",
+    alg: Annotated[
+        str | None, typer.Option(help="with --kind jwt: Ed25519 (default), ES256, RS256, PS256")
+    ] = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="with --kind jwt: print only the public JWK set")
+    ] = False,
 ) -> None:
     """Print a new random key.
 
     To rotate: put the new key first (it signs or encrypts) and keep the old ones
     after it (they still verify or decrypt) until everything they protect has expired
     or been re-encrypted, then remove them: BASTION_SECRET_KEYS="<new>,<old>".
+
+    With --kind jwt the private JWK set goes to stdout and the public one (to publish
+    as the JWKS) to stderr, so `> private.json` never mixes them.
     """
+    if kind != "jwt" and (alg is not None or public):
+        raise typer.BadParameter("--alg and --public apply to --kind jwt only")
+    if kind == "jwt":
+        algorithm = alg or "Ed25519"
+        if algorithm not in JWT_ALGORITHMS:
+            raise typer.BadParameter(f"alg must be one of {', '.join(JWT_ALGORITHMS)}")
+        private_set, public_set = _new_jwk_set(algorithm)
+        if public:
+            typer.echo(json.dumps(public_set, indent=2))
+            return
+        typer.echo(json.dumps(private_set, indent=2))
+        typer.echo(json.dumps(public_set, indent=2), err=True)
+        return
     if kind == "aes":
         from bastion.crypto import new_field_key
 
         typer.echo(new_field_key())
         return
     if kind != "signing":
-        raise typer.BadParameter("kind must be signing or aes")
+        raise typer.BadParameter("kind must be signing, aes or jwt")
     typer.echo(secrets.token_urlsafe(KEY_BYTES))
 
 
@@ -155,6 +210,109 @@ def log_verify(
     code, text = verify_command(files, keys)
     typer.echo(text, err=code == 2)
     raise typer.Exit(code)
+
+
+def _parse_threshold(value: str) -> Threshold:
+    if value == "low":
+        return "low"
+    if value == "medium":
+        return "medium"
+    if value == "high":
+        return "high"
+    if value == "critical":
+        return "critical"
+    raise typer.BadParameter("fail-on must be low, medium, high or critical")
+
+
+EXIT_FINDINGS = 1
+EXIT_CANNOT_CHECK = 2
+
+
+def _is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def deps(
+    osv: Annotated[
+        Path | None,
+        typer.Option(help="A local OSV export: a directory of advisory JSON files, or a zip."),
+    ] = None,
+    online: Annotated[
+        bool | None,
+        typer.Option(
+            "--online/--no-online",
+            help="Query the OSV API (default: only when no --osv export is given).",
+        ),
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table, json or sarif")] = "table",
+    fail_on: Annotated[
+        str, typer.Option(help="Exit 1 when a finding is at or above: low, medium, high, critical")
+    ] = "low",
+    osv_api: Annotated[
+        str, typer.Option(help="Base URL of the OSV API (https, or http on loopback).")
+    ] = "https://api.osv.dev",
+) -> None:
+    """Check installed packages against OSV vulnerability advisories.
+
+    Exit 0: nothing at or above --fail-on; 1: findings at or above it (a finding of
+    unknown severity always counts); 2: could not check.
+    """
+    from bastion import deps as deps_core
+
+    if output_format not in ("table", "json", "sarif"):
+        raise typer.BadParameter("format must be table, json or sarif")
+    threshold = _parse_threshold(fail_on)
+    if not osv_api.startswith("https://") and not (
+        osv_api.startswith("http://") and _is_loopback_url(osv_api)
+    ):
+        # Plain HTTP lets anyone on the path hide advisories; loopback is for mirrors.
+        raise typer.BadParameter("osv-api must be https:// (http:// on loopback only)")
+    use_online = osv is None if online is None else online
+    if osv is None and not use_online:
+        typer.echo("bastion: nothing to check against: give --osv PATH or --online", err=True)
+        raise typer.Exit(EXIT_CANNOT_CHECK)
+    report = deps_core.Report()
+    packages = deps_core.installed_distributions()
+    report.packages_checked = len(packages)
+    advisories: dict[str, deps_core.Advisory] = {}
+    if osv is not None:
+        try:
+            advisories.update(deps_core.load_export(osv, report))
+        except (OSError, ValueError) as exc:
+            typer.echo(f"bastion: cannot read the OSV export: {exc}", err=True)
+            raise typer.Exit(EXIT_CANNOT_CHECK) from None
+    if use_online:
+        try:
+            advisories.update(deps_core.query_osv(packages, report, base_url=osv_api))
+        except deps_core.OSVUnavailable as exc:
+            message = f"the OSV API at {osv_api} could not be queried ({exc})"
+            if osv is None:
+                typer.echo(f"bastion: {message}; nothing was checked", err=True)
+                raise typer.Exit(EXIT_CANNOT_CHECK) from None
+            report.warnings.append(f"{message}; results are from the local export only")
+    report.advisories_loaded = len(advisories)
+    report.findings = deps_core.match(packages, advisories.values())
+    if output_format == "json":
+        typer.echo(deps_core.render_json(report))
+    else:
+        for warning in report.warnings:
+            typer.echo(f"bastion: warning: {warning}", err=True)
+        if output_format == "sarif":
+            typer.echo(deps_core.render_sarif(report))
+        else:
+            typer.echo(deps_core.render_table(report))
+    if any(deps_core.meets_threshold(f.severity, threshold) for f in report.findings):
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 @app.command()
