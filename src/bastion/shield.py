@@ -25,7 +25,9 @@ Outermost first. The order is the design's, and each position has a reason:
 * websocket, innermost, guards the `websocket` scope: origin, handshake
   credentials, message size, rate and schema, connection caps, revocation.
 
-All layers share one store (`settings.store`) and one event emitter.
+All layers share one store (`settings.store`) and one event emitter. With bans on,
+one `Jail` is built before the layers: it learns of every layer's refusals through
+the emitter, and the websocket guard asks it, so a ban closes live sockets too.
 
 Layers whose section says `enabled=False` are left out of the chain entirely (no cost
 at all), and that opt-out is logged at start-up with every other one. Lifespan and
@@ -62,7 +64,7 @@ from bastion.settings import Settings, log_opt_outs
 from bastion.stores import Store
 from bastion.transport import TransportMiddleware
 from bastion.types import ASGIApp, Receive, Scope, Send
-from bastion.websocket import WebSocketGuardMiddleware
+from bastion.websocket import WebSocketGuardMiddleware, client_ban_check
 
 logger = logging.getLogger("bastion")
 
@@ -74,6 +76,8 @@ class Shared:
     settings: Settings
     events: EventEmitter
     store: Store
+    jail: Jail | None = None
+    """The stack's ban list, when the ratelimit layer and bans are on."""
 
 
 LayerFactory = Callable[[ASGIApp, Shared], ASGIApp]
@@ -132,6 +136,7 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
             store=x.store,
             secret_keys=x.settings.secret_keys,
             events=x.events,
+            ban_checks=[client_ban_check(x.jail.is_banned)] if x.jail is not None else (),
         ),
     ),
 )
@@ -184,22 +189,23 @@ class Shield:
         self.settings = resolve_settings(settings, overrides)
         self.events = events if events is not None else build_emitter(self.settings)
         self.store = store if store is not None else self.settings.store.create_store()
-        shared = Shared(self.settings, self.events, self.store)
         self.layers: tuple[str, ...] = tuple(
             name for name, _ in LAYERS if getattr(self.settings, name).enabled
         )
-        stack: ASGIApp = app
-        for name, build in reversed(LAYERS):
-            if name in self.layers:
-                stack = build(stack, shared)
-        self._stack = stack
         limits = self.settings.ratelimit
+        jail: Jail | None = None
         if "ratelimit" in self.layers and limits.ban_enabled:
             # Refusals from every layer, outer ones included, count toward a ban.
             jail = Jail(
                 self.store, limits.ban_policy(), grouping=limits.grouping(), events=self.events
             )
             self.events.sinks = (*self.events.sinks, JailSink(jail))
+        shared = Shared(self.settings, self.events, self.store, jail)
+        stack: ASGIApp = app
+        for name, build in reversed(LAYERS):
+            if name in self.layers:
+                stack = build(stack, shared)
+        self._stack = stack
         self.opt_outs = log_opt_outs(self.settings)
         self.events.emit(
             SecurityEvent(

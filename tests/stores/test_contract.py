@@ -158,6 +158,46 @@ async def test_incr_sets_the_ttl_on_creation_only(backend: Backend) -> None:
     assert await store.incr("window", ttl_seconds=TTL) == 1
 
 
+async def test_touch_extends_a_live_key_and_keeps_its_value(backend: Backend) -> None:
+    store = backend.store
+    assert await store.incr("slots", ttl_seconds=TTL * 2) == 1
+    await store.set("blob", b"v", TTL * 2)
+    await backend.pass_time(TTL)
+    assert await store.touch("slots", TTL * 3) is True
+    assert await store.touch("blob", TTL * 3) is True
+    await backend.pass_time(TTL * 2)  # past the creation-time TTL, within the new one
+    assert await store.get("slots") == b"1"
+    assert await store.get("blob") == b"v"
+    assert await store.incr("slots", ttl_seconds=TTL) == 2
+    await backend.pass_time(TTL)
+    assert await store.get("slots") is None
+
+
+async def test_touch_never_creates_a_key(backend: Backend) -> None:
+    store = backend.store
+    assert await store.touch("absent", TTL) is False
+    assert await store.get("absent") is None
+    await store.set("gone", b"v", TTL)
+    await backend.pass_time(TTL)
+    assert await store.touch("gone", 100.0) is False
+    assert await store.get("gone") is None
+
+
+async def test_touch_gives_a_key_without_expiry_a_ttl(backend: Backend) -> None:
+    store = backend.store
+    await store.set("forever", b"v", None)
+    assert await store.touch("forever", TTL) is True
+    await backend.pass_time(TTL)
+    assert await store.get("forever") is None
+
+
+async def test_touch_validates_its_arguments(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        await backend.store.touch("k", 0)
+    with pytest.raises(ValueError, match="key"):
+        await backend.store.touch("", TTL)
+
+
 async def test_incr_is_atomic_under_concurrency(backend: Backend) -> None:
     store = backend.store
     results = await asyncio.gather(*(store.incr("hits", ttl_seconds=60.0) for _ in range(100)))
@@ -447,5 +487,7 @@ async def test_closed_store_raises_store_error(backend: Backend) -> None:
     await store.close()  # idempotent
     with pytest.raises(StoreError):
         await store.get("k")
+    with pytest.raises(StoreError):
+        await store.touch("k", 1.0)
     with pytest.raises(StoreError):
         await store.ping()

@@ -8,7 +8,7 @@ SQLite (one host), Redis (a fleet, Cluster included).
 Threats the stores handle themselves:
 
 * Races between workers: every read-modify-write step (`set_if_absent`, `incr`,
-  `gcra`, `add_to_owner`, `delete_owned`) is atomic inside the store (a Lua script,
+  `touch`, `gcra`, `add_to_owner`, `delete_owned`) is atomic inside the store (a Lua script,
   one SQLite transaction, or no `await` between read and write), never a
   process-local lock around get-then-set, which is not atomic across workers.
 * Resource exhaustion: keys and values are bounded (`MAX_KEY_BYTES`,
@@ -108,6 +108,16 @@ class Store(Protocol):
         starts at 0 and gets `ttl_seconds`; an existing counter keeps its TTL, so a
         fixed window ends on time however often it is hit. The result must fit a
         signed 64-bit integer, and the key must hold an integer, else `StoreError`.
+        """
+        ...
+
+    async def touch(self, key: str, ttl_seconds: float) -> bool:
+        """Give a live `key` a new TTL of `ttl_seconds` from now; True if it was live.
+
+        Atomic: the key's value is untouched, and an absent or expired key stays
+        absent (never created). The new TTL replaces the old one, longer or shorter.
+        Long-lived holders of a counter (a WebSocket's connection slot) call this so
+        that the counter outlives `incr`'s creation-time TTL while they hold it.
         """
         ...
 

@@ -170,6 +170,16 @@ class MemoryStore:
         self._put(key, expires_at, result, now)
         return result
 
+    async def touch(self, key: str, ttl_seconds: float) -> bool:
+        check_key(key)
+        ttl = check_required_ttl(ttl_seconds)
+        now = self._now()
+        current = self._live(key, now)
+        if current is None:
+            return False
+        self._put(key, now + ttl, current, now)
+        return True
+
     async def gcra(
         self,
         key: str,

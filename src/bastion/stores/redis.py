@@ -275,6 +275,13 @@ class RedisStore:
         raw = await self._call("incr", lambda: self._incr_script(keys=[redis_key], args=args))
         return int(raw)
 
+    async def touch(self, key: str, ttl_seconds: float) -> bool:
+        redis_key = self.redis_key(check_key(key))
+        px = _ttl_ms(check_required_ttl(ttl_seconds))
+        # PEXPIRE is one atomic command and never creates a key (0 when absent).
+        changed = await self._call("touch", lambda: self._client.pexpire(redis_key, px))
+        return bool(changed)
+
     async def gcra(
         self,
         key: str,

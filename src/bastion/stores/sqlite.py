@@ -180,6 +180,20 @@ class SQLiteStore:
 
         return await self._write(step)
 
+    async def touch(self, key: str, ttl_seconds: float) -> bool:
+        check_key(key)
+        ttl = check_required_ttl(ttl_seconds)
+
+        def step(db: sqlite3.Connection, now: float) -> bool:
+            changed = db.execute(
+                """UPDATE bastion_store SET expires_at = ?
+                WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)""",
+                (now + ttl, key, now),
+            ).rowcount
+            return bool(changed)
+
+        return await self._write(step)
+
     async def gcra(
         self,
         key: str,

@@ -47,6 +47,7 @@ from bastion.websocket.middleware import (
     BearerVerifier,
     WebSocketGuardMiddleware,
     WebSocketPrincipal,
+    client_ban_check,
 )
 from bastion.websocket.reasons import (
     REASON_BANNED,
@@ -103,6 +104,7 @@ __all__ = [
     "WebSocketTickets",
     "check_origin",
     "choose_subprotocol",
+    "client_ban_check",
     "issue_ticket",
     "split_bearer",
 ]

@@ -14,6 +14,11 @@ One connection, in order:
    timeout (1001), an `asyncio.timeout` around the wait for the next message.
 3. A watcher task per connection checks every `revocation_check_seconds` that the
    session still exists and that no ban predicate refuses, else closes with 1008.
+   It also keeps the connection's slots alive: `incr` gives a counter its TTL on
+   creation only, so without a refresh a socket that outlives
+   `connection_count_ttl_seconds` would lose its slot and the caps would stop
+   holding. Every third of that TTL (by the guard's clock) it `touch`es each held
+   counter, and re-takes the slot if the counter vanished (evicted, store restart).
 4. Whatever ends the connection (client close, abrupt disconnect, the app's close,
    the guard's close, an exception, cancellation), `finally` gives the slots back.
 
@@ -77,7 +82,7 @@ BearerVerifier = Callable[[str], Awaitable[object | None]]
 """Verifies a bearer token; returns the principal, or None to refuse."""
 BanCheck = Callable[[str | None, str | None], Awaitable[bool]]
 """`(client_host, principal_identity) -> True if banned`, checked at the handshake
-and every `revocation_check_seconds`."""
+and every `revocation_check_seconds`. May raise `StoreError` (the guard fails closed)."""
 
 CLIENT_COUNT_PREFIX: Final = "ws:conns:client:"
 PRINCIPAL_COUNT_PREFIX: Final = "ws:conns:principal:"
@@ -87,6 +92,9 @@ PRINCIPAL_RATE_PREFIX: Final = "ws:principal:"
 # that keeps flooding is cut off at either bound.
 _DRAIN_SECONDS: Final = 2.0
 _DRAIN_MESSAGES: Final = 1000
+# Refreshes per counter TTL: a refresh due at a third of the TTL, seen within one
+# watcher tick (at most another third), leaves a third of the TTL for a slow store.
+_REFRESHES_PER_TTL: Final = 3
 _ERROR_RATE: Final = json.dumps({"error": "rate-limited"})
 _ERROR_INVALID: Final = json.dumps({"error": "invalid-message"})
 
@@ -97,6 +105,16 @@ class WebSocketPrincipal:
 
     identity: str
     method: str  # "session" or "ticket"
+
+
+def client_ban_check(is_banned: Callable[[str | None], Awaitable[bool]]) -> BanCheck:
+    """A `BanCheck` from a per-client predicate, such as `Jail.is_banned` of the
+    rate-limit layer's ban list (which bans networks, not principals)."""
+
+    async def check(client: str | None, principal: str | None) -> bool:
+        return await is_banned(client)
+
+    return check
 
 
 def _principal_identity(principal: object) -> str:
@@ -186,6 +204,7 @@ class WebSocketGuardMiddleware:
     ) -> None:
         self.app = app
         self.settings = s = settings or WebSocketSettings()
+        self.clock = clock
         self.store = store if store is not None else MemoryStore(clock=clock)
         self.events = events or default_emitter()
         self.refuser = Refuser(LAYER, self.events, monitor_only=s.monitor_only)
@@ -226,7 +245,7 @@ class WebSocketGuardMiddleware:
         if held is None:
             return
         try:
-            await self._serve(app_scope, receive, send, offer, principal_name)
+            await self._serve(app_scope, receive, send, offer, principal_name, held)
         finally:
             await self._release(scope, held)
 
@@ -286,9 +305,14 @@ class WebSocketGuardMiddleware:
         principal_name = _principal_identity(principal) if principal is not None else None
         if principal is not None:
             context.principal = principal
-        if await self._banned(context.client_host, principal_name) and await self._refuse(
-            scope, send, 403, KIND_AUTHZ_FAIL, r.REASON_BANNED
-        ):
+        try:
+            banned = await self._banned(context.client_host, principal_name)
+        except StoreError:
+            # A ban we cannot read fails closed, as the live check does.
+            if await self._refuse(scope, send, 503, KIND_SYS_AVAILABILITY, r.REASON_STORE_DOWN):
+                return None
+            banned = False
+        if banned and await self._refuse(scope, send, 403, KIND_AUTHZ_FAIL, r.REASON_BANNED):
             return None
         app_scope = scope
         if offer.untrusted_token is not None:
@@ -358,6 +382,19 @@ class WebSocketGuardMiddleware:
                 return None
         return held
 
+    async def _refresh(self, scope: Scope, held: list[str]) -> None:
+        """Extend each held counter's TTL; re-take the slot if the counter is gone."""
+        ttl = self.settings.connection_count_ttl_seconds
+        for key in held:
+            try:
+                if not await self.store.touch(key, ttl):
+                    await self.store.incr(key, 1, ttl_seconds=ttl)
+            except StoreError:
+                # Caps fail open (as in `_reserve`); the next refresh tries again.
+                self.refuser.event(
+                    scope, kind=KIND_SYS_AVAILABILITY, reason=r.REASON_STORE_DOWN, action="allowed"
+                )
+
     async def _release(self, scope: Scope, held: list[str]) -> None:
         for key in held:
             try:
@@ -384,6 +421,7 @@ class WebSocketGuardMiddleware:
         send: Send,
         offer: BearerOffer,
         principal: str | None,
+        held: list[str],
     ) -> None:
         conn = _Connection(self, scope, send)
         schema = self.schemas.lookup("WEBSOCKET", scope.get("path", ""))
@@ -508,7 +546,7 @@ class WebSocketGuardMiddleware:
                     continue
                 return message
 
-        watcher = asyncio.create_task(self._watch(conn, principal))
+        watcher = asyncio.create_task(self._watch(conn, principal, held))
         try:
             await self.app(scope, guarded_receive, guarded_send)
             if conn.guard_closed:
@@ -528,17 +566,32 @@ class WebSocketGuardMiddleware:
             if pending is not None and not pending.done():
                 pending.cancel()
 
-    async def _watch(self, conn: _Connection, principal: str | None) -> None:
-        """Close the socket once its session is gone or a ban applies (bounded by the
-        connection's life: cancelled when the app returns)."""
+    async def _watch(self, conn: _Connection, principal: str | None, held: list[str]) -> None:
+        """Close the socket once its session is gone or a ban applies, and keep its
+        connection slots alive (bounded by the connection's life: cancelled when the
+        app returns).
+
+        One tick is the shorter of `revocation_check_seconds` and the refresh
+        interval, so a refresh is never more than a tick late; a tick with nothing
+        due costs no store call.
+        """
         session = conn.scope.get("session")
         # The guard only needs the session's store key, to ask whether it still exists.
         session_key = getattr(session, "store_key", None) if principal is not None else None
         client = get_context(conn.scope).client_host
-        if session_key is None and not self.ban_checks:
+        revoking = session_key is not None or bool(self.ban_checks)
+        if not revoking and not held:
             return
+        refresh_seconds = self.settings.connection_count_ttl_seconds / _REFRESHES_PER_TTL
+        tick = min(self.settings.revocation_check_seconds, refresh_seconds)
+        last_refresh = self.clock()
         while not conn.closed.done():
-            await asyncio.sleep(self.settings.revocation_check_seconds)
+            await asyncio.sleep(tick)
+            if held and self.clock() - last_refresh >= refresh_seconds:
+                last_refresh = self.clock()
+                await self._refresh(conn.scope, held)
+            if not revoking:
+                continue
             try:
                 if session_key is not None and await self.store.get(session_key) is None:
                     await conn.close(
