@@ -97,7 +97,7 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
     (
         "ratelimit",
         lambda app, x: RateLimitMiddleware(
-            app, x.settings.ratelimit, store=x.store, events=x.events
+            app, x.settings.ratelimit, store=x.store, events=x.events, jail=x.jail
         ),
     ),
     (

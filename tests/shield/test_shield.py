@@ -138,3 +138,14 @@ async def test_works_as_starlette_middleware_list() -> None:
     app = Starlette(middleware=[Middleware(Shield, settings=Settings(mode="development"))])
     async with asgi_client(app) as client:
         assert (await client.get("/nothing")).status_code == 404
+
+
+def test_one_jail_is_shared_by_the_rate_limit_layer_and_the_event_stream() -> None:
+    from bastion.ratelimit import JailSink
+
+    shield = Shield(make_app("raw"), mode="development")
+    layer: Any = shield._stack
+    while not isinstance(layer, RateLimitMiddleware):
+        layer = layer.app
+    (sink,) = [s for s in shield.events.sinks if isinstance(s, JailSink)]
+    assert layer.jail is sink.jail

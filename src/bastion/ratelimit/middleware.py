@@ -142,7 +142,10 @@ class RateLimitMiddleware:
         events: EventEmitter | None = None,
         clock: Callable[[], float] = time.monotonic,
         key_functions: Mapping[str, KeyFunction] | None = None,
+        jail: Jail | None = None,
     ) -> None:
+        """`jail`: a ban list shared with other layers (Shield passes its own); by
+        default the layer builds one over its store when bans are enabled."""
         self.app = app
         self.settings = settings or RateLimitSettings()
         self.store = store if store is not None else MemoryStore()
@@ -168,7 +171,7 @@ class RateLimitMiddleware:
         self._login_routes: RouteTable[bool] = RouteTable(
             dict.fromkeys(self.settings.login_routes, True)
         )
-        self.jail: Jail | None = (
+        self.jail: Jail | None = jail or (
             Jail(
                 self.store,
                 self.settings.ban_policy(),
