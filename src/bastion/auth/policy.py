@@ -161,6 +161,37 @@ class AuthorizationMiddleware:
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Any]])
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A decorator's refusal, ready for any framework's response class."""
+
+    status: int
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+def check_endpoint(
+    scope: Scope,
+    requirements: Iterable[Requirement],
+    refuser: Refuser,
+    realm: str,
+) -> Refusal | None:
+    """Decide for an endpoint decorator; None to serve, else the generic refusal."""
+    principal = get_principal(scope)
+    decision = decide_all(requirements, principal)
+    if not decision.status:
+        return None
+    refuser.event(scope, kind=KIND_AUTHZ_FAIL, reason=decision.reason, status=decision.status)
+    request_id = get_context(scope).request_id
+    body, content_type = generic_body(
+        decision.status, request_id, as_json=wants_json(scope["headers"])
+    )
+    headers = {k.decode(): v.decode() for k, v in challenge_headers(decision, principal, realm)}
+    headers["cache-control"] = "no-store"
+    return Refusal(decision.status, body, content_type.decode(), headers)
+
+
 def requires_bastion(
     *,
     roles: Iterable[str] = (),
@@ -184,25 +215,13 @@ def requires_bastion(
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             request = kwargs.get("request", args[-1] if args else None)
             scope: Scope = request.scope  # type: ignore[union-attr]  # a Request by contract
-            principal = get_principal(scope)
-            decision = decide_all(requirements, principal)
-            if not decision.status:
+            refusal = check_endpoint(scope, requirements, refuser, realm)
+            if refusal is None:
                 return await endpoint(*args, **kwargs)
-            refuser.event(
-                scope, kind=KIND_AUTHZ_FAIL, reason=decision.reason, status=decision.status
-            )
             from starlette.responses import Response
 
-            request_id = get_context(scope).request_id
-            body, content_type = generic_body(
-                decision.status, request_id, as_json=wants_json(scope["headers"])
-            )
-            headers = {
-                k.decode(): v.decode() for k, v in challenge_headers(decision, principal, realm)
-            }
-            headers["cache-control"] = "no-store"
             return Response(
-                body, decision.status, headers=headers, media_type=content_type.decode()
+                refusal.body, refusal.status, headers=refusal.headers, media_type=refusal.media_type
             )
 
         return wrapper  # type: ignore[return-value]  # same signature, by functools.wraps

@@ -8,17 +8,29 @@ is turned off: Bastion saves the session when the response starts.
 
     app = Quart(__name__)
     asgi = Shield(use_bastion_sessions(app), settings)
+
+    @app.get("/admin")
+    @requires_bastion_quart(roles=["admin"])
+    async def admin() -> str: ...
+
+`requires_bastion_quart` applies the same requirements, events and generic 401/403
+as the Starlette decorator and the route policy, to the principal Bastion resolved.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+import functools
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar, cast
 
-from quart import Quart
+from quart import Quart, Response, request
 from quart.sessions import SessionInterface, SessionMixin
 
+from bastion.auth.policy import Requirement, check_endpoint
+from bastion.events import EventEmitter
+from bastion.responses import Refuser
 from bastion.sessions import Session
-from bastion.types import ASGIApp
+from bastion.types import ASGIApp, Scope
 
 
 class BastionSessionInterface(SessionInterface):
@@ -38,6 +50,40 @@ def _as_mixin(session: Session) -> SessionMixin:
     # SessionMixin is a mixin for dict-like sessions; ours is a dict with the same
     # `modified` attribute, which is all Quart reads.
     return session  # type: ignore[return-value]  # structurally a SessionMixin
+
+
+QuartView = TypeVar("QuartView", bound=Callable[..., Awaitable[Any]])
+
+
+def requires_bastion_quart(
+    *,
+    roles: Iterable[str] = (),
+    scopes: Iterable[str] = (),
+    events: EventEmitter | None = None,
+    realm: str = "bastion",
+) -> Callable[[QuartView], QuartView]:
+    """Protect a Quart view: `roles` means any of them, `scopes` all of them."""
+    requirements = Requirement.of(roles=roles, scopes=scopes)
+    refuser = Refuser("authorization", events)
+
+    def decorate(view: QuartView) -> QuartView:
+        @functools.wraps(view)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            # Quart types its scope as a TypedDict; at run time it is the ASGI scope.
+            scope = cast(Scope, request.scope)
+            refusal = check_endpoint(scope, requirements, refuser, realm)
+            if refusal is None:
+                return await view(*args, **kwargs)
+            return Response(
+                refusal.body,
+                status=refusal.status,
+                headers=refusal.headers,
+                mimetype=refusal.media_type,
+            )
+
+        return wrapper  # type: ignore[return-value]  # same signature, by functools.wraps
+
+    return decorate
 
 
 def use_bastion_sessions(app: Quart) -> ASGIApp:
