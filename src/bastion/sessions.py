@@ -79,6 +79,7 @@ EVENT_CREATED: Final = "session_created"
 EVENT_RENEWED: Final = "session_renewed"
 EVENT_EXPIRED: Final = "session_expired"
 EVENT_USE_AFTER_EXPIRE: Final = "session_use_after_expire"
+EVENT_LOGIN: Final = "authn_login_success"
 REASON_IDLE: Final = "idle-timeout"
 REASON_ABSOLUTE: Final = "absolute-timeout"
 REASON_LOGOUT: Final = "logout"
@@ -262,6 +263,7 @@ class Session(dict[str, Any]):
         self.modified = False
         self.rotate_requested = False
         self.logout_requested = False
+        self.login_requested = False
         self.user_id: str | None = record.user_id if record else None
         self._csrf_secret: str | None = record.csrf_secret if record else None
 
@@ -339,6 +341,7 @@ class Session(dict[str, Any]):
         if not user_id:
             raise ValueError("user_id must be non-empty")
         self.user_id = user_id
+        self.login_requested = True
         self.rotate()
 
     def logout(self) -> None:
@@ -452,6 +455,8 @@ class SessionManager:
         reason = REASON_LOGIN if old_id is not None and session.user_id else REASON_ROTATED
         kind = EVENT_CREATED if old_id is None else EVENT_RENEWED
         self._event(scope, kind, reason if old_id is not None else "created", new_id)
+        if session.login_requested and snapshot.user_id is not None:
+            self._event(scope, EVENT_LOGIN, REASON_LOGIN, new_id, principal=snapshot.user_id)
         session._id, session._record = new_id, snapshot
         name = self.settings.effective_cookie_name
         return [
@@ -473,7 +478,15 @@ class SessionManager:
         )
         return count
 
-    def _event(self, scope: Scope, kind: str, reason: str, session_id: str) -> None:
+    def _event(
+        self,
+        scope: Scope,
+        kind: str,
+        reason: str,
+        session_id: str,
+        *,
+        principal: str | None = None,
+    ) -> None:
         context = get_context(scope)
         self.events.emit(
             SecurityEvent(
@@ -483,6 +496,7 @@ class SessionManager:
                 action="allowed",
                 request_id=context.request_id,
                 client=context.client_host,
+                principal=principal,
                 method=scope.get("method"),
                 path=scope.get("path"),
                 details={"session": self.id_hash(session_id)},

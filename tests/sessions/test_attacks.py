@@ -161,8 +161,10 @@ async def test_session_ids_never_appear_in_events() -> None:
     assert [r["kind"] for r in sink.records] == [
         "session_created",
         "session_renewed",
+        "authn_login_success",
         "session_expired",
     ]
+    assert sink.records[2]["principal"] == "alice"
     text = repr(sink.records)
     assert first is not None
     assert second is not None
