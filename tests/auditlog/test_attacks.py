@@ -14,6 +14,7 @@ from bastion.auditlog import (
     AuditLogSink,
     canonical_json,
     head_path,
+    records,
     verify_chain,
     verify_command,
 )
@@ -176,7 +177,7 @@ def test_audit_forged_record_appended_with_another_key(log: Path) -> None:
         "prev": last["mac"],
         "event": event(99),
     }
-    mac = auditlog._record_mac(forged_key.chain_key, bytes.fromhex(last["mac"]), body)
+    mac = records._record_mac(forged_key.chain_key, bytes.fromhex(last["mac"]), body)
     content.append(canonical_json({**body, "mac": mac.hex()}) + b"\n")
     write_lines(log, content)
     assert findings(log) == [("unknown-key", EVENTS + 2, EVENTS + 1)]
