@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -205,3 +206,29 @@ def test_key_algorithm_is_fixed_per_key() -> None:
     assert J.key_algorithm({"kty": "RSA", "alg": "PS256"}, ("RS256",)) is None
     assert J.key_algorithm({"kty": "oct"}, ("RS256",)) is None  # HS needs opting in
     assert J.key_algorithm({"kty": "RSA", "use": "enc"}, ("RS256",)) is None
+
+
+async def test_jwks_lookups_during_the_first_fetch_wait_for_it() -> None:
+    release = asyncio.Event()
+    fetches = [0]
+
+    async def slow_fetch(url: str) -> bytes:
+        fetches[0] += 1
+        await release.wait()
+        return json.dumps({"keys": [RSA_KEY.as_dict(private=False)]}).encode()
+
+    cache = J.JWKSCache(
+        "https://id.example/jwks",
+        allowed_algorithms=("RS256",),
+        ttl_seconds=300,
+        min_refresh_seconds=60,
+        fetch=slow_fetch,
+        clock=lambda: 0.0,
+    )
+    first = asyncio.create_task(cache.find("rsa-1"))
+    second = asyncio.create_task(cache.find("rsa-1"))
+    await asyncio.sleep(0)  # both lookups are now waiting on the one fetch
+    release.set()
+    found = await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
+    assert all(key is not None for key in found)
+    assert fetches[0] == 1

@@ -334,6 +334,11 @@ class JWKSCache:
         stale = self._ring is None or now - self._fetched_at >= self.ttl_seconds
         if stale and self._may_fetch(now):
             await self._refresh(now)
+        elif self._lock.locked():
+            # Another request is fetching right now (the first fetch, or a rotation):
+            # wait for its result rather than answer from no keys or stale ones.
+            async with self._lock:
+                pass
         key = self._ring.find(kid) if self._ring else None
         if key is None and self._may_fetch(now):
             await self._refresh(now)
