@@ -8,7 +8,8 @@ expressions:
 * `/api/*`          every path under `/api/` (not `/api` itself, nor `/apiary`);
 * `*`               every path.
 
-A pattern may start with methods: `POST /login`, `GET,HEAD /feed/*`.
+A pattern may start with methods: `POST /login`, `GET,HEAD /feed/*`. A rule for
+`GET` also covers `HEAD`, which every framework serves with the GET handler.
 
 Patterns match `scope["path"]`, the decoded path the application's router dispatches
 on, exactly as it is: no case folding, no slash merging, no dot-segment removal. A
@@ -45,7 +46,13 @@ class RoutePattern:
     segments: tuple[str | None, ...] = ()  # for "param": literal or None for `{name}`
 
     def matches_method(self, method: str) -> bool:
-        return not self.methods or method in self.methods
+        # HEAD is GET without the body (RFC 9110 section 9.3.2): frameworks run the GET
+        # handler for it, so a rule for GET must hold for HEAD too.
+        return (
+            not self.methods
+            or method in self.methods
+            or (method == "HEAD" and "GET" in self.methods)
+        )
 
     def matches(self, method: str, path: str) -> bool:
         if not self.matches_method(method):

@@ -33,6 +33,7 @@ TABLE = RouteTable(
         ("POST", "/login", "login-post"),
         ("GET", "/login", "login"),
         ("GET", "/feed/1", "feed-read"),
+        ("HEAD", "/login", "login"),
         ("POST", "/feed/1", "any"),
         # Paths are matched exactly as the router sees them.
         ("GET", "/API/x", "any"),
@@ -67,3 +68,10 @@ def test_no_match_is_none() -> None:
 def test_invalid_patterns_are_refused(pattern: str) -> None:
     with pytest.raises(ValueError, match="route pattern"):
         parse_route_pattern(pattern)
+
+
+def test_a_get_rule_covers_head() -> None:
+    table = RouteTable({"GET /admin": "admin-only", "*": "open"})
+    assert table.lookup("GET", "/admin") == "admin-only"
+    assert table.lookup("HEAD", "/admin") == "admin-only"
+    assert table.lookup("POST", "/admin") == "open"

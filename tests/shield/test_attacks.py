@@ -405,3 +405,23 @@ async def test_websocket_through_the_whole_stack(scheme: str, host: str, first: 
     if first == "websocket.close":
         assert sent[0]["code"] == 1008
         assert [r["reason"] for r in sink.records if r["kind"] != "sys_startup"]
+
+
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [
+        pytest.param("GET", 401, id="policy-get-rule-anonymous"),
+        pytest.param("HEAD", 401, id="policy-get-rule-via-head"),
+    ],
+)
+@pytest.mark.parametrize("framework", ["starlette", "fastapi"])
+async def test_a_get_policy_rule_holds_for_head(framework: str, method: str, status: int) -> None:
+    from tests.support.apps import make_app
+
+    settings = Settings(mode="development", policy={"routes": {"GET /json": "roles:admin"}})
+    app = Shield(make_app(framework), settings, events=EventEmitter([]))
+    async with asgi_client(app) as client:
+        response = await client.request(method, "/json")
+        public = await client.request(method, "/")
+    assert response.status_code == status
+    assert public.status_code == 200
