@@ -20,6 +20,7 @@ from bastion.stores import MemoryStore
 from bastion.types import ASGIApp, Message
 from tests.conftest import RecordingSink, asgi_client
 from tests.csrf.apps import make_app
+from tests.support.clock import FakeClock as Clock
 from tests.support.secret_watch import never_logged
 
 ORIGIN = "https://bank.example"
@@ -41,14 +42,6 @@ class SharedStore(MemoryStore):
 
     def __bool__(self) -> bool:
         return True
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -18,7 +18,8 @@ from bastion.csrf import (
 from bastion.csrf.tokens import MAX_TOKEN_CHARS, mask, session_binding, unmask
 from bastion.exceptions import ConfigurationError
 from bastion.sessions import Session
-from tests.csrf.harness import CSRF_KEY, NEW_CSRF_KEY, Clock
+from tests.csrf.harness import CSRF_KEY, NEW_CSRF_KEY
+from tests.support.clock import FakeClock as Clock
 
 MAX_AGE = 3600
 

@@ -42,6 +42,7 @@ from bastion.headers.reports import (
 )
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
 from tests.conftest import RecordingSink, asgi_client
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -383,16 +384,6 @@ async def test_without_report_path_the_app_answers(framework_app: ASGIApp) -> No
 
 
 # The per-process report budget: the endpoint answers before rate limiting.
-
-
-class FakeClock:
-    """Monotonic seconds that only move when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_budget_caps_events_across_requests(sink: RecordingSink) -> None:

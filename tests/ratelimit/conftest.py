@@ -11,20 +11,8 @@ import pytest
 from bastion.exceptions import StoreError
 from bastion.stores import MemoryStore
 from bastion.stores.gcra import GCRAResult
+from tests.support.clock import FakeClock
 from tests.support.redis import RedisClusterNodes, RedisServer, redis_cluster, redis_server
-
-
-class FakeClock:
-    """A clock for stores; tests move it instead of sleeping."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class SwitchableStore(MemoryStore):

@@ -17,9 +17,9 @@ from bastion.stores import MemoryStore
 from bastion.stores.redis import RedisStore
 from bastion.types import Message
 from tests.conftest import RecordingSink
-from tests.ratelimit.conftest import FakeClock
 from tests.ratelimit.harness import request
 from tests.support.apps import raw_app
+from tests.support.clock import FakeClock
 from tests.support.redis import redis_server
 
 pytestmark = pytest.mark.anyio

@@ -16,17 +16,10 @@ from bastion.events import EventEmitter
 from bastion.sessions import Session, SessionMiddleware, SessionSettings
 from bastion.stores import MemoryStore
 from bastion.types import ASGIApp, Receive, Scope, Send
+from tests.support.clock import FakeClock as Clock
 from tests.support.secret_watch import never_logged
 
 KEY = never_logged("session-test-key-" + "abcdefghijklmnopqrstuvwxyz")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def session_app(scope: Scope, receive: Receive, send: Send) -> None:

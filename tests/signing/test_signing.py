@@ -4,17 +4,10 @@ import pytest
 
 from bastion.exceptions import ConfigurationError
 from bastion.signing import Signer
+from tests.support.clock import FakeClock as Clock
 
 OLD = "old-key-" + "abcdefghijklmnopqrstuvwxyz012345"
 NEW = "new-key-" + "abcdefghijklmnopqrstuvwxyz012345"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_round_trip() -> None:

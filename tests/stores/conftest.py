@@ -17,25 +17,13 @@ from typing import Any
 import pytest
 
 from bastion.stores import MemoryStore, SQLiteStore, Store
+from tests.support.clock import FakeClock
 from tests.support.redis import RedisClusterNodes, RedisServer, redis_cluster, redis_server
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-cluster"]
 # Real Redis expires a key within a millisecond of its TTL; waiting this much longer
 # makes "it has expired" certain without slowing the suite.
 _REAL_TIME_MARGIN_SECONDS = 0.05
-
-
-class FakeClock:
-    """A clock for stores; tests move it instead of sleeping."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

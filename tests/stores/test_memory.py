@@ -8,7 +8,7 @@ import pytest
 
 from bastion.stores.base import MAX_VALUE_BYTES
 from bastion.stores.memory import DEFAULT_MAX_ENTRIES, MemoryStore
-from tests.stores.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ import pytest
 
 from bastion.exceptions import StoreError
 from bastion.stores.sqlite import SCHEMA_VERSION, SQLiteStore
-from tests.stores.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 

@@ -37,23 +37,13 @@ from bastion.websocket import reasons as r
 from bastion.websocket.core import hashed_key
 from bastion.websocket.middleware import CLIENT_COUNT_PREFIX, PRINCIPAL_COUNT_PREFIX
 from tests.conftest import RecordingSink
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 WAIT_SECONDS = 2.0
 ORIGIN = b"http://testserver"
 FAST: dict[str, Any] = {"revocation_check_seconds": 0.01}
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FlakyStore(MemoryStore):
