@@ -185,10 +185,10 @@ def parse_sources(directive: str, value: str | Iterable[str]) -> tuple[str, ...]
     if isinstance(value, str):
         if not _TYPED_VALUE.match(value):
             raise ValueError(f"CSP directive {directive!r}: control or non-ASCII character")
-        tokens = tuple(value.split(" "))
+        words = tuple(value.split(" "))
     else:
-        tokens = tuple(value)
-    sources = tuple(token for token in tokens if token != "")
+        words = tuple(value)
+    sources = tuple(word for word in words if word)
     for source in sources:
         _check_source(directive, source)
     if directive in VALUELESS_DIRECTIVES and sources:
