@@ -1,0 +1,1 @@
+"""Bastion's benchmarks: `python -m bench` (see bench/README.md)."""
