@@ -21,9 +21,9 @@ from bastion.ratelimit.reasons import (
 )
 from bastion.types import ASGIApp
 from tests.conftest import RecordingSink
-from tests.ratelimit.conftest import SwitchableStore
 from tests.ratelimit.harness import ATTACKER, USER, build, jail_sink_of, request
 from tests.support.clock import FakeClock
+from tests.support.stores import SwitchableStore
 
 pytestmark = pytest.mark.anyio
 

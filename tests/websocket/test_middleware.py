@@ -29,7 +29,6 @@ from bastion.exceptions import StoreError
 from bastion.ratelimit import JailSink
 from bastion.settings import Settings
 from bastion.shield import Shield
-from bastion.stores.gcra import GCRAResult
 from bastion.stores.memory import MemoryStore
 from bastion.types import Message, Receive, Scope, Send
 from bastion.websocket import WebSocketGuardMiddleware, WebSocketSettings, WebSocketTickets
@@ -38,6 +37,7 @@ from bastion.websocket.core import hashed_key
 from bastion.websocket.middleware import CLIENT_COUNT_PREFIX, PRINCIPAL_COUNT_PREFIX
 from tests.conftest import RecordingSink
 from tests.support.clock import FakeClock
+from tests.support.stores import SwitchableStore
 
 pytestmark = pytest.mark.anyio
 
@@ -46,46 +46,7 @@ ORIGIN = b"http://testserver"
 FAST: dict[str, Any] = {"revocation_check_seconds": 0.01}
 
 
-class FlakyStore(MemoryStore):
-    """A memory store that raises `StoreError` while `down`, and counts `touch`es."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__(clock=clock)
-        self.down = False
-        self.touches = 0
-
-    def _fail(self) -> None:
-        if self.down:
-            raise StoreError("store down (test)")
-
-    async def get(self, key: str) -> bytes | None:
-        self._fail()
-        return await super().get(key)
-
-    async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
-        self._fail()
-        return await super().incr(key, amount, ttl_seconds=ttl_seconds)
-
-    async def touch(self, key: str, ttl_seconds: float) -> bool:
-        self._fail()
-        self.touches += 1
-        return await super().touch(key, ttl_seconds)
-
-    async def gcra(
-        self,
-        key: str,
-        *,
-        emission_interval_seconds: float,
-        burst_tolerance_seconds: float,
-        cost: int = 1,
-    ) -> GCRAResult:
-        self._fail()
-        return await super().gcra(
-            key,
-            emission_interval_seconds=emission_interval_seconds,
-            burst_tolerance_seconds=burst_tolerance_seconds,
-            cost=cost,
-        )
+FlakyStore = SwitchableStore
 
 
 @dataclass
@@ -350,7 +311,7 @@ async def test_counters_outlive_their_ttl_while_the_socket_lives(
 ) -> None:
     """Gap: `incr` keeps the creation TTL, so a long socket's slot used to lapse."""
     clock = FakeClock()
-    store = FlakyStore(clock)
+    store = FlakyStore(clock=clock)
     ttl = 60
     app = guard(
         events,
@@ -553,7 +514,7 @@ async def test_a_revoked_session_closes_a_live_socket(
 
 
 async def test_counters_fail_open_with_an_event(sink: RecordingSink, events: EventEmitter) -> None:
-    store = FlakyStore(FakeClock())
+    store = FlakyStore(clock=FakeClock())
     store.down = True
     app = guard(events, store=store, principal_messages_per_second=1, principal_message_burst=1)
     async with connected(app, ws_scope(session=FakeSession("bob"))) as client:
@@ -566,7 +527,7 @@ async def test_counters_fail_open_with_an_event(sink: RecordingSink, events: Eve
 
 
 async def test_revocation_fails_closed_1011(sink: RecordingSink, events: EventEmitter) -> None:
-    store = FlakyStore(FakeClock())
+    store = FlakyStore(clock=FakeClock())
     await store.set("session:abc", b"{}", 3600)
     app = guard(events, store=store, **FAST)
     async with connected(app, ws_scope(session=FakeSession("bob", "session:abc"))) as client:
