@@ -75,6 +75,8 @@ DEFAULT_SECRETS_DIR: Final = "/run/secrets"
 ENV_PREFIX: Final = "BASTION_"
 # Variables with our prefix that are not settings fields.
 _ENV_NOT_SETTINGS: Final = frozenset({"BASTION_SECRETS_DIR"})
+# Prefixes of other settings models that check their own names (`bastion.demo.settings`).
+_ENV_OTHER_PREFIXES: Final = ("BASTION_DEMO__",)
 
 
 class Settings(BaseSettings):
@@ -207,6 +209,7 @@ def check_environment_names(environ: Mapping[str, str], fields: Mapping[str, obj
         for name in environ
         if name.upper().startswith(ENV_PREFIX)
         and name.upper() not in _ENV_NOT_SETTINGS
+        and not name.upper().startswith(_ENV_OTHER_PREFIXES)
         and name[len(ENV_PREFIX) :].lower().split("__", 1)[0] not in fields
     )
     if unknown:
