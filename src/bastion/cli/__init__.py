@@ -23,9 +23,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the bastion command needs its extra: pip install 'bastion-asgi[cli]'"
     ) from exc
 
-from bastion.exceptions import ConfigurationError
+from bastion.cli.check import check
+from bastion.cli.common import EXIT_CANNOT_CHECK, EXIT_FINDINGS, load_settings, parse_mode
 from bastion.sections import split_keys
-from bastion.settings import Mode, Settings
+from bastion.settings import Settings
 
 if TYPE_CHECKING:
     from bastion.deps import Threshold
@@ -36,27 +37,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-EXIT_CONFIGURATION_ERROR = 2
-
-
-def _parse_mode(value: str | None) -> Mode | None:
-    if value is None:
-        return None
-    if value == "development":
-        return "development"
-    if value == "production":
-        return "production"
-    raise typer.BadParameter("mode must be development or production")
-
-
-def _load_settings(mode: Mode | None) -> Settings:
-    overrides: dict[str, Any] = {"mode": mode} if mode else {}
-    try:
-        return Settings(**overrides)
-    except ConfigurationError as exc:
-        typer.echo(f"bastion: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIGURATION_ERROR) from None
 
 
 def describe_configuration(settings: Settings) -> dict[str, Any]:
@@ -96,7 +76,7 @@ def config(
     ] = None,
 ) -> None:
     """Print the effective configuration as JSON (secrets masked)."""
-    settings = _load_settings(_parse_mode(mode))
+    settings = load_settings(parse_mode(mode))
     typer.echo(json.dumps(describe_configuration(settings), indent=2, sort_keys=True))
 
 
@@ -224,10 +204,6 @@ def _parse_threshold(value: str) -> Threshold:
     raise typer.BadParameter("fail-on must be low, medium, high or critical")
 
 
-EXIT_FINDINGS = 1
-EXIT_CANNOT_CHECK = 2
-
-
 def _is_loopback_url(url: str) -> bool:
     import ipaddress
     from urllib.parse import urlsplit
@@ -343,6 +319,9 @@ def demo(
         proxy_headers=False,
         log_level="info",
     )
+
+
+app.command()(check)
 
 
 def main() -> None:
