@@ -6,8 +6,11 @@ Defence: every finding is written with its id, aliases, package, installed versi
 fixed versions and severity; SARIF gives one rule per advisory and one result per
 finding, at a level from its severity ("unknown" is a warning, never a note).
 
-Not covered: SARIF locations (a dependency has no line in the source); warnings are
-in the JSON report only (the command prints them to stderr for the other formats).
+Every SARIF result has a location, as code-scanning tools require: a dependency has no
+line in the source, so it is a logical location `package==version` (kind `module`).
+Not covered: a physical location (the installed `METADATA` file is not known here and
+would name a path of the auditing machine); warnings are in the JSON report only (the
+command prints them to stderr for the other formats).
 
 References: SARIF 2.1.0 https://docs.oasis-open.org/sarif/sarif/v2.1.0/sarif-v2.1.0.html
 """
@@ -100,6 +103,7 @@ def render_sarif(report: Report, *, tool_version: str = "") -> str:
             },
         )
         fixed = ", ".join(f.fixed_versions) or "no fixed version published"
+        pinned = f"{f.package}=={f.installed_version}"
         results.append(
             {
                 "ruleId": f.id,
@@ -108,6 +112,13 @@ def render_sarif(report: Report, *, tool_version: str = "") -> str:
                     "text": f"{f.package} {f.installed_version} is affected by {f.id}"
                     f" ({f.severity}); fixed in: {fixed}"
                 },
+                "locations": [
+                    {
+                        "logicalLocations": [
+                            {"name": pinned, "fullyQualifiedName": pinned, "kind": "module"}
+                        ]
+                    }
+                ],
             }
         )
     driver: dict[str, Any] = {
