@@ -1,0 +1,250 @@
+"""Information leakage: tracebacks, debug pages, file paths and version banners.
+
+Threat: error pages that show a traceback (code, file paths, sometimes settings
+and secrets), framework debug pages, and `Server` / `X-Powered-By` banners with
+exact versions that tell an attacker which published vulnerabilities to try.
+Probe: answers the app gives when things go wrong, each body scanned by
+`find_leaks`: a path that cannot exist (404), a method the main page does not
+serve (405), malformed JSON and an oversized body to a body-taking route, and
+every page the crawl fetched (a route that raises shows its error page there).
+Every answer's `Server` and `X-Powered-By` are checked for a version number.
+
+The oversized body is `OVERSIZED_BODY_BYTES`, declared in `Content-Length` and
+streamed in chunks, never held in memory at once.
+
+Not covered: secrets in ordinary pages, timing differences, verbose 422 bodies
+(pydantic echoing input is the errors layer's `insecure_pass_validation_input`).
+
+References: OWASP WSTG-ERRH-01 (error handling), WSTG-INFO-02 (fingerprinting)
+https://owasp.org/www-project-web-security-testing-guide/
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Final
+
+from bastion.audit.discovery import Route
+from bastion.audit.findings import Finding
+from bastion.audit.probes.base import (
+    Check,
+    ProbeContext,
+    is_json,
+    random_marker,
+    summarise,
+)
+from bastion.audit.target import HTTPResponse
+
+# Above every common default body limit (Bastion, nginx and Starlette forms: 1 MiB)
+# and small enough to be harmless: 3 MiB, sent in 64 KiB chunks.
+OVERSIZED_BODY_BYTES: Final = 3 * 1024 * 1024
+_CHUNK_BYTES: Final = 64 * 1024
+# Which routes parse JSON is often unknown (no OpenAPI): a few are tried.
+MAX_BODY_ROUTES: Final = 3
+MALFORMED_JSON: Final = b'{"bastion-audit": [1, 2'
+
+# (label, pattern): what a leaking body contains. Each pattern is specific
+# enough not to match ordinary prose.
+LEAK_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
+    ("Python traceback", re.compile(r"Traceback \(most recent call last\)")),
+    ("source file and line", re.compile(r"File \"[^\"]+\.py\", line \d+")),
+    (
+        "framework debug page",
+        re.compile(
+            r"Werkzeug Debugger|traceback-container|Starlette Debugger|Django Version:"
+            r"|Exception Value:|You're seeing this error because you have <code>DEBUG = True"
+        ),
+    ),
+    (
+        "server file path",
+        re.compile(
+            r"(?:/(?:home|usr|var|opt|srv|app|tmp|root|Users)/[\w.+-]+(?:/[\w.+-]+)*\.py\b)"
+            r"|(?:[A-Za-z]:\\(?:[\w.+-]+\\)+[\w.+-]+\.py\b)|site-packages"
+        ),
+    ),
+    (
+        "exception name",
+        re.compile(
+            r"\b(?:RuntimeError|ValueError|KeyError|TypeError|AttributeError|ZeroDivisionError"
+            r"|IndexError|AssertionError|NameError|ImportError|OperationalError)\b(?::|\()"
+        ),
+    ),
+    (
+        "version banner",
+        re.compile(
+            r"\b(?:uvicorn|hypercorn|gunicorn|daphne|Werkzeug|Django|Starlette|FastAPI|Flask"
+            r"|nginx|Apache|Express|PHP|Python|CPython|OpenSSL)/\d+(?:\.\d+)+",
+            re.I,
+        ),
+    ),
+)
+_VERSION: Final = re.compile(r"\d+\.\d+")
+_BANNER_HEADERS: Final = ("server", "x-powered-by", "x-aspnet-version", "x-runtime-version")
+
+_FIX_ERRORS: Final = (
+    "Keep Bastion's `errors` layer enabled and `debug` off (production refuses "
+    "debug): every exception becomes a generic 500 with an incident id, and 5xx "
+    "bodies carrying a traceback or debug page are replaced."
+)
+_REFERENCES: Final = ("https://owasp.org/www-project-web-security-testing-guide/",)
+
+NOT_FOUND: Final = Check(
+    "leakage.not-found", "404 pages reveal no internals", "medium", _FIX_ERRORS, _REFERENCES
+)
+METHOD_NOT_ALLOWED: Final = Check(
+    "leakage.method-not-allowed",
+    "405 pages reveal no internals",
+    "medium",
+    _FIX_ERRORS,
+    _REFERENCES,
+)
+MALFORMED: Final = Check(
+    "leakage.malformed-json",
+    "Malformed JSON is refused without revealing internals",
+    "medium",
+    _FIX_ERRORS,
+    _REFERENCES,
+)
+OVERSIZED: Final = Check(
+    "leakage.oversized-body",
+    "An oversized body is refused without revealing internals",
+    "medium",
+    _FIX_ERRORS + " `limits.max_body_bytes` refuses large bodies with 413 while streaming.",
+    _REFERENCES,
+)
+ERROR_PAGES: Final = Check(
+    "leakage.error-page",
+    "No page shows a traceback, debug page or source path",
+    "high",
+    _FIX_ERRORS,
+    _REFERENCES,
+)
+BANNER: Final = Check(
+    "leakage.server-banner",
+    "Server and X-Powered-By headers name no version",
+    "low",
+    "Bastion's `headers.strip_headers` removes `server` and `x-powered-by` from app "
+    "answers; run uvicorn with --no-server-header (hypercorn: include_server_header = "
+    "False) and hide versions at the proxy.",
+    _REFERENCES,
+)
+
+
+def find_leaks(response: HTTPResponse) -> list[str]:
+    """The kinds of internals the body shows (labels of `LEAK_PATTERNS`)."""
+    text = response.text
+    return [label for label, pattern in LEAK_PATTERNS if pattern.search(text)]
+
+
+def banners(response: HTTPResponse) -> list[str]:
+    """Banner headers that carry a version number, as `name: value`."""
+    return [
+        f"{name}: {value}"
+        for name in _BANNER_HEADERS
+        for value in response.header_all(name)
+        if _VERSION.search(value)
+    ]
+
+
+def judge(check: Check, label: str, response: HTTPResponse, route: str) -> Finding:
+    leaks = find_leaks(response)
+    evidence = f"{label} answered {response.status}"
+    if leaks:
+        evidence += ", body shows: " + ", ".join(leaks)
+    return check.result(not leaks, evidence, route)
+
+
+async def _oversized_body() -> AsyncIterator[bytes]:
+    chunk = b"a" * _CHUNK_BYTES
+    for _ in range(OVERSIZED_BODY_BYTES // _CHUNK_BYTES):
+        yield chunk
+
+
+def _body_routes(ctx: ProbeContext) -> list[Route]:
+    """Routes that take a body, JSON ones first (a form route may ignore JSON)."""
+    writable = [route for route in ctx.routes if route.may_be_probed_with_writes]
+    writable.sort(key=lambda route: not is_json(route.content_type))
+    return writable[:MAX_BODY_ROUTES] or [Route("POST", "/")]
+
+
+async def probe(ctx: ProbeContext) -> list[Finding]:
+    findings: list[Finding] = []
+    seen: list[tuple[str, HTTPResponse]] = []
+
+    missing = f"/{random_marker()}"
+    ctx.step("leakage: 404")
+    response = await ctx.send("GET", missing)
+    seen.append((f"GET {missing}", response))
+    findings.append(judge(NOT_FOUND, f"GET {missing}", response, "GET " + missing))
+
+    # Body probes come from the site itself, so a CSRF layer lets them reach the app.
+    same_origin = (("origin", ctx.own_origin), ("sec-fetch-site", "same-origin"))
+    ctx.step("leakage: 405")
+    response = await ctx.send("PUT", "/", headers=same_origin)
+    seen.append(("PUT /", response))
+    findings.append(judge(METHOD_NOT_ALLOWED, "PUT / (empty body)", response, "PUT /"))
+
+    routes = _body_routes(ctx)
+    malformed: list[tuple[str, HTTPResponse]] = []
+    for route in routes:
+        ctx.step(f"leakage: malformed JSON to {route}")
+        response = await ctx.send(
+            route.method,
+            route.path,
+            headers=same_origin,
+            body=MALFORMED_JSON,
+            content_type="application/json",
+        )
+        malformed.append((str(route), response))
+    seen += malformed
+    findings += summarise(
+        MALFORMED,
+        [
+            (
+                where,
+                f"{where} with malformed JSON answered {resp.status}, body shows: "
+                + ", ".join(find_leaks(resp)),
+            )
+            for where, resp in malformed
+            if find_leaks(resp)
+        ],
+        [f"{where}: {resp.status}" for where, resp in malformed],
+        "no internals shown",
+    )
+
+    route = routes[0]
+    ctx.step(f"leakage: {OVERSIZED_BODY_BYTES} byte body to {route}")
+    response = await ctx.send(
+        route.method,
+        route.path,
+        headers=(*same_origin, ("content-length", str(OVERSIZED_BODY_BYTES))),
+        body=_oversized_body(),
+        content_type="application/octet-stream",
+    )
+    seen.append((str(route), response))
+    findings.append(
+        judge(OVERSIZED, f"{route} with a {OVERSIZED_BODY_BYTES} byte body", response, str(route))
+    )
+
+    pages = [(str(r), resp) for r, resp in ctx.crawl.items()]
+    if ctx.main is not None:
+        pages.insert(0, ("GET /", ctx.main))
+    failures = [
+        (where, f"{where} answered {resp.status}, body shows: {', '.join(find_leaks(resp))}")
+        for where, resp in pages
+        if find_leaks(resp)
+    ]
+    findings += summarise(
+        ERROR_PAGES, failures, [where for where, _ in pages], "no internals shown"
+    )
+
+    seen += pages
+    banner_failures: dict[str, tuple[str, str]] = {}
+    for where, resp in seen:
+        for banner in banners(resp):
+            banner_failures.setdefault(banner, (where, f"{where} answered with {banner}"))
+    findings += summarise(
+        BANNER, list(banner_failures.values()), ["every answer above"], "no version in banners"
+    )
+    return findings

@@ -1,0 +1,105 @@
+"""HTTPS redirect, HSTS and TRACE.
+
+Threat: a site reachable over plain HTTP (an on-path attacker reads and changes
+it, and strips the upgrade to HTTPS), one that does not tell browsers to insist
+on HTTPS next time (HSTS), and one that answers TRACE, echoing the request's
+headers (cross-site tracing reads `HttpOnly` cookies through it on old clients,
+and it discloses headers a proxy added).
+Probe: `GET /` over `http://` must redirect to `https://` on the same host;
+`GET /` over HTTPS must carry `Strict-Transport-Security` with a max-age of at
+least `MIN_HSTS_SECONDS`; `TRACE /` must be refused.
+
+Not covered: TLS versions and cipher suites; HSTS preload-list membership.
+
+References: RFC 6797 (HSTS) https://www.rfc-editor.org/rfc/rfc6797 ; RFC 9110
+section 9.3.8 (TRACE); OWASP WSTG-CONF-06 (HTTP methods).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from bastion.audit.findings import Finding
+from bastion.audit.probes.base import Check, ProbeContext, random_marker
+from bastion.audit.target import HTTPResponse, owns, url_of
+
+# The MDN HTTP Observatory's threshold for full HSTS credit: six months.
+MIN_HSTS_SECONDS: Final = 15_552_000
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_MAX_AGE: Final = re.compile(r"max-age\s*=\s*\"?(\d+)\"?", re.I)
+
+HTTPS_REDIRECT: Final = Check(
+    "transport.https-redirect",
+    "Plain HTTP redirects to HTTPS on the same host",
+    "medium",
+    "Keep Bastion's `transport` layer enforcing HTTPS (do not set "
+    "`transport.insecure_allow_http`); behind a TLS proxy list it in "
+    "`transport.trusted_proxies` so `X-Forwarded-Proto` is believed.",
+    ("https://developer.mozilla.org/en-US/docs/Web/Security/Practical_implementation_guides/TLS",),
+)
+HSTS: Final = Check(
+    "transport.hsts",
+    "HTTPS answers carry Strict-Transport-Security for at least six months",
+    "medium",
+    "Keep `transport.hsts_max_age_seconds` at its default (one year) or more.",
+    ("https://www.rfc-editor.org/rfc/rfc6797",),
+)
+TRACE: Final = Check(
+    "transport.trace",
+    "TRACE is refused",
+    "low",
+    "Answer TRACE with 405 (Starlette and FastAPI routers do); in a raw ASGI app "
+    "route only the methods you serve, and disable TRACE at the proxy.",
+    (
+        "https://owasp.org/www-project-web-security-testing-guide/latest/4-Web_Application_Security_Testing/02-Configuration_and_Deployment_Management_Testing/06-Test_HTTP_Methods",
+    ),
+)
+
+
+def hsts_max_age(response: HTTPResponse) -> int | None:
+    value = response.header("strict-transport-security")
+    if value is None:
+        return None
+    match = _MAX_AGE.search(value)
+    return int(match.group(1)) if match else None
+
+
+async def probe(ctx: ProbeContext) -> list[Finding]:
+    target = ctx.target
+    findings: list[Finding] = []
+    if target.supports("http"):
+        ctx.step("transport: GET / over http://")
+        response = await ctx.send("GET", "/", scheme="http")
+        location = response.header("location")
+        step = owns(target, location, url_of(target, "/", "http")) if location else None
+        redirected = response.status in _REDIRECTS and step is not None and step[0] == "https"
+        evidence = f"GET http://{target.host}/ answered {response.status}"
+        if location:
+            evidence += f", Location: {location}"
+        findings.append(HTTPS_REDIRECT.result(redirected, evidence, "GET /"))
+    else:
+        ctx.skip("transport: plain HTTP is not reachable from this URL")
+    if target.supports("https"):
+        ctx.step("transport: HSTS on GET / over https://")
+        response = await ctx.send("GET", "/", scheme="https")
+        max_age = hsts_max_age(response)
+        shown = response.header("strict-transport-security") or "(none)"
+        findings.append(
+            HSTS.result(
+                max_age is not None and max_age >= MIN_HSTS_SECONDS,
+                f"GET https://{target.host}/ answered {response.status}, "
+                f"Strict-Transport-Security: {shown}",
+                "GET /",
+            )
+        )
+    else:
+        ctx.skip("transport: HTTPS is not reachable from this URL")
+    marker = random_marker()
+    ctx.step("transport: TRACE /")
+    response = await ctx.send("TRACE", "/", headers=(("x-bastion-audit", marker),))
+    evidence = f"TRACE / answered {response.status}"
+    if marker in response.text:
+        evidence += ", echoing the request headers"
+    findings.append(TRACE.result(response.status >= 400, evidence, "TRACE /"))
+    return findings

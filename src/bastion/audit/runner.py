@@ -1,0 +1,221 @@
+"""Run an audit: discover routes, crawl, log in, run every probe, collect the report.
+
+Threat: an audit that harms what it audits, or runs without end.
+Defence: every request goes through one `ProbeContext` that counts it against
+`max_requests` (the audit stops there and says so); the crawl is bounded by
+`MAX_CRAWL_ROUTES` and skips routes that would log out or delete; the probes
+run one request at a time; state-changing probes never target logout or
+delete routes; the rate-limit probe runs last, with an account name no real
+user has, and stops at the first refusal.
+
+Order: the main page and its grade first (the Observatory's input must be the
+first impression), then the anonymous crawl, the login, the probes that only
+read, those that post, and the login-hammering ones last, so a lockout or a ban
+they provoke cannot mask another probe's result. At the end the main page is
+fetched again: if the target now refuses the auditor (a ban), the report says
+so, since later results may then be refusals of the auditor, not of the attack.
+
+Not covered: running probes concurrently (an audit is not a load test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+from bastion.audit.discovery import (
+    LoginRecipe,
+    Route,
+    TokenRecipe,
+    merge_routes,
+    openapi_document,
+    parse_route,
+    routes_from_app,
+    routes_from_openapi,
+)
+from bastion.audit.findings import AuditReport, Finding
+from bastion.audit.probes import (
+    cookies,
+    cors,
+    csrf,
+    headers,
+    hosts,
+    jwt,
+    leakage,
+    ratelimit,
+    sessions,
+    transport,
+    websocket,
+)
+from bastion.audit.probes.base import BudgetExhausted, Check, ProbeContext, ProgressCallback
+from bastion.audit.target import CookieJar, Target, TargetError, open_target
+
+# A full audit of an app with a few dozen routes sends a few hundred requests
+# (the rate-limit probe alone up to 60 per login route).
+DEFAULT_MAX_REQUESTS: Final = 1500
+# Below this not even the main page, its grade and one probe fit.
+MIN_MAX_REQUESTS: Final = 20
+MAX_CRAWL_ROUTES: Final = 40
+OPENAPI_PATH: Final = "/openapi.json"
+_NEVER_CRAWL: Final = re.compile(r"log-?out|sign-?out", re.I)
+
+REQUEST_CAP: Final = Check(
+    "audit.request-cap",
+    "The audit finished within its request budget",
+    "info",
+    "Raise the request budget (`max_requests`) or audit fewer routes.",
+)
+STILL_SERVED: Final = Check(
+    "audit.still-served",
+    "The target still served the auditor at the end of the audit",
+    "info",
+    "The target began refusing the auditor (a ban or lockout): results of the probes "
+    "after that may be refusals of the auditor rather than of the attack. Audit from "
+    "an address the ban list ignores, or raise `ratelimit.ban_threshold` for the audit.",
+)
+
+Probe = Callable[[ProbeContext], Awaitable[list[Finding]]]
+
+
+async def _cookies(ctx: ProbeContext) -> list[Finding]:
+    return cookies.probe(ctx)
+
+
+# Readers first, then writers, then the probes that hammer the login.
+PROBES: Final[tuple[tuple[str, Probe], ...]] = (
+    ("transport", transport.probe),
+    ("hosts", hosts.probe),
+    ("cors", cors.probe),
+    ("leakage", leakage.probe),
+    ("csrf", csrf.probe),
+    ("websocket", websocket.probe),
+    ("jwt", jwt.probe),
+    ("sessions", sessions.probe),
+    ("cookies", _cookies),
+    ("ratelimit", ratelimit.probe),
+)
+
+
+async def discover(ctx: ProbeContext, given: Sequence[Route | str] | None) -> list[Route]:
+    """The routes to probe: the user's list, else OpenAPI merged with the routing."""
+    if given is not None:
+        routes = [r if isinstance(r, Route) else parse_route(r) for r in given]
+        return merge_routes([Route("GET", "/")], routes)
+    ctx.step(f"discovery: GET {OPENAPI_PATH}")
+    response = await ctx.send("GET", OPENAPI_PATH)
+    document = openapi_document(response.text) if response.status == 200 else None
+    from_openapi = routes_from_openapi(document) if document is not None else []
+    app = getattr(ctx.target, "app", None)
+    from_app = routes_from_app(app) if app is not None else []
+    return merge_routes([Route("GET", "/")], from_openapi, from_app)
+
+
+async def crawl(ctx: ProbeContext) -> None:
+    """GET each discovered GET route once, anonymously; answers kept for the probes."""
+    pages = [
+        route
+        for route in ctx.routes
+        if route.method == "GET" and route.path != "/" and not _NEVER_CRAWL.search(route.path)
+    ]
+    for route in pages[:MAX_CRAWL_ROUTES]:
+        ctx.step(f"crawl: {route}")
+        ctx.crawl[route] = await ctx.send("GET", route.path)
+
+
+async def log_in(ctx: ProbeContext) -> None:
+    if ctx.login is None:
+        ctx.skip("login: no login recipe; authenticated probes run without a session")
+        return
+    jar = CookieJar()
+    ctx.step("login: visit / then sign in")
+    await ctx.send("GET", "/", jar=jar)
+    if await ctx.log_in(jar) is not None:
+        ctx.session = jar
+
+
+async def run_audit(
+    target: Target,
+    *,
+    routes: Sequence[Route | str] | None = None,
+    login: LoginRecipe | None = None,
+    token: TokenRecipe | None = None,
+    progress: ProgressCallback | None = None,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+) -> AuditReport:
+    """Audit `target` (entered here: lifespan startup and shutdown included)."""
+    if max_requests < MIN_MAX_REQUESTS:
+        raise ValueError(f"max_requests must be at least {MIN_MAX_REQUESTS}")
+    started = time.monotonic()
+    async with target:
+        ctx = ProbeContext(
+            target, [], login=login, token=token, max_requests=max_requests, progress=progress
+        )
+        grade, findings = await headers.probe(ctx)
+        try:
+            ctx.routes = await discover(ctx, routes)
+            await crawl(ctx)
+            await log_in(ctx)
+            for name, probe in PROBES:
+                try:
+                    findings += await probe(ctx)
+                except TargetError as exc:
+                    ctx.skip(f"{name}: {exc}")
+        except BudgetExhausted as exc:
+            findings.append(REQUEST_CAP.result(False, f"{exc}; later probes did not run"))
+        else:
+            findings.append(REQUEST_CAP.result(True, f"{ctx.requests_sent} requests"))
+            findings += await _still_served(ctx)
+    return AuditReport(
+        target=target.label,
+        grade=grade,
+        findings=findings,
+        routes=[str(route) for route in ctx.routes],
+        requests_sent=ctx.requests_sent,
+        duration_seconds=time.monotonic() - started,
+    )
+
+
+async def _still_served(ctx: ProbeContext) -> list[Finding]:
+    if ctx.main is None or ctx.requests_sent >= ctx.max_requests:
+        return []
+    ctx.step("audit: main page again")
+    response = await ctx.send("GET", "/")
+    same = response.status == ctx.main.status
+    return [
+        STILL_SERVED.result(
+            same,
+            f"GET / answered {ctx.main.status} at the start and {response.status} at the end",
+            "GET /",
+        )
+    ]
+
+
+def run_audit_sync(
+    target: Target | str,
+    *,
+    routes: Sequence[Route | str] | None = None,
+    login: LoginRecipe | None = None,
+    token: TokenRecipe | None = None,
+    progress: ProgressCallback | None = None,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    host: str | None = None,
+    verify_tls: bool = True,
+) -> AuditReport:
+    """`run_audit` for the command line: `target` may be a URL or `module:attribute`
+    (`host` and `verify_tls` apply to those)."""
+    opened = (
+        open_target(target, host=host, verify_tls=verify_tls) if isinstance(target, str) else target
+    )
+    return asyncio.run(
+        run_audit(
+            opened,
+            routes=routes,
+            login=login,
+            token=token,
+            progress=progress,
+            max_requests=max_requests,
+        )
+    )
