@@ -2,6 +2,8 @@
 
 * `bastion config`  prints the effective, resolved configuration as JSON (secrets
   masked, opt-outs listed, response headers rendered) so CI can diff security posture.
+* `bastion audit`   probes an app (in-process or a URL) and grades it; no target: the demo.
+* `bastion check`   deploy checks of the effective settings.
 * `bastion deps`    checks installed distributions against OSV advisories.
 * `bastion demo`    serves the bundled example application, hardened, on 127.0.0.1.
 
@@ -23,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the bastion command needs its extra: pip install 'bastion-asgi[cli]'"
     ) from exc
 
+from bastion.cli.audit import audit
 from bastion.cli.check import check
 from bastion.cli.common import EXIT_CANNOT_CHECK, EXIT_FINDINGS, load_settings, parse_mode
 from bastion.sections import split_keys
@@ -322,6 +325,7 @@ def demo(
 
 
 app.command()(check)
+app.command()(audit)
 
 
 def main() -> None:
