@@ -44,7 +44,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from bastion.context import get_context
+from bastion.context import SCOPE_KEY, get_context
 from bastion.events import KIND_SYS_AVAILABILITY, EventEmitter, SecurityEvent, default_emitter
 from bastion.exceptions import ConfigurationError, StoreError
 from bastion.responses import send_generic
@@ -487,7 +487,7 @@ class SessionManager:
         *,
         principal: str | None = None,
     ) -> None:
-        context = get_context(scope)
+        context = scope.get(SCOPE_KEY) or get_context(scope)
         self.events.emit(
             SecurityEvent(
                 kind=kind,
@@ -551,7 +551,7 @@ class SessionMiddleware:
             await self._unavailable(scope, send)
             return
         scope["session"] = session
-        get_context(scope).session = session
+        (scope.get(SCOPE_KEY) or get_context(scope)).session = session
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)  # a handshake cannot set cookies
             return
@@ -581,7 +581,7 @@ class SessionMiddleware:
                 reason=REASON_STORE_DOWN,
                 layer="sessions",
                 status=503,
-                request_id=get_context(scope).request_id,
+                request_id=(scope.get(SCOPE_KEY) or get_context(scope)).request_id,
                 path=scope.get("path"),
             )
         )

@@ -15,8 +15,10 @@ from bastion.limits import LimitsSettings, RouteLimitsSettings
 from bastion.limits.checks import (
     BodyCheck,
     BodyPlan,
+    Syntax,
     check_declared_body,
     check_headers,
+    make_inspector,
     plan_body,
     read_head,
 )
@@ -431,3 +433,13 @@ def test_settings_are_validated(values: dict[str, object]) -> None:
 def test_media_ranges_are_normalised() -> None:
     parsed = LimitsSettings(allowed_content_types=(" Application/JSON ", "text/*"))
     assert parsed.allowed_content_types == ("application/json", "text/*")
+
+
+@pytest.mark.parametrize("syntax", ["json", "undeclared", "urlencoded", "multipart"])
+def test_a_fresh_inspector_accepts_an_empty_body(syntax: Syntax) -> None:
+    # `BodyCheck` builds its inspector on the first byte only; that is the same
+    # verdict only because every inspector accepts an empty body.
+    limits = resolve_limits(LimitsSettings())
+    inspector = make_inspector(BodyPlan(syntax=syntax, boundary=b"b0undary"), limits)
+    assert inspector is not None
+    assert inspector.end() == ""

@@ -491,3 +491,43 @@ async def test_closed_store_raises_store_error(backend: Backend) -> None:
         await store.touch("k", 1.0)
     with pytest.raises(StoreError):
         await store.ping()
+
+
+# -- gcra_unless -------------------------------------------------------------------
+
+
+async def _gcra_unless(store: Store, guard: str = "ban") -> bool | None:
+    result = await store.gcra_unless(
+        guard, "guarded", emission_interval_seconds=INTERVAL, burst_tolerance_seconds=TOLERANCE
+    )
+    return None if result is None else result.allowed
+
+
+async def test_gcra_unless_steps_while_the_guard_is_absent(backend: Backend) -> None:
+    store = backend.store
+    assert [await _gcra_unless(store) for _ in range(4)] == [True, True, True, False]
+
+
+async def test_gcra_unless_refuses_without_spending_while_the_guard_is_live(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    await store.set("ban", b"1", TTL)
+    assert [await _gcra_unless(store) for _ in range(5)] == [None] * 5
+    await store.delete("ban")
+    # Nothing was spent while the guard held: the whole burst is still there.
+    assert [await _gcra_unless(store) for _ in range(4)] == [True, True, True, False]
+
+
+async def test_gcra_unless_ignores_an_expired_guard(backend: Backend) -> None:
+    store = backend.store
+    await store.set("ban", b"1", TTL)
+    await backend.pass_time(TTL)
+    assert await _gcra_unless(store) is True
+
+
+async def test_gcra_unless_guards_are_independent(backend: Backend) -> None:
+    store = backend.store
+    await store.set("ban-a", b"1", TTL)
+    assert await _gcra_unless(store, "ban-a") is None
+    assert await _gcra_unless(store, "ban-b") is True

@@ -7,7 +7,7 @@ import tracemalloc
 import pytest
 
 from bastion.stores.base import MAX_VALUE_BYTES
-from bastion.stores.memory import DEFAULT_MAX_ENTRIES, MemoryStore
+from bastion.stores.memory import DEFAULT_MAX_ENTRIES, MemoryStore, bytes_per_entry
 from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -112,5 +112,20 @@ async def test_bytes_per_entry(clock: FakeClock) -> None:
         per_entry = (tracemalloc.get_traced_memory()[0] - before) / count
     finally:
         tracemalloc.stop()
-    # key (64+8 chars: 121 B) + value (97 B) + tuple, float and OrderedDict slot.
-    assert 200 < per_entry < 450, per_entry
+    # The key is kept as a 15-byte digest (48 B), plus the tuple, the float and the
+    # OrderedDict slot; the value here is one shared constant.
+    assert 100 < per_entry < 300, per_entry
+
+
+async def test_a_bucket_spray_costs_under_200_bytes_per_entry(clock: FakeClock) -> None:
+    """Issue #8's budget: sprayed rate-limit buckets cost under 200 bytes each, at the bound."""
+
+    async def fill(store: MemoryStore, i: int) -> None:
+        # The shape of a rate-limit bucket key: a rule id and a 128-bit client hash.
+        key = f"rl:0123456789abcdef:c:{i:032x}"
+        await store.gcra(key, emission_interval_seconds=1.0, burst_tolerance_seconds=59.0)
+
+    store = MemoryStore(clock=clock)  # the default bound
+    per_entry = await bytes_per_entry(store, fill)
+    assert len(store) == store.max_entries
+    assert per_entry < 200, per_entry

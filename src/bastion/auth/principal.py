@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bastion.context import get_context
+from bastion.context import SCOPE_KEY, get_context
 from bastion.types import Scope
 
 Source = Literal["jwt", "apikey", "session"]
@@ -91,7 +91,7 @@ class AuthCredentials:
 
 def set_principal(scope: Scope, principal: Principal | None) -> None:
     """Record the caller in every place frameworks look for it."""
-    get_context(scope).principal = principal
+    (scope.get(SCOPE_KEY) or get_context(scope)).principal = principal
     if principal is None:
         scope["user"] = AnonymousUser()
         scope["auth"] = AuthCredentials()
@@ -102,5 +102,5 @@ def set_principal(scope: Scope, principal: Principal | None) -> None:
 
 def get_principal(scope: Scope) -> Principal | None:
     """The caller the authentication layer resolved, or None (anonymous)."""
-    principal = get_context(scope).principal
+    principal = (scope.get(SCOPE_KEY) or get_context(scope)).principal
     return principal if isinstance(principal, Principal) else None

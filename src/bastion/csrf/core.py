@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from bastion.context import get_context
+from bastion.context import SCOPE_KEY, get_context
 from bastion.cors import OriginPattern, parse_origin_rule
 from bastion.csrf.reasons import (
     REASON_CROSS_SITE,
@@ -187,7 +187,7 @@ def query_overrides(query_string: bytes) -> list[bytes]:
 def own_origin(scope: Scope, untrusted_host_lines: list[bytes]) -> Origin | None:
     """The request's own origin: the transport layer's resolved scheme, host and port,
     or, when no transport layer validated the host, the one `Host` header parsed here."""
-    context = get_context(scope)
+    context = scope.get(SCOPE_KEY) or get_context(scope)
     scheme = context.scheme
     default_port = DEFAULT_PORTS.get(scheme)
     if default_port is None:

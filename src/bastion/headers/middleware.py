@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from bastion.context import get_context
+from bastion.context import SCOPE_KEY, get_context
 from bastion.events import (
     KIND_CSP_VIOLATION,
     KIND_EXCESS_RATE,
@@ -137,7 +137,7 @@ class HeadersMiddleware:
             header_set = self._routes.lookup(scope["method"], path) or self._default
         nonce = ""
         if header_set.needs_nonce:
-            context = get_context(scope)
+            context = scope.get(SCOPE_KEY) or get_context(scope)
             # Reuse a nonce an outer headers layer already drew, so the header and
             # the templates agree whichever layer's CSP reaches the browser.
             if not context.csp_nonce:

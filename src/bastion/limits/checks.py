@@ -270,15 +270,18 @@ class BodyCheck:
     `feed` returns the first violation's `REASON_*` ("" while none). It is called
     before the chunk reaches the application, so a refused chunk is never seen by
     it. State is a byte count and the inspector's bounded state, never the body.
+    The inspector is built on the first byte: most requests have no body, and every
+    inspector accepts an empty one (`end()` of a fresh inspector is "").
     """
 
-    __slots__ = ("_declared_length", "_inspector", "_received", "_refusal", "limits")
+    __slots__ = ("_declared_length", "_inspector", "_plan", "_received", "_refusal", "limits")
 
     def __init__(self, limits: BodyLimits, plan: BodyPlan, declared_length: int | None) -> None:
         self.limits = limits
         self._refusal = plan.refusal
         self._declared_length = declared_length
-        self._inspector = make_inspector(plan, limits)
+        self._plan = plan
+        self._inspector: _Inspector | None = None
         self._received = 0
 
     def feed(self, chunk: bytes, *, more_body: bool) -> str:
@@ -293,6 +296,8 @@ class BodyCheck:
             allowed = limit - self._received
             self._received += len(chunk)
             inspected = chunk if len(chunk) <= allowed else chunk[: max(allowed, 0)]
+            if inspected and self._inspector is None:
+                self._inspector = make_inspector(self._plan, self.limits)
             if self._inspector is not None and inspected:
                 reason = self._inspector.feed(inspected)
                 if reason:

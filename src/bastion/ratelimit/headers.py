@@ -52,5 +52,18 @@ def ratelimit_value(rates: Sequence[Rate], results: Sequence[GCRAResult]) -> byt
     ).encode("ascii")
 
 
+def ratelimit_value_of(labels: Sequence[str], results: Sequence[GCRAResult]) -> bytes:
+    """`ratelimit_value` with each policy's `sf_string` name prepared once (`labels`)."""
+    if len(results) == 1:  # the common case, without a generator
+        result = results[0]
+        return (
+            f"{labels[0]};r={max(0, result.remaining)};t={ceil_seconds(result.reset_after_seconds)}"
+        ).encode("ascii")
+    return ", ".join(
+        f"{label};r={max(0, result.remaining)};t={ceil_seconds(result.reset_after_seconds)}"
+        for label, result in zip(labels, results, strict=False)
+    ).encode("ascii")
+
+
 def retry_after_value(seconds: float) -> bytes:
     return str(max(1, ceil_seconds(seconds))).encode("ascii")

@@ -95,6 +95,11 @@ class Jail:
         part = client_key(client, self.grouping)
         return f"jail:n:{part}", f"jail:b:{part}"
 
+    @staticmethod
+    def ban_key(client_part: str) -> str:
+        """The store key of a ban, from the client's `client_key` part."""
+        return "jail:b:" + client_part
+
     async def is_banned(self, client: str | None) -> bool:
         return await self.store.get(self._keys(client)[1]) is not None
 

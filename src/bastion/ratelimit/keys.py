@@ -23,6 +23,7 @@ the raw header value (so random keys each get a fresh bucket: pair it with a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import socket
@@ -104,6 +105,9 @@ def _packed_network(host: str, grouping: ClientGrouping) -> bytes | None:
     return bytes((bits // 32, prefix)) + masked.to_bytes(len(packed), "big")
 
 
+# Remembered per address: every layer that counts a client (bans, rates, logins) asks
+# for the same request's key. Bounded, so a spray of addresses only churns it.
+@functools.lru_cache(maxsize=4096)
 def client_key(host: str | None, grouping: ClientGrouping = ClientGrouping()) -> str:
     """The hashed, bounded key part of a client's network (as `client_network`)."""
     if not host:

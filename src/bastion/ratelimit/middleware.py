@@ -1,8 +1,11 @@
 """`RateLimitMiddleware`: the thin ASGI adapter over the rate-limit cores.
 
-Per request, in this order, each step one store call or two:
+Per request, in this order:
 
 1. ban check: a banned client network is refused 403 (`banned`) before any work;
+   when the route's first rate counts by client, the ban check and that rate's
+   step are one store call (`Store.gcra_unless`: one round trip, one Lua script on
+   Redis), else a `get` of its own;
 2. the route's rates: one atomic GCRA step per rate (`Store.gcra`), stopping at the
    first refusal, which is answered 429 with `Retry-After`; every response of a
    limited route carries `RateLimit-Policy` and `RateLimit`;
@@ -33,10 +36,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from bastion.context import get_context
+from bastion.context import SCOPE_KEY, get_context
 from bastion.events import EventEmitter, default_emitter
 from bastion.exceptions import ConfigurationError, StoreError
-from bastion.ratelimit.headers import policy_value, ratelimit_value, retry_after_value
+from bastion.ratelimit.headers import (
+    policy_value,
+    ratelimit_value_of,
+    retry_after_value,
+    sf_string,
+)
 from bastion.ratelimit.jail import Jail
 from bastion.ratelimit.keys import KeyFunction, client_key, hash_part, principal_identity
 from bastion.ratelimit.login import (
@@ -82,6 +90,8 @@ class _LimitedRate:
 class _Rule:
     rates: tuple[_LimitedRate, ...]
     policy_header: tuple[bytes, bytes]
+    labels: tuple[str, ...]  # each rate's policy name as a structured-field String
+    plain_rates: tuple[Rate, ...]
 
 
 @dataclass(slots=True)
@@ -118,7 +128,12 @@ def _compile_rules(settings: RateLimitSettings) -> RouteTable[_Rule]:
                     limit.burst_tolerance_us / 1_000_000,
                 )
             )
-        rules[pattern] = _Rule(tuple(compiled), (b"ratelimit-policy", policy_value(rates)))
+        rules[pattern] = _Rule(
+            tuple(compiled),
+            (b"ratelimit-policy", policy_value(rates)),
+            tuple(sf_string(rate.policy_name) for rate in rates),
+            tuple(rates),
+        )
     return RouteTable(rules)
 
 
@@ -186,13 +201,15 @@ class RateLimitMiddleware:
         )
         self._api_key_header = self.settings.api_key_header.encode("latin-1")
         self._outage = _OutageReport()
+        # The ban check rides on the first rate's step when both live in one store.
+        self._guard_in_store = self.jail is not None and self.jail.store is self.store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if not self.settings.enabled or scope_type not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        context = get_context(scope)
+        context = scope.get(SCOPE_KEY) or get_context(scope)
         state = RateLimitState()
         context.rate_limit = state
         method = scope.get("method", "WEBSOCKET")
@@ -200,17 +217,29 @@ class RateLimitMiddleware:
         rule = self._rules.lookup(method, path)
         extra_headers: RawHeaders = []
         try:
-            jail = self.jail
-            banned = jail is not None and await jail.is_banned(context.client_host)
-            if banned and await self._refuse(scope, send, REASON_BANNED):
-                return
+            client_part = client_key(context.client_host, self._grouping)
+            guard: str | None = None
+            if self.jail is not None:
+                guard = Jail.ban_key(client_part)
+                guarded = (
+                    self._guard_in_store and rule is not None and rule.rates[0].rate.key == "client"
+                )
+                if not guarded:
+                    banned = await self.jail.store.get(guard) is not None
+                    guard = None
+                    if banned and await self._refuse(scope, send, REASON_BANNED):
+                        return
             if rule is not None:
-                results = await self._check_rates(scope, rule)
-                state.rates = tuple(limited.rate for limited in rule.rates[: len(results)])
+                results = await self._check_rates(scope, rule, client_part, guard)
+                if results is None:  # the ban, seen in the same step as the first rate
+                    if await self._refuse(scope, send, REASON_BANNED):
+                        return
+                    results = await self._check_rates(scope, rule, client_part, None) or []
+                state.rates = rule.plain_rates[: len(results)]
                 state.results = tuple(results)
                 extra_headers = [
                     rule.policy_header,
-                    (b"ratelimit", ratelimit_value(state.rates, results)),
+                    (b"ratelimit", ratelimit_value_of(rule.labels, results)),
                 ]
                 refused = results[-1]
                 if not refused.allowed:
@@ -235,21 +264,43 @@ class RateLimitMiddleware:
         else:
             await self._serve_counted(scope, receive, send, state, concurrency)
 
-    async def _check_rates(self, scope: Scope, rule: _Rule) -> list[GCRAResult]:
+    async def _check_rates(
+        self, scope: Scope, rule: _Rule, client_part: str, guard: str | None
+    ) -> list[GCRAResult] | None:
+        """Step the rule's rates in order; None when `guard` (a ban key) is live.
+
+        With a `guard`, the first rate (counted by client) is stepped with the ban
+        check in one store call.
+        """
         results: list[GCRAResult] = []
         for limited in rule.rates:
-            result = await self.store.gcra(
-                limited.key_prefix + self._bucket(scope, limited.rate.key),
-                emission_interval_seconds=limited.emission_interval_seconds,
-                burst_tolerance_seconds=limited.burst_tolerance_seconds,
-            )
+            key = limited.key_prefix + self._bucket(scope, limited.rate.key, client_part)
+            if guard is not None:
+                guarded = await self.store.gcra_unless(
+                    guard,
+                    key,
+                    emission_interval_seconds=limited.emission_interval_seconds,
+                    burst_tolerance_seconds=limited.burst_tolerance_seconds,
+                )
+                if guarded is None:
+                    return None
+                result = guarded
+                guard = None
+            else:
+                result = await self.store.gcra(
+                    key,
+                    emission_interval_seconds=limited.emission_interval_seconds,
+                    burst_tolerance_seconds=limited.burst_tolerance_seconds,
+                )
             results.append(result)
             if not result.allowed:
                 break
         return results
 
-    def _bucket(self, scope: Scope, key: str) -> str:
+    def _bucket(self, scope: Scope, key: str, client_part: str) -> str:
         """The hashed key part of the bucket a rate with `key=` counts this request in."""
+        if key == "client":
+            return client_part
         context = get_context(scope)
         if key == "route":
             return "route"
@@ -265,7 +316,7 @@ class RateLimitMiddleware:
             value = self._key_functions[key](scope)
             if value is not None:
                 return "f:" + hash_part(value)
-        return client_key(context.client_host, self._grouping)
+        return client_part
 
     async def _serve_counted(
         self,

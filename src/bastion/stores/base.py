@@ -8,9 +8,10 @@ SQLite (one host), Redis (a fleet, Cluster included).
 Threats the stores handle themselves:
 
 * Races between workers: every read-modify-write step (`set_if_absent`, `incr`,
-  `touch`, `gcra`, `add_to_owner`, `delete_owned`) is atomic inside the store (a Lua script,
-  one SQLite transaction, or no `await` between read and write), never a
-  process-local lock around get-then-set, which is not atomic across workers.
+  `touch`, `gcra`, `gcra_unless`, `add_to_owner`, `delete_owned`) is atomic inside
+  the store (a Lua script, one SQLite transaction, or no `await` between read and
+  write), never a process-local lock around get-then-set, which is not atomic
+  across workers.
 * Resource exhaustion: keys and values are bounded (`MAX_KEY_BYTES`,
   `MAX_VALUE_BYTES`); the memory store is bounded in entries and bytes; owner
   indexes are bounded per owner and shed expired entries.
@@ -135,6 +136,25 @@ class Store(Protocol):
         several workers are counted exactly. The key expires when its bucket is full
         again. Time is the store's clock; Redis uses the server's `TIME`, so every
         host agrees on it. Invalid parameters raise `ValueError`.
+        """
+        ...
+
+    async def gcra_unless(
+        self,
+        guard_key: str,
+        key: str,
+        *,
+        emission_interval_seconds: float,
+        burst_tolerance_seconds: float,
+        cost: int = 1,
+    ) -> GCRAResult | None:
+        """`gcra(key, ...)` unless `guard_key` holds a live value: then None, nothing written.
+
+        One atomic step and one round trip: the rate-limit layer checks a client's ban
+        (`guard_key`) and spends from its first bucket (`key`) at once. Redis keeps the
+        state of `key` in the slot of `guard_key` (so one script runs on Cluster too),
+        apart from what `gcra(key)` uses: a bucket is stepped through one of the two
+        methods only, never both.
         """
         ...
 

@@ -18,18 +18,26 @@ on one event loop each step is indivisible. The store is per process: several
 workers each have their own, which is why production deployments with more than
 one worker use SQLite or Redis.
 
-Layout: one `OrderedDict` from key to an `(expires_at, value)` tuple, oldest first.
-A value is `bytes`, an `int` (counters and GCRA TATs, printed as decimal ASCII by
-`get`), or for an owner index a dict from owned key to its expiry, stored under a
-key starting with NUL, which no caller's key can (control characters are refused).
+Layout, kept small because a spray fills the store to its bound (under 200 bytes
+per rate-limit bucket): one `OrderedDict`, oldest first, from a 16-byte BLAKE2b
+digest of the key (whatever the key's length; 128 bits, so no two keys collide in
+practice and nobody can make them) to the entry. A GCRA bucket is a bare `float`,
+its TAT in microseconds (whole, and exact: a double holds every integer below 2**53,
+285 years of microseconds), which is also when it expires; everything else is an
+`(expires_at, value)` tuple, the value `bytes`, an `int` counter (`get` prints both
+numbers as decimal ASCII), or for an owner index a dict from owned key digest to its
+expiry, stored under the digest of a name starting with NUL, which no caller's key
+can (control characters are refused).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import tracemalloc
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final, TypeAlias
 
 from bastion.exceptions import StoreError
@@ -49,7 +57,6 @@ from bastion.stores.gcra import (
     GCRAResult,
     gcra_step,
     parse_limit,
-    to_microseconds,
 )
 
 # 100,000 entries of a typical size (a 60-character key, up to a few hundred bytes
@@ -64,21 +71,47 @@ DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
 _SWEEP_PER_WRITE: Final = 2
 _OWNER_PREFIX: Final = "\x00owner:"
 _NEVER: Final = math.inf
+# 120 bits: a collision needs about 2**60 keys (birthday bound), far beyond any bound,
+# and a 15-byte `bytes` is one 48-byte allocation (16 bytes would take 49).
+_DIGEST_BYTES: Final = 15
 _INT_COST: Final = 8  # bytes charged for a counter, like a C int64
-_MEMBER_COST: Final = 8  # bytes charged per owner-index member on top of its key
+_MEMBER_COST: Final = 8  # bytes charged per owner-index member on top of its digest
+_GCRA_SIZE: Final = (1, _DIGEST_BYTES + _INT_COST)
 
-_Index: TypeAlias = dict[str, float]
+_Digest: TypeAlias = bytes
+_Index: TypeAlias = dict[_Digest, float]
 _Value: TypeAlias = bytes | int | _Index
-_Entry: TypeAlias = tuple[float, _Value]
+# A bare float is a GCRA TAT in microseconds (it expires then); else (expires_at, value).
+_Entry: TypeAlias = float | tuple[float, _Value]
+
+_blake2b = hashlib.blake2b
 
 
-def _size(key: str, value: _Value) -> tuple[int, int]:
-    """(entries, bytes) charged for one stored item."""
+def _digest(key: str, what: str = "key") -> _Digest:
+    """The validated key's digest, the name the store keeps it under."""
+    check_key(key, what)
+    return _blake2b(key.encode("utf-8"), digest_size=_DIGEST_BYTES).digest()
+
+
+def _index_digest(owner: str) -> _Digest:
+    """The digest an owner's index is kept under (the owner already validated)."""
+    name = _OWNER_PREFIX + owner
+    return _blake2b(name.encode("utf-8"), digest_size=_DIGEST_BYTES).digest()
+
+
+def _size(value: _Value) -> tuple[int, int]:
+    """(entries, bytes) charged for one stored item, its digest included."""
     if isinstance(value, bytes):
-        return 1, len(key) + len(value)
+        return 1, _DIGEST_BYTES + len(value)
     if isinstance(value, int):
-        return 1, len(key) + _INT_COST
-    return 1 + len(value), len(key) + sum(len(k) + _MEMBER_COST for k in value)
+        return 1, _DIGEST_BYTES + _INT_COST
+    return 1 + len(value), _DIGEST_BYTES + len(value) * (_DIGEST_BYTES + _MEMBER_COST)
+
+
+def _split(entry: _Entry) -> tuple[float, _Value]:
+    if isinstance(entry, float):
+        return entry / MICROSECONDS, int(entry)
+    return entry
 
 
 class MemoryStore:
@@ -102,7 +135,7 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self.max_keys_per_owner = max_keys_per_owner
         self._clock = clock
-        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._data: OrderedDict[_Digest, _Entry] = OrderedDict()
         self._entries = 0
         self._bytes = 0
         self._closed = False
@@ -122,43 +155,42 @@ class MemoryStore:
     # -- the protocol ------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
-        check_key(key)
-        value = self._live(key, self._now())
+        value = self._live(_digest(key), self._now())
         if value is None or isinstance(value, bytes):
             return value
         return str(value).encode("ascii")
 
     async def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        check_key(key)
+        digest = _digest(key)
         check_value(value)
         ttl = check_ttl(ttl_seconds)
         now = self._now()
-        self._put(key, _expiry(now, ttl), value, now)
+        self._put(digest, (_expiry(now, ttl), value), now)
 
     async def delete(self, key: str) -> bool:
-        check_key(key)
+        digest = _digest(key)
         now = self._now()
-        present = self._live(key, now) is not None
-        self._discard(key)
+        present = self._live(digest, now) is not None
+        self._discard(digest)
         return present
 
     async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
-        check_key(key)
+        digest = _digest(key)
         check_value(value)
         ttl = check_ttl(ttl_seconds)
         now = self._now()
-        if self._live(key, now) is not None:
+        if self._live(digest, now) is not None:
             return False
-        self._put(key, _expiry(now, ttl), value, now)
+        self._put(digest, (_expiry(now, ttl), value), now)
         return True
 
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
-        check_key(key)
+        digest = _digest(key)
         check_amount(amount)
         ttl = check_ttl(ttl_seconds)
         now = self._now()
-        entry = self._data.get(key)
-        current = self._live(key, now)
+        entry = self._data.get(digest)
+        current = self._live(digest, now)
         if current is None or entry is None:
             result = check_counter(amount)
             expires_at = _expiry(now, ttl)
@@ -166,18 +198,18 @@ class MemoryStore:
             if isinstance(current, dict):  # pragma: no cover - unreachable: NUL keys
                 raise StoreError("store key does not hold an integer")
             result = check_counter(parse_counter(current) + amount)
-            expires_at = entry[0]
-        self._put(key, expires_at, result, now)
+            expires_at = _split(entry)[0]
+        self._put(digest, (expires_at, result), now)
         return result
 
     async def touch(self, key: str, ttl_seconds: float) -> bool:
-        check_key(key)
+        digest = _digest(key)
         ttl = check_required_ttl(ttl_seconds)
         now = self._now()
-        current = self._live(key, now)
+        current = self._live(digest, now)
         if current is None:
             return False
-        self._put(key, now + ttl, current, now)
+        self._put(digest, (now + ttl, current), now)
         return True
 
     async def gcra(
@@ -188,47 +220,67 @@ class MemoryStore:
         burst_tolerance_seconds: float,
         cost: int = 1,
     ) -> GCRAResult:
-        check_key(key)
+        digest = _digest(key)
         limit = parse_limit(emission_interval_seconds, burst_tolerance_seconds, cost)
         now = self._now()
-        current = self._live(key, now)
+        current = self._live(digest, now)
         if isinstance(current, dict):  # pragma: no cover - unreachable: NUL keys
             raise StoreError("store key does not hold a GCRA state")
         stored = None if current is None else parse_counter(current)
-        step = gcra_step(stored, to_microseconds(now), limit)
+        step = gcra_step(stored, round(now * MICROSECONDS), limit)
         if step.tat_us is not None:
-            self._put(key, step.tat_us / MICROSECONDS, step.tat_us, now)
+            self._put(digest, float(step.tat_us), now)
         return step.result()
+
+    async def gcra_unless(
+        self,
+        guard_key: str,
+        key: str,
+        *,
+        emission_interval_seconds: float,
+        burst_tolerance_seconds: float,
+        cost: int = 1,
+    ) -> GCRAResult | None:
+        # No await suspends between the two steps, so they are one atomic step; going
+        # through `get` and `gcra` keeps a subclass's overrides (fault injection) in play.
+        if await self.get(guard_key) is not None:
+            return None
+        return await self.gcra(
+            key,
+            emission_interval_seconds=emission_interval_seconds,
+            burst_tolerance_seconds=burst_tolerance_seconds,
+            cost=cost,
+        )
 
     async def add_to_owner(self, owner: str, key: str, ttl_seconds: float) -> None:
         check_key(owner, "owner")
-        check_key(key)
+        digest = _digest(key)
         ttl = check_required_ttl(ttl_seconds)
         now = self._now()
-        index_key = _OWNER_PREFIX + owner
-        current = self._live(index_key, now)
+        index_digest = _index_digest(owner)
+        current = self._live(index_digest, now)
         index: _Index = current if isinstance(current, dict) else {}
-        self._discard(index_key)
+        self._discard(index_digest)
         expires_at = now + ttl
-        if index.get(key, -_NEVER) < expires_at:
-            index[key] = expires_at
+        if index.get(digest, -_NEVER) < expires_at:
+            index[digest] = expires_at
         if len(index) > self.max_keys_per_owner:
             self._shed(index, now)
-        self._put(index_key, max(index.values()), index, now)
+        self._put(index_digest, (max(index.values()), index), now)
 
     async def delete_owned(self, owner: str) -> int:
         check_key(owner, "owner")
         now = self._now()
-        index_key = _OWNER_PREFIX + owner
-        current = self._live(index_key, now)
-        self._discard(index_key)
+        index_digest = _index_digest(owner)
+        current = self._live(index_digest, now)
+        self._discard(index_digest)
         if not isinstance(current, dict):
             return 0
         deleted = 0
-        for key in current:
-            if self._live(key, now) is not None:
+        for digest in current:
+            if self._live(digest, now) is not None:
                 deleted += 1
-            self._discard(key)
+            self._discard(digest)
         return deleted
 
     async def ping(self) -> None:
@@ -242,73 +294,101 @@ class MemoryStore:
     # -- internals: no await below, so each public step is atomic ----------------
 
     def _now(self) -> float:
-        self._check_open()
+        if self._closed:
+            raise StoreError("memory store is closed")
         return self._clock()
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("memory store is closed")
 
-    def _live(self, key: str, now: float) -> _Value | None:
-        """The value of `key` if live (marking it recently used); drops it if expired."""
-        entry = self._data.get(key)
+    def _live(self, digest: _Digest, now: float) -> _Value | None:
+        """The value under `digest` if live (marking it recently used); drops it if expired."""
+        entry = self._data.get(digest)
         if entry is None:
             return None
-        if entry[0] <= now:
-            self._discard(key)
+        if isinstance(entry, float):
+            expires_at: float = entry / MICROSECONDS
+            value: _Value = int(entry)
+        else:
+            expires_at, value = entry
+        if expires_at <= now:
+            self._discard(digest)
             return None
-        self._data.move_to_end(key)
-        return entry[1]
+        self._data.move_to_end(digest)
+        return value
 
-    def _put(self, key: str, expires_at: float, value: _Value, now: float) -> None:
-        self._discard(key)
-        self._data[key] = (expires_at, value)
-        entries, size = _size(key, value)
+    def _put(self, digest: _Digest, entry: _Entry, now: float) -> None:
+        self._discard(digest)
+        self._data[digest] = entry
+        entries, size = _GCRA_SIZE if isinstance(entry, float) else _size(entry[1])
         self._entries += entries
         self._bytes += size
         self._sweep(now)
         while self._entries > self.max_entries or self._bytes > self.max_bytes:
             oldest = next(iter(self._data))
-            if oldest == key:  # the new entry alone is over the bound: keep it
+            if oldest == digest:  # the new entry alone is over the bound: keep it
                 break
             self._evict(oldest)
 
-    def _discard(self, key: str) -> None:
-        entry = self._data.pop(key, None)
+    def _discard(self, digest: _Digest) -> None:
+        entry = self._data.pop(digest, None)
         if entry is not None:
-            entries, size = _size(key, entry[1])
+            entries, size = _GCRA_SIZE if isinstance(entry, float) else _size(entry[1])
             self._entries -= entries
             self._bytes -= size
 
-    def _evict(self, key: str) -> None:
-        entry = self._data.get(key)
-        self._discard(key)
-        if entry is not None and isinstance(entry[1], dict):
+    def _evict(self, digest: _Digest) -> None:
+        entry = self._data.get(digest)
+        self._discard(digest)
+        if isinstance(entry, tuple) and isinstance(entry[1], dict):
             # Fail safe: keys whose index is gone could no longer be revoked.
             for owned in entry[1]:
                 self._discard(owned)
 
     def _sweep(self, now: float) -> None:
+        data = self._data
         for _ in range(_SWEEP_PER_WRITE):
-            if not self._data:
+            if not data:
                 return
-            oldest = next(iter(self._data))
-            if self._data[oldest][0] > now:
+            oldest = next(iter(data))
+            entry = data[oldest]
+            if (entry / MICROSECONDS if isinstance(entry, float) else entry[0]) > now:
                 return
             self._evict(oldest)
 
     def _shed(self, index: _Index, now: float) -> None:
         """Bring an over-full owner index back to its bound, fail safe."""
-        for key, expires_at in list(index.items()):
-            entry = self._data.get(key)
-            if expires_at <= now or entry is None or entry[0] <= now:
-                del index[key]
+        for digest, expires_at in list(index.items()):
+            entry = self._data.get(digest)
+            if expires_at <= now or entry is None or _split(entry)[0] <= now:
+                del index[digest]
         overflow = len(index) - self.max_keys_per_owner
         if overflow > 0:
-            for key in sorted(index, key=index.__getitem__)[:overflow]:
-                del index[key]
-                self._discard(key)
+            for digest in sorted(index, key=index.__getitem__)[:overflow]:
+                del index[digest]
+                self._discard(digest)
 
 
 def _expiry(now: float, ttl: float | None) -> float:
     return _NEVER if ttl is None else now + ttl
+
+
+async def bytes_per_entry(
+    store: MemoryStore, fill: Callable[[MemoryStore, int], Awaitable[object]]
+) -> float:
+    """Heap bytes one entry costs, once `await fill(store, i)` has written entry i
+    for i up to `store.max_entries` (for the benchmark of a key spray).
+
+    `store` should start empty; the figure is the growth of the traced heap over
+    the entries held at the end, which is what a spray leaves behind at the bound.
+    """
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(store.max_entries):
+            await fill(store, i)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return grown / max(1, len(store))

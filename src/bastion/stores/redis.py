@@ -19,7 +19,10 @@ slot to the logical key alone. An owner's index and the keys it lists usually li
 in different slots, so `delete_owned` never deletes across them in one script: it
 reads the index (one key), deletes the listed keys (one `DEL`, which redis-py splits
 per slot on Cluster), then removes exactly those members from the index (one key).
-Should it fail midway, the index still lists every key not yet deleted.
+Should it fail midway, the index still lists every key not yet deleted. The one
+two-key script, `gcra_unless` (a ban check and a rate step in one round trip),
+keeps its bucket at `<prefix>gcra:{g}:k`, tagged with the guard `g` so that both
+keys share a slot.
 
 Failure: every call has a deadline (`connect_timeout_seconds + timeout_seconds`,
 with `timeout_seconds` also the socket timeout), and any error (refused, timed out,
@@ -75,8 +78,9 @@ _MAX_MESSAGE_CHARS: Final = 200
 SCHEMES: Final = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 
 # One GCRA step (see bastion.stores.gcra, whose lines this mirrors) in integer
-# microseconds. KEYS[1]: the TAT. ARGV: emission interval, burst tolerance, cost,
-# and `now` (empty: the server's TIME; tests pass it to compare with the Python core).
+# microseconds. KEYS[#KEYS] (the last key): the TAT. ARGV: emission interval, burst
+# tolerance, cost, and `now` (empty: the server's TIME; tests pass it to compare with
+# the Python core).
 # floordiv corrects the rounding of a double division, so it is exact up to 2**53.
 GCRA_SCRIPT: Final = """
 local interval = tonumber(ARGV[1])
@@ -95,7 +99,7 @@ local function floordiv(a, b)
   return q
 end
 local tat = now
-local stored = redis.call('GET', KEYS[1])
+local stored = redis.call('GET', KEYS[#KEYS])
 if stored then
   local parsed = nil
   if string.match(stored, '^%-?%d+$') then parsed = tonumber(stored) end
@@ -112,11 +116,23 @@ if allow_at > now then
   return {0, remaining, allow_at - now, tat - now}
 end
 if cost > 0 then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
+  redis.call('SET', KEYS[#KEYS], string.format('%.0f', new_tat),
              'PX', math.ceil((new_tat - now) / 1000))
 end
 return {1, floordiv(now + window - new_tat, interval), 0, new_tat - now}
 """
+
+# The GCRA step unless a guard key (a ban) is live. KEYS[1]: the guard, KEYS[2]: the
+# TAT, in one slot (see `RedisStore.guarded_key`). Returns -1 when the guard is set,
+# else what GCRA_SCRIPT returns for ARGV.
+GCRA_UNLESS_SCRIPT: Final = (
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
+"""
+    + GCRA_SCRIPT
+)
 
 # Counter with a TTL set on creation only. ARGV: amount, TTL in ms (empty: none).
 # The amount stays a string and the result is read back as one, because Lua numbers
@@ -159,6 +175,17 @@ return {}
 def _ttl_ms(ttl_seconds: float) -> int:
     # PX takes whole milliseconds and refuses 0; round up so a key never dies early.
     return max(1, math.ceil(ttl_seconds * 1000))
+
+
+def _gcra_result(reply: Sequence[int], limit: GCRALimit) -> GCRAResult:
+    allowed, remaining, retry_after_us, reset_after_us = (int(item) for item in reply)
+    return GCRAResult(
+        allowed=allowed == 1,
+        limit=limit.burst,
+        remaining=remaining,
+        retry_after_seconds=retry_after_us / 1_000_000,
+        reset_after_seconds=reset_after_us / 1_000_000,
+    )
 
 
 class RedisStore:
@@ -222,6 +249,7 @@ class RedisStore:
                 f"redis store: cannot use url {self.url}: {type(exc).__name__}"
             ) from None
         self._gcra_script: AsyncScript = self._client.register_script(GCRA_SCRIPT)
+        self._gcra_unless_script: AsyncScript = self._client.register_script(GCRA_UNLESS_SCRIPT)
         self._incr_script: AsyncScript = self._client.register_script(INCR_SCRIPT)
         self._add_owner_script: AsyncScript = self._client.register_script(ADD_OWNER_SCRIPT)
         self._closed = False
@@ -306,14 +334,42 @@ class RedisStore:
         reply: Sequence[int] = await self._call(
             "gcra", lambda: self._gcra_script(keys=[redis_key], args=args)
         )
-        allowed, remaining, retry_after_us, reset_after_us = (int(item) for item in reply)
-        return GCRAResult(
-            allowed=allowed == 1,
-            limit=limit.burst,
-            remaining=remaining,
-            retry_after_seconds=retry_after_us / 1_000_000,
-            reset_after_seconds=reset_after_us / 1_000_000,
+        return _gcra_result(reply, limit)
+
+    async def gcra_unless(
+        self,
+        guard_key: str,
+        key: str,
+        *,
+        emission_interval_seconds: float,
+        burst_tolerance_seconds: float,
+        cost: int = 1,
+    ) -> GCRAResult | None:
+        guard = self.redis_key(check_key(guard_key))
+        redis_key = self.guarded_key(guard_key, check_key(key))
+        limit = parse_limit(emission_interval_seconds, burst_tolerance_seconds, cost)
+        args: list[str | int] = [
+            limit.emission_interval_us,
+            limit.burst_tolerance_us,
+            limit.cost,
+            "",
+        ]
+        reply: int | Sequence[int] = await self._call(
+            "gcra_unless", lambda: self._gcra_unless_script(keys=[guard, redis_key], args=args)
         )
+        if isinstance(reply, int):
+            return None
+        return _gcra_result(reply, limit)
+
+    def guarded_key(self, guard_key: str, key: str) -> str:
+        """Where `gcra_unless` keeps the state of `key` guarded by `guard_key`.
+
+        In the guard's hash slot, so that one script may touch both on Cluster: the
+        `{...}` tag is the guard's, as in `redis_key(guard_key)`. The `gcra:` form
+        collides with neither data keys (`{` right after the prefix) nor owner
+        indexes (`owner:`).
+        """
+        return f"{self.key_prefix}gcra:{{{guard_key}}}:{key}"
 
     async def add_to_owner(self, owner: str, key: str, ttl_seconds: float) -> None:
         index_key = self.owner_key(check_key(owner, "owner"))

@@ -216,6 +216,33 @@ class SQLiteStore:
 
         return await self._write(step)
 
+    async def gcra_unless(
+        self,
+        guard_key: str,
+        key: str,
+        *,
+        emission_interval_seconds: float,
+        burst_tolerance_seconds: float,
+        cost: int = 1,
+    ) -> GCRAResult | None:
+        check_key(guard_key)
+        check_key(key)
+        limit = parse_limit(emission_interval_seconds, burst_tolerance_seconds, cost)
+
+        def step(db: sqlite3.Connection, now: float) -> GCRAResult | None:
+            # One transaction: the guard is read under the same write lock as the step.
+            if _select_live(db, guard_key, now) is not None:
+                return None
+            row = _select_live(db, key, now)
+            stored = None if row is None else parse_counter(bytes(row[0]))
+            decision = gcra_step(stored, to_microseconds(now), limit)
+            if decision.tat_us is not None:
+                tat = decision.tat_us
+                db.execute(_UPSERT, (key, str(tat).encode("ascii"), tat / MICROSECONDS))
+            return decision.result()
+
+        return await self._write(step)
+
     async def add_to_owner(self, owner: str, key: str, ttl_seconds: float) -> None:
         check_key(owner, "owner")
         check_key(key)

@@ -18,11 +18,17 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from bastion.context import get_context
+from bastion.context import SCOPE_KEY, get_context
 from bastion.events import EventEmitter
 from bastion.hosts import DEFAULT_PORTS, HostPort
 from bastion.responses import Refuser
-from bastion.transport.allowed_hosts import LOCAL_HOSTS, AllowedHosts, check_host, with_host_header
+from bastion.transport.allowed_hosts import (
+    LOCAL_HOSTS,
+    AllowedHosts,
+    HostVerdict,
+    check_host,
+    with_host_header,
+)
 from bastion.transport.https import build_https_url, hsts_header_value
 from bastion.transport.proxies import ProxyTrust, TransportFacts, resolve_transport
 from bastion.transport.reasons import (
@@ -39,6 +45,9 @@ from bastion.types import ASGIApp, Message, Receive, Scope, Send
 
 _GUARDED_SCOPES: Final = frozenset({"http", "websocket"})
 _HSTS_NAME: Final = b"strict-transport-security"
+# Distinct (Host, forwarded host) pairs remembered: a site's own names and ports
+# number a handful; anything beyond is a spray, which empties the memo.
+_HOST_MEMO_SIZE: Final = 256
 
 
 class TransportMiddleware:
@@ -80,13 +89,15 @@ class TransportMiddleware:
         hsts = hsts_header_value(settings)
         self._hsts = (_HSTS_NAME, hsts.encode("ascii")) if hsts else None
         self._refuse = Refuser(LAYER, events, monitor_only=settings.monitor_only)
+        # Process-wide memo of a pure function, not request state (see `_check_host`).
+        self._host_memo: dict[tuple[tuple[str, ...], str | None], HostVerdict] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in _GUARDED_SCOPES or not self.settings.enabled:
             await self.app(scope, receive, send)
             return
         facts = TransportFacts.from_scope(scope, read_proxy_headers=self._read_proxy_headers)
-        context = get_context(scope)
+        context = scope.get(SCOPE_KEY) or get_context(scope)
         resolved = resolve_transport(facts, self._trust)
         if resolved.reason and await self._refuse(
             scope, send, status=PROXY_REFUSAL_STATUS, kind=KIND, reason=resolved.reason
@@ -94,9 +105,7 @@ class TransportMiddleware:
             return
         context.client, context.scheme = resolved.client, resolved.scheme
 
-        verdict = check_host(
-            facts.host_lines, self._allowed, forwarded_host=resolved.untrusted_host
-        )
+        verdict = self._check_host(facts.host_lines, resolved.untrusted_host)
         if verdict.host is None:
             untrusted_host = resolved.untrusted_host
             if untrusted_host is None:
@@ -137,14 +146,33 @@ class TransportMiddleware:
 
         async def send_with_hsts(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
+                headers = message.get("headers", ())
                 # Keep the app's own policy if it set one; never send two.
-                if not any(name.lower() == _HSTS_NAME for name, _ in headers):
+                for name, _ in headers:
+                    if name.lower() == _HSTS_NAME:
+                        break
+                else:
                     # A new list: the app may reuse its header list across responses.
                     message = {**message, "headers": [*headers, hsts]}
             await send(message)
 
         await self.app(scope, receive, send_with_hsts)
+
+    def _check_host(self, host_lines: tuple[str, ...], forwarded_host: str | None) -> HostVerdict:
+        """`check_host`, remembered: a site is asked for the same few hosts all day.
+
+        `check_host` is pure and the allowed hosts are fixed, so a remembered verdict
+        is the verdict. The memo is bounded: a spray of distinct hosts empties it
+        (`_HOST_MEMO_SIZE`) rather than growing it.
+        """
+        memo_key = (host_lines, forwarded_host)
+        verdict = self._host_memo.get(memo_key)
+        if verdict is None:
+            verdict = check_host(host_lines, self._allowed, forwarded_host=forwarded_host)
+            if len(self._host_memo) >= _HOST_MEMO_SIZE:
+                self._host_memo.clear()
+            self._host_memo[memo_key] = verdict
+        return verdict
 
     async def _refuse_insecure(
         self, scope: Scope, send: Send, facts: TransportFacts, host: HostPort | None

@@ -152,9 +152,13 @@ class TransportFacts:
                 proxy.setdefault(name, []).append(raw_value.decode("latin-1"))
         client = scope.get("client")
         is_websocket = scope["type"] == "websocket"
+        peer = (str(client[0]), int(client[1])) if client else None
+        scheme = scope.get("scheme") or ("ws" if is_websocket else "http")
+        if not proxy:  # the common case: no proxy header read
+            return cls(peer, scheme, is_websocket, tuple(host_lines))
         return cls(
-            peer=(str(client[0]), int(client[1])) if client else None,
-            scheme=scope.get("scheme") or ("ws" if is_websocket else "http"),
+            peer=peer,
+            scheme=scheme,
             is_websocket=is_websocket,
             host_lines=tuple(host_lines),
             forwarded=_joined(proxy.get(b"forwarded")),
