@@ -5,6 +5,10 @@ Routes, identical in every shape:
 * `GET /hello`   -> 200 text "hello"
 * `POST /submit` -> 200 text: the number of fields in the url-encoded form
 * `GET /api`     -> 200 JSON {"ok": true}
+* `WS /ws`       -> accepts, then echoes every text or bytes message until the client closes
+
+The plain shapes check nothing: `GET /api` is "behind a bearer token" only in the
+stacks that check one (the peer stacks and Bastion).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bastion.types import ASGIApp, Receive, Scope, Send
 
@@ -31,6 +36,9 @@ async def _respond(send: Send, status: int, content_type: bytes, payload: bytes)
 
 async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
     """The routes with nothing but the ASGI protocol: the floor every variant is measured on."""
+    if scope["type"] == "websocket":
+        await _raw_echo(scope, receive, send)
+        return
     if scope["type"] != "http":
         return
     path, method = scope["path"], scope["method"]
@@ -53,34 +61,65 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
         await _respond(send, 404, _TEXT, b"not found")
 
 
-async def _hello(request: Request) -> Response:
+async def _raw_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["path"] != "/ws":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                await send({"type": "websocket.send", "text": text})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        else:  # websocket.disconnect
+            return
+
+
+async def hello(request: Request) -> Response:
     return PlainTextResponse("hello")
 
 
-async def _submit(request: Request) -> Response:
+async def submit(request: Request) -> Response:
     async with request.form() as form:
         return PlainTextResponse(str(len(form)))
 
 
-async def _api(request: Request) -> Response:
+async def api(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        return
+
+
+def starlette_routes() -> list[Route | WebSocketRoute]:
+    return [
+        Route("/hello", hello, methods=["GET"]),
+        Route("/submit", submit, methods=["POST"]),
+        Route("/api", api, methods=["GET"]),
+        WebSocketRoute("/ws", echo),
+    ]
+
+
 def starlette_app() -> ASGIApp:
-    return Starlette(
-        routes=[
-            Route("/hello", _hello, methods=["GET"]),
-            Route("/submit", _submit, methods=["POST"]),
-            Route("/api", _api, methods=["GET"]),
-        ]
-    )
+    return Starlette(routes=starlette_routes())
 
 
 def fastapi_app() -> ASGIApp:
     from fastapi import FastAPI
 
     app = FastAPI()
-    app.add_api_route("/hello", _hello, methods=["GET"])
-    app.add_api_route("/submit", _submit, methods=["POST"])
-    app.add_api_route("/api", _api, methods=["GET"])
+    app.add_api_route("/hello", hello, methods=["GET"])
+    app.add_api_route("/submit", submit, methods=["POST"])
+    app.add_api_route("/api", api, methods=["GET"])
+    app.add_api_websocket_route("/ws", echo)
     return app

@@ -36,20 +36,28 @@ from bastion.events import EventEmitter
 from bastion.headers import HeadersMiddleware
 from bastion.limits import LimitsMiddleware
 from bastion.ratelimit import RateLimitMiddleware
-from bastion.ratelimit.settings import RateLimitSettings
 from bastion.sessions import SessionMiddleware
-from bastion.settings import Settings
-from bastion.shield import Shield
 from bastion.stores.memory import MemoryStore
 from bastion.transport import TransportMiddleware
 from bastion.types import ASGIApp, Message, Scope
-from bench.apps import fastapi_app, raw_app, starlette_app
+from bench.apps import raw_app
+from bench.client import Request, bearer_token, build_requests
+from bench.stacks import SECRET_KEYS, STACKS, bastion_settings
 
-# A rate no benchmark run can reach, so the rate-limit layer does its full work
-# (key, store step) on every request and never refuses one.
-NEVER_TRIPPING_RATE: Final = "1000000/second"
-SECRET_KEYS: Final = ("bench-only-secret-key-not-for-production-0123456789",)
+ORIGIN: Final = "https://localhost"
 CLIENT: Final = ("127.0.0.1", 50000)
+# The stacks of the in-process table, in its order (WebSocket-only variants left out).
+INPROCESS_STACKS: Final = (
+    "raw ASGI",
+    "Starlette",
+    "FastAPI",
+    "peer stack + Starlette",
+    "peer stack + FastAPI",
+    "Django",
+    "Bastion + raw ASGI",
+    "Bastion + Starlette",
+    "Bastion + FastAPI",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,33 +73,8 @@ class Counts:
 FULL: Final = Counts(rounds=5, calls=1000, warmup=100, profiled=5)
 SMOKE: Final = Counts(rounds=2, calls=5, warmup=2, profiled=2)
 
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    name: str
-    method: str
-    path: str
-    headers: tuple[tuple[bytes, bytes], ...]
-    body: bytes
-
-
-FORM_BODY: Final = b"name=alice&email=alice%40example.com&comment=hello+world"
-ROUTES: Final = (
-    Route("GET /hello", "GET", "/hello", (), b""),
-    Route(
-        "POST /submit",
-        "POST",
-        "/submit",
-        (
-            (b"content-type", b"application/x-www-form-urlencoded"),
-            (b"content-length", b"%d" % len(FORM_BODY)),
-            # Fetch Metadata: what a browser sends for a same-origin form post.
-            (b"sec-fetch-site", b"same-origin"),
-        ),
-        FORM_BODY,
-    ),
-    Route("GET /api", "GET", "/api", ((b"accept", b"application/json"),), b""),
-)
+Route = Request
+ROUTES: Final = build_requests(ORIGIN, bearer_token())
 
 
 def build_scope(route: Route) -> Scope:
@@ -118,45 +101,33 @@ def _quiet() -> EventEmitter:
     return EventEmitter([])
 
 
-def _rate_limit_settings() -> RateLimitSettings:
-    return RateLimitSettings.model_validate({"limits": {"*": [NEVER_TRIPPING_RATE]}})
-
-
-def _shield(app: ASGIApp) -> ASGIApp:
-    settings = Settings.model_validate(
-        {"mode": "development", "ratelimit": {"limits": {"*": [NEVER_TRIPPING_RATE]}}}
-    )
-    return Shield(app, settings, events=_quiet())
-
-
+# Each layer alone, with the section of the settings the full stack uses.
+_SETTINGS = bastion_settings()
 LAYERS: Final[dict[str, Callable[[ASGIApp], ASGIApp]]] = {
-    "errors": lambda app: ErrorsMiddleware(app, events=_quiet()),
-    "transport": lambda app: TransportMiddleware(app, events=_quiet()),
-    "limits": lambda app: LimitsMiddleware(app, events=_quiet()),
-    "headers": lambda app: HeadersMiddleware(app, events=_quiet()),
-    "cors": lambda app: CORSMiddleware(app, events=_quiet()),
+    "errors": lambda app: ErrorsMiddleware(app, _SETTINGS.errors, events=_quiet()),
+    "transport": lambda app: TransportMiddleware(app, _SETTINGS.transport, events=_quiet()),
+    "limits": lambda app: LimitsMiddleware(app, _SETTINGS.limits, events=_quiet()),
+    "headers": lambda app: HeadersMiddleware(app, _SETTINGS.headers, events=_quiet()),
+    "cors": lambda app: CORSMiddleware(app, _SETTINGS.cors, events=_quiet()),
     "ratelimit": lambda app: RateLimitMiddleware(
-        app, _rate_limit_settings(), store=MemoryStore(), events=_quiet()
+        app, _SETTINGS.ratelimit, store=MemoryStore(), events=_quiet()
     ),
     "sessions": lambda app: SessionMiddleware(
-        app, store=MemoryStore(), secret_keys=SECRET_KEYS, events=_quiet()
+        app, _SETTINGS.sessions, store=MemoryStore(), secret_keys=SECRET_KEYS, events=_quiet()
     ),
-    "csrf": lambda app: CSRFMiddleware(app, secret_keys=SECRET_KEYS, events=_quiet()),
-    "auth": lambda app: AuthenticationMiddleware(app, store=MemoryStore(), events=_quiet()),
+    "csrf": lambda app: CSRFMiddleware(
+        app, _SETTINGS.csrf, secret_keys=SECRET_KEYS, events=_quiet()
+    ),
+    "auth": lambda app: AuthenticationMiddleware(
+        app, _SETTINGS.auth, store=MemoryStore(), events=_quiet()
+    ),
     "policy": lambda app: AuthorizationMiddleware(app, events=_quiet()),
 }
 
 
 def build_variants() -> dict[str, ASGIApp]:
     """Variant name -> application, in the order of the table."""
-    variants: dict[str, ASGIApp] = {
-        "raw ASGI": raw_app,
-        "Starlette": starlette_app(),
-        "FastAPI": fastapi_app(),
-        "Bastion + raw ASGI": _shield(raw_app),
-        "Bastion + Starlette": _shield(starlette_app()),
-        "Bastion + FastAPI": _shield(fastapi_app()),
-    }
+    variants = {name: STACKS[name]() for name in INPROCESS_STACKS}
     for name, build in LAYERS.items():
         variants[f"{name} alone + raw ASGI"] = build(raw_app)
     return variants
@@ -178,7 +149,10 @@ async def call_once(app: ASGIApp, scope: Scope, body: bytes) -> int:
     async def receive() -> Message:
         if messages:
             return messages.pop()
-        return {"type": "http.disconnect"}
+        # As a server does: `http.disconnect` only when the client leaves, which it
+        # does not. Django listens for it while the view runs and cancels the wait.
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}  # pragma: no cover - never reached
 
     async def send(message: Message) -> None:
         nonlocal status

@@ -1,11 +1,19 @@
-"""The benchmark's smoke mode runs, covers every variant and fails loudly on a failed request.
+"""The benchmark suite's smoke mode: every part runs, every request gets the expected status.
 
-Never asserts on timings: they depend on the machine.
+Real parts throughout: uvicorn servers on 127.0.0.1, wrk, the `websockets` client, a
+real `redis-server`. Never asserts on timings: they depend on the machine. With
+`CI=true` a missing wrk or redis-server fails the test; elsewhere it skips.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
+from bench.__main__ import main
+from bench.client import Request, bearer_token, build_requests
 from bench.inprocess import (
     ROUTES,
     SMOKE,
@@ -14,16 +22,30 @@ from bench.inprocess import (
     render_table,
     run_benchmark,
 )
+from bench.report import TRIED_HEADING
+from bench.servers import IMPLEMENTATIONS, serving
 
 from bastion.types import Receive, Scope, Send
+from bench import http, inprocess, memory, ratelimit, ws
+from tests.support.redis import require_tool
 
 
-def test_smoke_table_has_every_variant_and_route() -> None:
+def require_wrk() -> None:
+    if shutil.which("wrk") is not None:
+        return
+    reason = "wrk is not installed (Debian: apt-get install wrk)"
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def test_inprocess_smoke_has_every_variant_and_route() -> None:
     results = run_benchmark(SMOKE)
     table = render_table(results)
     variants = list(build_variants())
     assert results.variants == variants
-    assert len(variants) == 16
+    assert variants[:9] == list(inprocess.INPROCESS_STACKS)
+    assert len(variants) == 9 + len(inprocess.LAYERS)
     for variant in variants:
         for route in ROUTES:
             assert f"| {variant} | {route.name} |" in table
@@ -33,7 +55,7 @@ def test_smoke_table_has_every_variant_and_route() -> None:
     assert "Every response was 200." in table
 
 
-def test_failed_request_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inprocess_failed_request_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
     async def failing(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 500, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -41,3 +63,82 @@ def test_failed_request_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("bench.inprocess.build_variants", lambda: {"raw ASGI": failing})
     with pytest.raises(BenchmarkError, match="status 500"):
         run_benchmark(SMOKE)
+
+
+@pytest.mark.server
+def test_http_smoke_every_stack_on_every_server() -> None:
+    require_wrk()
+    results = http.run_http(http.SMOKE)
+    cells = {(cell.implementation, cell.stack) for cell in results.cells}
+    assert cells == {(impl, stack) for impl in IMPLEMENTATIONS for stack in http.HTTP_STACKS}
+    assert all(cell.requests > 0 and cell.route == http.ALL_ROUTES for cell in results.cells)
+    table = http.render_http(results)
+    assert table.count("| httptools+uvloop |") == len(http.HTTP_STACKS)
+
+
+@pytest.mark.server
+def test_http_refused_requests_fail_the_cell() -> None:
+    """The peer stack refuses `GET /api` without its bearer token: preflight and wrk both stop."""
+    require_wrk()
+    with serving([("peer stack + Starlette", "httptools+uvloop")]) as (server,):
+        origin = f"http://{server.host}:{server.port}"
+        api = build_requests(origin, bearer_token())[2]
+        anonymous = Request(api.name, api.method, api.path, (), b"")
+        http.preflight(server, [api])  # the legitimate request passes
+        with pytest.raises(BenchmarkError, match="status 403"):
+            http.preflight(server, [anonymous])
+        run = http._WrkRun(server, [anonymous], api.name, http.SMOKE, 1)
+        with pytest.raises(BenchmarkError, match="non-2xx"):
+            run.finish()
+
+
+@pytest.mark.server
+def test_ws_smoke_every_stack_echoes() -> None:
+    results = ws.run_ws(ws.SMOKE)
+    assert list(results.cells) == list(ws.WS_STACKS)
+    for cell in results.cells.values():
+        assert len(cell.messages_per_second) == ws.SMOKE.rounds
+        assert len(cell.handshakes_per_second) == ws.SMOKE.rounds
+    assert "| Bastion + raw ASGI |" in ws.render_ws(results)
+
+
+def test_ratelimit_smoke_counts_redis_commands() -> None:
+    require_tool("redis-server")
+    results = ratelimit.run_ratelimit(ratelimit.SMOKE)
+    assert {(row.store, row.what) for row in results.rows} == {
+        (store, what)
+        for store in ("memory", "redis")
+        for what in ("RateLimitMiddleware check", "bare Store.gcra step")
+    }
+    trips = results.round_trips
+    # Every check sent at least the GCRA script; nothing from the probe itself is counted.
+    assert trips.client_commands["evalsha"] == ratelimit.SMOKE.probe_checks
+    assert not set(trips.client_commands) & {"config", "info", "echo"}
+    assert sum(trips.executed.values()) >= sum(trips.client_commands.values())
+
+
+def test_memory_smoke_store_stays_at_its_bound() -> None:
+    results = memory.run_memory(memory.SMOKE)
+    bastion, limits = results.rows
+    assert bastion.entries == memory.SMOKE.bound
+    assert limits.entries == memory.SMOKE.keys  # unbounded: one entry per sprayed key
+    assert bastion.traced_bytes > 0
+    assert limits.traced_bytes > 0
+
+
+def test_main_writes_the_document_and_keeps_what_was_tried(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    notes = f"{TRIED_HEADING}\n\n* fused the send wrappers (kept from the last run)\n"
+    out.write_text(f"# Benchmarks\n\nold figures\n\n{notes}", encoding="utf-8")
+    assert main(["--smoke", "--only", "memory", "--out", str(out)]) == 0
+    document = out.read_text(encoding="utf-8")
+    assert "old figures" not in document
+    assert "## Memory: sprayed client keys" in document
+    assert "## Budget" in document
+    assert "## Machine" in document
+    assert document.endswith(notes)
+
+
+def test_main_rejects_an_unknown_part() -> None:
+    with pytest.raises(SystemExit):
+        main(["--smoke", "--only", "inprocess,gpu"])

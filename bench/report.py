@@ -1,0 +1,249 @@
+"""The markdown document: the machine, the budget of issue #8 against the figures,
+and each part's table.
+
+The "What was tried" section is kept from the file being overwritten, so rerunning
+the suite refreshes the numbers without losing the notes written by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import date
+from importlib import metadata
+from pathlib import Path
+from typing import Final
+
+from bench import http, inprocess, memory, ratelimit, ws
+
+PACKAGES: Final = (
+    "bastion-asgi",
+    "starlette",
+    "fastapi",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "h11",
+    "websockets",
+    "django",
+    "secure",
+    "starlette-csrf",
+    "slowapi",
+    "limits",
+    "pyjwt",
+    "redis",
+)
+TRIED_HEADING: Final = "## What was tried"
+TRIED_PLACEHOLDER: Final = (
+    f"{TRIED_HEADING}\n\n_To be filled from the optimiser's notes: each attempt, its "
+    "profile (py-spy, pyinstrument) and its effect on the figures above._\n"
+)
+# The budget's ceiling for the added cost of Bastion on a raw ASGI app, per GET.
+RAW_GET_BUDGET_US: Final = 10.0
+MEMORY_BUDGET_BYTES_PER_ENTRY: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What ran; None for a part left out (`--only`)."""
+
+    smoke: bool
+    inprocess: inprocess.Results | None = None
+    http: http.Results | None = None
+    ws: ws.Results | None = None
+    ratelimit: ratelimit.Results | None = None
+    memory: memory.Results | None = None
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        done = subprocess.run(  # noqa: S603  # fixed tool, fixed arguments
+            command, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def describe_machine() -> str:
+    model = "unknown"
+    memory_total = "unknown"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+        model = found.group(1).strip() if found else model
+        meminfo = Path("/proc/meminfo").read_text()
+        total = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.MULTILINE)
+        memory_total = f"{int(total.group(1)) / 1024 / 1024:.1f} GiB" if total else memory_total
+    except OSError:
+        pass
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    wrk = shutil.which("wrk")
+    redis_server = shutil.which("redis-server")
+    wrk_version = _first_line([wrk, "-v"]) if wrk else "wrk not found"
+    redis_version = _first_line([redis_server, "--version"]) if redis_server else "no redis"
+    return "\n".join(
+        [
+            f"* CPU: {os.cpu_count()} logical cores (nproc), {model}; memory {memory_total}",
+            f"* OS: {platform.system()} {platform.release()}; "
+            f"Python {sys.version.split()[0]} ({platform.python_implementation()})",
+            f"* Packages: {', '.join(versions)}",
+            f"* Tools: {wrk_version}; {redis_version}",
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLine:
+    budget: str
+    measured: str
+    passed: bool | None  # None: the part did not run
+
+
+def _inprocess_median(results: inprocess.Results, variant: str, route: str) -> float:
+    return results.cells[(variant, route)].median_us
+
+
+def budget_lines(parts: Parts) -> list[BudgetLine]:
+    lines: list[BudgetLine] = []
+    ip = parts.inprocess
+    if ip is not None:
+        for route, ceiling in (("GET /hello", 2.0), ("POST /submit", 1.5)):
+            ours = _inprocess_median(ip, "Bastion + Starlette", route)
+            base = _inprocess_median(ip, "Starlette", route)
+            lines.append(
+                BudgetLine(
+                    f"In-process {route}, Bastion + Starlette <= {ceiling:.1f}x plain Starlette",
+                    f"{ours / base:.2f}x ({ours:.1f} vs {base:.1f} µs)",
+                    ours / base <= ceiling,
+                )
+            )
+        added = _inprocess_median(ip, "Bastion + raw ASGI", "GET /hello") - _inprocess_median(
+            ip, "raw ASGI", "GET /hello"
+        )
+        lines.append(
+            BudgetLine(
+                f"In-process GET /hello, Bastion on raw ASGI adds <= {RAW_GET_BUDGET_US:.0f} µs",
+                f"+{added:.1f} µs",
+                added <= RAW_GET_BUDGET_US,
+            )
+        )
+    else:
+        lines.append(BudgetLine("In-process ratios and µs", "not run", None))
+    hp = parts.http
+    if hp is not None and not hp.counts.concurrent:
+        for route, floor in (("GET /hello", 0.7), ("POST /submit", 0.6)):
+            value = http.ratio(hp, "httptools+uvloop", "Bastion + Starlette", route, "Starlette")
+            lines.append(
+                BudgetLine(
+                    f"HTTP {route} (uvicorn httptools+uvloop), Bastion + Starlette req/s "
+                    f">= {floor:.1f}x plain Starlette",
+                    "not run" if value is None else f"{value:.2f}x",
+                    None if value is None else value >= floor,
+                )
+            )
+    else:
+        lines.append(BudgetLine("HTTP req/s ratios", "not run (or smoke)", None))
+    wp = parts.ws
+    if wp is not None:
+        for what, floor in (("messages", 0.9), ("handshakes", 0.8)):
+            value = wp.ratio(ws.GUARDED, ws.UNGUARDED, what)
+            lines.append(
+                BudgetLine(
+                    f"WebSocket {what}/s, Bastion (guard on) >= {floor:.1f}x the unguarded app",
+                    f"{value:.2f}x",
+                    value >= floor,
+                )
+            )
+    else:
+        lines.append(BudgetLine("WebSocket ratios", "not run", None))
+    rp = parts.ratelimit
+    if rp is not None:
+        trips = rp.round_trips.per_check
+        lines.append(
+            BudgetLine(
+                "Rate limiting on Redis: one round trip per check",
+                f"{trips:.2f} round trips per check",
+                trips <= 1.0,
+            )
+        )
+    else:
+        lines.append(BudgetLine("Redis round trips per check", "not run", None))
+    mp = parts.memory
+    if mp is not None:
+        row = mp.rows[0]
+        at_bound = row.entries <= (row.bound or 0)
+        small = row.bytes_per_entry < MEMORY_BUDGET_BYTES_PER_ENTRY
+        lines.append(
+            BudgetLine(
+                f"Memory store after {row.keys:,} sprayed keys: at its bound, "
+                f"< {MEMORY_BUDGET_BYTES_PER_ENTRY} bytes per entry",
+                f"{row.entries:,} entries (bound {row.bound or 0:,}), "
+                f"{row.bytes_per_entry:.0f} bytes/entry",
+                at_bound and small,
+            )
+        )
+    else:
+        lines.append(BudgetLine("Memory store bound and bytes per entry", "not run", None))
+    return lines
+
+
+def render_budget(parts: Parts) -> str:
+    verdicts = {True: "pass", False: "**miss**", None: "-"}
+    rows = [
+        f"| {line.budget} | {line.measured} | {verdicts[line.passed]} |"
+        for line in budget_lines(parts)
+    ]
+    note = "Smoke mode: tiny counts, so these verdicts mean nothing.\n\n" if parts.smoke else ""
+    return (
+        note
+        + "| budget (issue #8) | measured | verdict |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
+def render_document(parts: Parts, tried: str = TRIED_PLACEHOLDER) -> str:
+    sections = [
+        "# Benchmarks\n",
+        f"Run with `python -m bench{' --smoke' if parts.smoke else ''}` on {date.today()}; "
+        "how to rerun and how to read the tables: `bench/README.md`.\n",
+        "## Machine\n",
+        describe_machine() + "\n",
+        "## Budget\n",
+        render_budget(parts),
+    ]
+    if parts.inprocess is not None:
+        sections += ["## In-process (direct ASGI calls)\n", inprocess.render_table(parts.inprocess)]
+    if parts.http is not None:
+        sections += ["## Over HTTP (wrk against uvicorn)\n", http.render_http(parts.http)]
+    if parts.ws is not None:
+        sections += ["## WebSocket\n", ws.render_ws(parts.ws)]
+    if parts.ratelimit is not None:
+        sections += ["## Rate limiting\n", ratelimit.render_ratelimit(parts.ratelimit)]
+    if parts.memory is not None:
+        sections += ["## Memory: sprayed client keys\n", memory.render_memory(parts.memory)]
+    sections.append(tried)
+    return "\n".join(sections)
+
+
+def kept_tried_section(existing: str) -> str:
+    """The "What was tried" section of an earlier document, else the placeholder."""
+    start = existing.find(TRIED_HEADING)
+    if start < 0:
+        return TRIED_PLACEHOLDER
+    rest = existing[start + len(TRIED_HEADING) :]
+    following = re.search(r"^## ", rest, re.MULTILINE)
+    end = len(existing) if following is None else start + len(TRIED_HEADING) + following.start()
+    return existing[start:end].rstrip() + "\n"
