@@ -136,21 +136,42 @@ class LoginRecipe:
 class TokenRecipe:
     """Where an access token comes from, and a route that requires it.
 
-    `path` answers a login body with JSON holding the token in `token_field`
-    (OAuth 2 password grant style); `protected_path` is a GET route that answers
-    2xx with `Authorization: Bearer <token>` and 401/403 without.
+    Two ways to get the token:
+
+    * from credentials (the default): `path` answers a login body with JSON
+      holding the token in `token_field` (OAuth 2 password grant style);
+    * from a session (`from_session=True`): `path` issues a token to the caller
+      signed in with the login recipe, by a same-origin POST carrying that
+      session's cookies and no body; `username` and `password` are not used.
+
+    `protected_path` is a GET route that answers 2xx with `Authorization: Bearer
+    <token>` and 401/403 without.
+
+    `expired_token`, when given, is a token the issuer really signed whose `exp`
+    has passed. The auditor can forge no signature, so only such a token shows a
+    server that verifies signatures but ignores `exp`; the issuer (a test or the
+    bundled demo) can mint one. Never shown (`repr=False`), never in evidence.
     """
 
     path: str
-    username: str
-    password: str = field(repr=False)
+    username: str = ""
+    password: str = field(default="", repr=False)
     protected_path: str = "/"
     username_field: str = "username"
     password_field: str = "password"  # noqa: S105 - a form field's name, not a password
     encoding: Literal["form", "json"] = "form"
     token_field: str = "access_token"  # noqa: S105 - a JSON key, not a token
+    from_session: bool = False
+    expired_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.from_session and not self.username:
+            raise ValueError("a token recipe needs a username unless the token is from_session")
 
     def body(self) -> tuple[bytes, str]:
+        """The request body and its content type (empty for a session-issued token)."""
+        if self.from_session:
+            return b"", ""
         values = {self.username_field: self.username, self.password_field: self.password}
         if self.encoding == "json":
             return json.dumps(values).encode(), "application/json"

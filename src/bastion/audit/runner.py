@@ -122,7 +122,10 @@ async def crawl(ctx: ProbeContext) -> None:
     ]
     for route in pages[:MAX_CRAWL_ROUTES]:
         ctx.step(f"crawl: {route}")
-        ctx.crawl[route] = await ctx.send("GET", route.path)
+        try:
+            ctx.crawl[route] = await ctx.send("GET", route.path)
+        except TargetError as exc:  # one page that fails does not end the audit
+            ctx.skip(f"crawl: {route}: {exc}")
 
 
 async def log_in(ctx: ProbeContext) -> None:
@@ -182,12 +185,19 @@ async def _still_served(ctx: ProbeContext) -> list[Finding]:
     if ctx.main is None or ctx.requests_sent >= ctx.max_requests:
         return []
     ctx.step("audit: main page again")
-    response = await ctx.send("GET", "/")
+    # Reached the way the main page was at the start (redirects on the target's own
+    # host followed), so a home page that redirects to its login form compares the
+    # login form with the login form, not with the redirect.
+    try:
+        _, _, response = await headers.follow(ctx, "/", ctx.target.scheme)
+    except BudgetExhausted:
+        return []  # the budget ran out on the way: nothing to compare
     same = response.status == ctx.main.status
     return [
         STILL_SERVED.result(
             same,
-            f"GET / answered {ctx.main.status} at the start and {response.status} at the end",
+            f"GET / (redirects followed) answered {ctx.main.status} at the start and "
+            f"{response.status} at the end",
             "GET /",
         )
     ]

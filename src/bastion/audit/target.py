@@ -743,6 +743,9 @@ class URLTarget:
             timeout=self.timeout_seconds,
             follow_redirects=False,
             trust_env=False,
+            # No keep-alive: probes provoke errors, after which servers close the
+            # connection, and a request sent on it as it closes would be lost.
+            limits=httpx.Limits(max_keepalive_connections=0),
             # Only encodings `_decode_content` undoes, with a bounded output.
             headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, deflate"},
         )

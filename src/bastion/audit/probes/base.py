@@ -212,11 +212,26 @@ class ProbeContext:
         return response
 
     async def bearer_token(self) -> str | None:
-        """An access token from the token recipe, or None."""
+        """An access token from the token recipe, or None.
+
+        A session-issued token is asked for with the logged-in session's cookies
+        and this site's `Origin` and `Sec-Fetch-Site: same-origin`, as the app's
+        own page would send it (a CSRF defence lets it through, rightly).
+        """
         if self.token is None:
             return None
+        jar: CookieJar | None = None
+        headers: tuple[tuple[str, str], ...] = ()
+        if self.token.from_session:
+            if self.session is None:
+                self.skip(f"token recipe at {self.token.path}: no logged-in session to ask with")
+                return None
+            jar = self.session
+            headers = (("origin", self.own_origin), ("sec-fetch-site", "same-origin"))
         body, content_type = self.token.body()
-        response = await self.send("POST", self.token.path, body=body, content_type=content_type)
+        response = await self.send(
+            "POST", self.token.path, headers=headers, body=body, content_type=content_type, jar=jar
+        )
         try:
             value = json.loads(response.body).get(self.token.token_field)
         except (ValueError, AttributeError):

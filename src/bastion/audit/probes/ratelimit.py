@@ -9,6 +9,15 @@ at most `MAX_ATTEMPTS` per route, stopping at the first sign of throttling:
 429, or any answer with `Retry-After`. A route whose first answer shows it is
 not a login form the probe can drive (404, 405, 415, 422) is not judged.
 
+A route guessed by its name may instead be one that only signed-in callers may
+use (`POST /api/token` issuing a token to a session): it refuses the anonymous
+probe with 401 or 403 before it reads any credential, so hammering it measures
+nothing, and each refusal counts towards a ban of the auditor. When a guessed
+route refuses the first attempt so, the same wrong credentials are sent once
+more with the logged-in session: a route that then accepts them does not check
+them, and is not judged. The token recipe's route is not a login route when the
+token is issued to a session.
+
 Not covered: throttling that only slows answers down (the probe counts refusals,
 not time), per-account lockouts keyed on real accounts, CAPTCHAs.
 
@@ -26,6 +35,7 @@ from typing import Final
 from bastion.audit.discovery import LoginRecipe, Route
 from bastion.audit.findings import Finding
 from bastion.audit.probes.base import Check, ProbeContext
+from bastion.audit.target import HTTPResponse
 
 # Enough to be sure nothing throttles (Bastion locks a client out of an account
 # after 5 failures; common limits are 5 to 20 a minute), few enough to be harmless.
@@ -34,6 +44,8 @@ MAX_ROUTES: Final = 2
 PROBE_ACCOUNT: Final = "bastion-audit-probe"
 _LOGIN_LIKE: Final = re.compile(r"log-?in|sign-?in|session|token|auth", re.I)
 _NOT_A_LOGIN: Final = frozenset({404, 405, 415, 422})
+# Refusals of the caller rather than of the credentials.
+_REFUSED_CALLER: Final = frozenset({401, 403})
 
 LOGIN: Final = Check(
     "ratelimit.login",
@@ -45,27 +57,78 @@ LOGIN: Final = Check(
 )
 
 
-def candidates(ctx: ProbeContext) -> list[tuple[Route, bytes, str]]:
-    """(route, failing body, content type) for each login-like route."""
-    found: list[tuple[Route, bytes, str]] = []
+def candidates(ctx: ProbeContext) -> list[tuple[Route, bytes, str, bool]]:
+    """(route, failing body, content type, guessed) for each login-like route."""
+    found: list[tuple[Route, bytes, str, bool]] = []
     if ctx.login is not None:
         body, content_type = ctx.login.body(
             username=PROBE_ACCOUNT, password=secrets.token_urlsafe(12)
         )
-        found.append((Route("POST", ctx.login.path), body, content_type))
+        found.append((Route("POST", ctx.login.path), body, content_type, False))
+    session_token = ctx.token.path if ctx.token is not None and ctx.token.from_session else None
     for route in ctx.routes:
         if route.method != "POST" or not _LOGIN_LIKE.search(route.path):
             continue
-        if not route.may_be_probed_with_writes or any(r == route for r, _, _ in found):
+        if route.path == session_token or not route.may_be_probed_with_writes:
+            continue
+        if any(r == route for r, _, _, _ in found):
             continue
         recipe = LoginRecipe(route.path, PROBE_ACCOUNT, secrets.token_urlsafe(12))
         body, content_type = recipe.body()
-        found.append((route, body, content_type))
+        found.append((route, body, content_type, True))
     return found[:MAX_ROUTES]
 
 
 def is_throttled(status: int, retry_after: str | None) -> bool:
     return status == 429 or retry_after is not None
+
+
+def ignores_credentials(anonymous_status: int, signed_in_status: int) -> bool:
+    """Whether a route refused the anonymous caller, not the credentials: it refused
+    the wrong credentials without a session and accepted them with one."""
+    return anonymous_status in _REFUSED_CALLER and signed_in_status < 400
+
+
+async def _attempt(
+    ctx: ProbeContext, route: Route, body: bytes, content_type: str, *, signed_in: bool = False
+) -> HTTPResponse:
+    return await ctx.send(
+        route.method,
+        route.path,
+        headers=(("origin", ctx.own_origin), ("sec-fetch-site", "same-origin")),
+        body=body,
+        content_type=content_type,
+        jar=ctx.session.copy() if signed_in and ctx.session is not None else None,
+    )
+
+
+async def _hammer(
+    ctx: ProbeContext, route: Route, body: bytes, content_type: str, *, guessed: bool
+) -> tuple[list[int], int | None, str]:
+    """Failed logins until throttled: (statuses, attempt throttled at, why not judged)."""
+    statuses: list[int] = []
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        if attempt == 1 or attempt % 10 == 0:
+            ctx.step(f"ratelimit: failed login {attempt} to {route}")
+        response = await _attempt(ctx, route, body, content_type)
+        statuses.append(response.status)
+        if is_throttled(response.status, response.header("retry-after")):
+            return statuses, attempt, ""
+        if attempt > 1:
+            continue
+        if response.status in _NOT_A_LOGIN:
+            return statuses, None, f"answered {response.status}: not a login form"
+        if guessed and ctx.session is not None and response.status in _REFUSED_CALLER:
+            ctx.step(f"ratelimit: the same failed login to {route}, signed in")
+            control = await _attempt(ctx, route, body, content_type, signed_in=True)
+            if ignores_credentials(response.status, control.status):
+                return (
+                    statuses,
+                    None,
+                    f"answered {response.status} anonymously and {control.status} signed in, "
+                    "whatever the credentials: not a login form",
+                )
+    return statuses, None, ""
 
 
 async def probe(ctx: ProbeContext) -> list[Finding]:
@@ -74,27 +137,12 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
         ctx.skip("ratelimit: no login route (give a login recipe)")
         return []
     findings: list[Finding] = []
-    for route, body, content_type in routes:
-        statuses: list[int] = []
-        throttled_at: int | None = None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if attempt == 1 or attempt % 10 == 0:
-                ctx.step(f"ratelimit: failed login {attempt} to {route}")
-            response = await ctx.send(
-                route.method,
-                route.path,
-                headers=(("origin", ctx.own_origin), ("sec-fetch-site", "same-origin")),
-                body=body,
-                content_type=content_type,
-            )
-            statuses.append(response.status)
-            if is_throttled(response.status, response.header("retry-after")):
-                throttled_at = attempt
-                break
-            if attempt == 1 and response.status in _NOT_A_LOGIN:
-                break
-        if throttled_at is None and statuses[0] in _NOT_A_LOGIN:
-            ctx.skip(f"ratelimit: {route} answered {statuses[0]}: not a login form")
+    for route, body, content_type, guessed in routes:
+        statuses, throttled_at, not_judged = await _hammer(
+            ctx, route, body, content_type, guessed=guessed
+        )
+        if not_judged:
+            ctx.skip(f"ratelimit: {route} {not_judged}")
             continue
         if throttled_at is not None:
             evidence = f"failed login {throttled_at} answered {statuses[-1]} (throttled)"

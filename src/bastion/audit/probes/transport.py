@@ -5,24 +5,34 @@ it, and strips the upgrade to HTTPS), one that does not tell browsers to insist
 on HTTPS next time (HSTS), and one that answers TRACE, echoing the request's
 headers (cross-site tracing reads `HttpOnly` cookies through it on old clients,
 and it discloses headers a proxy added).
-Probe: `GET /` over `http://` must redirect to `https://` on the same host;
+Probe: `GET /` over `http://` must redirect to `https://` on the same host name;
 `GET /` over HTTPS must carry `Strict-Transport-Security` with a max-age of at
 least `MIN_HSTS_SECONDS`; `TRACE /` must be refused.
+
+"The same host" is the host name, whatever the port, as the MDN HTTP
+Observatory judges the first redirect (`redirection.js` compares `url.hostname`):
+HSTS is recorded per host name and upgrades every port of it (RFC 6797 sections
+8.1 and 8.3), so a redirect from `http://bank.example:8080/` to
+`https://bank.example:8443/` still lets the HTTPS answer's HSTS protect the host
+the user typed.
 
 Not covered: TLS versions and cipher suites; HSTS preload-list membership.
 
 References: RFC 6797 (HSTS) https://www.rfc-editor.org/rfc/rfc6797 ; RFC 9110
-section 9.3.8 (TRACE); OWASP WSTG-CONF-06 (HTTP methods).
+section 9.3.8 (TRACE); OWASP WSTG-CONF-06 (HTTP methods); MDN HTTP Observatory
+`src/analyzer/tests/redirection.js` https://github.com/mdn/mdn-http-observatory
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import urljoin, urlsplit
 
 from bastion.audit.findings import Finding
 from bastion.audit.probes.base import Check, ProbeContext, random_marker
-from bastion.audit.target import HTTPResponse, owns, url_of
+from bastion.audit.target import HTTPResponse, url_of
+from bastion.hosts import parse_host_header
 
 # The MDN HTTP Observatory's threshold for full HSTS credit: six months.
 MIN_HSTS_SECONDS: Final = 15_552_000
@@ -57,6 +67,23 @@ TRACE: Final = Check(
 )
 
 
+def upgrades_to_https(status: int, location: str | None, base_url: str) -> bool:
+    """Whether an answer to `base_url` (plain HTTP) redirects to HTTPS on its host name.
+
+    A relative `location` resolves against `base_url` (so it stays on `http:`);
+    the port may differ, the host name may not.
+    """
+    if status not in _REDIRECTS or not location:
+        return False
+    base = urlsplit(base_url)
+    target = urlsplit(urljoin(base_url, location.strip()))
+    if target.scheme.lower() != "https":
+        return False
+    theirs = parse_host_header(target.netloc.rpartition("@")[2])
+    mine = parse_host_header(base.netloc)
+    return theirs is not None and mine is not None and theirs.host == mine.host
+
+
 def hsts_max_age(response: HTTPResponse) -> int | None:
     value = response.header("strict-transport-security")
     if value is None:
@@ -72,8 +99,7 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
         ctx.step("transport: GET / over http://")
         response = await ctx.send("GET", "/", scheme="http")
         location = response.header("location")
-        step = owns(target, location, url_of(target, "/", "http")) if location else None
-        redirected = response.status in _REDIRECTS and step is not None and step[0] == "https"
+        redirected = upgrades_to_https(response.status, location, url_of(target, "/", "http"))
         evidence = f"GET http://{target.host}/ answered {response.status}"
         if location:
             evidence += f", Location: {location}"
