@@ -238,6 +238,26 @@ def test_account_from_body(body: bytes, content_type: bytes, account: str) -> No
             False,
         ),
         ({"action": "blocked", "kind": "malicious_csrf", "reason": "x"}, False),
+        (
+            {
+                "action": "blocked",
+                "kind": "input_validation_fail",
+                "reason": "insecure-http",
+                "status": 308,
+                "client": "1.2.3.4",
+            },
+            False,
+        ),
+        (
+            {
+                "action": "blocked",
+                "kind": "input_validation_fail",
+                "reason": "host-not-allowed",
+                "status": 400,
+                "client": "1.2.3.4",
+            },
+            True,
+        ),
     ],
 )
 def test_counts_toward_ban(record: dict[str, object], counts: bool) -> None:

@@ -64,9 +64,15 @@ class BanPolicy:
 
 
 def counts_toward_ban(record: Mapping[str, object]) -> bool:
-    """Whether a redacted event record is a refusal the client earned."""
+    """Whether a redacted event record is a refusal the client earned.
+
+    A redirect (the HTTP-to-HTTPS one is reported as `blocked`, status 308) is not:
+    every browser following an `http://` link would walk towards a ban.
+    """
+    status = record.get("status")
     return (
         record.get("action") == "blocked"
+        and not (isinstance(status, int) and status < 400)
         and record.get("reason") != REASON_BANNED
         and not str(record.get("kind", "")).startswith("sys_")
         and isinstance(record.get("client"), str)
