@@ -77,6 +77,7 @@ from bastion.events import KIND_MALICIOUS_CORS, EventEmitter
 from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, parse_origin
 from bastion.responses import Refuser, header_value
 from bastion.sections import LayerSettings
+from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
 
 LAYER: Final = "cors"
@@ -564,6 +565,11 @@ class CORSMiddleware:
         if scope["type"] != "http" or not self.settings.enabled:
             await self.app(scope, receive, send)
             return
+        await run_stages((self,), self.app, scope, receive, send)
+
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): True when a preflight was answered."""
+        scope = flow.scope
         request_headers = scope["headers"]
         untrusted_origin = header_value(request_headers, b"origin")
         grant: tuple[tuple[bytes, bytes], ...] = ()
@@ -579,8 +585,8 @@ class CORSMiddleware:
                     header_value(request_headers, _ACRH),
                     private_network is not None and private_network.lower() == b"true",
                 )
-                if await self._answer_preflight(scope, send, preflight):
-                    return
+                if await self._answer_preflight(scope, flow.send, preflight):
+                    return True
                 # Monitor-only: the refused preflight goes on to the app, ungranted.
             else:
                 verdict = check_origin(untrusted_origin, self.policy)
@@ -588,12 +594,11 @@ class CORSMiddleware:
                     grant = self._grant(verdict.origin, preflight=False)
         keep_app_cors = self.settings.monitor_only and not grant
 
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = rewrite_headers(
-                    message.get("headers", ()), grant, keep_app_cors=keep_app_cors
-                )
-                message = {**message, "headers": headers}
-            await send(message)
+        def rewrite(message: Message) -> Message:
+            headers = rewrite_headers(
+                message.get("headers", ()), grant, keep_app_cors=keep_app_cors
+            )
+            return {**message, "headers": headers}
 
-        await self.app(scope, receive, send_wrapper)
+        flow.hooks.append((rewrite, None))
+        return False

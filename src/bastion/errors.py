@@ -218,6 +218,11 @@ class ErrorsMiddleware:
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
             return
+        await self.guard_http(self.app, scope, receive, send)
+
+    async def guard_http(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run `app` on an HTTP request under this layer's guarantees: `Shield` runs
+        its fused stack (every other layer, and the application) through this."""
         guard = _ResponseGuard(send)
 
         async def send_wrapper(message: Message) -> None:
@@ -235,7 +240,7 @@ class ErrorsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await app(scope, receive, send_wrapper)
         except Exception as exc:  # this layer exists to catch everything
             await self._on_exception(scope, guard, exc)
             return

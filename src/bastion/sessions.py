@@ -49,6 +49,7 @@ from bastion.events import KIND_SYS_AVAILABILITY, EventEmitter, SecurityEvent, d
 from bastion.exceptions import ConfigurationError, StoreError
 from bastion.responses import send_generic
 from bastion.sections import LayerSettings
+from bastion.stages import Flow, run_stages
 from bastion.stores.base import Store
 from bastion.stores.memory import MemoryStore
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -544,35 +545,38 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
             await self.app(scope, receive, send)
             return
+        await run_stages((self,), self.app, scope, receive, send)
+
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): load the session (True when the store
+        failed and the request was answered 503), and save it as the response starts."""
+        scope = flow.scope
         untrusted_id = read_cookie(scope["headers"], self._cookie_name)
         try:
             session = await self.manager.load(scope, untrusted_id)
         except StoreError:
-            await self._unavailable(scope, send)
-            return
+            await self._unavailable(scope, flow.send)
+            return True
         scope["session"] = session
         (scope.get(SCOPE_KEY) or get_context(scope)).session = session
         if scope["type"] == "websocket":
-            await self.app(scope, receive, send)  # a handshake cannot set cookies
-            return
-        failed = False
+            return False  # a handshake cannot set cookies
+        level = len(flow.hooks)
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal failed
-            if failed:
-                return
-            if message["type"] == "http.response.start":
-                try:
-                    extra = await self.manager.commit(scope, session)
-                except StoreError:
-                    failed = True
-                    await self._unavailable(scope, send)
-                    return
-                if extra:
-                    message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
+        async def commit(message: Message) -> Message | None:
+            try:
+                extra = await self.manager.commit(scope, session)
+            except StoreError:
+                # Nothing the application sends afterwards goes out.
+                flow.dropped = True
+                await self._unavailable(scope, flow.sender(level))
+                return None
+            if extra:
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            return message
 
-        await self.app(scope, receive, send_wrapper)
+        flow.hooks.append((None, commit))
+        return False
 
     async def _unavailable(self, scope: Scope, send: Send) -> None:
         self.events.emit(

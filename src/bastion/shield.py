@@ -32,10 +32,18 @@ the emitter, and the websocket guard asks it, so a ban closes live sockets too.
 Layers whose section says `enabled=False` are left out of the chain entirely (no cost
 at all), and that opt-out is logged at start-up with every other one. Lifespan and
 unknown scope types go straight to the application, untouched.
+
+HTTP requests take the fused path: the same layer instances, run as stages
+(`bastion.stages`) in the order above by one runner, with one `send` wrapper
+under the errors layer's guard instead of eleven nested calls and wrappers. The
+errors layer's catch-all is around all of it, Bastion's own stages included.
+Responses, events and the request context are those of the chain, which
+WebSocket scopes still take (the guard is a middleware of its own).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,10 +69,12 @@ from bastion.limits import LimitsMiddleware
 from bastion.ratelimit import Jail, JailSink, RateLimitMiddleware
 from bastion.sessions import SessionMiddleware
 from bastion.settings import Settings, log_opt_outs
+from bastion.stages import Flow, Stage, run_stages
 from bastion.stores import Store
 from bastion.transport import TransportMiddleware
 from bastion.types import ASGIApp, Receive, Scope, Send
-from bastion.websocket import WebSocketGuardMiddleware, client_ban_check
+from bastion.websocket import WebSocketGuardMiddleware, WebSocketTickets, client_ban_check
+from bastion.websocket.tickets import TICKETS_SCOPE_KEY
 
 logger = logging.getLogger("bastion")
 
@@ -206,6 +216,7 @@ class Shield:
             if name in self.layers:
                 stack = build(stack, shared)
         self._stack = stack
+        self._http = self._fuse(stack)
         self.opt_outs = log_opt_outs(self.settings)
         self.events.emit(
             SecurityEvent(
@@ -221,6 +232,25 @@ class Shield:
             )
         )
 
+    def _fuse(self, stack: ASGIApp) -> ASGIApp:
+        """The HTTP path: the chain's layers as stages, in one callable (module doc)."""
+        errors: ErrorsMiddleware | None = None
+        stages: list[Stage] = []
+        layer = stack
+        while layer is not self.app:
+            if isinstance(layer, ErrorsMiddleware):
+                errors = layer
+            elif isinstance(layer, WebSocketGuardMiddleware):
+                if layer.tickets is not None:
+                    stages.append(_TicketsStage(layer.tickets))
+            else:
+                stages.append(layer)  # type: ignore[arg-type]  # every other layer is a Stage
+            layer = layer.app  # type: ignore[attr-defined]  # each layer keeps its `app`
+        fused: ASGIApp = functools.partial(run_stages, tuple(stages), self.app)
+        if errors is None:
+            return fused
+        return functools.partial(errors.guard_http, fused)
+
     def metrics_app(self) -> ASGIApp:
         """The Prometheus endpoint for this stack's counters (`events.prometheus`).
 
@@ -235,7 +265,24 @@ class Shield:
         raise ConfigurationError("events.prometheus is off: there are no metrics to serve")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
+        scope_type = scope["type"]
+        if scope_type == "http":
+            await self._http(scope, receive, send)
+        elif scope_type == "websocket":
             await self._stack(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+class _TicketsStage:
+    """What the WebSocket guard does for an HTTP request: hand the application the
+    ticket issuer (`bastion.websocket.issue_ticket`), as the guard's middleware does."""
+
+    __slots__ = ("tickets",)
+
+    def __init__(self, tickets: WebSocketTickets) -> None:
+        self.tickets = tickets
+
+    async def enter(self, flow: Flow) -> bool:
+        flow.scope[TICKETS_SCOPE_KEY] = self.tickets
+        return False

@@ -35,6 +35,7 @@ from bastion.auth.settings import AuthSettings
 from bastion.events import KIND_AUTHN_FAIL, KIND_SYS_AVAILABILITY, EventEmitter
 from bastion.exceptions import StoreError
 from bastion.responses import Refuser, send_generic
+from bastion.stages import Flow, run_stages
 from bastion.stores.base import Store
 from bastion.stores.memory import MemoryStore
 from bastion.types import ASGIApp, Receive, Scope, Send
@@ -117,6 +118,11 @@ class AuthenticationMiddleware:
         if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
             await self.app(scope, receive, send)
             return
+        await run_stages((self,), self.app, scope, receive, send)
+
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): True when the request was refused."""
+        scope = flow.scope
         try:
             result = await self.authenticate(scope)
         except StoreError:
@@ -124,22 +130,20 @@ class AuthenticationMiddleware:
             self.refuse.event(
                 scope, kind=KIND_SYS_AVAILABILITY, reason=REASON_STORE_DOWN, status=503
             )
-            await send_generic(scope, send, 503)
-            return
-        if result.reason:
-            refused = await self.refuse(
-                scope,
-                send,
-                status=401,
-                kind=KIND_AUTHN_FAIL,
-                reason=result.reason,
-                headers=[(b"www-authenticate", result.challenge)],
-                details={"source": result.source},
-            )
-            if refused:
-                return
+            await send_generic(scope, flow.send, 503)
+            return True
+        if result.reason and await self.refuse(
+            scope,
+            flow.send,
+            status=401,
+            kind=KIND_AUTHN_FAIL,
+            reason=result.reason,
+            headers=[(b"www-authenticate", result.challenge)],
+            details={"source": result.source},
+        ):
+            return True
         set_principal(scope, result.principal)
-        await self.app(scope, receive, send)
+        return False
 
     async def authenticate(self, scope: Scope) -> Authentication:
         """Try each configured source in order; the first credential presented decides."""

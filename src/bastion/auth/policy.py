@@ -41,6 +41,7 @@ from bastion.context import get_context
 from bastion.events import KIND_AUTHZ_FAIL, EventEmitter
 from bastion.responses import Refuser, generic_body, wants_json
 from bastion.routes import RouteTable
+from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Receive, Scope, Send
 
 REASON_UNAUTHENTICATED: Final = "policy-unauthenticated"
@@ -140,20 +141,23 @@ class AuthorizationMiddleware:
         if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
             await self.app(scope, receive, send)
             return
+        await run_stages((self,), self.app, scope, receive, send)
+
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): True when the request was refused."""
+        scope = flow.scope
         method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
         requirement = self.table.lookup(method, scope["path"])
         principal = get_principal(scope)
         decision = decide(requirement, principal, deny=self.settings.deny_by_default)
-        if decision.status and await self.refuse(
+        return bool(decision.status) and await self.refuse(
             scope,
-            send,
+            flow.send,
             status=decision.status,
             kind=KIND_AUTHZ_FAIL,
             reason=decision.reason,
             headers=challenge_headers(decision, principal, self.realm),
-        ):
-            return
-        await self.app(scope, receive, send)
+        )
 
 
 # --- application level: a decorator for Starlette endpoints --------------------------

@@ -28,6 +28,7 @@ from bastion.events import KIND_MALICIOUS_CSRF, EventEmitter
 from bastion.exceptions import ConfigurationError
 from bastion.responses import Refuser, header_value
 from bastion.sessions import Session
+from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 LAYER: Final = "csrf"
@@ -167,42 +168,45 @@ class CSRFMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Templates and dependencies issue tokens through this, even with the layer off.
-        scope[TOKENS_SCOPE_KEY] = self.tokens
         if not self.settings.enabled:
+            # Templates and dependencies issue tokens through this, even with the layer off.
+            scope[TOKENS_SCOPE_KEY] = self.tokens
             await self.app(scope, receive, send)
             return
+        await run_stages((self,), self.app, scope, receive, send)
 
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): True when refused, or when the
+        client left while its body was read (nobody to answer)."""
+        scope = flow.scope
+        scope[TOKENS_SCOPE_KEY] = self.tokens
         facts = RequestFacts.from_scope(scope)
         verdict = check_request(facts, self.policy)
         if verdict.needs_token:
-            reason, replay = await self._check_token(scope, receive)
+            reason, replay = await self._check_token(scope, flow.receive)
             if replay is None:
-                return  # the client left while we read its body: nobody to answer
-            receive = replay
+                return True  # the client left while we read its body: nobody to answer
+            flow.receive = replay
             verdict = Verdict(allowed=not reason, reason=reason, varies=True)
 
         vary = VARY_NAMES if verdict.varies else ()
         if not verdict.allowed and await self._refuse(
             scope,
-            send,
+            flow.send,
             status=REFUSAL_STATUS,
             kind=KIND_MALICIOUS_CSRF,
             reason=verdict.reason,
             headers=[(b"vary", b", ".join(vary))] if vary else (),
             details=_details(facts, verdict),
         ):
-            return
-        if not vary:
-            await self.app(scope, receive, send)
-            return
+            return True
+        if vary:
 
-        async def send_with_vary(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": append_vary(message.get("headers", ()), vary)}
-            await send(message)
+            def add_vary(message: Message) -> Message:
+                return {**message, "headers": append_vary(message.get("headers", ()), vary)}
 
-        await self.app(scope, receive, send_with_vary)
+            flow.hooks.append((add_vary, None))
+        return False
 
     async def _check_token(self, scope: Scope, receive: Receive) -> tuple[str, Receive | None]:
         """The token's verdict ("" or a reason) and the `receive` the app must use

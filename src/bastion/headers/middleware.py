@@ -57,6 +57,7 @@ from bastion.headers.reports import (
 )
 from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
+from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
 
 LAYER: Final = "headers"
@@ -128,10 +129,15 @@ class HeadersMiddleware:
         if scope["type"] != "http" or not self._enabled:
             await self.app(scope, receive, send)
             return
+        await run_stages((self,), self.app, scope, receive, send)
+
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): True when a report was received."""
+        scope = flow.scope
         path: str = scope["path"]
         if path == self._report_path:
-            await self._receive_reports(scope, receive, send)
-            return
+            await self._receive_reports(scope, flow.receive, flow.send)
+            return True
         header_set = self._default
         if self._routes:
             header_set = self._routes.lookup(scope["method"], path) or self._default
@@ -144,12 +150,12 @@ class HeadersMiddleware:
                 context.csp_nonce = new_nonce()
             nonce = context.csp_nonce
 
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = merge_headers(message.get("headers", ()), header_set, nonce)
-            await send(message)
+        def add_headers(message: Message) -> Message:
+            message["headers"] = merge_headers(message.get("headers", ()), header_set, nonce)
+            return message
 
-        await self.app(scope, receive, send_wrapper)
+        flow.hooks.append((add_headers, None))
+        return False
 
     async def _receive_reports(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":

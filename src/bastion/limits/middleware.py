@@ -58,6 +58,7 @@ from bastion.limits.reasons import (
 )
 from bastion.limits.settings import LimitsSettings, compile_routes, resolve_limits
 from bastion.responses import Refuser
+from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 LAYER: Final = "limits"
@@ -77,40 +78,47 @@ class _InFlight:
     def __init__(self) -> None:
         self.count = 0
 
+    async def leave(self, error: BaseException | None) -> BaseException | None:
+        self.count -= 1
+        return error
+
 
 class _Exchange:
-    """Per-request state of one HTTP request: the wrapped `receive` and `send`."""
+    """Per-request state of one HTTP request: the wrapped `receive`, and what the
+    response has done so far.
+
+    `level` is the layer's place among the flow's response hooks: a refusal sent
+    while the application runs goes through the hooks of the layers outside this
+    one only, as the `send` this layer was given would.
+    """
 
     __slots__ = (
         "_check",
+        "_flow",
+        "_in_flight",
+        "_level",
         "_limits",
         "_real_receive",
-        "_real_send",
         "_refuser",
         "_scope",
         "_waited_seconds",
         "body_done",
-        "response_started",
         "tripped",
     )
 
     def __init__(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        check: BodyCheck,
-        refuser: Refuser,
+        self, flow: Flow, check: BodyCheck, refuser: Refuser, in_flight: _InFlight
     ) -> None:
-        self._scope = scope
-        self._real_receive = receive
-        self._real_send = send
+        self._scope = flow.scope
+        self._real_receive = flow.receive
+        self._flow = flow
+        self._level = len(flow.hooks)
+        self._in_flight = in_flight
         self._check: BodyCheck | None = check
         self._refuser = refuser
         self._limits = check.limits
         self._waited_seconds = 0.0
         self.body_done = False
-        self.response_started = False
         self.tripped = False  # enforcing, and a limit was crossed
 
     async def receive(self) -> Message:
@@ -135,12 +143,13 @@ class _Exchange:
                 return dict(_DISCONNECT)
         return message
 
-    async def send(self, message: Message) -> None:
-        if self.tripped:
-            return  # the refusal was sent, or the response is being cut short
-        if message["type"] == "http.response.start":
-            self.response_started = True
-        await self._real_send(message)
+    async def on_exit(self, error: BaseException | None) -> BaseException | None:
+        """Leave the in-flight count; absorb the application's failure on a body we
+        cut off (already answered)."""
+        self._in_flight.count -= 1
+        if isinstance(error, Exception) and self.tripped:
+            return None  # the application failed on the body we cut off: already answered
+        return error
 
     async def _timed_receive(self) -> Message | None:
         """The next message, or None when the client took too long to send it."""
@@ -165,22 +174,28 @@ class _Exchange:
         self._check = None  # report once; in monitor-only mode, stop checking
         status = STATUS_BY_REASON[reason]
         refuser, scope = self._refuser, self._scope
-        if refuser.monitor_only or self.response_started:
+        response_started = self._flow.started
+        if refuser.monitor_only or response_started:
             refuser.event(
                 scope,
                 kind=kind_of(reason),
                 reason=reason,
                 status=status,
-                details={"response_started": self.response_started},
+                details={"response_started": response_started},
             )
-            self.tripped = not refuser.monitor_only
+            # The refusal was sent, or the response is being cut short: drop the rest.
+            self.tripped = self._flow.dropped = not refuser.monitor_only
             return self.tripped
         # Set before the first await: a concurrent send from the app is dropped.
-        self.tripped = self.response_started = True
+        self.tripped = self._flow.dropped = True
         # A client already gone makes some servers' send raise; nobody is left to answer.
         with contextlib.suppress(OSError):
             await refuser(
-                scope, self._real_send, status=status, kind=kind_of(reason), reason=reason
+                scope,
+                self._flow.sender(self._level),
+                status=status,
+                kind=kind_of(reason),
+                reason=reason,
             )
         return True
 
@@ -217,51 +232,42 @@ class LimitsMiddleware:
         return self._in_flight.count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope_type = scope["type"]
-        if not self.settings.enabled or scope_type not in ("http", "websocket"):
+        if not self.settings.enabled or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if scope_type == "websocket":
-            reason = self._check_headers(read_head(scope["headers"]))
-            if not (reason and await self._refuse(scope, send, reason)):
-                await self.app(scope, receive, send)
-            return
-        in_flight = self._in_flight
-        shed = in_flight.count >= self.settings.max_concurrent_requests
-        # Load shedding: answer at once, before any other work, rather than queue.
-        if shed and await self._refuse(scope, send, REASON_OVERLOADED, self._retry_after):
-            return
-        in_flight.count += 1
-        try:
-            if shed:  # monitor-only: reported, and enforcement would have stopped here
-                await self.app(scope, receive, send)
-            else:
-                await self._serve(scope, receive, send)
-        finally:
-            in_flight.count -= 1
+        await run_stages((self,), self.app, scope, receive, send)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the head, then run the app with the body checked as it streams.
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): True when the request was refused.
 
         In monitor-only mode the first violation is reported and the request is not
         checked any further, exactly as far as enforcement would have gone.
         """
+        scope = flow.scope
+        if scope["type"] == "websocket":
+            reason = self._check_headers(read_head(scope["headers"]))
+            return bool(reason) and await self._refuse(scope, flow.send, reason)
+        in_flight = self._in_flight
+        shed = in_flight.count >= self.settings.max_concurrent_requests
+        # Load shedding: answer at once, before any other work, rather than queue.
+        if shed and await self._refuse(scope, flow.send, REASON_OVERLOADED, self._retry_after):
+            return True
+        in_flight.count += 1
+        if shed:  # monitor-only: reported, and enforcement would have stopped here
+            flow.exits.append(in_flight.leave)
+            return False
         head = read_head(scope["headers"])
         limits = self._routes.lookup(scope["method"], scope["path"]) or self._default_limits
         plan = plan_body(head, limits)
         reason = self._check_headers(head) or check_declared_body(head, limits, plan)
         if reason:
-            if not await self._refuse(scope, send, reason):
-                await self.app(scope, receive, send)
-            return
+            flow.exits.append(in_flight.leave)
+            return await self._refuse(scope, flow.send, reason)
         check = BodyCheck(limits, plan, head.content_length)
-        exchange = _Exchange(scope, receive, send, check, self._refuser)
-        try:
-            await self.app(scope, exchange.receive, exchange.send)
-        except Exception:
-            if not exchange.tripped:
-                raise
-            # The application failed on the body we cut off: already answered.
+        exchange = _Exchange(flow, check, self._refuser, in_flight)
+        flow.receive = exchange.receive
+        flow.exits.append(exchange.on_exit)
+        return False
 
     def _check_headers(self, head: RequestHead) -> str:
         return check_headers(

@@ -67,6 +67,7 @@ from bastion.ratelimit.reasons import (
 from bastion.ratelimit.settings import RateLimitSettings
 from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
+from bastion.stages import Flow, StartHook, run_stages
 from bastion.stores import MemoryStore, Store
 from bastion.stores.gcra import GCRAResult
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -205,10 +206,15 @@ class RateLimitMiddleware:
         self._guard_in_store = self.jail is not None and self.jail.store is self.store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope_type = scope["type"]
-        if not self.settings.enabled or scope_type not in ("http", "websocket"):
+        if not self.settings.enabled or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        await run_stages((self,), self.app, scope, receive, send)
+
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): True when the request was refused."""
+        scope, send = flow.scope, flow.send
+        scope_type = scope["type"]
         context = scope.get(SCOPE_KEY) or get_context(scope)
         state = RateLimitState()
         context.rate_limit = state
@@ -228,12 +234,12 @@ class RateLimitMiddleware:
                     banned = await self.jail.store.get(guard) is not None
                     guard = None
                     if banned and await self._refuse(scope, send, REASON_BANNED):
-                        return
+                        return True
             if rule is not None:
                 results = await self._check_rates(scope, rule, client_part, guard)
                 if results is None:  # the ban, seen in the same step as the first rate
                     if await self._refuse(scope, send, REASON_BANNED):
-                        return
+                        return True
                     results = await self._check_rates(scope, rule, client_part, None) or []
                 state.rates = rule.plain_rates[: len(results)]
                 state.results = tuple(results)
@@ -248,21 +254,21 @@ class RateLimitMiddleware:
                         *extra_headers,
                     ]
                     if await self._refuse(scope, send, REASON_RATE_LIMITED, headers):
-                        return
+                        return True
         except StoreError:
             state.store_unavailable = True
             if await self._store_failed(scope, send):
-                return
-        if extra_headers and scope_type == "http":
-            send = _with_headers(send, extra_headers)
+                return True
         if scope_type != "http":
-            await self.app(scope, receive, send)
-            return
+            return False
+        if extra_headers:
+            flow.hooks.append((_header_adder(extra_headers), None))
         concurrency = self._concurrency.lookup(method, path)
-        if concurrency is None:
-            await self._serve(scope, receive, send, state)
-        else:
-            await self._serve_counted(scope, receive, send, state, concurrency)
+        if concurrency is not None and await self._enter_counted(flow, state, concurrency):
+            return True
+        if self._login_routes and self._login_routes.lookup(method, path):
+            return await self._enter_login(flow, state)
+        return False
 
     async def _check_rates(
         self, scope: Scope, rule: _Rule, client_part: str, guard: str | None
@@ -318,14 +324,12 @@ class RateLimitMiddleware:
                 return "f:" + hash_part(value)
         return client_part
 
-    async def _serve_counted(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        state: RateLimitState,
-        rule: tuple[str, int],
-    ) -> None:
+    async def _enter_counted(
+        self, flow: Flow, state: RateLimitState, rule: tuple[str, int]
+    ) -> bool:
+        """Count the client's request in flight until the response is done; True when
+        refused (too many in flight, or the store failed closed)."""
+        scope = flow.scope
         prefix, limit = rule
         key = prefix + client_key(get_context(scope).client_host, self._grouping)
         ttl = self.settings.concurrency_ttl_seconds
@@ -333,34 +337,26 @@ class RateLimitMiddleware:
             in_flight = await self.store.incr(key, 1, ttl_seconds=ttl)
         except StoreError:
             state.store_unavailable = True
-            if not await self._store_failed(scope, send):
-                await self._serve(scope, receive, send, state)
-            return
-        try:
-            if in_flight > limit and await self._refuse(
-                scope, send, REASON_CONCURRENCY_LIMITED, [(b"retry-after", b"1")]
-            ):
-                return
-            await self._serve(scope, receive, send, state)
-        finally:
+            return await self._store_failed(scope, flow.send)
+
+        async def release(error: BaseException | None) -> BaseException | None:
             # Released on every exit; if this fails (store down, task cancelled
             # again), the counter's TTL frees the slot.
             with contextlib.suppress(StoreError):
                 await self.store.incr(key, -1, ttl_seconds=ttl)
+            return error
 
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, state: RateLimitState
-    ) -> None:
-        if self._login_routes and self._login_routes.lookup(scope["method"], scope["path"]):
-            await self._serve_login(scope, receive, send, state)
-        else:
-            await self.app(scope, receive, send)
+        flow.exits.append(release)
+        return in_flight > limit and await self._refuse(
+            scope, flow.send, REASON_CONCURRENCY_LIMITED, [(b"retry-after", b"1")]
+        )
 
-    async def _serve_login(
-        self, scope: Scope, receive: Receive, send: Send, state: RateLimitState
-    ) -> None:
-        receive, untrusted_account = await _read_account(
-            receive, scope["headers"], self.settings.login_account_field
+    async def _enter_login(self, flow: Flow, state: RateLimitState) -> bool:
+        """Ask the login guard before the app runs (True when refused); record the
+        response's status as a failure or a success once the app is done."""
+        scope = flow.scope
+        flow.receive, untrusted_account = await _read_account(
+            flow.receive, scope["headers"], self.settings.login_account_field
         )
         client = get_context(scope).client_host
         guard = self.login_guard
@@ -368,38 +364,45 @@ class RateLimitMiddleware:
             verdict = await guard.check(untrusted_account, client)
         except StoreError:
             state.store_unavailable = True
-            if await self._store_failed(scope, send):
-                return
+            if await self._store_failed(scope, flow.send):
+                return True
             verdict = None
         state.login = verdict
         if verdict is not None and not verdict.allowed:
             headers = [(b"retry-after", retry_after_value(verdict.retry_after_seconds))]
-            if await self._refuse(scope, send, verdict.reason, headers):
-                return
+            if await self._refuse(scope, flow.send, verdict.reason, headers):
+                return True
         statuses: list[int] = []
+        outer_send = flow.send
 
-        async def watch_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(int(message["status"]))
-            await send(message)
+        def watch_status(message: Message) -> Message:
+            statuses.append(int(message["status"]))
+            return message
 
-        await self.app(scope, receive, watch_status)
-        status = statuses[0] if statuses else 0
-        try:
-            if status in (401, 403):
-                after = await guard.record_failure(untrusted_account, client)
-                self._refuser.event(
-                    scope,
-                    kind=KIND_BY_REASON[REASON_LOGIN_FAILED],
-                    reason=REASON_LOGIN_FAILED,
-                    status=status,
-                    action="blocked",
-                    details={"next": after.reason, "retry_after": after.retry_after_seconds},
-                )
-            elif 200 <= status < 400:
-                await guard.record_success(untrusted_account, client)
-        except StoreError:
-            await self._store_failed(scope, send, answered=True)
+        async def record(error: BaseException | None) -> BaseException | None:
+            if error is not None:
+                return error
+            status = statuses[0] if statuses else 0
+            try:
+                if status in (401, 403):
+                    after = await guard.record_failure(untrusted_account, client)
+                    self._refuser.event(
+                        scope,
+                        kind=KIND_BY_REASON[REASON_LOGIN_FAILED],
+                        reason=REASON_LOGIN_FAILED,
+                        status=status,
+                        action="blocked",
+                        details={"next": after.reason, "retry_after": after.retry_after_seconds},
+                    )
+                elif 200 <= status < 400:
+                    await guard.record_success(untrusted_account, client)
+            except StoreError:
+                await self._store_failed(scope, outer_send, answered=True)
+            return None
+
+        flow.hooks.append((watch_status, None))
+        flow.exits.append(record)
+        return False
 
     async def _refuse(
         self, scope: Scope, send: Send, reason: str, headers: Sequence[tuple[bytes, bytes]] = ()
@@ -430,13 +433,11 @@ class RateLimitMiddleware:
         return await self._refuse(scope, send, REASON_STORE_UNAVAILABLE, [OUTAGE_RETRY_AFTER])
 
 
-def _with_headers(send: Send, headers: RawHeaders) -> Send:
-    async def send_wrapper(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *headers]}
-        await send(message)
+def _header_adder(headers: RawHeaders) -> StartHook:
+    def add_headers(message: Message) -> Message:
+        return {**message, "headers": [*message.get("headers", ()), *headers]}
 
-    return send_wrapper
+    return add_headers
 
 
 async def _read_account(

@@ -22,6 +22,7 @@ from bastion.context import SCOPE_KEY, get_context
 from bastion.events import EventEmitter
 from bastion.hosts import DEFAULT_PORTS, HostPort
 from bastion.responses import Refuser
+from bastion.stages import Flow, run_stages
 from bastion.transport.allowed_hosts import (
     LOCAL_HOSTS,
     AllowedHosts,
@@ -96,13 +97,18 @@ class TransportMiddleware:
         if scope["type"] not in _GUARDED_SCOPES or not self.settings.enabled:
             await self.app(scope, receive, send)
             return
+        await run_stages((self,), self.app, scope, receive, send)
+
+    async def enter(self, flow: Flow) -> bool:
+        """The request phase (`bastion.stages`): True when refused or redirected."""
+        scope, send = flow.scope, flow.send
         facts = TransportFacts.from_scope(scope, read_proxy_headers=self._read_proxy_headers)
         context = scope.get(SCOPE_KEY) or get_context(scope)
         resolved = resolve_transport(facts, self._trust)
         if resolved.reason and await self._refuse(
             scope, send, status=PROXY_REFUSAL_STATUS, kind=KIND, reason=resolved.reason
         ):
-            return
+            return True
         context.client, context.scheme = resolved.client, resolved.scheme
 
         verdict = self._check_host(facts.host_lines, resolved.untrusted_host)
@@ -118,7 +124,7 @@ class TransportMiddleware:
                 reason=verdict.reason,
                 details={"untrusted_host": untrusted_host},
             ):
-                return
+                return True
         else:
             context.host = verdict.host.host
             context.port = verdict.host.port or DEFAULT_PORTS.get(resolved.scheme)
@@ -128,7 +134,7 @@ class TransportMiddleware:
             and not context.is_secure
             and await self._refuse_insecure(scope, send, facts, verdict.host)
         ):
-            return
+            return True
 
         changes: dict[str, Any] = {}
         if (resolved.client, resolved.scheme) != (facts.peer, facts.scheme):
@@ -138,25 +144,22 @@ class TransportMiddleware:
             if headers != scope["headers"]:
                 changes["headers"] = headers
         if changes:
-            scope = {**scope, **changes}
+            flow.scope = {**scope, **changes}
         hsts = self._hsts
         if hsts is None or facts.is_websocket or not context.is_secure:
-            await self.app(scope, receive, send)
-            return
+            return False
 
-        async def send_with_hsts(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
-                # Keep the app's own policy if it set one; never send two.
-                for name, _ in headers:
-                    if name.lower() == _HSTS_NAME:
-                        break
-                else:
-                    # A new list: the app may reuse its header list across responses.
-                    message = {**message, "headers": [*headers, hsts]}
-            await send(message)
+        def add_hsts(message: Message) -> Message:
+            headers = message.get("headers", ())
+            # Keep the app's own policy if it set one; never send two.
+            for name, _ in headers:
+                if name.lower() == _HSTS_NAME:
+                    return message
+            # A new list: the app may reuse its header list across responses.
+            return {**message, "headers": [*headers, hsts]}
 
-        await self.app(scope, receive, send_with_hsts)
+        flow.hooks.append((add_hsts, None))
+        return False
 
     def _check_host(self, host_lines: tuple[str, ...], forwarded_host: str | None) -> HostVerdict:
         """`check_host`, remembered: a site is asked for the same few hosts all day.

@@ -1,0 +1,151 @@
+"""Stages: each layer's per-request work, run alone or fused into one ASGI callable.
+
+Threat: none of its own. This module is plumbing, and its danger is a plumbing
+one: a fused stack that behaves differently from the chain of middlewares it
+replaces (a header missed on one path, a refusal that skips a layer's response
+edits, a counter never released). So there is one implementation of each layer's
+work, its stage, and two ways to run it: alone (the layer's middleware class) and
+fused (`Shield`, every HTTP layer in one callable).
+Defence: the runner reproduces the nesting of a middleware chain exactly, with
+per-request lists instead of nested closures:
+
+* a stage's `enter(flow)` is its request phase: it reads and fills the scope and
+  the request context, and either lets the request through (False) or answers it
+  (True: the stages inside it and the application do not run);
+* to edit the response head, a stage registers a hook (`flow.hooks`); hooks run
+  innermost first on `http.response.start`, as nested `send` wrappers would, and a
+  response sent by a stage (a refusal, a preflight answer) passes through the hooks
+  of the stages outside it only, as in the chain;
+* `flow.sender(level)` sends through the hooks below `level` only, for a stage
+  that answers while the application runs (the limits layer's streaming refusal,
+  the session layer's 503 when the store fails as the response starts);
+* to act after the inner stages and the application (release a counter, record a
+  login's outcome, absorb the exception of an application whose body was cut
+  off), a stage registers an exit (`flow.exits`); exits unwind innermost first,
+  on every way out, with the exception in flight (or None), as `try` blocks would;
+* a stage that wraps `receive` replaces `flow.receive` (only when it must).
+
+Not covered: lifespan scopes (never staged), and the WebSocket guard, which keeps
+its own middleware.
+
+References: ASGI specification, "Middleware"
+https://asgi.readthedocs.io/en/latest/specs/main.html#middleware
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Protocol
+
+from bastion.types import ASGIApp, Message, Receive, Scope, Send
+
+StartHook = Callable[[Message], Message]
+"""Edits (or replaces) an `http.response.start` message; returns the message to send."""
+
+AsyncStartHook = Callable[[Message], Awaitable[Message | None]]
+"""As `StartHook`, awaited; None when the stage answered instead (see `Flow.sender`)."""
+
+Exit = Callable[[BaseException | None], Awaitable[BaseException | None]]
+"""Runs once the inner stages and the application are done; gets the exception in
+flight (None when none) and returns the one to propagate (None to absorb it)."""
+
+_START: Final = "http.response.start"
+
+
+class Stage(Protocol):
+    """One layer's request phase (see the module docstring)."""
+
+    async def enter(self, flow: Flow) -> bool: ...
+
+
+class Flow:
+    """One request on its way through the stages: what the stages share.
+
+    `scope` and `receive` are what the next stage and the application get (a stage
+    may replace either); `send` is the one `send` wrapper of the whole run.
+
+    Stages register with plain list appends, which cost no Python call on the hot
+    path: `flow.hooks.append((hook, None))` or `((None, async_hook))`, and
+    `flow.exits.append(exit)`. `len(flow.hooks)` is a stage's level for `sender`.
+    """
+
+    __slots__ = ("_send", "dropped", "exits", "hooks", "receive", "scope", "started")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self._send = send
+        self.hooks: list[tuple[StartHook | None, AsyncStartHook | None]] = []
+        self.exits: list[Exit] = []
+        self.dropped = False
+        """Set by a stage that answered while the application ran: from then on,
+        whatever the application sends is dropped."""
+        self.started = False
+        """Whether a response start has gone out of the flow (to the errors guard
+        or the server)."""
+
+    async def send(self, message: Message) -> None:
+        if self.dropped:
+            return
+        if message["type"] == _START:
+            if self.hooks:
+                edited = await self._edit_start(message, len(self.hooks))
+                if edited is None:
+                    return
+                message = edited
+            self.started = True
+        await self._send(message)
+
+    def sender(self, level: int) -> Send:
+        """A `send` through the hooks below `level` only, and never dropped: what a
+        stage at `level` answers with while the application runs."""
+
+        async def send_from_level(message: Message) -> None:
+            if message["type"] == _START:
+                if level:
+                    edited = await self._edit_start(message, level)
+                    if edited is None:
+                        return
+                    message = edited
+                self.started = True
+            await self._send(message)
+
+        return send_from_level
+
+    async def _edit_start(self, message: Message, level: int) -> Message | None:
+        """Run the hooks below `level`, innermost first, as nested wrappers would."""
+        hooks = self.hooks
+        for index in range(level - 1, -1, -1):
+            hook, async_hook = hooks[index]
+            if hook is not None:
+                message = hook(message)
+            elif async_hook is not None:
+                edited = await async_hook(message)
+                if edited is None:
+                    return None
+                message = edited
+        return message
+
+
+async def run_stages(
+    stages: Sequence[Stage], app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Run `stages` in order, then `app`, as the equivalent middleware chain would."""
+    flow = Flow(scope, receive, send)
+    exits = flow.exits
+    error: BaseException | None = None
+    try:
+        for stage in stages:
+            if await stage.enter(flow):
+                break
+        else:
+            await app(flow.scope, flow.receive, flow.send)
+    except BaseException as exc:  # handed to the exits below, then re-raised
+        if not exits:
+            raise
+        error = exc
+    # The exits unwind innermost first, as the `try` blocks of a chain would.
+    while exits:
+        error = await exits.pop()(error)
+    if error is not None:
+        raise error
