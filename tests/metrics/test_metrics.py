@@ -110,3 +110,43 @@ def test_metrics_app_needs_the_setting() -> None:
 
     with pytest.raises(ConfigurationError, match="prometheus"):
         Shield(raw_app, Settings(mode="development")).metrics_app()
+
+
+@pytest.mark.parametrize(
+    ("credential", "status"),
+    [
+        pytest.param(None, 401, id="metrics-anonymous-refused-by-policy"),
+        pytest.param("viewer", 403, id="metrics-without-the-role-refused-by-policy"),
+        pytest.param("ops", 200, id="metrics-operator-served"),
+    ],
+)
+async def test_metrics_endpoint_behind_the_route_policy(credential: str | None, status: int) -> None:
+    """The documented mounting: the app serves `shield.metrics_app()` at a route the
+    policy restricts to a role, so the endpoint passes through the whole stack."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from bastion.auth.apikeys import APIKeySettings, create_api_key
+
+    inner = Starlette()
+    shield = Shield(
+        inner,
+        Settings(
+            mode="development",
+            events={"prometheus": True},
+            auth={"api_keys": APIKeySettings(peppers=("pepper-" + "x" * 40,))},
+            policy={"routes": {"/metrics": "roles:ops", "/metrics/*": "roles:ops"}},
+        ),
+    )
+    inner.router.routes.append(Mount("/metrics", shield.metrics_app()))
+    headers: dict[str, str] = {}
+    if credential is not None:
+        key = await create_api_key(
+            shield.store, shield.settings.auth.api_keys, credential, roles=[credential]
+        )
+        headers["x-api-key"] = key
+    async with asgi_client(shield) as client:
+        response = await client.get("/metrics/", headers=headers)
+    assert response.status_code == status
+    if status == 200:
+        assert "bastion_" in response.text
