@@ -120,7 +120,9 @@ def test_metrics_app_needs_the_setting() -> None:
         pytest.param("ops", 200, id="metrics-operator-served"),
     ],
 )
-async def test_metrics_endpoint_behind_the_route_policy(credential: str | None, status: int) -> None:
+async def test_metrics_endpoint_behind_the_route_policy(
+    credential: str | None, status: int
+) -> None:
     """The documented mounting: the app serves `shield.metrics_app()` at a route the
     policy restricts to a role, so the endpoint passes through the whole stack."""
     from starlette.applications import Starlette
