@@ -128,7 +128,8 @@ async def test_metrics_endpoint_behind_the_route_policy(
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from bastion.auth.apikeys import APIKeySettings, create_api_key
+    from bastion.auth.apikeys import create_api_key
+    from bastion.auth.settings import APIKeySettings
 
     inner = Starlette()
     shield = Shield(
@@ -143,9 +144,9 @@ async def test_metrics_endpoint_behind_the_route_policy(
     inner.router.routes.append(Mount("/metrics", shield.metrics_app()))
     headers: dict[str, str] = {}
     if credential is not None:
-        key = await create_api_key(
-            shield.store, shield.settings.auth.api_keys, credential, roles=[credential]
-        )
+        api_keys = shield.settings.auth.api_keys
+        assert api_keys is not None
+        key = await create_api_key(shield.store, api_keys, credential, roles=[credential])
         headers["x-api-key"] = key
     async with asgi_client(shield) as client:
         response = await client.get("/metrics/", headers=headers)
