@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -92,40 +93,46 @@ def _free_port() -> int:
 
 
 @pytest.mark.server
-def test_demo_serves_the_hardened_example() -> None:
-    port = _free_port()
+def test_demo_serves_the_bank_over_https(tmp_path: Path) -> None:
+    """`bastion demo` as a user runs it: the bank behind Bastion, HTTPS with a fresh
+    development certificate, and a plain-HTTP port that only redirects."""
+    https_port, http_port = _free_port(), _free_port()
     process = subprocess.Popen(
-        [BASTION, "demo", "--port", str(port)],
+        [BASTION, "demo", "--https-port", str(https_port), "--http-port", str(http_port)],
+        env={**os.environ, "BASTION_DEMO__DATA_DIR": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    base = f"https://localhost:{https_port}"
     try:
         deadline = time.monotonic() + 20
         response = None
         while time.monotonic() < deadline and response is None:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-            except httpx.TransportError:
-                time.sleep(0.1)
+                verify = ssl.create_default_context(cafile=str(tmp_path / "tls-cert.pem"))
+                response = httpx.get(f"{base}/login", timeout=2, verify=verify)
+            except (httpx.TransportError, OSError):
+                time.sleep(0.2)
         assert response is not None, "demo did not start"
         assert response.status_code == 200
-        csp = response.headers["content-security-policy"]
-        nonce = csp.split("'nonce-")[1].split("'")[0]
-        assert f'nonce="{nonce}"' in response.text
-        assert "server" not in response.headers
-        boom = httpx.get(f"http://127.0.0.1:{port}/boom", timeout=5)
-        assert boom.status_code == 500
-        assert "Traceback" not in boom.text
-        assert "this detail stays" not in boom.text
-        evil = httpx.get(f"http://127.0.0.1:{port}/", headers={"host": "evil.example"}, timeout=5)
-        assert evil.status_code == 400
-        spoofed = httpx.get(
-            f"http://127.0.0.1:{port}/context", headers={"x-forwarded-for": "203.0.113.7"}
+        assert "'nonce-" in response.headers["content-security-policy"]
+        assert response.headers["strict-transport-security"].startswith("max-age=")
+        assert response.headers["set-cookie"].startswith("__Host-session=")
+        with httpx.Client(verify=verify, timeout=5) as client:
+            boom = client.get(f"{base}/boom")
+            assert boom.status_code == 500
+            assert "Traceback" not in boom.text
+            assert "incident" in boom.text.lower()
+            evil = client.get(f"{base}/login", headers={"host": "evil.example"})
+            assert evil.status_code == 400
+        redirect = httpx.get(
+            f"http://127.0.0.1:{http_port}/login", headers={"host": "evil.example"}, timeout=5
         )
-        assert spoofed.json()["client"] == "127.0.0.1"
+        assert redirect.status_code == 308
+        assert redirect.headers["location"].startswith(f"https://127.0.0.1:{https_port}/")
     finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
+        os.kill(process.pid, signal.SIGINT)
+        process.wait(timeout=15)
 
 
 def test_demo_refuses_non_loopback_bind() -> None:

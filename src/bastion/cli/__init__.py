@@ -5,7 +5,7 @@
 * `bastion audit`   probes an app (in-process or a URL) and grades it; no target: the demo.
 * `bastion check`   deploy checks of the effective settings.
 * `bastion deps`    checks installed distributions against OSV advisories.
-* `bastion demo`    serves the bundled example application, hardened, on 127.0.0.1.
+* `bastion demo`    serves Bastion Bank, hardened, over HTTPS on 127.0.0.1.
 
 The command line is an optional extra (`pip install bastion-asgi[cli]`).
 """
@@ -27,7 +27,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from bastion.cli.audit import audit
 from bastion.cli.check import check
-from bastion.cli.common import EXIT_CANNOT_CHECK, EXIT_FINDINGS, load_settings, parse_mode
+from bastion.cli.common import (
+    EXIT_CANNOT_CHECK,
+    EXIT_CONFIGURATION_ERROR,
+    EXIT_FINDINGS,
+    load_settings,
+    parse_mode,
+)
+from bastion.exceptions import ConfigurationError
 from bastion.sections import split_keys
 from bastion.settings import Settings
 
@@ -296,32 +303,54 @@ def deps(
 
 @app.command()
 def demo(
-    host: Annotated[str, typer.Option(help="Address to bind (loopback only).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    host: Annotated[str | None, typer.Option(help="Loopback address to bind.")] = None,
+    https_port: Annotated[int | None, typer.Option(help="HTTPS port (0: any free).")] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="Plain-HTTP port that redirects to HTTPS.")
+    ] = None,
+    no_http_port: Annotated[
+        bool, typer.Option("--no-http-port", help="Do not open the redirecting HTTP port.")
+    ] = False,
+    server: Annotated[
+        str | None, typer.Option(help="hypercorn (default), granian or uvicorn.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Database, keys and development certificate.")
+    ] = None,
+    cert_file: Annotated[Path | None, typer.Option(help="PEM certificate chain.")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="PEM private key.")] = None,
 ) -> None:
-    """Serve the bundled example application behind Bastion on 127.0.0.1."""
-    import ipaddress
+    """Serve Bastion Bank, behind Bastion, over HTTPS on 127.0.0.1.
 
-    import uvicorn
+    Options override the BASTION_DEMO__* variables; Bastion's own settings come from
+    BASTION_* as for any app. A development certificate is made on first run.
+    """
+    from bastion.demo.bank.db import DEMO_USERS
+    from bastion.demo.serve import DemoLogin, run_demo
+    from bastion.demo.settings import DemoSettings
 
-    if not ipaddress.ip_address(host).is_loopback:
-        raise typer.BadParameter("the demo binds to a loopback address only")
-    from bastion.demo import create_app
-
-    application = create_app(mode="development")
-    typer.echo(f"Bastion demo on http://{host}:{port}/ (development mode; Ctrl+C stops)")
-    # server_header=False: the headers layer strips `Server` from the app's response,
-    # but uvicorn adds its own after the app. proxy_headers=False: uvicorn would
-    # otherwise trust X-Forwarded-For from 127.0.0.1 before Bastion sees the request;
-    # the transport layer is the one place that resolves proxies.
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        server_header=False,
-        proxy_headers=False,
-        log_level="info",
-    )
+    given: dict[str, Any] = {
+        name: value
+        for name, value in {
+            "host": host,
+            "https_port": https_port,
+            "http_port": http_port,
+            "server": server,
+            "data_dir": data_dir,
+            "cert_file": cert_file,
+            "key_file": key_file,
+        }.items()
+        if value is not None
+    }
+    if no_http_port:
+        given["http_port"] = None
+    logins = [DemoLogin(user.username, user.password, user.role) for user in DEMO_USERS]
+    try:
+        settings = DemoSettings(**given)
+        run_demo(settings, "bastion.demo:served_app", logins=logins, echo=typer.echo)
+    except ConfigurationError as exc:
+        typer.echo(f"bastion: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION_ERROR) from None
 
 
 app.command()(check)

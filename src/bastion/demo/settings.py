@@ -56,8 +56,10 @@ class DemoSettings(BaseSettings):
     """The HTTPS port (0 picks a free one)."""
     http_port: int | None = Field(default=8080, ge=0, le=65535)
     """A plain-HTTP port that only redirects to HTTPS; None turns it off."""
-    server: Server = "granian"
-    """The server the demo runs on (see the README on slow-client protection)."""
+    server: Server = "hypercorn"
+    """The server the demo runs on: hypercorn (default) and granian cut clients that
+    trickle their request headers, uvicorn does not (docs/deployment-servers.md);
+    granian needs `pip install granian`."""
     data_dir: Path = Field(default_factory=default_data_dir)
     """Database, development certificate and keys live here (created 0700)."""
     cert_file: Path | None = None
