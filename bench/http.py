@@ -36,19 +36,12 @@ from typing import Final
 import psutil
 
 from bench.client import Request, bearer_token, build_requests
-from bench.inprocess import BenchmarkError
+from bench.inprocess import INPROCESS_STACKS, BenchmarkError
 from bench.servers import IMPLEMENTATIONS, Server, serving
 
-HTTP_STACKS: Final = (
-    "raw ASGI",
-    "Starlette",
-    "FastAPI",
-    "peer stack + Starlette",
-    "peer stack + FastAPI",
-    "Django",
-    "Bastion + raw ASGI",
-    "Bastion + Starlette",
-)
+# The in-process stacks, in their order, less Bastion + FastAPI, which only the
+# in-process table measures.
+HTTP_STACKS: Final = tuple(name for name in INPROCESS_STACKS if name != "Bastion + FastAPI")
 ALL_ROUTES: Final = "all routes"
 _RESULT_MARK: Final = "BENCH_RESULT"
 _WRK_TIMEOUT_MARGIN_SECONDS: Final = 60

@@ -7,6 +7,8 @@ directory (`/run/secrets` style: one file per top-level setting, named like its
 variable in lower case, e.g. `bastion_secret_keys`, or a whole section as JSON in
 `bastion_transport`), taken from `BASTION_SECRETS_DIR` or `/run/secrets` when it
 exists. A `BASTION_*` variable that names no setting is an error, not ignored.
+An application that ships its own configuration (the demo bank) adds it below all
+of these with `with_defaults`.
 
 `mode` is `production` unless said otherwise, so a forgotten setting makes Bastion
 refuse to start rather than run unprotected. Production refuses, naming the setting
@@ -33,9 +35,11 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -90,6 +94,8 @@ class Settings(BaseSettings):
         validate_default=True,
         case_sensitive=False,
     )
+    app_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    """Values read below every source; set through `with_defaults`, never by hand."""
 
     mode: Mode = "production"
     """`production` refuses unsafe settings at start-up; `development` relaxes them."""
@@ -181,6 +187,8 @@ class Settings(BaseSettings):
             secrets_dir = DEFAULT_SECRETS_DIR
         if secrets_dir is not None:
             sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        if cls.app_defaults:
+            sources.append(_FixedSource(settings_cls, cls.app_defaults))
         return tuple(sources)
 
     def opt_outs(self) -> list[str]:
@@ -195,6 +203,30 @@ class Settings(BaseSettings):
         data: dict[str, Any] = self.model_dump(mode="json")
         data["secret_keys"] = [f"********** (key {i + 1})" for i in range(len(self.secret_keys))]
         return data
+
+
+class _FixedSource(PydanticBaseSettingsSource):
+    """A settings source that only supplies fixed values (read below every other)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = dict(values)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._values
+
+
+def with_defaults(defaults: Mapping[str, Any]) -> type[Settings]:
+    """`Settings` whose unset fields come from `defaults`, read below code, the
+    environment and the secrets directory, so an operator can still override each."""
+
+    class SettingsWithDefaults(Settings):
+        app_defaults = MappingProxyType(dict(defaults))
+
+    return SettingsWithDefaults
 
 
 def check_environment_names(environ: Mapping[str, str], fields: Mapping[str, object]) -> None:

@@ -77,6 +77,15 @@ def _routes(ctx: ProbeContext) -> list[Route]:
     return [Route("GET", "/"), *[r for r in redirecting if r.path != "/"][:MAX_REDIRECT_ROUTES]]
 
 
+def _echo_failures(route: Route, sent: str, response: HTTPResponse) -> list[tuple[str, str]]:
+    """The (route, evidence) failure when `response` echoes the foreign host, else none."""
+    where = echoes(response, EVIL_HOST)
+    if not where:
+        return []
+    evidence = f"{route} with {sent} answered {response.status} with {EVIL_HOST} in {where}"
+    return [(str(route), evidence)]
+
+
 async def probe(ctx: ProbeContext) -> list[Finding]:
     routes = _routes(ctx)
     host_failures: list[tuple[str, str]] = []
@@ -89,27 +98,11 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
         if route.path == "/":
             unknown = response
         tested.append(str(route))
-        where = echoes(response, EVIL_HOST)
-        if where:
-            host_failures.append(
-                (
-                    str(route),
-                    f"{route} with Host: {EVIL_HOST} answered {response.status} "
-                    f"with {EVIL_HOST} in {where}",
-                )
-            )
+        host_failures += _echo_failures(route, f"Host: {EVIL_HOST}", response)
         for name, value in FORWARDING:
             ctx.step(f"hosts: {route} with {name}")
             response = await ctx.send("GET", route.path, headers=((name, value),))
-            where = echoes(response, EVIL_HOST)
-            if where:
-                forwarded_failures.append(
-                    (
-                        str(route),
-                        f"{route} with {name}: {value} answered {response.status} "
-                        f"with {EVIL_HOST} in {where}",
-                    )
-                )
+            forwarded_failures += _echo_failures(route, f"{name}: {value}", response)
     findings = summarise(HOST_HEADER, host_failures, tested, "not echoed")
     findings += summarise(FORWARDED_HOST, forwarded_failures, tested, "not echoed")
     if unknown is not None:

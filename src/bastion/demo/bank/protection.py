@@ -37,8 +37,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from fastapi import FastAPI
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from bastion.auth.jwt import TokenIssuer
 from bastion.auth.passwords import PasswordHasher
@@ -59,7 +57,7 @@ from bastion.demo.bank.live import EventRing
 from bastion.demo.bank.naive import NaiveSessionMiddleware, SignatureOnlyBearer
 from bastion.demo.bank.variants import ProtectedVariant, UnprotectedVariant, Variant
 from bastion.demo.settings import DemoSettings
-from bastion.settings import Settings
+from bastion.settings import Settings, with_defaults
 from bastion.shield import Shield, build_emitter
 from bastion.stores.memory import MemoryStore
 
@@ -121,20 +119,6 @@ def bank_defaults(demo: DemoSettings, jwt: JWTKeys) -> dict[str, Any]:
     }
 
 
-class _Defaults(PydanticBaseSettingsSource):
-    """A settings source that only supplies fixed values (read below every other)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._values = values
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return self._values
-
-
 def bank_settings(
     demo: DemoSettings,
     jwt: JWTKeys,
@@ -142,27 +126,11 @@ def bank_settings(
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
     """Bastion's settings for the protected bank (see the module docstring)."""
-    defaults = bank_defaults(demo, jwt)
-
-    class BankSettings(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources = super().settings_customise_sources(
-                settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-            )
-            return (*sources, _Defaults(settings_cls, defaults))
-
+    settings_class = with_defaults(bank_defaults(demo, jwt))
     given = (
         {name: getattr(settings, name) for name in settings.model_fields_set} if settings else {}
     )
-    return BankSettings(**(given | (overrides or {})))
+    return settings_class(**(given | (overrides or {})))
 
 
 def _database(demo: DemoSettings, name: str, cipher: FieldCipher) -> BankDatabase:

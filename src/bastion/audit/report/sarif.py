@@ -1,0 +1,143 @@
+"""The audit as SARIF 2.1.0, for code scanning (GitHub, GitLab, IDEs).
+
+Threat: findings a code-scanning dashboard drops or ranks wrongly, because a result
+has no location, no rule, or a severity the tool does not read.
+Defence: one run per target, one rule per check id, one result per failed finding,
+each with a location (the target URL plus the route path, percent-encoded, or a
+logical location when the target is not a URL), the level from `SARIF_LEVEL`, and
+GitHub's `security-severity` and the grade in its properties.
+
+Not covered: suppressions and baselines (the scanning service keeps those).
+
+References: SARIF 2.1.0 (OASIS Standard, errata 01)
+https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/sarif-v2.1.0-errata01-os-complete.html
+sections 3.19 (run), 3.27 (result), 3.28 (location), 3.49 (reportingDescriptor);
+GitHub code scanning, "SARIF support for code scanning" (`security-severity`)
+https://docs.github.com/en/code-security/code-scanning ; RFC 3986 section 3.3 (path).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from bastion.audit.findings import AuditReport, Finding, Severity
+from bastion.audit.report.common import failed_sorted
+
+SARIF_SCHEMA: Final = (
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+)
+SARIF_LEVEL: Final[Mapping[Severity, str]] = {
+    "critical": "error",
+    "high": "error",
+    "medium": "warning",
+    "low": "note",
+    "info": "note",
+}
+# GitHub ranks code-scanning alerts by this CVSS-like number: critical above 9.0,
+# high 7.0 to 8.9, medium 4.0 to 6.9, low below 4.0.
+SECURITY_SEVERITY: Final[Mapping[Severity, str]] = {
+    "critical": "9.5",
+    "high": "8.0",
+    "medium": "5.5",
+    "low": "3.0",
+    "info": "0.0",
+}
+TOOL_NAME: Final = "bastion audit"
+
+# Characters kept as they are when a route path becomes part of a URI (RFC 3986
+# section 3.3 pchar plus "/"); anything else is percent-encoded.
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
+
+
+def _is_url(target: str) -> bool:
+    parts = urllib.parse.urlsplit(target)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _route_path(route: str) -> str:
+    """`/login` from `POST /login`; "" for a whole-target finding."""
+    path = route.split(" ", 1)[-1] if route else ""
+    return path if path.startswith("/") else ""
+
+
+def _location(report: AuditReport, finding: Finding) -> dict[str, Any]:
+    if _is_url(report.target):
+        base = urllib.parse.urlsplit(report.target)
+        path = _route_path(finding.route) or base.path or "/"
+        uri = urllib.parse.urlunsplit(
+            (base.scheme, base.netloc, urllib.parse.quote(path, safe=_PATH_SAFE), "", "")
+        )
+        return {"physicalLocation": {"artifactLocation": {"uri": uri}}}
+    name = finding.route or report.target
+    return {
+        "logicalLocations": [
+            {
+                "name": name,
+                "fullyQualifiedName": f"{report.target} {finding.route}".strip(),
+                "kind": "resource",
+            }
+        ]
+    }
+
+
+def _rule(finding: Finding) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "id": finding.check,
+        "shortDescription": {"text": finding.check},
+        "fullDescription": {"text": finding.title},
+        "help": {"text": finding.fix or finding.title},
+        "defaultConfiguration": {"level": SARIF_LEVEL[finding.severity]},
+        "properties": {
+            "tags": ["security", "bastion-audit"],
+            "security-severity": SECURITY_SEVERITY[finding.severity],
+        },
+    }
+    if finding.references:
+        rule["helpUri"] = finding.references[0]
+    return rule
+
+
+def _run(report: AuditReport, tool_version: str) -> dict[str, Any]:
+    rules: dict[str, dict[str, Any]] = {}
+    for finding in report.findings:
+        rules.setdefault(finding.check, _rule(finding))
+    rule_index = {check: index for index, check in enumerate(rules)}
+    grade = {"grade": report.grade.letter, "score": report.grade.score}
+    results = [
+        {
+            "ruleId": finding.check,
+            "ruleIndex": rule_index[finding.check],
+            "level": SARIF_LEVEL[finding.severity],
+            "message": {
+                "text": f"{finding.title} Evidence: {finding.evidence}"
+                if finding.evidence
+                else finding.title
+            },
+            "locations": [_location(report, finding)],
+            "properties": {**grade, "severity": finding.severity, "target": report.target},
+        }
+        for finding in failed_sorted(report)
+    ]
+    driver: dict[str, Any] = {"name": TOOL_NAME, "rules": list(rules.values())}
+    if tool_version:
+        driver["version"] = tool_version
+    return {
+        "tool": {"driver": driver},
+        "results": results,
+        "properties": {**grade, "target": report.target},
+    }
+
+
+def render_sarif(reports: Sequence[AuditReport], *, tool_version: str = "") -> str:
+    """SARIF 2.1.0: one run per target, one result per failed finding."""
+    return json.dumps(
+        {
+            "$schema": SARIF_SCHEMA,
+            "version": "2.1.0",
+            "runs": [_run(report, tool_version) for report in reports],
+        },
+        indent=2,
+    )

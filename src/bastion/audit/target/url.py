@@ -1,0 +1,175 @@
+"""The live target: an `http(s)://` server reached over the network.
+
+Threat: an auditor that is itself harmful to the server or the person running it:
+it follows a redirect to another host, reads an endless or decompression-bomb body,
+hangs on a slow answer, sends cookies where they do not belong, or goes through a
+proxy the environment names.
+Defence: only the origin of the URL (and its other scheme on the default ports) is
+ever contacted; redirects are not followed; bodies are read up to `MAX_BODY_BYTES`
+raw and decoded with the same cap; the client keeps no cookies, ignores the
+environment (`trust_env=False`, no proxy) and verifies TLS unless told not to.
+
+Not covered: TLS configuration grading; HTTP/2 and HTTP/3 specifics.
+
+References: httpx clients https://www.python-httpx.org/advanced/clients/ ;
+websockets client https://websockets.readthedocs.io/en/stable/reference/asyncio/client.html
+"""
+
+from __future__ import annotations
+
+import ssl
+import zlib
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from bastion.audit.target.base import (
+    DEFAULT_TIMEOUT_SECONDS,
+    MAX_BODY_BYTES,
+    USER_AGENT,
+    WEBSOCKET_GRACE_SECONDS,
+    Body,
+    Headers,
+    HTTPResponse,
+    Scheme,
+    Target,
+    TargetError,
+    WebSocketResult,
+)
+from bastion.hosts import parse_host_header
+
+if TYPE_CHECKING:
+    import httpx
+
+
+class URLTarget(Target):
+    """A live `http(s)://` server, reached with httpx and `websockets`.
+
+    Only the origin of `url` (and its other scheme on the default ports) is ever
+    contacted. TLS is verified unless `verify_tls=False` (a development
+    certificate); the transport keeps no cookies and follows no redirects.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        verify_tls: bool = True,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise TargetError(f"expected an http:// or https:// URL, got {url!r}")
+        if parse_host_header(parts.netloc) is None:
+            raise TargetError(f"{url!r} has no valid host")
+        self.label = url
+        self.scheme: Scheme = "https" if parts.scheme == "https" else "http"
+        self.host = parts.netloc
+        self.verify_tls = verify_tls
+        self.timeout_seconds = timeout_seconds
+        self._client: httpx.AsyncClient | None = None
+
+    def supports(self, scheme: Scheme) -> bool:
+        # The other scheme is reachable only where it lives by default: the host
+        # with no explicit port, as a browser would try it.
+        parsed = parse_host_header(self.host)
+        return scheme == self.scheme or (parsed is not None and parsed.port is None)
+
+    def _url(self, path: str, scheme: Scheme) -> str:
+        if not self.supports(scheme):
+            raise TargetError(f"{self.label}: {scheme} is not reachable from this URL")
+        return f"{scheme}://{self.host}{path}"
+
+    async def _open(self) -> None:
+        import httpx
+
+        self._client = httpx.AsyncClient(
+            verify=self.verify_tls,
+            timeout=self.timeout_seconds,
+            follow_redirects=False,
+            trust_env=False,
+            # No keep-alive: probes provoke errors, after which servers close the
+            # connection, and a request sent on it as it closes would be lost.
+            limits=httpx.Limits(max_keepalive_connections=0),
+            # Only encodings `_decode_content` undoes, with a bounded output.
+            headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, deflate"},
+        )
+
+    async def _close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def _request(
+        self, method: str, path: str, headers: Headers, body: Body, scheme: Scheme
+    ) -> HTTPResponse:
+        import httpx
+
+        if self._client is None:
+            raise TargetError("URLTarget used outside `async with`")
+        url = self._url(path, scheme)
+        request = self._client.build_request(
+            method.upper(), url, headers=list(headers), content=body
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+            try:
+                received = bytearray()
+                async for chunk in response.aiter_raw():
+                    received += chunk[: MAX_BODY_BYTES - len(received)]
+                    if len(received) >= MAX_BODY_BYTES:
+                        break
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise TargetError(f"{method} {path}: {type(exc).__name__}") from exc
+        finally:
+            # The transport keeps no cookies: the probes' jars decide.
+            self._client.cookies.clear()
+        pairs = tuple(
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers.raw
+        )
+        return HTTPResponse(response.status_code, pairs, _decode_content(bytes(received), pairs))
+
+    async def _websocket(self, path: str, headers: Headers, scheme: Scheme) -> WebSocketResult:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+        url = self._url(path, scheme).replace("http", "ws", 1)
+        context: ssl.SSLContext | None = None
+        if scheme == "https":
+            context = ssl.create_default_context()
+            if not self.verify_tls:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        origin = next((v for k, v in headers if k.lower() == "origin"), None)
+        others = [(k, v) for k, v in headers if k.lower() != "origin"]
+        try:
+            async with connect(
+                url,
+                additional_headers=others,
+                origin=origin,  # type: ignore[arg-type]  # any text, as an attacker sends
+                ssl=context,
+                open_timeout=self.timeout_seconds,
+                close_timeout=WEBSOCKET_GRACE_SECONDS,
+                proxy=None,
+                user_agent_header=USER_AGENT,
+            ):
+                return WebSocketResult(accepted=True)
+        except InvalidStatus as exc:
+            return WebSocketResult(accepted=False, status=exc.response.status_code)
+        except InvalidHandshake:
+            return WebSocketResult(accepted=False)
+        except (OSError, TimeoutError) as exc:
+            raise TargetError(f"WS {path}: {type(exc).__name__}") from exc
+
+
+def _decode_content(raw: bytes, headers: Headers) -> bytes:
+    """Undo gzip/deflate so bodies can be scanned; capped like the raw read."""
+    encoding = next((v.strip().lower() for k, v in headers if k == "content-encoding"), "")
+    if encoding not in ("gzip", "deflate"):
+        return raw
+    decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    try:
+        return decoder.decompress(raw, MAX_BODY_BYTES)
+    except zlib.error:
+        return raw
