@@ -63,7 +63,7 @@ def get_context(scope: Scope) -> RequestContext:
         client = scope.get("client")
         default_scheme = "ws" if scope["type"] == "websocket" else "http"
         context = RequestContext(
-            request_id=new_request_id(),
+            request_id=os.urandom(_REQUEST_ID_BYTES).hex(),  # `new_request_id`, inlined
             client=(str(client[0]), int(client[1])) if client else None,
             scheme=scope.get("scheme", default_scheme),
         )

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Final
 
@@ -75,7 +75,7 @@ from pydantic import (
 
 from bastion.events import KIND_MALICIOUS_CORS, EventEmitter
 from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, parse_origin
-from bastion.responses import Refuser, header_value
+from bastion.responses import Refuser
 from bastion.sections import LayerSettings
 from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
@@ -567,31 +567,41 @@ class CORSMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): True when a preflight was answered."""
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): None when the request goes on, else
+        the awaitable of the preflight's answer (True when answered)."""
         scope = flow.scope
-        request_headers = scope["headers"]
-        untrusted_origin = header_value(request_headers, b"origin")
         grant: tuple[tuple[bytes, bytes], ...] = ()
-        if untrusted_origin is not None:
-            untrusted_method = (
-                header_value(request_headers, _ACRM) if scope["method"] == "OPTIONS" else None
+        origin_lines = flow.headers.get(b"origin")
+        if origin_lines is not None:
+            # All lines comma-joined (`Flow.header`), inlined: this runs on every request.
+            untrusted_origin = (
+                origin_lines[0] if len(origin_lines) == 1 else b", ".join(origin_lines)
             )
+            untrusted_method = flow.header(_ACRM) if scope["method"] == "OPTIONS" else None
             if untrusted_method is not None:
-                private_network = header_value(request_headers, _ACRPN)
+                private_network = flow.header(_ACRPN)
                 preflight = PreflightRequest(
                     untrusted_origin,
                     untrusted_method,
-                    header_value(request_headers, _ACRH),
+                    flow.header(_ACRH),
                     private_network is not None and private_network.lower() == b"true",
                 )
-                if await self._answer_preflight(scope, flow.send, preflight):
-                    return True
-                # Monitor-only: the refused preflight goes on to the app, ungranted.
-            else:
-                verdict = check_origin(untrusted_origin, self.policy)
-                if verdict.allowed and verdict.origin is not None:
-                    grant = self._grant(verdict.origin, preflight=False)
+                return self._preflight(flow, preflight)
+            verdict = check_origin(untrusted_origin, self.policy)
+            if verdict.allowed and verdict.origin is not None:
+                grant = self._grant(verdict.origin, preflight=False)
+        self._rewrite_response(flow, grant)
+        return None
+
+    async def _preflight(self, flow: Flow, preflight: PreflightRequest) -> bool:
+        if await self._answer_preflight(flow.scope, flow.send, preflight):
+            return True
+        # Monitor-only: the refused preflight goes on to the app, ungranted.
+        self._rewrite_response(flow, ())
+        return False
+
+    def _rewrite_response(self, flow: Flow, grant: tuple[tuple[bytes, bytes], ...]) -> None:
         keep_app_cors = self.settings.monitor_only and not grant
 
         def rewrite(message: Message) -> Message:
@@ -601,4 +611,3 @@ class CORSMiddleware:
             return {**message, "headers": headers}
 
         flow.hooks.append((rewrite, None))
-        return False

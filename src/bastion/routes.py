@@ -19,7 +19,10 @@ matched by whatever rule covers that path.
 
 The most specific match wins: an exact path, then the pattern with the most literal
 segments, then the longest prefix, then `*`. Tables are compiled once, at
-construction; a lookup is a dictionary probe plus a short scan.
+construction; a lookup is a dictionary probe plus a short scan, and its answer is
+remembered (the table never changes, so a remembered answer is the answer) in a
+memo bounded in entries and in the length of the paths it keeps, so a spray of
+distinct or long paths costs a rescan, never memory.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
+
+# The lookup memo: at most this many (method, path) answers, for a method and path
+# at most this long together; about 512 x 256 characters, a few hundred KiB at worst. A site has far
+# fewer routes; a spray of distinct paths empties it (the lookups are still right).
+_MEMO_ENTRIES: Final = 512
+_MEMO_MAX_PATH: Final = 256
+_MISSING: Final = object()
 
 _HTTP_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "WEBSOCKET"}
@@ -118,7 +128,7 @@ def _specificity(pattern: RoutePattern) -> tuple[int, int, int]:
 class RouteTable(Generic[T]):
     """Maps route patterns to values; `lookup` returns the most specific match."""
 
-    __slots__ = ("_exact", "_ordered", "patterns")
+    __slots__ = ("_exact", "_memo", "_ordered", "patterns")
 
     def __init__(self, rules: Mapping[str, T] | None = None) -> None:
         parsed = [(parse_route_pattern(text), value) for text, value in (rules or {}).items()]
@@ -131,11 +141,25 @@ class RouteTable(Generic[T]):
         self._ordered = tuple(
             (p, v) for p, v in parsed if not (p.kind == "exact" and not p.methods)
         )
+        self._memo: dict[tuple[str, str], T | None] = {}
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
     def lookup(self, method: str, path: str) -> T | None:
+        memo = self._memo
+        key = (method, path)
+        found = memo.get(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]  # a T | None stored by this method
+        value = self._find(method, path)
+        if len(path) + len(method) <= _MEMO_MAX_PATH:
+            if len(memo) >= _MEMO_ENTRIES:
+                memo.clear()
+            memo[key] = value
+        return value
+
+    def _find(self, method: str, path: str) -> T | None:
         for pattern, value in self._ordered:
             if pattern.kind == "exact" and pattern.path == path and pattern.matches_method(method):
                 return value

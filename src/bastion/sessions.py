@@ -204,10 +204,13 @@ def read_cookie(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | No
     Two cookies of the same name mean someone planted one (cookie tossing from a
     sibling domain, in development without the `__Host-` prefix): trust neither.
     """
+    return cookie_from_lines([value for key, value in headers if key == b"cookie"], name)
+
+
+def cookie_from_lines(lines: Iterable[bytes], name: bytes) -> str | None:
+    """`read_cookie` on the request's `Cookie` lines (already picked out)."""
     found: list[bytes] = []
-    for key, value in headers:
-        if key != b"cookie":
-            continue
+    for value in lines:
         for pair in value.split(b";"):
             cookie_name, sep, cookie_value = pair.strip().partition(b"=")
             if sep and cookie_name == name:
@@ -391,6 +394,7 @@ class SessionManager:
         self.events = events or default_emitter()
         self.clock = clock
         self._log_key = hashlib.sha256(b"bastion.session-log-id" + keys[0].encode()).digest()
+        self._cookie_name = settings.effective_cookie_name
 
     def id_hash(self, session_id: str) -> str:
         return keyed_id_hash(session_id, self._log_key)
@@ -414,7 +418,7 @@ class SessionManager:
 
     async def commit(self, scope: Scope, session: Session) -> RawHeaders:
         """Save what changed; return the headers the response must carry."""
-        name = self.settings.effective_cookie_name
+        name = self._cookie_name
         if session.logout_requested:
             if session._id is not None:
                 await self.store.delete(store_key(session._id))
@@ -425,7 +429,8 @@ class SessionManager:
                 (b"cache-control", b"no-store"),
             ]
         now = self.clock()
-        if session.rotate_requested or (session.is_new and session.modified):
+        # `session.is_new`, inlined: this runs as every response starts.
+        if session.rotate_requested or (session._id is None and session.modified):
             return await self._save_under_new_id(scope, session, now)
         record = session._record
         if session._id is None or record is None:
@@ -551,7 +556,10 @@ class SessionMiddleware:
         """The request phase (`bastion.stages`): load the session (True when the store
         failed and the request was answered 503), and save it as the response starts."""
         scope = flow.scope
-        untrusted_id = read_cookie(scope["headers"], self._cookie_name)
+        if flow.headers_lowercase:
+            untrusted_id = cookie_from_lines(flow.headers.get(b"cookie", ()), self._cookie_name)
+        else:  # `read_cookie` matches the name exactly, as sent
+            untrusted_id = read_cookie(scope["headers"], self._cookie_name)
         try:
             session = await self.manager.load(scope, untrusted_id)
         except StoreError:

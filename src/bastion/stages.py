@@ -10,8 +10,15 @@ Defence: the runner reproduces the nesting of a middleware chain exactly, with
 per-request lists instead of nested closures:
 
 * a stage's `enter(flow)` is its request phase: it reads and fills the scope and
-  the request context, and either lets the request through (False) or answers it
-  (True: the stages inside it and the application do not run);
+  the request context, and either lets the request through or answers it (the
+  stages inside it and the application do not run). It returns None to let the
+  request through without awaiting anything (the common case: no coroutine is
+  created), or an awaitable of a bool, True when it answered; a stage that always
+  needs I/O (a store) is simply an `async def enter` returning the bool;
+* the request's header lines are read once, as the flow starts, into
+  `flow.headers` (lower-cased name to its lines, in order), so the stages look
+  names up instead of each scanning `scope["headers"]` again; a stage that
+  replaces the scope's headers calls `flow.index_headers()`;
 * to edit the response head, a stage registers a hook (`flow.hooks`); hooks run
   innermost first on `http.response.start`, as nested `send` wrappers would, and a
   response sent by a stage (a refusal, a preflight answer) passes through the hooks
@@ -37,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
-from bastion.types import ASGIApp, Message, Receive, Scope, Send
+from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 StartHook = Callable[[Message], Message]
 """Edits (or replaces) an `http.response.start` message; returns the message to send."""
@@ -55,7 +62,7 @@ _START: Final = "http.response.start"
 class Stage(Protocol):
     """One layer's request phase (see the module docstring)."""
 
-    async def enter(self, flow: Flow) -> bool: ...
+    def enter(self, flow: Flow) -> Awaitable[bool] | None: ...
 
 
 class Flow:
@@ -69,12 +76,32 @@ class Flow:
     `flow.exits.append(exit)`. `len(flow.hooks)` is a stage's level for `sender`.
     """
 
-    __slots__ = ("_send", "dropped", "exits", "hooks", "receive", "scope", "started")
+    __slots__ = (
+        "_send",
+        "dropped",
+        "exits",
+        "header_bytes",
+        "headers",
+        "headers_lowercase",
+        "hooks",
+        "receive",
+        "scope",
+        "started",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self.receive = receive
         self._send = send
+        self.headers: dict[bytes, list[bytes]] = {}
+        """Lower-cased header name to all its lines, in order: `scope["headers"]` read once."""
+        self.header_bytes = 0
+        """The bytes of every header name and value (no line overhead)."""
+        self.headers_lowercase = True
+        """Whether every name came lower-cased, as ASGI servers send them. A stage
+        that matched names exactly (without lower-casing) scans the raw list
+        itself when this is False, so it sees exactly what it saw before."""
+        self.index_headers()
         self.hooks: list[tuple[StartHook | None, AsyncStartHook | None]] = []
         self.exits: list[Exit] = []
         self.dropped = False
@@ -83,6 +110,34 @@ class Flow:
         self.started = False
         """Whether a response start has gone out of the flow (to the errors guard
         or the server)."""
+
+    def index_headers(self) -> None:
+        """Read `scope["headers"]` into `headers` (again, after a stage replaced them)."""
+        index: dict[bytes, list[bytes]] = {}
+        size = 0
+        lowercase = True
+        raw: RawHeaders = self.scope["headers"]
+        for name, value in raw:
+            size += len(name) + len(value)
+            lowered = name.lower()
+            if lowercase and lowered != name:
+                lowercase = False
+            lines = index.get(lowered)
+            if lines is None:
+                index[lowered] = [value]
+            else:
+                lines.append(value)
+        self.headers = index
+        self.header_bytes = size
+        self.headers_lowercase = lowercase
+
+    def header(self, name: bytes) -> bytes | None:
+        """All lines of one header, comma-joined (RFC 9110 section 5.3), or None:
+        `bastion.responses.header_value` on the index."""
+        lines = self.headers.get(name)
+        if lines is None:
+            return None
+        return lines[0] if len(lines) == 1 else b", ".join(lines)
 
     async def send(self, message: Message) -> None:
         if self.dropped:
@@ -136,7 +191,8 @@ async def run_stages(
     error: BaseException | None = None
     try:
         for stage in stages:
-            if await stage.enter(flow):
+            pending = stage.enter(flow)
+            if pending is not None and await pending:
                 break
         else:
             await app(flow.scope, flow.receive, flow.send)

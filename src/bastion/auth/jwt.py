@@ -24,6 +24,17 @@ Threats and defences:
   (OAuth 2.0 Security BCP section 4.14.2). "Used" is recorded with the store's atomic
   `set_if_absent`, so two concurrent uses cannot both succeed on any worker.
 
+* Cost per request: a token whose signature was verified is remembered (its raw
+  text, the key object that verified it, its claims as JSON) in a small bounded
+  memo, so a client sending the same token again skips the header parse and the
+  signature check, which are pure functions of the token and the key. Everything
+  that can change is checked again on every use, exactly as for a new token: the
+  key set must still hand out that very key object for the token's `kid` (a
+  rotated or refetched key set misses), the claims are checked against the clock
+  (`exp`, `nbf`, `iat`, issuer, audience), and `jti` against the revocation list.
+  A token whose claims fail is forgotten. Each use gets its own claims, parsed
+  from the remembered JSON, so an application that edits them edits its copy.
+
 Not covered: encrypted tokens (JWE), token binding (DPoP, mTLS), introspection.
 Access tokens of a revoked refresh family stay valid until their (short) expiry.
 
@@ -80,6 +91,10 @@ REASON_REFRESH_REUSE: Final = "refresh-token-reuse"
 KIND_TOKEN_REUSE: Final = "authn_token_reuse"  # noqa: S105  # OWASP vocabulary, not a secret
 KIND_TOKEN_REVOKED: Final = "authn_token_revoked"  # noqa: S105
 KIND_TOKEN_CREATED: Final = "authn_token_created"  # noqa: S105
+
+# Verified tokens remembered per verifier (see the docstring): at most this many, each
+# at most `max_token_bytes` long plus its claims, the oldest forgotten first.
+VERIFIED_MEMO_ENTRIES: Final = 256
 
 # `kid` is an opaque string (RFC 7515 section 4.1.4); real issuers use thumbprints,
 # UUIDs or short names. Anything outside this set (slashes, quotes, spaces) is not a
@@ -423,8 +438,19 @@ class JWTVerifier:
         self.store = store
         self.keys = keys or key_source_from_settings(settings)
         self.clock = clock
+        # Raw token -> (the `kid` it names, the key that verified it, its claims as
+        # JSON). Shared by every request on purpose, and bounded (see the docstring).
+        self._verified: dict[str, tuple[str | None, VerificationKey, str]] = {}
 
     async def verify(self, untrusted_token: str) -> TokenVerdict:
+        remembered = self._verified.get(untrusted_token)
+        if remembered is not None:
+            kid, verified_by, claims_json = remembered
+            if await self.keys.find(kid) is verified_by:
+                # Header, key, algorithm and signature are as they were: only what
+                # can change since is checked again.
+                return await self._after_signature(untrusted_token, json.loads(claims_json))
+            self._verified.pop(untrusted_token, None)  # the key set changed: start over
         inspected = inspect_token(untrusted_token, self.settings.max_token_bytes)
         if inspected.header is None:
             return TokenVerdict(None, inspected.reason)
@@ -437,14 +463,41 @@ class JWTVerifier:
             token = jose_jwt.decode(untrusted_token, key.key, algorithms=[key.algorithm])
         except JoseError:
             return TokenVerdict(None, REASON_JWT_BAD_SIGNATURE)
-        claims = token.claims
+        return await self._after_signature(
+            untrusted_token, token.claims, verified=(inspected.header.kid, key)
+        )
+
+    async def _after_signature(
+        self,
+        untrusted_token: str,
+        claims: dict[str, Any],
+        *,
+        verified: tuple[str | None, VerificationKey] | None = None,
+    ) -> TokenVerdict:
+        """The checks after the signature: claims against the clock, then revocation.
+        `verified`: the `kid` and key of a signature just checked, to remember."""
         reason = check_claims(claims, self.settings, self.clock())
         if reason:
+            self._verified.pop(untrusted_token, None)
             return TokenVerdict(None, reason, claims)
+        if verified is not None:
+            self._remember(untrusted_token, *verified, claims)
         jti = claims.get("jti")
         if isinstance(jti, str) and await self.store.get(revoked_key(jti)) is not None:
             return TokenVerdict(None, REASON_JWT_REVOKED, claims)
         return TokenVerdict(principal_from_claims(claims, self.settings.roles_claim), "", claims)
+
+    def _remember(
+        self, untrusted_token: str, kid: str | None, key: VerificationKey, claims: dict[str, Any]
+    ) -> None:
+        try:
+            claims_json = json.dumps(claims)
+        except (TypeError, ValueError):
+            return  # not plain JSON (a custom decoder's values): never remembered
+        verified = self._verified
+        while len(verified) >= VERIFIED_MEMO_ENTRIES:
+            del verified[next(iter(verified))]  # the oldest first
+        verified[untrusted_token] = (kid, key, claims_json)
 
 
 async def revoke_jti(

@@ -25,7 +25,7 @@ References: RFC 6750 sections 2.1 and 3.1; RFC 9110 section 11.6.1 (401 carries
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -120,8 +120,30 @@ class AuthenticationMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): True when the request was refused."""
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): None when the request goes on, else
+        the awaitable of `_enter_checking` (True when the request was refused).
+
+        A request that presents no credential (no `Authorization` line when JWTs
+        are on, no API key line when keys are on) is decided here, as `authenticate`
+        would decide it, without awaiting: the session's user, or anonymous.
+        """
+        if not flow.headers_lowercase:
+            return self._enter_checking(flow)  # names matched exactly, as sent
+        headers = flow.headers
+        if (self.jwt is not None and b"authorization" in headers) or (
+            self.api_keys is not None and self._api_key_header in headers
+        ):
+            return self._enter_checking(flow)
+        scope = flow.scope
+        principal = None
+        if self.settings.session:
+            principal = session_principal(scope.get("session"), self.settings.session_roles_key)
+        set_principal(scope, principal)
+        return None
+
+    async def _enter_checking(self, flow: Flow) -> bool:
+        """`enter` with a credential to verify: True when the request was refused."""
         scope = flow.scope
         try:
             result = await self.authenticate(scope)

@@ -143,14 +143,17 @@ class AuthorizationMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): True when the request was refused."""
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): None when allowed, else the awaitable
+        of the refusal (True when refused)."""
         scope = flow.scope
         method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
         requirement = self.table.lookup(method, scope["path"])
         principal = get_principal(scope)
         decision = decide(requirement, principal, deny=self.settings.deny_by_default)
-        return bool(decision.status) and await self.refuse(
+        if not decision.status:
+            return None
+        return self.refuse(
             scope,
             flow.send,
             status=decision.status,

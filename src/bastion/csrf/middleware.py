@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import SecretStr
 
 from bastion.context import SCOPE_KEY, get_context
-from bastion.csrf.core import RequestFacts, Verdict, check_request
+from bastion.csrf.core import (
+    METHOD_OVERRIDE_HEADERS,
+    METHOD_OVERRIDE_PARAMETER,
+    SAFE_METHODS,
+    RequestFacts,
+    Verdict,
+    check_request,
+)
 from bastion.csrf.forms import token_from_form
 from bastion.csrf.reasons import REASON_BODY_TOO_LARGE, REASON_NO_SESSION
 from bastion.csrf.settings import CSRFSettings, compile_policy
@@ -175,13 +182,33 @@ class CSRFMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): True when refused, or when the
-        client left while its body was read (nobody to answer)."""
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): None when the request goes on as it
+        is, else the awaitable of `_enter_checking` (True when refused, or when the
+        client left while its body was read: nobody to answer)."""
         scope = flow.scope
         scope[TOKENS_SCOPE_KEY] = self.tokens
-        facts = RequestFacts.from_scope(scope)
+        headers = flow.headers
+        if scope["method"] in SAFE_METHODS and METHOD_OVERRIDE_HEADERS.isdisjoint(headers):
+            query = scope.get("query_string", b"")
+            if not query or (METHOD_OVERRIDE_PARAMETER not in query.lower() and b"%" not in query):
+                # `check_request`'s first step, without building the facts: a safe
+                # method that nothing overrides is allowed, and its answer does not
+                # vary with `Origin` or `Sec-Fetch-Site`.
+                return None
+        facts = RequestFacts.from_index(scope, headers)
         verdict = check_request(facts, self.policy)
+        if verdict.allowed and not verdict.varies:
+            return None
+        if verdict.allowed:
+            self._add_vary(flow, VARY_NAMES)
+            return None
+        return self._enter_checking(flow, facts, verdict)
+
+    async def _enter_checking(self, flow: Flow, facts: RequestFacts, verdict: Verdict) -> bool:
+        """`enter` for a request not allowed by its headers alone: check the token,
+        then refuse (True) or let it through."""
+        scope = flow.scope
         if verdict.needs_token:
             reason, replay = await self._check_token(scope, flow.receive)
             if replay is None:
@@ -201,12 +228,17 @@ class CSRFMiddleware:
         ):
             return True
         if vary:
-
-            def add_vary(message: Message) -> Message:
-                return {**message, "headers": append_vary(message.get("headers", ()), vary)}
-
-            flow.hooks.append((add_vary, None))
+            self._add_vary(flow, vary)
         return False
+
+    @staticmethod
+    def _add_vary(flow: Flow, vary: tuple[bytes, ...]) -> None:
+        """Say in `Vary` that the answer depended on `Origin` and `Sec-Fetch-Site`."""
+
+        def add_vary(message: Message) -> Message:
+            return {**message, "headers": append_vary(message.get("headers", ()), vary)}
+
+        flow.hooks.append((add_vary, None))
 
     async def _check_token(self, scope: Scope, receive: Receive) -> tuple[str, Receive | None]:
         """The token's verdict ("" or a reason) and the `receive` the app must use

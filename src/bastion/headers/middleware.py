@@ -31,7 +31,7 @@ hypercorn's (`include_server_header = False`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final, Literal
 
 from bastion.context import SCOPE_KEY, get_context
@@ -114,6 +114,7 @@ class HeadersMiddleware:
         self._enabled = self.settings.enabled
         self._default = default
         self._routes: RouteTable[HeaderSet] = RouteTable(routes)
+        self._has_routes = bool(self._routes)
         self._report_path = self.settings.csp_report_path
         self._max_report_bytes = self.settings.csp_report_max_bytes
         self._max_reports = self.settings.csp_report_max_reports
@@ -131,18 +132,19 @@ class HeadersMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): True when a report was received."""
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): None when the request goes on, else
+        the awaitable of the report endpoint's answer (True)."""
         scope = flow.scope
         path: str = scope["path"]
         if path == self._report_path:
-            await self._receive_reports(scope, flow.receive, flow.send)
-            return True
+            return self._answer_reports(flow)
         header_set = self._default
-        if self._routes:
+        if self._has_routes:
             header_set = self._routes.lookup(scope["method"], path) or self._default
         nonce = ""
-        if header_set.needs_nonce:
+        csp = header_set.csp
+        if csp is not None and len(csp.parts) > 1:  # `header_set.needs_nonce`, inlined
             context = scope.get(SCOPE_KEY) or get_context(scope)
             # Reuse a nonce an outer headers layer already drew, so the header and
             # the templates agree whichever layer's CSP reaches the browser.
@@ -155,7 +157,11 @@ class HeadersMiddleware:
             return message
 
         flow.hooks.append((add_headers, None))
-        return False
+        return None
+
+    async def _answer_reports(self, flow: Flow) -> bool:
+        await self._receive_reports(flow.scope, flow.receive, flow.send)
+        return True
 
     async def _receive_reports(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":

@@ -18,6 +18,7 @@ RFC 9112 section 6 (message body); RFC 6585 section 5 (431).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -116,6 +117,33 @@ def read_head(headers: RawHeaders) -> RequestHead:
     )
 
 
+def read_head_index(headers: Mapping[bytes, list[bytes]], count: int, size: int) -> RequestHead:
+    """`read_head` on headers already read into a lower-cased index
+    (`bastion.stages.Flow.headers`), with the raw list's line `count` and the
+    bytes of its names and values (`size`): the same facts, without another pass."""
+    lengths: list[bytes] = []
+    for value in headers.get(b"content-length", ()):
+        for part in value.split(b","):
+            lengths.append(part.strip())
+    content_type: bytes | None = None
+    conflict = False
+    for value in headers.get(b"content-type", ()):
+        if content_type is None:
+            content_type = value.strip()
+        elif value.strip() != content_type:
+            conflict = True
+    length, length_invalid = _parse_content_length(lengths) if lengths else (None, False)
+    return RequestHead(
+        header_count=count,
+        header_bytes=size + HEADER_LINE_OVERHEAD_BYTES * count,
+        content_length=length,
+        content_length_invalid=length_invalid,
+        has_transfer_encoding=b"transfer-encoding" in headers,
+        content_type=content_type,
+        content_type_conflict=conflict,
+    )
+
+
 def _parse_content_length(values: list[bytes]) -> tuple[int | None, bool]:
     if not values:
         return None, False
@@ -152,6 +180,11 @@ class BodyPlan:
 
 
 _UNDECLARED: Final = BodyPlan(syntax="undeclared")
+# The plans without a boundary are the same for every request: built once.
+_PLAN_JSON: Final = BodyPlan(syntax="json")
+_PLAN_URLENCODED: Final = BodyPlan(syntax="urlencoded")
+_PLAN_CONTENT_TYPE_INVALID: Final = BodyPlan(refusal=REASON_CONTENT_TYPE_INVALID)
+_PLAN_CONTENT_TYPE_NOT_ALLOWED: Final = BodyPlan(refusal=REASON_CONTENT_TYPE_NOT_ALLOWED)
 
 
 def plan_body(head: RequestHead, limits: BodyLimits) -> BodyPlan:
@@ -164,14 +197,14 @@ def plan_body(head: RequestHead, limits: BodyLimits) -> BodyPlan:
     """
     if head.content_type_conflict:
         # Frameworks disagree on which line wins; we cannot tell which parser runs.
-        return BodyPlan(refusal=REASON_CONTENT_TYPE_INVALID)
+        return _PLAN_CONTENT_TYPE_INVALID
     media_type = head.media_type
     if not limits.content_types.allows(media_type):
-        return BodyPlan(refusal=REASON_CONTENT_TYPE_NOT_ALLOWED)
+        return _PLAN_CONTENT_TYPE_NOT_ALLOWED
     if media_type is None or is_json_media_type(media_type):
-        return BodyPlan(syntax="json")
+        return _PLAN_JSON
     if media_type == _URLENCODED:
-        return BodyPlan(syntax="urlencoded")
+        return _PLAN_URLENCODED
     if media_type == _MULTIPART_FORM:
         boundary = parse_boundary(head.content_type or b"")
         if boundary is None:

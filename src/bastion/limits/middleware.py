@@ -39,16 +39,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import Final
 
 from bastion.events import EventEmitter
 from bastion.limits.checks import (
     BodyCheck,
-    RequestHead,
     check_declared_body,
     check_headers,
     plan_body,
-    read_head,
+    read_head_index,
 )
 from bastion.limits.reasons import (
     REASON_BODY_TIMEOUT,
@@ -237,44 +237,49 @@ class LimitsMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): True when the request was refused.
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): None when the request goes on, else
+        the awaitable of the refusal (True when the request was refused).
 
         In monitor-only mode the first violation is reported and the request is not
         checked any further, exactly as far as enforcement would have gone.
         """
         scope = flow.scope
+        head = read_head_index(flow.headers, len(scope["headers"]), flow.header_bytes)
+        settings = self.settings
         if scope["type"] == "websocket":
-            reason = self._check_headers(read_head(scope["headers"]))
-            return bool(reason) and await self._refuse(scope, flow.send, reason)
+            reason = check_headers(
+                head, max_count=settings.max_header_count, max_bytes=settings.max_header_bytes
+            )
+            return self._refuse(scope, flow.send, reason) if reason else None
         in_flight = self._in_flight
-        shed = in_flight.count >= self.settings.max_concurrent_requests
-        # Load shedding: answer at once, before any other work, rather than queue.
-        if shed and await self._refuse(scope, flow.send, REASON_OVERLOADED, self._retry_after):
-            return True
+        if in_flight.count >= settings.max_concurrent_requests:
+            # Load shedding: answer at once, before any other work, rather than queue.
+            return self._shed(flow)
         in_flight.count += 1
-        if shed:  # monitor-only: reported, and enforcement would have stopped here
-            flow.exits.append(in_flight.leave)
-            return False
-        head = read_head(scope["headers"])
         limits = self._routes.lookup(scope["method"], scope["path"]) or self._default_limits
         plan = plan_body(head, limits)
-        reason = self._check_headers(head) or check_declared_body(head, limits, plan)
+        reason = check_headers(
+            head, max_count=settings.max_header_count, max_bytes=settings.max_header_bytes
+        ) or check_declared_body(head, limits, plan)
         if reason:
             flow.exits.append(in_flight.leave)
-            return await self._refuse(scope, flow.send, reason)
+            return self._refuse(scope, flow.send, reason)
         check = BodyCheck(limits, plan, head.content_length)
         exchange = _Exchange(flow, check, self._refuser, in_flight)
         flow.receive = exchange.receive
         flow.exits.append(exchange.on_exit)
-        return False
+        return None
 
-    def _check_headers(self, head: RequestHead) -> str:
-        return check_headers(
-            head,
-            max_count=self.settings.max_header_count,
-            max_bytes=self.settings.max_header_bytes,
-        )
+    async def _shed(self, flow: Flow) -> bool:
+        """Too many requests in flight: refuse (True), or report and go on unchecked
+        (monitor-only: enforcement would have stopped here)."""
+        if await self._refuse(flow.scope, flow.send, REASON_OVERLOADED, self._retry_after):
+            return True
+        in_flight = self._in_flight
+        in_flight.count += 1
+        flow.exits.append(in_flight.leave)
+        return False
 
     async def _refuse(
         self, scope: Scope, send: Send, reason: str, headers: RawHeaders | None = None

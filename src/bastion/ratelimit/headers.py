@@ -56,9 +56,8 @@ def ratelimit_value_of(labels: Sequence[str], results: Sequence[GCRAResult]) -> 
     """`ratelimit_value` with each policy's `sf_string` name prepared once (`labels`)."""
     if len(results) == 1:  # the common case, without a generator
         result = results[0]
-        return (
-            f"{labels[0]};r={max(0, result.remaining)};t={ceil_seconds(result.reset_after_seconds)}"
-        ).encode("ascii")
+        reset = max(0, math.ceil(result.reset_after_seconds - 1e-9))  # `ceil_seconds`, inlined
+        return f"{labels[0]};r={max(0, result.remaining)};t={reset}".encode("ascii")
     return ", ".join(
         f"{label};r={max(0, result.remaining)};t={ceil_seconds(result.reset_after_seconds)}"
         for label, result in zip(labels, results, strict=False)

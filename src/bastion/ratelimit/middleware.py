@@ -67,7 +67,7 @@ from bastion.ratelimit.reasons import (
 from bastion.ratelimit.settings import RateLimitSettings
 from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
-from bastion.stages import Flow, StartHook, run_stages
+from bastion.stages import Flow, run_stages
 from bastion.stores import MemoryStore, Store
 from bastion.stores.gcra import GCRAResult
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -187,6 +187,8 @@ class RateLimitMiddleware:
         self._login_routes: RouteTable[bool] = RouteTable(
             dict.fromkeys(self.settings.login_routes, True)
         )
+        self._has_concurrency = bool(self._concurrency)
+        self._has_login_routes = bool(self._login_routes)
         self.jail: Jail | None = jail or (
             Jail(
                 self.store,
@@ -223,7 +225,8 @@ class RateLimitMiddleware:
         rule = self._rules.lookup(method, path)
         extra_headers: RawHeaders = []
         try:
-            client_part = client_key(context.client_host, self._grouping)
+            client = context.client  # `context.client_host`, inlined
+            client_part = client_key(client[0] if client else None, self._grouping)
             guard: str | None = None
             if self.jail is not None:
                 guard = Jail.ban_key(client_part)
@@ -262,11 +265,16 @@ class RateLimitMiddleware:
         if scope_type != "http":
             return False
         if extra_headers:
-            flow.hooks.append((_header_adder(extra_headers), None))
-        concurrency = self._concurrency.lookup(method, path)
-        if concurrency is not None and await self._enter_counted(flow, state, concurrency):
-            return True
-        if self._login_routes and self._login_routes.lookup(method, path):
+
+            def add_headers(message: Message) -> Message:
+                return {**message, "headers": [*message.get("headers", ()), *extra_headers]}
+
+            flow.hooks.append((add_headers, None))
+        if self._has_concurrency:
+            concurrency = self._concurrency.lookup(method, path)
+            if concurrency is not None and await self._enter_counted(flow, state, concurrency):
+                return True
+        if self._has_login_routes and self._login_routes.lookup(method, path):
             return await self._enter_login(flow, state)
         return False
 
@@ -431,13 +439,6 @@ class RateLimitMiddleware:
                 )
             return False
         return await self._refuse(scope, send, REASON_STORE_UNAVAILABLE, [OUTAGE_RETRY_AFTER])
-
-
-def _header_adder(headers: RawHeaders) -> StartHook:
-    def add_headers(message: Message) -> Message:
-        return {**message, "headers": [*message.get("headers", ()), *headers]}
-
-    return add_headers
 
 
 async def _read_account(

@@ -16,6 +16,7 @@ changing it) https://asgi.readthedocs.io/en/latest/specs/main.html#middleware .
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Final
 
 from bastion.context import SCOPE_KEY, get_context
@@ -31,7 +32,12 @@ from bastion.transport.allowed_hosts import (
     with_host_header,
 )
 from bastion.transport.https import build_https_url, hsts_header_value
-from bastion.transport.proxies import ProxyTrust, TransportFacts, resolve_transport
+from bastion.transport.proxies import (
+    ProxyTrust,
+    ResolvedTransport,
+    TransportFacts,
+    resolve_transport,
+)
 from bastion.transport.reasons import (
     HOST_REFUSAL_STATUS,
     INSECURE_WEBSOCKET_STATUS,
@@ -45,6 +51,7 @@ from bastion.transport.settings import TransportSettings
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
 
 _GUARDED_SCOPES: Final = frozenset({"http", "websocket"})
+_SECURE_SCHEMES: Final = frozenset({"https", "wss"})  # as `RequestContext.is_secure`
 _HSTS_NAME: Final = b"strict-transport-security"
 # Distinct (Host, forwarded host) pairs remembered: a site's own names and ports
 # number a handful; anything beyond is a spray, which empties the memo.
@@ -99,19 +106,50 @@ class TransportMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): True when refused or redirected."""
-        scope, send = flow.scope, flow.send
-        facts = TransportFacts.from_scope(scope, read_proxy_headers=self._read_proxy_headers)
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): None when the request goes on as it
+        is; otherwise the awaitable of `_enter_refusing` (True when refused or
+        redirected). Nothing is changed before the checks have all passed, so the
+        refusing path starts over from the same state."""
+        scope = flow.scope
+        facts = TransportFacts.from_index(
+            scope, flow.headers, read_proxy_headers=self._read_proxy_headers
+        )
+        if self._read_proxy_headers:
+            resolved = resolve_transport(facts, self._trust)
+        else:  # no proxy is trusted: the server's view is the resolved one
+            resolved = ResolvedTransport(facts.peer, facts.scheme)
+        verdict = self._check_host(facts.host_lines, resolved.untrusted_host)
+        if (
+            resolved.reason
+            or verdict.host is None
+            or (self._require_https and resolved.scheme not in _SECURE_SCHEMES)
+        ):
+            return self._enter_refusing(flow, facts, resolved, verdict)
         context = scope.get(SCOPE_KEY) or get_context(scope)
-        resolved = resolve_transport(facts, self._trust)
+        context.client, context.scheme = resolved.client, resolved.scheme
+        context.host = verdict.host.host
+        context.port = verdict.host.port or DEFAULT_PORTS.get(resolved.scheme)
+        self._pass(flow, facts, resolved, verdict.host)
+        return None
+
+    async def _enter_refusing(
+        self,
+        flow: Flow,
+        facts: TransportFacts,
+        resolved: ResolvedTransport,
+        verdict: HostVerdict,
+    ) -> bool:
+        """`enter` when some check failed: refuse (True), or, in monitor-only mode,
+        report and go on as `enter` would."""
+        scope, send = flow.scope, flow.send
+        context = scope.get(SCOPE_KEY) or get_context(scope)
         if resolved.reason and await self._refuse(
             scope, send, status=PROXY_REFUSAL_STATUS, kind=KIND, reason=resolved.reason
         ):
             return True
         context.client, context.scheme = resolved.client, resolved.scheme
 
-        verdict = self._check_host(facts.host_lines, resolved.untrusted_host)
         if verdict.host is None:
             untrusted_host = resolved.untrusted_host
             if untrusted_host is None:
@@ -135,19 +173,32 @@ class TransportMiddleware:
             and await self._refuse_insecure(scope, send, facts, verdict.host)
         ):
             return True
+        self._pass(flow, facts, resolved, verdict.host)
+        return False
 
+    def _pass(
+        self,
+        flow: Flow,
+        facts: TransportFacts,
+        resolved: ResolvedTransport,
+        host: HostPort | None,
+    ) -> None:
+        """Let the request through: the app's scope, and HSTS on a secure response."""
+        scope = flow.scope
         changes: dict[str, Any] = {}
         if (resolved.client, resolved.scheme) != (facts.peer, facts.scheme):
             changes.update(client=resolved.client, scheme=resolved.scheme)
-        if resolved.untrusted_host is not None and verdict.host is not None:
-            headers = with_host_header(scope["headers"], verdict.host)
+        if resolved.untrusted_host is not None and host is not None:
+            headers = with_host_header(scope["headers"], host)
             if headers != scope["headers"]:
                 changes["headers"] = headers
         if changes:
             flow.scope = {**scope, **changes}
+            if "headers" in changes:
+                flow.index_headers()
         hsts = self._hsts
-        if hsts is None or facts.is_websocket or not context.is_secure:
-            return False
+        if hsts is None or facts.is_websocket or resolved.scheme not in _SECURE_SCHEMES:
+            return
 
         def add_hsts(message: Message) -> Message:
             headers = message.get("headers", ())
@@ -159,7 +210,6 @@ class TransportMiddleware:
             return {**message, "headers": [*headers, hsts]}
 
         flow.hooks.append((add_hsts, None))
-        return False
 
     def _check_host(self, host_lines: tuple[str, ...], forwarded_host: str | None) -> HostVerdict:
         """`check_host`, remembered: a site is asked for the same few hosts all day.

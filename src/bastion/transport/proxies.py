@@ -167,6 +167,40 @@ class TransportFacts:
             x_forwarded_host=_joined(proxy.get(b"x-forwarded-host")),
         )
 
+    @classmethod
+    def from_index(
+        cls, scope: Scope, headers: dict[bytes, list[bytes]], *, read_proxy_headers: bool = True
+    ) -> TransportFacts:
+        """`from_scope` on headers already read into a lower-cased index
+        (`bastion.stages.Flow.headers`): the same facts, without another pass."""
+        raw_hosts = headers.get(b"host")
+        host_lines: tuple[str, ...] = ()
+        if raw_hosts is not None:
+            if len(raw_hosts) == 1:
+                host_lines = (raw_hosts[0].decode("latin-1"),)
+            else:
+                host_lines = tuple([value.decode("latin-1") for value in raw_hosts])
+        client = scope.get("client")
+        is_websocket = scope["type"] == "websocket"
+        peer = (str(client[0]), int(client[1])) if client else None
+        scheme = scope.get("scheme") or ("ws" if is_websocket else "http")
+        if not read_proxy_headers or _PROXY_HEADER_NAMES.isdisjoint(headers):
+            return cls(peer, scheme, is_websocket, host_lines)
+        return cls(
+            peer=peer,
+            scheme=scheme,
+            is_websocket=is_websocket,
+            host_lines=host_lines,
+            forwarded=_joined_bytes(headers.get(b"forwarded")),
+            x_forwarded_for=_joined_bytes(headers.get(b"x-forwarded-for")),
+            x_forwarded_proto=_joined_bytes(headers.get(b"x-forwarded-proto")),
+            x_forwarded_host=_joined_bytes(headers.get(b"x-forwarded-host")),
+        )
+
+
+def _joined_bytes(lines: list[bytes] | None) -> str | None:
+    return None if lines is None else ", ".join([line.decode("latin-1") for line in lines])
+
 
 def _joined(lines: list[str] | None) -> str | None:
     # RFC 9110 section 5.3: several lines of a list header are one comma-joined value.
