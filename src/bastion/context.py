@@ -40,6 +40,9 @@ class RequestContext:
     session: Any = None
     principal: Any = None
     rate_limit: Any = None
+    refused_by: str | None = None
+    """The Bastion layer that answered this request with a refusal, if one did: an
+    outer layer then knows the status it sees is Bastion's, not the application's."""
 
     @property
     def client_host(self) -> str | None:

@@ -185,6 +185,7 @@ class Refuser:
         self.event(scope, kind=kind, reason=reason, status=status, details=details)
         if self.monitor_only:
             return False
+        get_context(scope).refused_by = self.layer
         await send_generic(scope, send, status, headers)
         return True
 

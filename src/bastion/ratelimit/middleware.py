@@ -391,6 +391,11 @@ class RateLimitMiddleware:
             if error is not None:
                 return error
             status = statuses[0] if statuses else 0
+            if get_context(scope).refused_by is not None:
+                # Refused by a Bastion layer inside (CSRF, policy, limits) before the
+                # app judged the credentials: not a login attempt at all. Counting it
+                # would let a cross-site page push backoff onto a victim's account.
+                return None
             try:
                 if status in (401, 403):
                     after = await guard.record_failure(untrusted_account, client)
