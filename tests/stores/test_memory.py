@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
+from collections import OrderedDict
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from bastion.stores import memory
 from bastion.stores.base import MAX_VALUE_BYTES
 from bastion.stores.memory import DEFAULT_MAX_ENTRIES, MemoryStore, bytes_per_entry
 from tests.support.clock import FakeClock
@@ -113,7 +118,7 @@ async def test_bytes_per_entry(clock: FakeClock) -> None:
     finally:
         tracemalloc.stop()
     # The key is kept as a 15-byte digest (48 B), plus the tuple, the float and the
-    # OrderedDict slot; the value here is one shared constant.
+    # dict slot; the value here is one shared constant.
     assert 100 < per_entry < 300, per_entry
 
 
@@ -129,3 +134,79 @@ async def test_a_bucket_spray_costs_under_200_bytes_per_entry(clock: FakeClock) 
     per_entry = await bytes_per_entry(store, fill)
     assert len(store) == store.max_entries
     assert per_entry < 200, per_entry
+
+
+class _ReferenceLRU:
+    """The memory store's eviction rules, written the obvious way: an `OrderedDict`
+    from key to (expires_at, value), most recently used last."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def live(self, key: str, now: float) -> bytes | None:
+        item = self.items.get(key)
+        if item is None:
+            return None
+        if item[0] <= now:
+            del self.items[key]
+            return None
+        self.items.move_to_end(key)
+        return item[1]
+
+    def set(self, key: str, value: bytes, ttl: float, now: float) -> None:
+        self.items.pop(key, None)
+        self.items[key] = (now + ttl, value)
+        for _ in range(2):  # the store's sweep of the cold end
+            oldest = next(iter(self.items))
+            if self.items[oldest][0] > now:
+                break
+            del self.items[oldest]
+        while len(self.items) > self.bound:
+            del self.items[next(iter(self.items))]
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["set", "get", "delete", "advance"]),
+        st.integers(0, 11),  # the key, or seconds to advance
+        st.integers(1, 5),  # a TTL in seconds
+    ),
+    max_size=120,
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_OPS)
+def test_eviction_order_matches_a_plain_lru(
+    ops: list[tuple[str, int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exact LRU + TTL, through the cold-end snapshot and the dict rebuilds, which
+    tiny limits here make happen every few operations."""
+    monkeypatch.setattr(memory, "_COLD_SNAPSHOT", 2)
+    monkeypatch.setattr(memory, "_COMPACT_MIN_DELETIONS", 3)
+
+    async def run() -> None:
+        clock = FakeClock()
+        store = MemoryStore(max_entries=5, clock=clock)
+        model = _ReferenceLRU(5)
+        for op, number, ttl in ops:
+            key = f"k{number}"
+            if op == "set":
+                value = b"%d" % ttl
+                await store.set(key, value, float(ttl))
+                model.set(key, value, float(ttl), clock())
+            elif op == "get":
+                assert await store.get(key) == model.live(key, clock())
+            elif op == "delete":
+                present = model.live(key, clock()) is not None
+                model.items.pop(key, None)
+                assert await store.delete(key) is present
+            else:
+                clock.advance(number / 4)
+            assert list(store._data) == [memory._digest(k) for k in model.items]
+            assert len(store) == len(model.items)
+
+    asyncio.run(run())

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bastion.hosts import Origin
+from bastion.stores.gcra import GCRALimit, gcra_step
 from bastion.websocket import (
     REASON_BEARER_MALFORMED,
     REASON_FOREIGN_ORIGIN,
@@ -21,7 +24,7 @@ from bastion.websocket import (
     choose_subprotocol,
     split_bearer,
 )
-from bastion.websocket.core import own_origin
+from bastion.websocket.core import own_origin, take_token
 
 OWN = Origin("https", "app.example", 443)
 POLICY = OriginPolicy(frozenset({Origin("https", "partner.example", 443)}), True)
@@ -110,3 +113,22 @@ def test_settings_refuse_bad_values(values: dict[str, object]) -> None:
 def test_settings_store_origins_normalised() -> None:
     settings = WebSocketSettings(allowed_origins=("HTTPS://Partner.Example:443",))
     assert settings.allowed_origins == ("https://partner.example",)
+
+
+@given(
+    tat_us=st.none() | st.integers(0, 10**12),
+    now_us=st.integers(0, 10**12),
+    interval_us=st.integers(1, 10**9),
+    tolerance_us=st.integers(0, 10**10),
+    cost=st.integers(0, 3),
+)
+def test_take_token_is_the_gcra_step(
+    tat_us: int | None, now_us: int, interval_us: int, tolerance_us: int, cost: int
+) -> None:
+    """The per-message bucket keeps `gcra_step`'s verdict and TAT, without its result."""
+    limit = GCRALimit(interval_us, tolerance_us, cost)
+    step = gcra_step(tat_us, now_us, limit)
+    assert take_token(tat_us, now_us, limit) == (
+        step.allowed,
+        step.tat_us if step.allowed else tat_us,
+    )

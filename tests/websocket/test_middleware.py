@@ -461,6 +461,78 @@ async def test_idle_timeout_closes_1001(sink: RecordingSink, events: EventEmitte
     assert (record["action"], record["details"]) == ("allowed", {"close_code": 1001})
 
 
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        pytest.param("\u00e9" * 4, True, id="ws-multibyte-at-the-limit-ok"),
+        pytest.param("\u00e9" * 5, False, id="ws-multibyte-message-too-big"),
+        pytest.param("\U0001f600" * 2 + "x", False, id="ws-astral-message-too-big"),
+        pytest.param("\ud800" * 3, False, id="ws-lone-surrogates-too-big"),
+    ],
+)
+async def test_text_size_counts_utf8_bytes(
+    text: str, accepted: bool, sink: RecordingSink, events: EventEmitter
+) -> None:
+    """The limit is on encoded bytes, though short text is not encoded to check it."""
+    app = guard(events, max_message_bytes=8)
+    async with connected(app, ws_scope(session=FakeSession("bob"))) as client:
+        await client.say(text)
+        answer = await client.next()
+        if accepted:
+            assert answer == {"type": "websocket.send", "text": text}
+            return
+        assert answer == {"type": "websocket.close", "code": 1009}
+        await client.finish()
+    assert only(sink, r.REASON_MESSAGE_TOO_BIG)["action"] == "blocked"
+
+
+def recording_guard(events: EventEmitter, seen: list[Message], **settings: Any) -> Any:
+    """A guard around an app that accepts and records what `receive` gives it."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            seen.append(message)
+            if message["type"] == "websocket.disconnect":
+                return
+
+    settings.setdefault("routes", {"/ws/public": "public"})
+    return WebSocketGuardMiddleware(
+        app, WebSocketSettings(**settings), store=MemoryStore(clock=FakeClock()), events=events
+    )
+
+
+async def test_a_guard_close_wakes_the_waiting_app(events: EventEmitter) -> None:
+    """The app waiting in `receive` gets `websocket.disconnect` at once, before the
+    client answers the close (the guard then drains the client's reply)."""
+    seen: list[Message] = []
+    app = recording_guard(events, seen, idle_timeout_seconds=0.05)
+    client = Client(app, ws_scope(session=FakeSession("bob")))
+    client.start()
+    assert (await client.next())["type"] == "websocket.accept"
+    assert await client.next() == {"type": "websocket.close", "code": 1001}
+    await wait_until(lambda: bool(seen))
+    assert seen == [{"type": "websocket.disconnect", "code": 1001}]
+    await client.finish()
+
+
+async def test_an_outer_cancellation_still_cancels(events: EventEmitter) -> None:
+    """The guard's wake-up never swallows a cancellation that is not its own."""
+    seen: list[Message] = []
+    app = recording_guard(events, seen)
+    client = Client(app, ws_scope(session=FakeSession("bob")))
+    client.start()
+    assert (await client.next())["type"] == "websocket.accept"
+    assert client.task is not None
+    client.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(WAIT_SECONDS):
+            await client.task
+    assert seen == []
+
+
 # --- monitor-only ---------------------------------------------------------------------
 
 

@@ -19,24 +19,45 @@ workers each have their own, which is why production deployments with more than
 one worker use SQLite or Redis.
 
 Layout, kept small because a spray fills the store to its bound (under 200 bytes
-per rate-limit bucket): one `OrderedDict`, oldest first, from a 16-byte BLAKE2b
-digest of the key (whatever the key's length; 128 bits, so no two keys collide in
-practice and nobody can make them) to the entry. A GCRA bucket is a bare `float`,
-its TAT in microseconds (whole, and exact: a double holds every integer below 2**53,
-285 years of microseconds), which is also when it expires; everything else is an
-`(expires_at, value)` tuple, the value `bytes`, an `int` counter (`get` prints both
-numbers as decimal ASCII), or for an owner index a dict from owned key digest to its
-expiry, stored under the digest of a name starting with NUL, which no caller's key
-can (control characters are refused).
+per rate-limit bucket): one plain `dict`, in recency order (a used entry is taken
+out and put back last), from a 15-byte BLAKE2b digest of the key (whatever the
+key's length; 120 bits, so no two keys collide in practice and nobody can make
+them) to the entry. A GCRA bucket is a bare `float`, its TAT in microseconds (whole,
+and exact: a double holds every integer below 2**53, 285 years of microseconds),
+which is also when it expires; everything else is an `(expires_at, value)` tuple,
+the value `bytes`, an `int` counter (`get` prints both numbers as decimal ASCII), or
+for an owner index a dict from owned key digest to its expiry, stored under the
+digest of a name starting with NUL, which no caller's key can (control characters
+are refused).
+
+What an entry costs (tracemalloc, 1,000,000 buckets sprayed at the default bound):
+the digest (48 bytes), the float (24) and its share of the dict's table (about 52:
+a slot of 24 bytes, a 4-byte index, room to spare). Three choices keep it there:
+
+* No `OrderedDict`: its linked list and node index cost another 53 bytes per entry.
+  Without it, the least recently used entry is the dict's first, but a dict keeps
+  the slots of deleted keys until it resizes, and finding the first live one walks
+  them. So `_oldest` reads a snapshot of the first `_COLD_SNAPSHOT` keys at once
+  and serves evictions from it, skipping keys that moved or went since (a set of
+  them); keys put in since come after all of them, so the first key of the
+  snapshot still in place is the oldest of the store.
+* A dict never reuses the slot of a deleted key, and when its slots run out it
+  resizes to three times the live entries: a store at its bound that keeps
+  evicting would settle at twice the table a fresh fill needs. So once deletions
+  since the last rebuild reach half the entries held, `_compact` copies the
+  dict into a fresh one sized for what is live, before its own resize would double
+  it: an O(n) copy amortised over n/2 deletions, the order (hence LRU) unchanged.
+* A write to the most recently used key (the rate limiter's read then write)
+  replaces its entry in place, spending no slot.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import time
 import tracemalloc
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeAlias
 
@@ -69,6 +90,17 @@ DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
 # Expired entries dropped from the cold end per write: enough to keep ahead of
 # expiry under steady load, small enough that no write pays for a backlog.
 _SWEEP_PER_WRITE: Final = 2
+# Rebuild the dict once deletions since the last rebuild reach the entries held
+# divided by this (module docstring): early enough that the dict's own resize never
+# comes first at the default bound (100,000 entries leave 74,762 spare slots in a
+# compact table), late enough that the copy costs well under a microsecond per
+# deletion. The floor keeps tiny stores from rebuilding on every write.
+_COMPACT_SHARE: Final = 2
+_COMPACT_MIN_DELETIONS: Final = 1024
+# Keys `_oldest` reads from the cold end at once. Reading them skips the dead slots
+# at the head of the dict (up to the deletions since the last rebuild), so a longer
+# snapshot spreads that scan over more evictions; 1,024 digests cost about 40 KB.
+_COLD_SNAPSHOT: Final = 1024
 _OWNER_PREFIX: Final = "\x00owner:"
 _NEVER: Final = math.inf
 # 120 bits: a collision needs about 2**60 keys (birthday bound), far beyond any bound,
@@ -135,9 +167,18 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self.max_keys_per_owner = max_keys_per_owner
         self._clock = clock
-        self._data: OrderedDict[_Digest, _Entry] = OrderedDict()
+        # Insertion order is recency order: a used entry is taken out and put back.
+        self._data: dict[_Digest, _Entry] = {}
+        self._newest: _Digest | None = None  # the last key put in (so, if held, the last)
+        # The cold end, as `_oldest` sees it: a snapshot of the first keys in order,
+        # where it has read up to, and which of them have not moved or gone since.
+        self._cold: list[_Digest] = []
+        self._cold_next = 0
+        self._cold_live: set[_Digest] = set()
         self._entries = 0
         self._bytes = 0
+        self._deleted = 0  # deletions since the last `_compact`
+        self._compact_at = _COMPACT_MIN_DELETIONS
         self._closed = False
 
     def __len__(self) -> int:
@@ -289,7 +330,10 @@ class MemoryStore:
     async def close(self) -> None:
         self._closed = True
         self._data.clear()
-        self._entries = self._bytes = 0
+        self._cold, self._cold_live, self._cold_next = [], set(), 0
+        self._newest = None
+        self._entries = self._bytes = self._deleted = 0
+        self._compact_at = _COMPACT_MIN_DELETIONS
 
     # -- internals: no await below, so each public step is atomic ----------------
 
@@ -315,28 +359,79 @@ class MemoryStore:
         if expires_at <= now:
             self._discard(digest)
             return None
-        self._data.move_to_end(digest)
+        if digest != self._newest:  # mark it most recently used: out, and back in last
+            data = self._data
+            del data[digest]
+            data[digest] = entry
+            self._newest = digest
+            self._cold_live.discard(digest)
+            self._deleted += 1
+            if self._deleted >= self._compact_at:
+                self._compact()
         return value
 
     def _put(self, digest: _Digest, entry: _Entry, now: float) -> None:
-        self._discard(digest)
-        self._data[digest] = entry
+        data = self._data
+        previous = data.get(digest)
+        if previous is not None and digest == self._newest:
+            # Already the most recently used: replace in place, no dict slot spent.
+            entries, size = _GCRA_SIZE if isinstance(previous, float) else _size(previous[1])
+            self._entries -= entries
+            self._bytes -= size
+            data[digest] = entry
+        else:
+            self._discard(digest)
+            self._insert(digest, entry)
         entries, size = _GCRA_SIZE if isinstance(entry, float) else _size(entry[1])
         self._entries += entries
         self._bytes += size
         self._sweep(now)
         while self._entries > self.max_entries or self._bytes > self.max_bytes:
-            oldest = next(iter(self._data))
-            if oldest == digest:  # the new entry alone is over the bound: keep it
+            oldest = self._oldest()
+            if oldest is None or oldest == digest:  # the new entry alone is over the bound
                 break
             self._evict(oldest)
+        if self._deleted >= self._compact_at:
+            self._compact()
+
+    def _insert(self, digest: _Digest, entry: _Entry) -> None:
+        """Put `digest` in last, as the most recently used (the caller counts it)."""
+        self._data[digest] = entry
+        self._newest = digest
 
     def _discard(self, digest: _Digest) -> None:
         entry = self._data.pop(digest, None)
         if entry is not None:
+            self._deleted += 1
+            self._cold_live.discard(digest)
             entries, size = _GCRA_SIZE if isinstance(entry, float) else _size(entry[1])
             self._entries -= entries
             self._bytes -= size
+
+    def _oldest(self) -> _Digest | None:
+        """The least recently used digest (None when empty), from the snapshot of
+        the cold end; a new snapshot when every key in it has moved or gone."""
+        cold, live, position = self._cold, self._cold_live, self._cold_next
+        if position < len(cold) and cold[position] in live:
+            return cold[position]  # the usual case: the same oldest as last time
+        while True:
+            while position < len(cold):
+                if cold[position] in live:
+                    self._cold_next = position
+                    return cold[position]
+                position += 1
+            if not self._data:
+                return None
+            cold = self._cold = list(itertools.islice(self._data, _COLD_SNAPSHOT))
+            live = self._cold_live = set(cold)
+            position = 0
+
+    def _compact(self) -> None:
+        """Copy the dict into a fresh one sized for its live entries, same order
+        (module docstring); the next rebuild is due after a share of what it holds."""
+        self._data = dict(self._data)
+        self._deleted = 0
+        self._compact_at = max(len(self._data) // _COMPACT_SHARE, _COMPACT_MIN_DELETIONS)
 
     def _evict(self, digest: _Digest) -> None:
         entry = self._data.get(digest)
@@ -347,12 +442,11 @@ class MemoryStore:
                 self._discard(owned)
 
     def _sweep(self, now: float) -> None:
-        data = self._data
         for _ in range(_SWEEP_PER_WRITE):
-            if not data:
+            oldest = self._oldest()
+            if oldest is None:
                 return
-            oldest = next(iter(data))
-            entry = data[oldest]
+            entry = self._data[oldest]
             if (entry / MICROSECONDS if isinstance(entry, float) else entry[0]) > now:
                 return
             self._evict(oldest)

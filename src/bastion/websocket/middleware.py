@@ -11,9 +11,24 @@ One connection, in order:
 2. Messages, in the application's `receive`: size (1009), per-connection bucket
    in memory and per-principal GCRA in the store (1008, or dropped with an error
    frame), the route's pydantic model (1007, or an error frame), and the idle
-   timeout (1001), an `asyncio.timeout` around the wait for the next message.
+   timeout (1001). Each runs on every message, at the cost of a few attribute
+   reads: what a message needs (limits, reasons, the principal's rate key) is
+   looked up once per connection; text is only encoded to measure it when it has
+   more than a quarter of `max_message_bytes` characters (UTF-8 spends at most 4
+   bytes per code point, so shorter text cannot be too big); the app awaits the
+   server's `receive` directly, with no task or timeout per message. The idle
+   timeout is one timer per connection, re-armed lazily: a message only records
+   its arrival time, and the timer, when it fires, moves itself to the new
+   deadline or closes. The guard interrupts a wait in `receive` (idle deadline,
+   a close from the watcher) by cancelling the waiting task, as `asyncio.timeout`
+   does, and counts that cancellation back (`Task.uncancel`), so an outer
+   cancellation still propagates; the app then gets `websocket.disconnect`.
 3. A watcher task per connection checks every `revocation_check_seconds` that the
-   session still exists and that no ban predicate refuses, else closes with 1008.
+   session still exists and that no ban predicate refuses, else closes with 1008:
+   revocation costs one store read per connection per interval, never one per
+   message, and reaches a live socket at most one interval late. The task starts
+   at the first tick (a timer until then), so a socket shorter than a tick costs
+   none.
    It also keeps the connection's slots alive: `incr` gives a counter its TTL on
    creation only, so without a refresh a socket that outlives
    `connection_count_ttl_seconds` would lose its slot and the caps would stop
@@ -37,7 +52,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -59,7 +74,7 @@ from bastion.hosts import Origin, parse_origin
 from bastion.responses import Refuser
 from bastion.routes import RouteTable
 from bastion.stores.base import Store
-from bastion.stores.gcra import GCRALimit, to_microseconds
+from bastion.stores.gcra import MICROSECONDS, GCRALimit
 from bastion.stores.memory import MemoryStore
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.websocket import reasons as r
@@ -97,6 +112,9 @@ _DRAIN_MESSAGES: Final = 1000
 _REFRESHES_PER_TTL: Final = 3
 _ERROR_RATE: Final = json.dumps({"error": "rate-limited"})
 _ERROR_INVALID: Final = json.dumps({"error": "invalid-message"})
+_Violation: TypeAlias = tuple[int, str, str, str | None]
+"""A message violation: close code, event kind, reason, and the error frame that
+answers it instead of a close (None: close)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +161,14 @@ class _Connection:
         self.accepted = False
         self.app_closed = False
         self.guard_closed = False
+        self.client_gone = False  # the server's `websocket.disconnect` was read
         self.tat_us: int | None = None
         self.last_activity = time.monotonic()
+        self.idle_timer: asyncio.TimerHandle | None = None
+        # The task waiting in the server's `receive` for the app, and whether the
+        # guard has asked it to stop waiting (see `wake`).
+        self.receiver: asyncio.Task[object] | None = None
+        self.waking = False
 
     async def send(self, message: Message) -> None:
         async with self.lock:
@@ -165,6 +189,7 @@ class _Connection:
                 return
             self.closed.set_result(code)
             self.guard_closed = True
+            self.wake()
             self.guard.refuser.event(
                 self.scope,
                 kind=kind,
@@ -177,6 +202,40 @@ class _Connection:
 
     async def error_frame(self, text: str) -> None:
         await self.send({"type": "websocket.send", "text": text})
+
+    def wake(self) -> None:
+        """Interrupt the app's wait for the client's next message, if it is waiting.
+
+        The interruption is a cancellation of the task awaiting the server's
+        `receive` (as `asyncio.timeout` interrupts a wait), caught and counted back
+        by `receive_from` alone, which then answers for the guard.
+        """
+        if self.receiver is not None and not self.waking:
+            self.waking = True
+            self.receiver.cancel()
+
+    async def receive_from(self, receive: Receive) -> Message | None:
+        """The server's next message, or None when `wake` interrupted the wait."""
+        task = asyncio.current_task()
+        self.receiver = task
+        try:
+            message = await receive()
+        except asyncio.CancelledError:
+            self.receiver = None
+            if not self.waking or task is None:
+                raise
+            self.waking = False
+            if task.uncancel() > 0:
+                raise  # cancelled by someone else as well: that cancellation stands
+            return None
+        finally:
+            self.receiver = None
+        if self.waking:  # a `receive` that swallowed the cancellation
+            self.waking = False
+            if task is not None:
+                task.uncancel()
+            return None
+        return message
 
 
 class WebSocketGuardMiddleware:
@@ -424,9 +483,35 @@ class WebSocketGuardMiddleware:
         held: list[str],
     ) -> None:
         conn = _Connection(self, scope, send)
+        loop = asyncio.get_running_loop()
+        # Everything a message needs is looked up once, here, for the connection.
+        s = self.settings
         schema = self.schemas.lookup("WEBSOCKET", scope.get("path", ""))
-        pending: asyncio.Future[Message] | None = None
-        monitor = self.settings.monitor_only
+        monitor = s.monitor_only
+        idle = s.idle_timeout_seconds
+        max_bytes = s.max_message_bytes
+        # A code point is 1 to 4 bytes in UTF-8 (a lone surrogate, passed through, 3):
+        # text of up to this many characters cannot be too big, so is not encoded.
+        short_text = max_bytes // 4
+        connection_limit = self.connection_limit
+        drop_error = _ERROR_RATE if s.on_rate_limit == "drop" else None
+        invalid_error = _ERROR_INVALID if s.on_invalid_message == "error-frame" else None
+        principal_rate_key = (
+            hashed_key(PRINCIPAL_RATE_PREFIX, principal) if principal is not None else None
+        )
+
+        def on_idle() -> None:
+            """The idle deadline, per connection: re-armed lazily, not per message."""
+            conn.idle_timer = None
+            if conn.closed.done() or conn.app_closed:
+                return  # closing already: the server finishes the closing handshake
+            left = conn.last_activity + idle - time.monotonic()
+            if left > 0:
+                conn.idle_timer = loop.call_later(left, on_idle)
+            else:
+                # Waiting for the client: wake the wait, which closes. Otherwise the
+                # app is busy; its next `receive` finds the deadline passed.
+                conn.wake()
 
         async def guarded_send(message: Message) -> None:
             if message["type"] == "websocket.accept":
@@ -446,33 +531,53 @@ class WebSocketGuardMiddleware:
             await conn.close(code, kind, reason)
             return True
 
-        async def check_message(message: Message) -> bool:
-            """True to pass the message to the app, False to drop it."""
-            data: str | bytes | None = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            size = (
-                len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
-            )
-            if size > self.settings.max_message_bytes:
-                return not await violate(
-                    r.CLOSE_MESSAGE_TOO_BIG, KIND_INPUT_VALIDATION, r.REASON_MESSAGE_TOO_BIG, None
-                )
-            drop_error = _ERROR_RATE if self.settings.on_rate_limit == "drop" else None
+        # Each message violation as `violate` takes it: (code, kind, reason, error frame).
+        too_big: _Violation = (
+            r.CLOSE_MESSAGE_TOO_BIG,
+            KIND_INPUT_VALIDATION,
+            r.REASON_MESSAGE_TOO_BIG,
+            None,
+        )
+        too_fast: _Violation = (
+            r.CLOSE_POLICY_VIOLATION,
+            KIND_EXCESS_RATE,
+            r.REASON_CONNECTION_RATE,
+            drop_error,
+        )
+        principal_too_fast: _Violation = (
+            r.CLOSE_POLICY_VIOLATION,
+            KIND_EXCESS_RATE,
+            r.REASON_PRINCIPAL_RATE,
+            drop_error,
+        )
+        invalid: _Violation = (
+            r.CLOSE_INVALID_PAYLOAD,
+            KIND_INPUT_VALIDATION,
+            r.REASON_INVALID_MESSAGE,
+            invalid_error,
+        )
+        later_checks_needed = principal_rate_key is not None or schema is not None
+
+        def first_checks(data: str | bytes, now: float) -> _Violation | None:
+            """Size and the connection's bucket: in memory, on every message."""
+            if isinstance(data, str):
+                if len(data) > short_text and (
+                    len(data) > max_bytes or len(data.encode("utf-8", "surrogatepass")) > max_bytes
+                ):
+                    return too_big
+            elif len(data) > max_bytes:
+                return too_big
             allowed, conn.tat_us = take_token(
-                conn.tat_us, to_microseconds(time.monotonic()), self.connection_limit
+                conn.tat_us, round(now * MICROSECONDS), connection_limit
             )
-            if not allowed:
-                return not await violate(
-                    r.CLOSE_POLICY_VIOLATION,
-                    KIND_EXCESS_RATE,
-                    r.REASON_CONNECTION_RATE,
-                    drop_error,
-                )
-            if principal is not None:
+            return None if allowed else too_fast
+
+        async def later_checks(data: str | bytes) -> _Violation | None:
+            """The principal's rate in the store and the route's schema, when set."""
+            if principal_rate_key is not None:
                 try:
                     result = await self.store.gcra(
-                        hashed_key(PRINCIPAL_RATE_PREFIX, principal),
+                        principal_rate_key,
                         emission_interval_seconds=self._principal_interval,
                         burst_tolerance_seconds=self._principal_tolerance,
                     )
@@ -486,53 +591,53 @@ class WebSocketGuardMiddleware:
                     )
                 else:
                     if not result.allowed:
-                        return not await violate(
-                            r.CLOSE_POLICY_VIOLATION,
-                            KIND_EXCESS_RATE,
-                            r.REASON_PRINCIPAL_RATE,
-                            drop_error,
-                        )
+                        return principal_too_fast
             if schema is not None:
                 try:
                     schema.model_validate_json(data)
                 except ValidationError:
-                    error = (
-                        _ERROR_INVALID
-                        if self.settings.on_invalid_message == "error-frame"
-                        else None
-                    )
-                    return not await violate(
-                        r.CLOSE_INVALID_PAYLOAD,
-                        KIND_INPUT_VALIDATION,
-                        r.REASON_INVALID_MESSAGE,
-                        error,
-                    )
-            return True
+                    return invalid
+            return None
 
         async def guarded_receive() -> Message:
-            nonlocal pending
-            idle = self.settings.idle_timeout_seconds
             while True:
                 if conn.closed.done():
                     return {"type": "websocket.disconnect", "code": conn.closed.result()}
-                if pending is None:
-                    pending = asyncio.ensure_future(receive())
-                left = conn.last_activity + idle - time.monotonic()
-                try:
-                    async with asyncio.timeout(max(left, 0)):
-                        await asyncio.wait((pending, conn.closed), return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    await conn.close(
-                        r.CLOSE_GOING_AWAY, KIND_CLOSED, r.REASON_IDLE, action="allowed"
-                    )
+                if conn.idle_timer is None and not conn.app_closed:
+                    # The deadline passed while the app was busy (or never came).
+                    left = conn.last_activity + idle - time.monotonic()
+                    if left <= 0:
+                        await conn.close(
+                            r.CLOSE_GOING_AWAY, KIND_CLOSED, r.REASON_IDLE, action="allowed"
+                        )
+                        continue
+                    conn.idle_timer = loop.call_later(left, on_idle)
+                message = await conn.receive_from(receive)
+                if message is None:  # woken: the guard closed, or the idle deadline
+                    if not conn.closed.done() and not conn.app_closed:
+                        await conn.close(
+                            r.CLOSE_GOING_AWAY, KIND_CLOSED, r.REASON_IDLE, action="allowed"
+                        )
                     continue
-                if not pending.done():
-                    continue
-                message = pending.result()
-                pending = None
-                conn.last_activity = time.monotonic()
+                now = conn.last_activity = time.monotonic()
                 kind = message["type"]
+                if kind == "websocket.receive":
+                    if conn.closed.done():
+                        continue  # sent before the client saw our close: dropped
+                    data: str | bytes | None = message.get("text")
+                    if data is None:
+                        data = message.get("bytes") or b""
+                    violation = first_checks(data, now)
+                    if violation is None and later_checks_needed:
+                        violation = await later_checks(data)
+                    # The first violation decides (monitor-only passes the message on).
+                    if violation is not None and await violate(*violation):
+                        continue
+                    return message
                 if kind == "websocket.disconnect":
+                    conn.client_gone = True
+                    if conn.closed.done():
+                        continue
                     self.refuser.event(
                         scope,
                         kind=KIND_CLOSED,
@@ -542,51 +647,78 @@ class WebSocketGuardMiddleware:
                     )
                     conn.closed.set_result(int(message.get("code", 1005)))
                     return message
-                if kind == "websocket.receive" and not await check_message(message):
+                if conn.closed.done():
                     continue
                 return message
 
-        watcher = asyncio.create_task(self._watch(conn, principal, held))
+        # The watcher's first tick is a timer: a task only for a socket that lives
+        # that long (a short one costs no task), its checks due from then on.
+        watcher: asyncio.Task[None] | None = None
+        started = self.clock()
+
+        def start_watcher() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(self._watch(conn, principal, held, started))
+
+        first_tick = self._watch_tick(scope, principal, held)
+        watch_timer = loop.call_later(first_tick, start_watcher) if first_tick else None
+        conn.idle_timer = loop.call_later(idle, on_idle)
         try:
             await self.app(scope, guarded_receive, guarded_send)
-            if conn.guard_closed:
+            if conn.guard_closed and not conn.client_gone:
                 # Read what the client sent before it saw our close, until its
                 # disconnect: a server whose inbound queue is full (hypercorn's is
                 # bounded) cannot finish the closing handshake otherwise.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_DRAIN_SECONDS):
-                        message = await pending if pending is not None else await receive()
-                        pending = None
                         for _ in range(_DRAIN_MESSAGES):
-                            if message["type"] == "websocket.disconnect":
+                            if (await receive())["type"] == "websocket.disconnect":
                                 break
-                            message = await receive()
         finally:
-            watcher.cancel()
-            if pending is not None and not pending.done():
-                pending.cancel()
+            if watch_timer is not None:
+                watch_timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            if conn.idle_timer is not None:
+                conn.idle_timer.cancel()
 
-    async def _watch(self, conn: _Connection, principal: str | None, held: list[str]) -> None:
-        """Close the socket once its session is gone or a ban applies, and keep its
-        connection slots alive (bounded by the connection's life: cancelled when the
-        app returns).
+    def _session_key(self, scope: Scope, principal: str | None) -> str | None:
+        # The guard only needs the session's store key, to ask whether it still exists.
+        session = scope.get("session")
+        return getattr(session, "store_key", None) if principal is not None else None
+
+    def _watch_tick(self, scope: Scope, principal: str | None, held: list[str]) -> float | None:
+        """The watcher's tick, or None when it has nothing to watch.
 
         One tick is the shorter of `revocation_check_seconds` and the refresh
         interval, so a refresh is never more than a tick late; a tick with nothing
         due costs no store call.
         """
-        session = conn.scope.get("session")
-        # The guard only needs the session's store key, to ask whether it still exists.
-        session_key = getattr(session, "store_key", None) if principal is not None else None
+        revoking = self._session_key(scope, principal) is not None or bool(self.ban_checks)
+        if not revoking and not held:
+            return None
+        refresh_seconds = self.settings.connection_count_ttl_seconds / _REFRESHES_PER_TTL
+        return min(self.settings.revocation_check_seconds, refresh_seconds)
+
+    async def _watch(
+        self, conn: _Connection, principal: str | None, held: list[str], started: float
+    ) -> None:
+        """Close the socket once its session is gone or a ban applies, and keep its
+        connection slots alive (bounded by the connection's life: cancelled when the
+        app returns). Started one tick (`_watch_tick`) after the connection was, at
+        `started` by the guard's clock; checks, then sleeps a tick.
+        """
+        session_key = self._session_key(conn.scope, principal)
         client = get_context(conn.scope).client_host
         revoking = session_key is not None or bool(self.ban_checks)
-        if not revoking and not held:
-            return
         refresh_seconds = self.settings.connection_count_ttl_seconds / _REFRESHES_PER_TTL
         tick = min(self.settings.revocation_check_seconds, refresh_seconds)
-        last_refresh = self.clock()
+        last_refresh = started
+        first = True
         while not conn.closed.done():
-            await asyncio.sleep(tick)
+            if not first:
+                await asyncio.sleep(tick)
+            first = False
             if held and self.clock() - last_refresh >= refresh_seconds:
                 last_refresh = self.clock()
                 await self._refresh(conn.scope, held)
