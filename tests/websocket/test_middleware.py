@@ -679,3 +679,38 @@ async def test_shield_closes_a_live_socket_when_the_jail_bans_its_client(
     banned = [rec for rec in sink.records if rec["reason"] == r.REASON_BANNED]
     assert [rec["layer"] for rec in banned] == ["ratelimit", "websocket"]
     assert banned[-1]["details"] == {"close_code": 1008}
+
+
+@pytest.mark.parametrize(
+    ("known", "kept"),
+    [
+        pytest.param("alice", True, id="ws-session-keeps-authenticated-principal"),
+        pytest.param("mallory", False, id="ws-session-other-principal-replaced"),
+    ],
+)
+async def test_the_authentication_layers_principal_is_kept(
+    known: str, kept: bool, events: EventEmitter
+) -> None:
+    """The guard keeps the principal the authentication layer resolved for the session
+    user (roles and all), so `requires_bastion` and the app see it on the socket too."""
+    from bastion.auth.principal import Principal
+    from bastion.context import get_context
+
+    seen: list[object] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(get_context(scope).principal)
+        await echo_app(scope, receive, send)
+
+    layer = guard(events)
+    layer.app = app
+    scope = ws_scope(session=FakeSession("alice"))
+    principal = Principal(known, "session", roles=frozenset({"admin"}))
+    get_context(scope).principal = principal
+    async with connected(layer, scope):
+        pass
+    if kept:
+        assert seen == [principal]
+    else:
+        assert seen[0] is not principal
+        assert getattr(seen[0], "identity", None) == "alice"

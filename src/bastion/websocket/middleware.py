@@ -352,7 +352,14 @@ class WebSocketGuardMiddleware:
             if untrusted_tickets is not None:
                 reason, principal = await self._check_ticket(untrusted_tickets)
             elif session_user is not None:
-                principal = WebSocketPrincipal(str(session_user), "session")
+                # The authentication layer's principal for this session user (with
+                # its roles) stays; the guard's own stands in when no such layer ran.
+                known = context.principal
+                principal = (
+                    known
+                    if known is not None and _principal_identity(known) == str(session_user)
+                    else WebSocketPrincipal(str(session_user), "session")
+                )
         if reason and await self._refuse(scope, send, 403, KIND_AUTHN_FAIL, reason):
             return None
         if (

@@ -79,9 +79,7 @@ class ProtectedVariant:
         self.roles_key = roles_key
 
     def caller(self, conn: HTTPConnection) -> Caller | None:
-        # The authentication layer's principal. On a WebSocket the guard replaces the
-        # context's principal with its own `WebSocketPrincipal` (no roles), so read
-        # the one the authentication layer also left in `scope["user"]`.
+        # The authentication layer's principal, as it left it in `scope["user"]`.
         principal = getattr(conn.scope.get("user"), "principal", None)
         if not isinstance(principal, Principal):
             return None
