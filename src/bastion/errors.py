@@ -38,6 +38,7 @@ import html
 import json
 import logging
 import traceback
+from collections.abc import Sequence
 from typing import Final
 
 from pydantic import Field
@@ -52,6 +53,7 @@ from bastion.responses import (
     wants_json,
 )
 from bastion.sections import LayerSettings
+from bastion.stages import Stage, run_stages
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 logger = logging.getLogger("bastion.errors")
@@ -179,17 +181,38 @@ def _with_length(headers: RawHeaders, length: int) -> RawHeaders:
 
 
 class _ResponseGuard:
-    """Per-request state: what has been sent, and what is held back for inspection."""
+    """Per-request state: what has been sent, and what is held back for inspection.
 
-    __slots__ = ("completed", "held_body", "held_size", "held_start", "send", "started")
+    The fused stack's flow applies it to every message itself
+    (`bastion.stages.ResponseGuard`): it holds back a 5xx, or a 422 when
+    `hold_validation`, and hands every later message to `hold`.
+    """
 
-    def __init__(self, send: Send) -> None:
+    __slots__ = (
+        "completed",
+        "held_body",
+        "held_size",
+        "held_start",
+        "hold_validation",
+        "layer",
+        "scope",
+        "send",
+        "started",
+    )
+
+    def __init__(self, send: Send, layer: ErrorsMiddleware, scope: Scope) -> None:
         self.send = send
+        self.layer = layer
+        self.scope = scope
+        self.hold_validation = layer.scrub_validation
         self.started = False  # the server has received http.response.start
         self.completed = False  # ...and the final body message
         self.held_start: Message | None = None
         self.held_body: list[bytes] = []
         self.held_size = 0
+
+    async def hold(self, message: Message) -> None:
+        await self.layer.hold(self.scope, self, message)
 
 
 class ErrorsMiddleware:
@@ -209,7 +232,7 @@ class ErrorsMiddleware:
         self.debug = debug
         self._refuse = Refuser("errors", events, monitor_only=self.settings.monitor_only)
         self._limit = self.settings.max_inspected_bytes
-        self._scrub_validation = not self.settings.insecure_pass_validation_input
+        self.scrub_validation = not self.settings.insecure_pass_validation_input
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.settings.enabled or scope["type"] not in ("http", "websocket"):
@@ -223,15 +246,15 @@ class ErrorsMiddleware:
     async def guard_http(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         """Run `app` on an HTTP request under this layer's guarantees: `Shield` runs
         its fused stack (every other layer, and the application) through this."""
-        guard = _ResponseGuard(send)
+        guard = _ResponseGuard(send, self, scope)
 
         async def send_wrapper(message: Message) -> None:
             if guard.held_start is not None:
-                await self._hold(scope, guard, message)
+                await self.hold(scope, guard, message)
                 return
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if status >= 500 or (status == 422 and self._scrub_validation):
+                if status >= 500 or (status == 422 and self.scrub_validation):
                     guard.held_start = message
                     return
                 guard.started = True
@@ -244,6 +267,22 @@ class ErrorsMiddleware:
         except Exception as exc:  # this layer exists to catch everything
             await self._on_exception(scope, guard, exc)
             return
+        await self._finish(scope, guard)
+
+    async def guard_stages(
+        self, stages: Sequence[Stage], app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """`guard_http` around `run_stages(stages, app)`, with no `send` wrapper: the
+        flow applies the guard to each message itself. `Shield`'s HTTP path."""
+        guard = _ResponseGuard(send, self, scope)
+        try:
+            await run_stages(stages, app, scope, receive, send, guard)
+        except Exception as exc:  # this layer exists to catch everything
+            await self._on_exception(scope, guard, exc)
+            return
+        await self._finish(scope, guard)
+
+    async def _finish(self, scope: Scope, guard: _ResponseGuard) -> None:
         if guard.held_start is not None:
             # Still held when the application returned: a response it never finished
             # (never to be completed as if it were whole), or the framework's default
@@ -251,7 +290,7 @@ class ErrorsMiddleware:
             guard.held_start, guard.held_body = None, []
             await self._send_generic(scope, guard, 500)
 
-    async def _hold(self, scope: Scope, guard: _ResponseGuard, message: Message) -> None:
+    async def hold(self, scope: Scope, guard: _ResponseGuard, message: Message) -> None:
         """Collect a held-back 5xx or 422 until its last chunk, or until it is too large.
 
         The decision is made on the final chunk, not when the application returns,

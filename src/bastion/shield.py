@@ -34,9 +34,9 @@ at all), and that opt-out is logged at start-up with every other one. Lifespan a
 unknown scope types go straight to the application, untouched.
 
 HTTP requests take the fused path: the same layer instances, run as stages
-(`bastion.stages`) in the order above by one runner, with one `send` wrapper
-under the errors layer's guard instead of eleven nested calls and wrappers. The
-errors layer's catch-all is around all of it, Bastion's own stages included.
+(`bastion.stages`) in the order above by one runner, with one `send`, which
+applies the errors layer's guard too, instead of eleven nested calls and wrappers.
+The errors layer's catch-all is around all of it, Bastion's own stages included.
 Responses, events and the request context are those of the chain, which
 WebSocket scopes still take (the guard is a middleware of its own).
 """
@@ -246,10 +246,10 @@ class Shield:
             else:
                 stages.append(layer)  # type: ignore[arg-type]  # every other layer is a Stage
             layer = layer.app  # type: ignore[attr-defined]  # each layer keeps its `app`
-        fused: ASGIApp = functools.partial(run_stages, tuple(stages), self.app)
         if errors is None:
-            return fused
-        return functools.partial(errors.guard_http, fused)
+            return functools.partial(run_stages, tuple(stages), self.app)
+        # The errors layer's guard goes into the flow's one `send`, not around it.
+        return functools.partial(errors.guard_stages, tuple(stages), self.app)
 
     def metrics_app(self) -> ASGIApp:
         """The Prometheus endpoint for this stack's counters (`events.prometheus`).

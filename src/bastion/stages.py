@@ -30,7 +30,10 @@ per-request lists instead of nested closures:
   login's outcome, absorb the exception of an application whose body was cut
   off), a stage registers an exit (`flow.exits`); exits unwind innermost first,
   on every way out, with the exception in flight (or None), as `try` blocks would;
-* a stage that wraps `receive` replaces `flow.receive` (only when it must).
+* a stage that wraps `receive` replaces `flow.receive` (only when it must);
+* the errors layer's response guard (`bastion.errors`), outermost, is no `send`
+  wrapper of its own: the flow's `send` applies its check to every message that
+  leaves the flow (`Flow.guard`), one branch per message while nothing is held.
 
 Not covered: lifespan scopes (never staged), and the WebSocket guard, which keeps
 its own middleware.
@@ -57,12 +60,30 @@ Exit = Callable[[BaseException | None], Awaitable[BaseException | None]]
 flight (None when none) and returns the one to propagate (None to absorb it)."""
 
 _START: Final = "http.response.start"
+_BODY: Final = "http.response.body"
 
 
 class Stage(Protocol):
     """One layer's request phase (see the module docstring)."""
 
     def enter(self, flow: Flow) -> Awaitable[bool] | None: ...
+
+
+class ResponseGuard(Protocol):
+    """The errors layer's per-request state, as `Flow` uses it (`bastion.errors`).
+
+    A response start with a 5xx status, or 422 when `hold_validation`, is kept back
+    (`held_start`), and from then on every message goes to `hold`; otherwise
+    messages go to the server, and `started` and `completed` record how far the
+    response got.
+    """
+
+    held_start: Message | None
+    started: bool
+    completed: bool
+    hold_validation: bool
+
+    async def hold(self, message: Message) -> None: ...
 
 
 class Flow:
@@ -80,6 +101,7 @@ class Flow:
         "_send",
         "dropped",
         "exits",
+        "guard",
         "header_bytes",
         "headers",
         "headers_lowercase",
@@ -89,10 +111,14 @@ class Flow:
         "started",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, guard: ResponseGuard | None = None
+    ) -> None:
         self.scope = scope
         self.receive = receive
         self._send = send
+        self.guard = guard
+        """The errors layer's guard, between the flow and the server's `send`."""
         self.headers: dict[bytes, list[bytes]] = {}
         """Lower-cased header name to all its lines, in order: `scope["headers"]` read once."""
         self.header_bytes = 0
@@ -142,14 +168,50 @@ class Flow:
     async def send(self, message: Message) -> None:
         if self.dropped:
             return
-        if message["type"] == _START:
+        message_type = message["type"]
+        if message_type == _START:
             if self.hooks:
                 edited = await self._edit_start(message, len(self.hooks))
                 if edited is None:
                     return
                 message = edited
             self.started = True
-        await self._send(message)
+        guard = self.guard
+        if guard is None:
+            await self._send(message)
+            return
+        # The errors guard, inlined (`_guarded_send`): this runs on every message.
+        if guard.held_start is None:
+            if message_type == _START:
+                status = message["status"]
+                if status >= 500 or (status == 422 and guard.hold_validation):
+                    guard.held_start = message
+                    return
+                guard.started = True
+            elif message_type == _BODY and not message.get("more_body"):
+                guard.completed = True
+            await self._send(message)
+            return
+        await guard.hold(message)
+
+    async def _guarded_send(self, message: Message) -> None:
+        """A message that left the flow, through the errors guard when there is one."""
+        guard = self.guard
+        if guard is None:
+            await self._send(message)
+        elif guard.held_start is not None:
+            await guard.hold(message)
+        else:
+            message_type = message["type"]
+            if message_type == _START:
+                status = message["status"]
+                if status >= 500 or (status == 422 and guard.hold_validation):
+                    guard.held_start = message
+                    return
+                guard.started = True
+            elif message_type == _BODY and not message.get("more_body"):
+                guard.completed = True
+            await self._send(message)
 
     def sender(self, level: int) -> Send:
         """A `send` through the hooks below `level` only, and never dropped: what a
@@ -163,7 +225,7 @@ class Flow:
                         return
                     message = edited
                 self.started = True
-            await self._send(message)
+            await self._guarded_send(message)
 
         return send_from_level
 
@@ -183,10 +245,17 @@ class Flow:
 
 
 async def run_stages(
-    stages: Sequence[Stage], app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    stages: Sequence[Stage],
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    guard: ResponseGuard | None = None,
 ) -> None:
-    """Run `stages` in order, then `app`, as the equivalent middleware chain would."""
-    flow = Flow(scope, receive, send)
+    """Run `stages` in order, then `app`, as the equivalent middleware chain would;
+    under the errors layer's `guard` when given (its exception handling is the
+    caller's, around this)."""
+    flow = Flow(scope, receive, send, guard)
     exits = flow.exits
     error: BaseException | None = None
     try:

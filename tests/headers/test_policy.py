@@ -11,10 +11,9 @@ from bastion.headers import HeadersSettings, RouteHeadersSettings, build_respons
 from bastion.headers.policy import build_header_set, compile_header_sets, merge_headers
 
 PERMISSIONS = (
-    "accelerometer=(), bluetooth=(), browsing-topics=(), camera=(), display-capture=(), "
-    "geolocation=(), gyroscope=(), hid=(), idle-detection=(), magnetometer=(), "
-    "microphone=(), midi=(), payment=(), screen-wake-lock=(), serial=(), usb=(), "
-    "xr-spatial-tracking=()"
+    "accelerometer=(), browsing-topics=(), camera=(), display-capture=(), geolocation=(), "
+    "gyroscope=(), hid=(), idle-detection=(), magnetometer=(), microphone=(), midi=(), "
+    "payment=(), screen-wake-lock=(), serial=(), usb=(), xr-spatial-tracking=()"
 )
 DEFAULT_HEADERS = [
     ("x-content-type-options", "nosniff"),

@@ -36,6 +36,7 @@ from bastion.limits.reasons import (
     REASON_JSON_NOT_UTF8,
     REASON_JSON_TOO_DEEP,
     REASON_JSON_TOO_LARGE,
+    REASON_METHOD_NOT_ALLOWED,
     REASON_MULTIPART_MALFORMED,
     REASON_OVERLOADED,
     STATUS_BY_REASON,
@@ -162,6 +163,20 @@ CASES = [
             method="GET", path="/", headers={"x-big": "a" * 20_000}, reason=REASON_HEADERS_TOO_LARGE
         ),
         id="headers-too-large-get",
+    ),
+    # Methods that echo the request, credentials included (Cross-Site Tracing).
+    pytest.param(Case(method="GET", path="/"), id="limits-get-ok"),
+    pytest.param(
+        Case(method="TRACE", path="/", reason=REASON_METHOD_NOT_ALLOWED),
+        id="limits-trace-refused",
+    ),
+    pytest.param(
+        Case(method="TRACK", path="/", reason=REASON_METHOD_NOT_ALLOWED),
+        id="limits-track-refused",
+    ),
+    pytest.param(
+        Case(b"x", method="TRACE", reason=REASON_METHOD_NOT_ALLOWED),
+        id="limits-trace-with-body-refused",
     ),
     # Content types, when a route restricts them.
     pytest.param(

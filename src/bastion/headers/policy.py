@@ -102,11 +102,15 @@ MAX_REPORT_EVENTS_PER_MINUTE: Final = 60_000
 # cannot reach sensors, devices or the camera, and nothing can prompt the user for
 # them. `browsing-topics=()` opts the site out of ad-topic tracking. Features the
 # site may plausibly use itself (fullscreen, autoplay, WebAuthn, clipboard) are left
-# at the browser's default (`self`). Each name is one Chromium recognises, so the
-# header causes no console warnings.
+# at the browser's default (`self`). Each name is one Chromium recognises on every
+# desktop platform (its `permissions_policy_features.json5`, and the features each
+# depends on), so the header causes no console warnings. `bluetooth` is left out:
+# Chromium parses it only where Web Bluetooth is on, and on Linux it is experimental,
+# so the name is an "Unrecognized feature" there. Where Web Bluetooth exists it stays
+# at the default (`self`: no cross-origin frame, and a device chooser the user must
+# confirm on a user gesture).
 _DENIED_FEATURES: Final = (
     "accelerometer",
-    "bluetooth",
     "browsing-topics",
     "camera",
     "display-capture",

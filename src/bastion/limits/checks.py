@@ -1,7 +1,8 @@
 """The pure decisions of the limits layer: the request head, and the body as it streams.
 
 `read_head` turns raw headers into `RequestHead` facts in one pass. `check_headers`
-and `check_declared_body` decide on the head alone, before the application runs.
+and `check_declared_body` decide on the head alone, before the application runs, as
+does `REFUSED_METHODS`, the methods refused whatever the application would do.
 `plan_body` decides what the body will be checked for, and `BodyCheck` applies that
 plan chunk by chunk, keeping bounded state, and names the first violation.
 
@@ -12,8 +13,10 @@ h11 and Go's net/http do. A body must be exactly as long as it declared: bytes p
 the declared length are never handed to the application (that is how request
 smuggling through a lenient front end starts), and a body that ends short is refused.
 
-References: RFC 9110 sections 8.3 (Content-Type), 8.6 (Content-Length);
-RFC 9112 section 6 (message body); RFC 6585 section 5 (431).
+References: RFC 9110 sections 8.3 (Content-Type), 8.6 (Content-Length), 9.3.8
+(TRACE); RFC 9112 section 6 (message body); RFC 6585 section 5 (431); OWASP WSTG
+"Test HTTP Methods" (Cross-Site Tracing)
+https://owasp.org/www-project-web-security-testing-guide/latest/4-Web_Application_Security_Testing/02-Configuration_and_Deployment_Management_Testing/06-Test_HTTP_Methods
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ HEADER_LINE_OVERHEAD_BYTES: Final = 4
 # int() away from CPython's quadratic conversion of huge digit strings.
 _MAX_LENGTH_DIGITS: Final = 19
 _URLENCODED: Final = "application/x-www-form-urlencoded"
+# Methods that echo the request back (TRACE, RFC 9110 section 9.3.8, and TRACK, IIS's
+# twin of it): an application that answers them hands a script the request's
+# `Cookie` and `Authorization` lines, which the browser keeps from it otherwise
+# (Cross-Site Tracing). No application needs them; they are refused whatever the
+# application would do. Compared upper-cased: methods are case-sensitive (RFC 9110
+# section 9.1), but some frameworks upper-case them before routing.
+REFUSED_METHODS: Final = frozenset({"TRACE", "TRACK"})
 _MULTIPART_FORM: Final = "multipart/form-data"
 
 # What a body is checked as: "json" when labelled JSON or not labelled, "undeclared"
@@ -159,9 +169,17 @@ def _parse_content_length(values: list[bytes]) -> tuple[int | None, bool]:
 
 
 def check_headers(head: RequestHead, *, max_count: int, max_bytes: int) -> str:
-    if head.header_count > max_count:
+    return check_header_size(
+        head.header_count, head.header_bytes, max_count=max_count, max_bytes=max_bytes
+    )
+
+
+def check_header_size(count: int, size_bytes: int, *, max_count: int, max_bytes: int) -> str:
+    """`check_headers` on the line `count` and the bytes with line overhead
+    (`RequestHead.header_bytes`) alone: what a head without body fields needs."""
+    if count > max_count:
         return REASON_HEADERS_TOO_MANY
-    if head.header_bytes > max_bytes:
+    if size_bytes > max_bytes:
         return REASON_HEADERS_TOO_LARGE
     return ""
 
@@ -179,6 +197,10 @@ class BodyPlan:
     boundary: bytes = b""
 
 
+# The facts of a head without `Content-Length`, `Content-Type` or
+# `Transfer-Encoding` (sizes aside): `plan_body` of it is a route's plan for any
+# request that declares nothing about a body.
+UNLABELLED_HEAD: Final = RequestHead(0, 0, None, False, False, None, False)
 _UNDECLARED: Final = BodyPlan(syntax="undeclared")
 # The plans without a boundary are the same for every request: built once.
 _PLAN_JSON: Final = BodyPlan(syntax="json")

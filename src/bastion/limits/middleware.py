@@ -1,8 +1,10 @@
 """`LimitsMiddleware`: the thin ASGI adapter around the limits checks.
 
 Order for an HTTP request, cheapest first: shed when too many requests are in
-flight (503), header count and size (431), `Content-Length` and, for a request that
-declares a body, its content type and multipart boundary (400/413/415); then the
+flight (503), header count and size (431), the method (TRACE and TRACK, 405: they
+echo the request, credentials included, back to a script), `Content-Length` and,
+for a request that declares a body, its content type and multipart boundary
+(400/413/415); then the
 application runs with a wrapped `receive` that feeds each body chunk to `BodyCheck`
 and times each wait for the next chunk (408) before the chunk is handed over.
 
@@ -44,19 +46,24 @@ from typing import Final
 
 from bastion.events import EventEmitter
 from bastion.limits.checks import (
+    HEADER_LINE_OVERHEAD_BYTES,
+    REFUSED_METHODS,
+    UNLABELLED_HEAD,
     BodyCheck,
+    BodyPlan,
     check_declared_body,
-    check_headers,
+    check_header_size,
     plan_body,
     read_head_index,
 )
 from bastion.limits.reasons import (
     REASON_BODY_TIMEOUT,
+    REASON_METHOD_NOT_ALLOWED,
     REASON_OVERLOADED,
     STATUS_BY_REASON,
     kind_of,
 )
-from bastion.limits.settings import LimitsSettings, compile_routes, resolve_limits
+from bastion.limits.settings import BodyLimits, LimitsSettings, compile_routes, resolve_limits
 from bastion.responses import Refuser
 from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -90,14 +97,20 @@ class _Exchange:
     `level` is the layer's place among the flow's response hooks: a refusal sent
     while the application runs goes through the hooks of the layers outside this
     one only, as the `send` this layer was given would.
+
+    The `BodyCheck` is built when the application first asks for the body: many
+    requests are answered without reading one.
     """
 
     __slots__ = (
         "_check",
+        "_checking",
+        "_declared_length",
         "_flow",
         "_in_flight",
         "_level",
         "_limits",
+        "_plan",
         "_real_receive",
         "_refuser",
         "_scope",
@@ -107,16 +120,25 @@ class _Exchange:
     )
 
     def __init__(
-        self, flow: Flow, check: BodyCheck, refuser: Refuser, in_flight: _InFlight
+        self,
+        flow: Flow,
+        limits: BodyLimits,
+        plan: BodyPlan,
+        declared_length: int | None,
+        refuser: Refuser,
+        in_flight: _InFlight,
     ) -> None:
         self._scope = flow.scope
         self._real_receive = flow.receive
         self._flow = flow
         self._level = len(flow.hooks)
         self._in_flight = in_flight
-        self._check: BodyCheck | None = check
+        self._limits = limits
+        self._plan = plan
+        self._declared_length = declared_length
+        self._check: BodyCheck | None = None
+        self._checking = True  # until a violation was reported
         self._refuser = refuser
-        self._limits = check.limits
         self._waited_seconds = 0.0
         self.body_done = False
         self.tripped = False  # enforcing, and a limit was crossed
@@ -124,7 +146,7 @@ class _Exchange:
     async def receive(self) -> Message:
         if self.tripped:
             return dict(_DISCONNECT)
-        if self.body_done or self._check is None:
+        if self.body_done or not self._checking:
             return await self._real_receive()
         message = await self._timed_receive()
         if message is None:
@@ -137,8 +159,11 @@ class _Exchange:
         more_body = bool(message.get("more_body", False))
         if not more_body:
             self.body_done = True
-        if self._check is not None:
-            reason = self._check.feed(message.get("body", b""), more_body=more_body)
+        if self._checking:
+            check = self._check
+            if check is None:
+                check = self._check = BodyCheck(self._limits, self._plan, self._declared_length)
+            reason = check.feed(message.get("body", b""), more_body=more_body)
             if reason and await self._trip(reason):
                 return dict(_DISCONNECT)
         return message
@@ -171,7 +196,7 @@ class _Exchange:
 
     async def _trip(self, reason: str) -> bool:
         """Act on a violation found while streaming; True when enforcing."""
-        self._check = None  # report once; in monitor-only mode, stop checking
+        self._checking = False  # report once; in monitor-only mode, stop checking
         status = STATUS_BY_REASON[reason]
         refuser, scope = self._refuser, self._scope
         response_started = self._flow.started
@@ -222,6 +247,9 @@ class LimitsMiddleware:
         self._default_limits = resolve_limits(self.settings)
         self._routes = compile_routes(self.settings)
         self._in_flight = _InFlight()
+        # Each route's body plan for a request that declares nothing about a body:
+        # `plan_body` is pure, and the routes' limits are fixed (a key per route).
+        self._unlabelled_plans: dict[BodyLimits, BodyPlan] = {}
         self._retry_after = [
             (b"retry-after", str(self.settings.overload_retry_after_seconds).encode())
         ]
@@ -245,31 +273,54 @@ class LimitsMiddleware:
         checked any further, exactly as far as enforcement would have gone.
         """
         scope = flow.scope
-        head = read_head_index(flow.headers, len(scope["headers"]), flow.header_bytes)
+        headers = flow.headers
         settings = self.settings
+        count = len(scope["headers"])
+        reason = check_header_size(
+            count,
+            flow.header_bytes + HEADER_LINE_OVERHEAD_BYTES * count,
+            max_count=settings.max_header_count,
+            max_bytes=settings.max_header_bytes,
+        )
         if scope["type"] == "websocket":
-            reason = check_headers(
-                head, max_count=settings.max_header_count, max_bytes=settings.max_header_bytes
-            )
             return self._refuse(scope, flow.send, reason) if reason else None
         in_flight = self._in_flight
         if in_flight.count >= settings.max_concurrent_requests:
             # Load shedding: answer at once, before any other work, rather than queue.
             return self._shed(flow)
         in_flight.count += 1
-        limits = self._routes.lookup(scope["method"], scope["path"]) or self._default_limits
-        plan = plan_body(head, limits)
-        reason = check_headers(
-            head, max_count=settings.max_header_count, max_bytes=settings.max_header_bytes
-        ) or check_declared_body(head, limits, plan)
+        method: str = scope["method"]
+        limits = self._routes.lookup(method, scope["path"]) or self._default_limits
+        declared_length: int | None = None
+        if not reason and method.upper() in REFUSED_METHODS:
+            reason = REASON_METHOD_NOT_ALLOWED
+        if (
+            b"content-length" in headers
+            or b"content-type" in headers
+            or (b"transfer-encoding" in headers)
+        ):
+            head = read_head_index(headers, count, flow.header_bytes)
+            plan = plan_body(head, limits)
+            reason = reason or check_declared_body(head, limits, plan)
+            declared_length = head.content_length
+        else:
+            # Nothing else `read_head_index` reads is there: the head is
+            # `UNLABELLED_HEAD` (with its sizes, checked above), its plan the route's.
+            plan = self._unlabelled_plans.get(limits) or self._unlabelled_plan(limits)
         if reason:
             flow.exits.append(in_flight.leave)
             return self._refuse(scope, flow.send, reason)
-        check = BodyCheck(limits, plan, head.content_length)
-        exchange = _Exchange(flow, check, self._refuser, in_flight)
+        exchange = _Exchange(flow, limits, plan, declared_length, self._refuser, in_flight)
         flow.receive = exchange.receive
         flow.exits.append(exchange.on_exit)
         return None
+
+    def _unlabelled_plan(self, limits: BodyLimits) -> BodyPlan:
+        """`plan_body` for a head without body fields, remembered per route."""
+        plan = self._unlabelled_plans.get(limits)
+        if plan is None:
+            plan = self._unlabelled_plans[limits] = plan_body(UNLABELLED_HEAD, limits)
+        return plan
 
     async def _shed(self, flow: Flow) -> bool:
         """Too many requests in flight: refuse (True), or report and go on unchecked

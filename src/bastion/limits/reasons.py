@@ -4,7 +4,9 @@ One table, so a reviewer sees every refusal and its status in one place. Sizes a
 413 (RFC 9110 section 15.5.14), request header sizes 431 (RFC 6585 section 5),
 media types 415 (RFC 9110 section 15.5.16), a body that arrives too slowly 408
 (RFC 9110 section 15.5.9), shedding 503 with `Retry-After` (RFC 9110 sections
-15.6.4 and 10.2.3), and everything malformed or over a count 400.
+15.6.4 and 10.2.3), a refused method 405 (RFC 9110 section 15.5.6; without `Allow`,
+since the methods a route allows are the application's to say), and everything
+malformed or over a count 400.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ REASON_FORM_PART_HEADERS_TOO_LARGE: Final = "form-part-headers-too-large"
 REASON_MULTIPART_MALFORMED: Final = "multipart-malformed"
 REASON_BODY_TIMEOUT: Final = "body-timeout"
 REASON_OVERLOADED: Final = "overloaded"
+REASON_METHOD_NOT_ALLOWED: Final = "method-not-allowed"
 
 STATUS_BY_REASON: Final[dict[str, int]] = {
     REASON_BODY_TOO_LARGE: 413,
@@ -51,6 +54,7 @@ STATUS_BY_REASON: Final[dict[str, int]] = {
     REASON_MULTIPART_MALFORMED: 400,
     REASON_BODY_TIMEOUT: 408,
     REASON_OVERLOADED: 503,
+    REASON_METHOD_NOT_ALLOWED: 405,
 }
 
 

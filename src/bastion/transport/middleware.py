@@ -16,7 +16,7 @@ changing it) https://asgi.readthedocs.io/en/latest/specs/main.html#middleware .
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from bastion.context import SCOPE_KEY, get_context
@@ -96,6 +96,7 @@ class TransportMiddleware:
         self._require_https = not settings.insecure_allow_http
         hsts = hsts_header_value(settings)
         self._hsts = (_HSTS_NAME, hsts.encode("ascii")) if hsts else None
+        self._hsts_hook: tuple[Callable[[Message], Message], None] = (self._add_hsts, None)
         self._refuse = Refuser(LAYER, events, monitor_only=settings.monitor_only)
         # Process-wide memo of a pure function, not request state (see `_check_host`).
         self._host_memo: dict[tuple[tuple[str, ...], str | None], HostVerdict] = {}
@@ -117,20 +118,27 @@ class TransportMiddleware:
         )
         if self._read_proxy_headers:
             resolved = resolve_transport(facts, self._trust)
+            client, scheme = resolved.client, resolved.scheme
+            verdict = self._check_host(facts, resolved.untrusted_host)
+            if resolved.reason:
+                return self._enter_refusing(flow, facts, resolved, verdict)
         else:  # no proxy is trusted: the server's view is the resolved one
-            resolved = ResolvedTransport(facts.peer, facts.scheme)
-        verdict = self._check_host(facts.host_lines, resolved.untrusted_host)
-        if (
-            resolved.reason
-            or verdict.host is None
-            or (self._require_https and resolved.scheme not in _SECURE_SCHEMES)
-        ):
-            return self._enter_refusing(flow, facts, resolved, verdict)
+            resolved = None
+            client, scheme = facts.peer, facts.scheme
+            verdict = self._check_host(facts, None)
+        host = verdict.host
+        if host is None or (self._require_https and scheme not in _SECURE_SCHEMES):
+            return self._enter_refusing(
+                flow, facts, resolved or ResolvedTransport(client, scheme), verdict
+            )
         context = scope.get(SCOPE_KEY) or get_context(scope)
-        context.client, context.scheme = resolved.client, resolved.scheme
-        context.host = verdict.host.host
-        context.port = verdict.host.port or DEFAULT_PORTS.get(resolved.scheme)
-        self._pass(flow, facts, resolved, verdict.host)
+        context.client, context.scheme = client, scheme
+        context.host = host.host
+        context.port = host.port or DEFAULT_PORTS.get(scheme)
+        if resolved is not None:
+            self._rewrite_scope(flow, facts, resolved, host)
+        if self._hsts is not None and scheme in _SECURE_SCHEMES and not facts.is_websocket:
+            flow.hooks.append(self._hsts_hook)
         return None
 
     async def _enter_refusing(
@@ -184,6 +192,15 @@ class TransportMiddleware:
         host: HostPort | None,
     ) -> None:
         """Let the request through: the app's scope, and HSTS on a secure response."""
+        self._rewrite_scope(flow, facts, resolved, host)
+        if self._hsts is not None and resolved.scheme in _SECURE_SCHEMES and not facts.is_websocket:
+            flow.hooks.append(self._hsts_hook)
+
+    @staticmethod
+    def _rewrite_scope(
+        flow: Flow, facts: TransportFacts, resolved: ResolvedTransport, host: HostPort | None
+    ) -> None:
+        """The app's copy of the scope, when a trusted proxy changed what it says."""
         scope = flow.scope
         changes: dict[str, Any] = {}
         if (resolved.client, resolved.scheme) != (facts.peer, facts.scheme):
@@ -196,32 +213,28 @@ class TransportMiddleware:
             flow.scope = {**scope, **changes}
             if "headers" in changes:
                 flow.index_headers()
-        hsts = self._hsts
-        if hsts is None or facts.is_websocket or resolved.scheme not in _SECURE_SCHEMES:
-            return
 
-        def add_hsts(message: Message) -> Message:
-            headers = message.get("headers", ())
-            # Keep the app's own policy if it set one; never send two.
-            for name, _ in headers:
-                if name.lower() == _HSTS_NAME:
-                    return message
-            # A new list: the app may reuse its header list across responses.
-            return {**message, "headers": [*headers, hsts]}
+    def _add_hsts(self, message: Message) -> Message:
+        """The response-start hook of a secure response: HSTS, unless the app set it."""
+        headers = message.get("headers", ())
+        # Keep the app's own policy if it set one; never send two.
+        for name, _ in headers:
+            if name.lower() == _HSTS_NAME:
+                return message
+        # A new list: the app may reuse its header list across responses.
+        return {**message, "headers": [*headers, self._hsts]}
 
-        flow.hooks.append((add_hsts, None))
-
-    def _check_host(self, host_lines: tuple[str, ...], forwarded_host: str | None) -> HostVerdict:
+    def _check_host(self, facts: TransportFacts, forwarded_host: str | None) -> HostVerdict:
         """`check_host`, remembered: a site is asked for the same few hosts all day.
 
         `check_host` is pure and the allowed hosts are fixed, so a remembered verdict
         is the verdict. The memo is bounded: a spray of distinct hosts empties it
         (`_HOST_MEMO_SIZE`) rather than growing it.
         """
-        memo_key = (host_lines, forwarded_host)
+        memo_key = (facts.host_lines, forwarded_host)
         verdict = self._host_memo.get(memo_key)
         if verdict is None:
-            verdict = check_host(host_lines, self._allowed, forwarded_host=forwarded_host)
+            verdict = check_host(facts.host_lines, self._allowed, forwarded_host=forwarded_host)
             if len(self._host_memo) >= _HOST_MEMO_SIZE:
                 self._host_memo.clear()
             self._host_memo[memo_key] = verdict
