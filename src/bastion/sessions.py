@@ -45,7 +45,13 @@ from typing import Any, Final, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from bastion.context import SCOPE_KEY, get_context
-from bastion.events import KIND_SYS_AVAILABILITY, EventEmitter, SecurityEvent, default_emitter
+from bastion.events import (
+    KIND_AUTHZ_CHANGE,
+    KIND_SYS_AVAILABILITY,
+    EventEmitter,
+    SecurityEvent,
+    default_emitter,
+)
 from bastion.exceptions import ConfigurationError, StoreError
 from bastion.responses import send_generic
 from bastion.sections import LayerSettings
@@ -87,6 +93,7 @@ REASON_LOGOUT: Final = "logout"
 REASON_REVOKED: Final = "revoked"
 REASON_LOGIN: Final = "login"
 REASON_ROTATED: Final = "rotated"
+REASON_ROLES_CHANGED: Final = "roles-changed"
 REASON_STORE_DOWN: Final = "store-unavailable"
 
 
@@ -268,6 +275,7 @@ class Session(dict[str, Any]):
         self.rotate_requested = False
         self.logout_requested = False
         self.login_requested = False
+        self.roles_changed: tuple[list[str], list[str]] | None = None
         self.user_id: str | None = record.user_id if record else None
         self._csrf_secret: str | None = record.csrf_secret if record else None
 
@@ -346,6 +354,19 @@ class Session(dict[str, Any]):
             raise ValueError("user_id must be non-empty")
         self.user_id = user_id
         self.login_requested = True
+        self.rotate()
+
+    def change_roles(self, roles: Iterable[str], *, key: str = "roles") -> None:
+        """Grant or withdraw roles: store them under `key` (the authentication layer's
+        `auth.session_roles_key`) with a new id, and report the change (`authz_change`,
+        from and to) when the response starts."""
+        before = sorted(self.get(key) or ())
+        after = sorted(set(roles))
+        self[key] = after
+        if self.roles_changed is None:
+            self.roles_changed = (before, after)
+        else:  # two changes in one request: from the first state to the last
+            self.roles_changed = (self.roles_changed[0], after)
         self.rotate()
 
     def logout(self) -> None:
@@ -463,6 +484,16 @@ class SessionManager:
         self._event(scope, kind, reason if old_id is not None else "created", new_id)
         if session.login_requested and snapshot.user_id is not None:
             self._event(scope, EVENT_LOGIN, REASON_LOGIN, new_id, principal=snapshot.user_id)
+        if session.roles_changed is not None:
+            before, after = session.roles_changed
+            self._event(
+                scope,
+                KIND_AUTHZ_CHANGE,
+                REASON_ROLES_CHANGED,
+                new_id,
+                principal=snapshot.user_id,
+                details={"from": before, "to": after},
+            )
         session._id, session._record = new_id, snapshot
         name = self.settings.effective_cookie_name
         return [
@@ -492,6 +523,7 @@ class SessionManager:
         session_id: str,
         *,
         principal: str | None = None,
+        details: dict[str, object] | None = None,
     ) -> None:
         context = scope.get(SCOPE_KEY) or get_context(scope)
         self.events.emit(
@@ -505,7 +537,7 @@ class SessionManager:
                 principal=principal,
                 method=scope.get("method"),
                 path=scope.get("path"),
-                details={"session": self.id_hash(session_id)},
+                details={"session": self.id_hash(session_id), **(details or {})},
             )
         )
 

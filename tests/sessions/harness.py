@@ -37,6 +37,8 @@ async def session_app(scope: Scope, receive: Receive, send: Send) -> None:
         session.logout()
     elif path == "/rotate":
         session.rotate()
+    elif path == "/roles":
+        session.change_roles(query["r"].split(",") if query.get("r") else [])
     elif path == "/revoke":
         result = await session.revoke_user(query["u"])
     body = json.dumps(

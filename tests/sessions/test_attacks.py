@@ -184,3 +184,23 @@ async def test_production_cookie_is_host_prefixed_and_secure() -> None:
     assert "; Path=/" in header
     assert "Domain" not in header
     assert response.headers["cache-control"] == "no-store"
+
+
+async def test_a_privilege_change_rotates_the_id_and_is_reported() -> None:
+    from bastion.events import KIND_AUTHZ_CHANGE, EventEmitter
+
+    sink = RecordingSink()
+    h = build(events=EventEmitter([sink]))
+    user = cookie_of(await call(h, "POST", "/login?u=alice"))
+    assert user is not None
+    admin = cookie_of(await call(h, "POST", "/roles?r=admin,ops", user))
+    assert admin is not None
+    assert admin != user  # a new id for the new privilege: the old cookie is dead
+    assert (await call(h, "GET", "/", admin)).json()["data"] == {"roles": ["admin", "ops"]}
+    assert (await call(h, "GET", "/", user)).json()["new"] is True
+    dropped = cookie_of(await call(h, "POST", "/roles?r=", admin))
+    assert dropped is not None
+    changes = [r for r in sink.records if r["kind"] == KIND_AUTHZ_CHANGE]
+    assert [c["principal"] for c in changes] == ["alice", "alice"]
+    moves = [(c["details"]["from"], c["details"]["to"]) for c in changes]  # type: ignore[index]
+    assert moves == [([], ["admin", "ops"]), (["admin", "ops"], [])]
