@@ -4,7 +4,7 @@ Threat: a client sprays distinct keys (a new rate-limit bucket, a new session pe
 request) until the process runs out of memory.
 Defence: the store holds at most `max_entries` entries and `max_bytes` of keys and
 values; past either bound it evicts the least recently used entry. Expired entries
-are dropped when touched, and a few from the cold end on every write, with no
+are dropped when touched, and a batch from the cold end every few writes, with no
 background thread. Spraying any number of keys leaves it at its bound.
 
 Eviction is fail safe: an evicted session logs its user out, an evicted rate-limit
@@ -49,6 +49,11 @@ a slot of 24 bytes, a 4-byte index, room to spare). Three choices keep it there:
   it: an O(n) copy amortised over n/2 deletions, the order (hence LRU) unchanged.
 * A write to the most recently used key (the rate limiter's read then write)
   replaces its entry in place, spending no slot.
+
+Speed: a rate-limit check (`gcra_unless`, `gcra`) runs on every request, so it
+validates and digests each key once, does the GCRA arithmetic inline (`_gcra`, held
+to `gcra_step` by a hypothesis test), and calls out only for what is due: the sweep
+every `_SWEEP_EVERY_WRITES` writes, an eviction at the bound, a rebuild.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ from typing import Final, TypeAlias
 from bastion.exceptions import StoreError
 from bastion.stores.base import (
     DEFAULT_MAX_KEYS_PER_OWNER,
+    MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
     check_amount,
     check_counter,
@@ -75,6 +81,7 @@ from bastion.stores.base import (
 )
 from bastion.stores.gcra import (
     MICROSECONDS,
+    GCRALimit,
     GCRAResult,
     gcra_step,
     parse_limit,
@@ -87,9 +94,12 @@ from bastion.stores.gcra import (
 DEFAULT_MAX_ENTRIES: Final = 100_000
 # Bounds memory when values are large: 100,000 sessions of 1 KiB, with room to spare.
 DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
-# Expired entries dropped from the cold end per write: enough to keep ahead of
-# expiry under steady load, small enough that no write pays for a backlog.
-_SWEEP_PER_WRITE: Final = 2
+# Every `_SWEEP_EVERY_WRITES` writes, up to `_SWEEP_BATCH` expired entries are
+# dropped from the cold end (as the SQLite store sweeps): two per write on average,
+# enough to keep ahead of expiry under steady load (each write adds at most one
+# entry), while most writes skip the sweep and no write pays for a backlog.
+_SWEEP_EVERY_WRITES: Final = 16
+_SWEEP_BATCH: Final = 32
 # Rebuild the dict once deletions since the last rebuild reach the entries held
 # divided by this (module docstring): early enough that the dict's own resize never
 # comes first at the default bound (100,000 entries leave 74,762 spare slots in a
@@ -120,7 +130,17 @@ _blake2b = hashlib.blake2b
 
 
 def _digest(key: str, what: str = "key") -> _Digest:
-    """The validated key's digest, the name the store keeps it under."""
+    """The validated key's digest, the name the store keeps it under.
+
+    The usual key (a printable `str`, which also rules out lone surrogates, short
+    enough) passes without a Python call; anything else goes through `check_key`, which
+    raises with the rule broken, or passes a key with harmless unprintable
+    characters (a no-break space is not a control character).
+    """
+    if isinstance(key, str) and key.isprintable():
+        raw = key.encode("utf-8")
+        if 0 < len(raw) <= MAX_KEY_BYTES:
+            return _blake2b(raw, digest_size=_DIGEST_BYTES).digest()
     check_key(key, what)
     return _blake2b(key.encode("utf-8"), digest_size=_DIGEST_BYTES).digest()
 
@@ -179,6 +199,7 @@ class MemoryStore:
         self._bytes = 0
         self._deleted = 0  # deletions since the last `_compact`
         self._compact_at = _COMPACT_MIN_DELETIONS
+        self._writes_to_sweep = _SWEEP_EVERY_WRITES
         self._closed = False
 
     def __len__(self) -> int:
@@ -263,15 +284,9 @@ class MemoryStore:
     ) -> GCRAResult:
         digest = _digest(key)
         limit = parse_limit(emission_interval_seconds, burst_tolerance_seconds, cost)
-        now = self._now()
-        current = self._live(digest, now)
-        if isinstance(current, dict):  # pragma: no cover - unreachable: NUL keys
-            raise StoreError("store key does not hold a GCRA state")
-        stored = None if current is None else parse_counter(current)
-        step = gcra_step(stored, round(now * MICROSECONDS), limit)
-        if step.tat_us is not None:
-            self._put(digest, float(step.tat_us), now)
-        return step.result()
+        if self._closed:
+            raise StoreError("memory store is closed")
+        return self._gcra(digest, limit, self._clock())
 
     async def gcra_unless(
         self,
@@ -282,16 +297,28 @@ class MemoryStore:
         burst_tolerance_seconds: float,
         cost: int = 1,
     ) -> GCRAResult | None:
-        # No await suspends between the two steps, so they are one atomic step; going
-        # through `get` and `gcra` keeps a subclass's overrides (fault injection) in play.
-        if await self.get(guard_key) is not None:
+        # No await suspends between the two steps, so they are one atomic step. A
+        # subclass that overrides `get` or `gcra` (fault injection, counting) is
+        # served through them, so its override stays in play.
+        cls = self.__class__
+        if cls.get is not _MEMORY_GET or cls.gcra is not _MEMORY_GCRA:
+            if await self.get(guard_key) is not None:
+                return None
+            return await self.gcra(
+                key,
+                emission_interval_seconds=emission_interval_seconds,
+                burst_tolerance_seconds=burst_tolerance_seconds,
+                cost=cost,
+            )
+        guard = _digest(guard_key)
+        digest = _digest(key)
+        limit = parse_limit(emission_interval_seconds, burst_tolerance_seconds, cost)
+        if self._closed:
+            raise StoreError("memory store is closed")
+        now = self._clock()
+        if guard in self._data and self._live(guard, now) is not None:
             return None
-        return await self.gcra(
-            key,
-            emission_interval_seconds=emission_interval_seconds,
-            burst_tolerance_seconds=burst_tolerance_seconds,
-            cost=cost,
-        )
+        return self._gcra(digest, limit, now)
 
     async def add_to_owner(self, owner: str, key: str, ttl_seconds: float) -> None:
         check_key(owner, "owner")
@@ -334,6 +361,7 @@ class MemoryStore:
         self._newest = None
         self._entries = self._bytes = self._deleted = 0
         self._compact_at = _COMPACT_MIN_DELETIONS
+        self._writes_to_sweep = _SWEEP_EVERY_WRITES
 
     # -- internals: no await below, so each public step is atomic ----------------
 
@@ -385,14 +413,109 @@ class MemoryStore:
         entries, size = _GCRA_SIZE if isinstance(entry, float) else _size(entry[1])
         self._entries += entries
         self._bytes += size
-        self._sweep(now)
+        self._settle(digest, now)
+
+    def _settle(self, digest: _Digest, now: float) -> None:
+        """After a write of `digest`: the sweep when due, the bounds, the rebuild when due
+        (`_gcra` inlines the three tests, so that a write pays only for what is due)."""
+        self._writes_to_sweep -= 1
+        if self._writes_to_sweep <= 0:
+            self._sweep(now)
+        if self._entries > self.max_entries or self._bytes > self.max_bytes:
+            self._shrink(digest)
+        if self._deleted >= self._compact_at:
+            self._compact()
+
+    def _shrink(self, digest: _Digest) -> None:
+        """Evict least recently used entries until the store is within its bounds."""
         while self._entries > self.max_entries or self._bytes > self.max_bytes:
             oldest = self._oldest()
             if oldest is None or oldest == digest:  # the new entry alone is over the bound
                 break
             self._evict(oldest)
-        if self._deleted >= self._compact_at:
-            self._compact()
+
+    def _gcra(self, digest: _Digest, limit: GCRALimit, now: float) -> GCRAResult:
+        """One GCRA step on the bucket `digest`: `gcra_step` and `_put`, inlined.
+
+        The hot path of every rate-limited request, so it makes no Python call but
+        the result's: the arithmetic is `gcra_step`'s line for line (a hypothesis
+        test holds the two to the same verdicts and TATs), the entry's recency
+        moves as `_live` moves it, and the write settles as `_put` would, calling
+        out only for a sweep, an eviction or a rebuild that is due. A key holding
+        anything but a bucket goes the general way, `_gcra_held`.
+        """
+        data = self._data
+        entry = data.get(digest)
+        if entry is not None and entry.__class__ is not float:
+            return self._gcra_held(digest, limit, now)
+        now_us = round(now * MICROSECONDS)
+        tat = now_us
+        if entry is not None:
+            if entry / MICROSECONDS <= now:  # expired (its TAT has passed): no state
+                self._discard(digest)
+                entry = None
+            elif entry > now_us:
+                tat = int(entry)
+        interval = limit.emission_interval_us
+        window = limit.burst_tolerance_us + interval
+        new_tat = tat + limit.cost * interval
+        if new_tat - window > now_us or limit.cost == 0:
+            # Nothing stored; a bucket that is there was used, so it becomes the
+            # most recently used, as `_live` makes it.
+            if entry is not None and digest != self._newest:
+                del data[digest]
+                data[digest] = entry
+                self._newest = digest
+                self._cold_live.discard(digest)
+                self._deleted += 1
+                if self._deleted >= self._compact_at:
+                    self._compact()
+            if new_tat - window > now_us:
+                return GCRAResult(
+                    allowed=False,
+                    limit=window // interval,
+                    remaining=max(0, (now_us + window - tat) // interval),
+                    retry_after_seconds=(new_tat - window - now_us) / MICROSECONDS,
+                    reset_after_seconds=(tat - now_us) / MICROSECONDS,
+                )
+        elif entry is not None and digest == self._newest:
+            data[digest] = float(new_tat)  # already the most recently used: in place
+        else:
+            if entry is None:
+                self._entries += _GCRA_SIZE[0]
+                self._bytes += _GCRA_SIZE[1]
+            else:  # out, and back in last (as `_live` then `_put`)
+                del data[digest]
+                self._cold_live.discard(digest)
+                self._deleted += 1
+            data[digest] = float(new_tat)
+            self._newest = digest
+            # As `_settle`:
+            self._writes_to_sweep -= 1
+            if self._writes_to_sweep <= 0:
+                self._sweep(now)
+            if self._entries > self.max_entries or self._bytes > self.max_bytes:
+                self._shrink(digest)
+            if self._deleted >= self._compact_at:
+                self._compact()
+        return GCRAResult(
+            allowed=True,
+            limit=window // interval,
+            remaining=(now_us + window - new_tat) // interval,
+            retry_after_seconds=0.0,
+            reset_after_seconds=(new_tat - now_us) / MICROSECONDS,
+        )
+
+    def _gcra_held(self, digest: _Digest, limit: GCRALimit, now: float) -> GCRAResult:
+        """A GCRA step on a key that holds a counter or a value written by `set`."""
+        current = self._live(digest, now)
+        if isinstance(current, dict):  # pragma: no cover - unreachable: NUL keys
+            raise StoreError("store key does not hold a GCRA state")
+        stored = None if current is None else parse_counter(current)
+        step = gcra_step(stored, round(now * MICROSECONDS), limit)
+        if step.tat_us is not None:
+            self._put(digest, float(step.tat_us), now)
+        return step.result()
 
     def _insert(self, digest: _Digest, entry: _Entry) -> None:
         """Put `digest` in last, as the most recently used (the caller counts it)."""
@@ -442,7 +565,8 @@ class MemoryStore:
                 self._discard(owned)
 
     def _sweep(self, now: float) -> None:
-        for _ in range(_SWEEP_PER_WRITE):
+        self._writes_to_sweep = _SWEEP_EVERY_WRITES
+        for _ in range(_SWEEP_BATCH):
             oldest = self._oldest()
             if oldest is None:
                 return
@@ -462,6 +586,10 @@ class MemoryStore:
             for digest in sorted(index, key=index.__getitem__)[:overflow]:
                 del index[digest]
                 self._discard(digest)
+
+
+_MEMORY_GET: Final = MemoryStore.get
+_MEMORY_GCRA: Final = MemoryStore.gcra
 
 
 def _expiry(now: float, ttl: float | None) -> float:
