@@ -430,6 +430,11 @@ async def test_bad_keys_are_refused(backend: Backend, key: str) -> None:
         await store.incr(key, ttl_seconds=None)
     with pytest.raises(ValueError, match="store key"):
         await store.gcra(key, emission_interval_seconds=1.0, burst_tolerance_seconds=0.0)
+    for guard, bucket in ((key, "rl:k"), ("ban:k", key)):
+        with pytest.raises(ValueError, match="store key"):
+            await store.gcra_unless(
+                guard, bucket, emission_interval_seconds=1.0, burst_tolerance_seconds=0.0
+            )
     with pytest.raises(ValueError, match="store owner"):
         await store.add_to_owner(key, "k", 1.0)
     with pytest.raises(ValueError, match="store owner"):
