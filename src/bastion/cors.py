@@ -63,6 +63,7 @@ import ipaddress
 import re
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Final
 
 from pydantic import (
@@ -77,8 +78,8 @@ from bastion.events import KIND_MALICIOUS_CORS, EventEmitter
 from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, parse_origin
 from bastion.responses import Refuser
 from bastion.sections import LayerSettings
-from bastion.stages import Flow, run_stages
-from bastion.types import ASGIApp, Message, Receive, Scope, Send
+from bastion.stages import EDIT, Flow, run_stages
+from bastion.types import ASGIApp, Receive, Scope, Send
 
 LAYER: Final = "cors"
 
@@ -603,11 +604,6 @@ class CORSMiddleware:
 
     def _rewrite_response(self, flow: Flow, grant: tuple[tuple[bytes, bytes], ...]) -> None:
         keep_app_cors = self.settings.monitor_only and not grant
-
-        def rewrite(message: Message) -> Message:
-            headers = rewrite_headers(
-                message.get("headers", ()), grant, keep_app_cors=keep_app_cors
-            )
-            return {**message, "headers": headers}
-
-        flow.hooks.append((rewrite, None))
+        flow.hooks.append(
+            (EDIT, partial(rewrite_headers, grant=grant, keep_app_cors=keep_app_cors))
+        )

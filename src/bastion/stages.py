@@ -23,6 +23,10 @@ per-request lists instead of nested closures:
   innermost first on `http.response.start`, as nested `send` wrappers would, and a
   response sent by a stage (a refusal, a preflight answer) passes through the hooks
   of the stages outside it only, as in the chain;
+* a hook that only edits the header lines says so (`HeaderOp`: append fixed lines,
+  append a line unless its header is set, or a function of the lines), and the
+  flow applies it to one list of its own per response: the application's message
+  and list are copied once, not once per hook, and the fixed edits cost no call;
 * `flow.sender(level)` sends through the hooks below `level` only, for a stage
   that answers while the application runs (the limits layer's streaming refusal,
   the session layer's 503 when the store fails as the response starts);
@@ -44,8 +48,9 @@ https://asgi.readthedocs.io/en/latest/specs/main.html#middleware
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol, TypeAlias
 
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
@@ -54,6 +59,35 @@ StartHook = Callable[[Message], Message]
 
 AsyncStartHook = Callable[[Message], Awaitable[Message | None]]
 """As `StartHook`, awaited; None when the stage answered instead (see `Flow.sender`)."""
+
+HeaderEdit = Callable[[RawHeaders], RawHeaders]
+"""Returns the response's header lines edited, as a new list (the one it gets may
+be the application's, never to be changed in place)."""
+
+
+class HeaderOp(enum.Enum):
+    """What a header-only hook does to the response's header lines (`Hook`)."""
+
+    EXTEND = "extend"
+    """Append the hook's lines, as they are."""
+    DEFAULT = "default"
+    """Append the hook's one line unless a header of its (lower-case) name is set."""
+    EDIT = "edit"
+    """Replace the lines with what the hook's `HeaderEdit` returns."""
+
+
+EXTEND: Final = HeaderOp.EXTEND
+DEFAULT: Final = HeaderOp.DEFAULT
+EDIT: Final = HeaderOp.EDIT
+
+Hook: TypeAlias = (
+    tuple[StartHook, None]
+    | tuple[None, AsyncStartHook]
+    | tuple[Literal[HeaderOp.EXTEND], Sequence[tuple[bytes, bytes]]]
+    | tuple[Literal[HeaderOp.DEFAULT], tuple[bytes, bytes]]
+    | tuple[Literal[HeaderOp.EDIT], HeaderEdit]
+)
+"""One entry of `Flow.hooks`: a message hook, sync or async, or a header edit."""
 
 Exit = Callable[[BaseException | None], Awaitable[BaseException | None]]
 """Runs once the inner stages and the application are done; gets the exception in
@@ -93,7 +127,8 @@ class Flow:
     may replace either); `send` is the one `send` wrapper of the whole run.
 
     Stages register with plain list appends, which cost no Python call on the hot
-    path: `flow.hooks.append((hook, None))` or `((None, async_hook))`, and
+    path: `flow.hooks.append((hook, None))` or `((None, async_hook))`, a header
+    edit as `((EXTEND, lines))`, `((DEFAULT, line))` or `((EDIT, edit))`, and
     `flow.exits.append(exit)`. `len(flow.hooks)` is a stage's level for `sender`.
     """
 
@@ -128,7 +163,7 @@ class Flow:
         that matched names exactly (without lower-casing) scans the raw list
         itself when this is False, so it sees exactly what it saw before."""
         self.index_headers()
-        self.hooks: list[tuple[StartHook | None, AsyncStartHook | None]] = []
+        self.hooks: list[Hook] = []
         self.exits: list[Exit] = []
         self.dropped = False
         """Set by a stage that answered while the application ran: from then on,
@@ -230,17 +265,51 @@ class Flow:
         return send_from_level
 
     async def _edit_start(self, message: Message, level: int) -> Message | None:
-        """Run the hooks below `level`, innermost first, as nested wrappers would."""
+        """Run the hooks below `level`, innermost first, as nested wrappers would.
+
+        Header edits go to one list of the run's own, in a message of its own (the
+        first edit copies both; a message hook may hand back others, and the next
+        edit copies again), so the application's message and list stay as sent.
+        """
         hooks = self.hooks
+        owned: Message | None = None  # the message the run made, and its list
+        owned_headers: RawHeaders | None = None
         for index in range(level - 1, -1, -1):
-            hook, async_hook = hooks[index]
-            if hook is not None:
-                message = hook(message)
-            elif async_hook is not None:
-                edited = await async_hook(message)
+            entry = hooks[index]
+            if entry[0] is None:
+                edited = await entry[1](message)
                 if edited is None:
                     return None
                 message = edited
+                continue
+            if entry[0] is EDIT:
+                headers = entry[1](message.get("headers", ()))
+            elif entry[0] is EXTEND:
+                headers = message.get("headers", ())
+                if headers is not owned_headers or message is not owned:
+                    headers = list(headers)
+                headers.extend(entry[1])
+            elif entry[0] is DEFAULT:
+                line = entry[1]
+                headers = message.get("headers", ())
+                present = False
+                for name, _ in headers:
+                    if name.lower() == line[0]:
+                        present = True
+                        break
+                if present:
+                    continue  # the header was set: the message goes on as it is
+                if headers is not owned_headers or message is not owned:
+                    headers = list(headers)
+                headers.append(line)
+            else:
+                message = entry[0](message)
+                continue
+            if message is owned:
+                message["headers"] = headers
+            else:
+                message = owned = {**message, "headers": headers}
+            owned_headers = headers
         return message
 
 

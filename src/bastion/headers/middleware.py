@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Final, Literal
 
 from bastion.context import SCOPE_KEY, get_context
@@ -57,8 +58,8 @@ from bastion.headers.reports import (
 )
 from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
-from bastion.stages import Flow, run_stages
-from bastion.types import ASGIApp, Message, Receive, Scope, Send
+from bastion.stages import EDIT, Flow, run_stages
+from bastion.types import ASGIApp, Receive, Scope, Send
 
 LAYER: Final = "headers"
 # More digits than any length under our cap can have; also keeps `int()` away from
@@ -152,11 +153,7 @@ class HeadersMiddleware:
                 context.csp_nonce = new_nonce()
             nonce = context.csp_nonce
 
-        def add_headers(message: Message) -> Message:
-            message["headers"] = merge_headers(message.get("headers", ()), header_set, nonce)
-            return message
-
-        flow.hooks.append((add_headers, None))
+        flow.hooks.append((EDIT, partial(merge_headers, header_set=header_set, nonce=nonce)))
         return None
 
     async def _answer_reports(self, flow: Flow) -> bool:

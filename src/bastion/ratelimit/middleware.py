@@ -67,7 +67,7 @@ from bastion.ratelimit.reasons import (
 from bastion.ratelimit.settings import RateLimitSettings
 from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
-from bastion.stages import Flow, run_stages
+from bastion.stages import EXTEND, Flow, run_stages
 from bastion.stores import MemoryStore, Store
 from bastion.stores.gcra import GCRAResult
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -265,11 +265,7 @@ class RateLimitMiddleware:
         if scope_type != "http":
             return False
         if extra_headers:
-
-            def add_headers(message: Message) -> Message:
-                return {**message, "headers": [*message.get("headers", ()), *extra_headers]}
-
-            flow.hooks.append((add_headers, None))
+            flow.hooks.append((EXTEND, extra_headers))
         if self._has_concurrency:
             concurrency = self._concurrency.lookup(method, path)
             if concurrency is not None and await self._enter_counted(flow, state, concurrency):

@@ -16,14 +16,14 @@ changing it) https://asgi.readthedocs.io/en/latest/specs/main.html#middleware .
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Final
 
 from bastion.context import SCOPE_KEY, get_context
 from bastion.events import EventEmitter
 from bastion.hosts import DEFAULT_PORTS, HostPort
 from bastion.responses import Refuser
-from bastion.stages import Flow, run_stages
+from bastion.stages import DEFAULT, Flow, Hook, run_stages
 from bastion.transport.allowed_hosts import (
     LOCAL_HOSTS,
     AllowedHosts,
@@ -48,7 +48,7 @@ from bastion.transport.reasons import (
     REASON_INSECURE_WEBSOCKET,
 )
 from bastion.transport.settings import TransportSettings
-from bastion.types import ASGIApp, Message, Receive, Scope, Send
+from bastion.types import ASGIApp, Receive, Scope, Send
 
 _GUARDED_SCOPES: Final = frozenset({"http", "websocket"})
 _SECURE_SCHEMES: Final = frozenset({"https", "wss"})  # as `RequestContext.is_secure`
@@ -96,7 +96,9 @@ class TransportMiddleware:
         self._require_https = not settings.insecure_allow_http
         hsts = hsts_header_value(settings)
         self._hsts = (_HSTS_NAME, hsts.encode("ascii")) if hsts else None
-        self._hsts_hook: tuple[Callable[[Message], Message], None] = (self._add_hsts, None)
+        # The response-start hook of a secure response: HSTS, unless the app set
+        # it (keep the app's own policy if it set one; never send two).
+        self._hsts_hook: Hook | None = (DEFAULT, self._hsts) if self._hsts is not None else None
         self._refuse = Refuser(LAYER, events, monitor_only=settings.monitor_only)
         # Process-wide memo of a pure function, not request state (see `_check_host`).
         self._host_memo: dict[tuple[tuple[str, ...], str | None], HostVerdict] = {}
@@ -137,7 +139,7 @@ class TransportMiddleware:
         context.port = host.port or DEFAULT_PORTS.get(scheme)
         if resolved is not None:
             self._rewrite_scope(flow, facts, resolved, host)
-        if self._hsts is not None and scheme in _SECURE_SCHEMES and not facts.is_websocket:
+        if self._hsts_hook is not None and scheme in _SECURE_SCHEMES and not facts.is_websocket:
             flow.hooks.append(self._hsts_hook)
         return None
 
@@ -193,7 +195,11 @@ class TransportMiddleware:
     ) -> None:
         """Let the request through: the app's scope, and HSTS on a secure response."""
         self._rewrite_scope(flow, facts, resolved, host)
-        if self._hsts is not None and resolved.scheme in _SECURE_SCHEMES and not facts.is_websocket:
+        if (
+            self._hsts_hook is not None
+            and resolved.scheme in _SECURE_SCHEMES
+            and not facts.is_websocket
+        ):
             flow.hooks.append(self._hsts_hook)
 
     @staticmethod
@@ -213,16 +219,6 @@ class TransportMiddleware:
             flow.scope = {**scope, **changes}
             if "headers" in changes:
                 flow.index_headers()
-
-    def _add_hsts(self, message: Message) -> Message:
-        """The response-start hook of a secure response: HSTS, unless the app set it."""
-        headers = message.get("headers", ())
-        # Keep the app's own policy if it set one; never send two.
-        for name, _ in headers:
-            if name.lower() == _HSTS_NAME:
-                return message
-        # A new list: the app may reuse its header list across responses.
-        return {**message, "headers": [*headers, self._hsts]}
 
     def _check_host(self, facts: TransportFacts, forwarded_host: str | None) -> HostVerdict:
         """`check_host`, remembered: a site is asked for the same few hosts all day.

@@ -1,0 +1,209 @@
+"""The response head the flow's hooks build (`bastion.stages`): header edits in order.
+
+The flow applies the layers' header edits (`HeaderOp`) to one list of its own per
+response. These tests pin what that must not change: the edits run innermost
+first, interleaved with message hooks exactly where they were registered; an
+edit that appends unless set sees the lines the inner hooks left (names in any
+case); and the application's message and header list are never edited, even when
+it sends the same list with every response. Then the whole stack: an application
+that sets the headers the layers care about (its own CORS grant, `Vary`, HSTS,
+`Server`, a framing header), sending one shared list, gets the same messages
+through the fused stack as through the chain of middlewares.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+
+from bastion.shield import Shield
+from bastion.stages import DEFAULT, EDIT, EXTEND, Flow, run_stages
+from bastion.types import Message, RawHeaders, Receive, Scope, Send
+from tests.shield.test_fused import ORIGIN, call, normalised, settings
+
+pytestmark = pytest.mark.anyio
+
+SHARED: RawHeaders = [(b"content-type", b"text/plain"), (b"Vary", b"Accept")]
+
+
+def scope() -> Scope:
+    return {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", b"x")]}
+
+
+class Register:
+    """A stage that registers one hook and lets the request through."""
+
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+
+    def enter(self, flow: Flow) -> None:
+        flow.hooks.append(self.hook)
+
+
+def drop(name: bytes, lines: RawHeaders) -> RawHeaders:
+    return [line for line in lines if line[0].lower() != name]
+
+
+def tag(message: Message) -> Message:
+    return {**message, "headers": [*message["headers"], (b"x-sync", b"1")]}
+
+
+async def tag_async(message: Message) -> Message | None:
+    return {**message, "headers": [*message["headers"], (b"x-async", b"1")]}
+
+
+async def run(hooks: list[Any], app_headers: RawHeaders) -> tuple[list[Message], Message]:
+    """The messages that leave a flow whose stages register `hooks`, outermost
+    first, and the start message the application sent."""
+    sent: list[Message] = []
+    start: Message = {"type": "http.response.start", "status": 200, "headers": app_headers}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    stages = [Register(hook) for hook in hooks]
+    await run_stages(stages, app, scope(), receive, send)
+    return sent, start
+
+
+async def test_edits_run_innermost_first_between_message_hooks() -> None:
+    hooks = [
+        (DEFAULT, (b"x-outer", b"1")),  # outermost: runs last
+        (EDIT, partial(drop, b"x-drop")),
+        (tag, None),
+        (EXTEND, [(b"x-extend", b"1"), (b"x-extend", b"2")]),
+        (None, tag_async),  # innermost: runs first
+    ]
+    sent, _ = await run(hooks, [(b"x-drop", b"1"), (b"content-type", b"text/plain")])
+    assert sent[0]["headers"] == [
+        (b"content-type", b"text/plain"),
+        (b"x-async", b"1"),
+        (b"x-extend", b"1"),
+        (b"x-extend", b"2"),
+        (b"x-sync", b"1"),
+        (b"x-outer", b"1"),
+    ]
+    assert sent[1] == {"type": "http.response.body", "body": b"ok"}
+
+
+@pytest.mark.parametrize(
+    ("app_headers", "expected"),
+    [
+        pytest.param(
+            [(b"Strict-Transport-Security", b"max-age=1")],
+            [(b"Strict-Transport-Security", b"max-age=1")],
+            id="head-app-hsts-kept-never-two",
+        ),
+        pytest.param(
+            [(b"content-type", b"text/plain")],
+            [(b"content-type", b"text/plain"), (b"strict-transport-security", b"max-age=9")],
+            id="head-hsts-added-when-absent",
+        ),
+    ],
+)
+async def test_default_line_only_when_its_header_is_absent(
+    app_headers: RawHeaders, expected: RawHeaders
+) -> None:
+    sent, _ = await run([(DEFAULT, (b"strict-transport-security", b"max-age=9"))], app_headers)
+    assert sent[0]["headers"] == expected
+
+
+async def test_default_sees_a_line_an_inner_edit_added() -> None:
+    hooks = [
+        (DEFAULT, (b"x-one", b"outer")),
+        (EXTEND, [(b"X-One", b"inner")]),
+    ]
+    sent, _ = await run(hooks, [])
+    assert sent[0]["headers"] == [(b"X-One", b"inner")]
+
+
+async def test_a_start_without_headers_gets_a_list() -> None:
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await run_stages([Register((EXTEND, [(b"x-a", b"1")]))], app, scope(), receive, send)
+    assert sent == [{"type": "http.response.start", "status": 204, "headers": [(b"x-a", b"1")]}]
+
+
+async def test_the_apps_message_and_shared_list_stay_as_sent() -> None:
+    hooks = [
+        (DEFAULT, (b"x-default", b"1")),
+        (EDIT, partial(drop, b"x-none")),
+        (EXTEND, [(b"x-extend", b"1")]),
+        (tag, None),
+    ]
+    before = list(SHARED)
+    first, start = await run(hooks, SHARED)
+    second, _ = await run(hooks, SHARED)
+    assert before == SHARED
+    assert start == {"type": "http.response.start", "status": 200, "headers": SHARED}
+    assert first == second
+    assert first[0]["headers"] == [
+        *before,
+        (b"x-sync", b"1"),
+        (b"x-extend", b"1"),
+        (b"x-default", b"1"),
+    ]
+
+
+# --- the whole stack: fused against chained ------------------------------------------
+
+APP_HEADERS: RawHeaders = [
+    (b"content-type", b"text/plain"),
+    (b"Server", b"app/1.0"),
+    (b"Vary", b"Accept"),
+    (b"Access-Control-Allow-Origin", b"*"),
+    (b"Strict-Transport-Security", b"max-age=5"),
+    (b"X-Frame-Options", b"SAMEORIGIN"),
+]
+
+
+async def header_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Sends the one shared `APP_HEADERS` list with every response."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": APP_HEADERS})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+ORIGINS = [
+    pytest.param([(b"origin", ORIGIN.encode())], id="head-allowed-origin"),
+    pytest.param([(b"origin", b"https://evil.example")], id="head-cors-app-wildcard-to-evil"),
+    pytest.param([], id="head-no-origin"),
+]
+
+
+@pytest.mark.parametrize("headers", ORIGINS)
+async def test_app_set_headers_fused_as_chained(headers: RawHeaders) -> None:
+    before = list(APP_HEADERS)
+    results = []
+    for fused in (False, True):
+        shield = Shield(header_app, settings())
+        target = shield if fused else shield._stack
+        exchanges = [await call(target, "GET", "/", list(headers)) for _ in range(2)]
+        results.append([normalised(exchange.messages) for exchange in exchanges])
+    assert results[0] == results[1]
+    assert before == APP_HEADERS
+    start = (await call(Shield(header_app, settings()), "GET", "/", list(headers))).messages[0]
+    names = [name.lower() for name, _ in start["headers"]]
+    assert names.count(b"strict-transport-security") == 1
+    assert b"server" not in names
+    grants = [value for name, value in start["headers"] if name == b"access-control-allow-origin"]
+    assert grants == ([ORIGIN.encode()] if headers == [(b"origin", ORIGIN.encode())] else [])
