@@ -50,6 +50,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -87,6 +88,7 @@ REASON_BENCHMARKING: Final = "benchmarking"
 REASON_RESERVED: Final = "reserved"
 REASON_NOT_GLOBAL: Final = "not-global"  # Python's own registry disagrees with ours
 REASON_RESPONSE_TOO_LARGE: Final = "response-too-large"
+REASON_RESPONSE_TOO_SLOW: Final = "response-too-slow"
 REASON_RESPONSE_ENCODED: Final = "response-encoded"
 
 # Instance metadata services. Most sit in ranges refused anyway; listed so the
@@ -157,6 +159,9 @@ DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 DEFAULT_MAX_REDIRECTS: Final = 5
 DEFAULT_MAX_RESPONSE_BYTES: Final = 10 * 1024 * 1024  # API documents, not downloads
 DEFAULT_TIMEOUT_SECONDS: Final = 10.0
+# httpx's timeouts bound each read, not the body: a server that drips a byte every few
+# seconds would hold the caller for ever. The whole body must arrive within this.
+DEFAULT_MAX_RESPONSE_SECONDS: Final = 30.0
 MAX_ADDRESSES: Final = 16  # of one DNS answer; more are not used (nor checked)
 MAX_CONNECT_ATTEMPTS: Final = 4  # checked addresses tried in turn on connect errors
 # Connection pools, one per host name; past this many names, a request gets a one-off
@@ -195,6 +200,10 @@ class OutboundSettings(Section):
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    """Each connect, read and write (httpx's timeouts)."""
+    max_response_seconds: float = DEFAULT_MAX_RESPONSE_SECONDS
+    """The whole response body, from its head on (checked as each chunk arrives, so
+    one read's `timeout_seconds` may come on top)."""
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -232,7 +241,7 @@ class OutboundSettings(Section):
             raise ValueError("must be 0-20")
         return value
 
-    @field_validator("max_response_bytes", "timeout_seconds")
+    @field_validator("max_response_bytes", "timeout_seconds", "max_response_seconds")
     @classmethod
     def _positive(cls, value: float) -> float:
         if not value > 0:
@@ -431,6 +440,9 @@ class _Guard:
             extensions=extensions,
         )
 
+    def too_slow(self, request: httpx.Request, target: Target) -> Callable[[], OutboundBlocked]:
+        return lambda: self.refuse(OutboundBlocked(REASON_RESPONSE_TOO_SLOW, target.host), request)
+
     def too_large(self, request: httpx.Request, target: Target) -> Callable[[], OutboundBlocked]:
         return lambda: self.refuse(OutboundBlocked(REASON_RESPONSE_TOO_LARGE, target.host), request)
 
@@ -445,25 +457,45 @@ class _Guard:
             raise self.refuse(OutboundBlocked(REASON_RESPONSE_TOO_LARGE, target.host), request)
 
 
+@dataclass(frozen=True, slots=True)
+class _Caps:
+    """What a response body may cost: bytes, and seconds from its head on."""
+
+    limit: int
+    deadline: float  # on `time.monotonic`
+    too_large: Callable[[], OutboundBlocked]
+    too_slow: Callable[[], OutboundBlocked]
+
+    def check(self, seen: int) -> None:
+        if seen > self.limit:
+            raise self.too_large()
+        if time.monotonic() > self.deadline:
+            raise self.too_slow()
+
+
+def _caps(guard: _Guard, request: httpx.Request, target: Target) -> _Caps:
+    settings = guard.settings
+    return _Caps(
+        settings.max_response_bytes,
+        time.monotonic() + settings.max_response_seconds,
+        guard.too_large(request, target),
+        guard.too_slow(request, target),
+    )
+
+
 class _CappedStream(httpx.SyncByteStream):
-    """A response body that raises `OutboundBlocked` once it passes `limit` bytes."""
+    """A response body that raises `OutboundBlocked` once it passes its caps."""
 
     def __init__(
-        self,
-        stream: httpx.SyncByteStream,
-        limit: int,
-        too_large: Callable[[], OutboundBlocked],
-        on_close: Callable[[], None],
+        self, stream: httpx.SyncByteStream, caps: _Caps, on_close: Callable[[], None]
     ) -> None:
-        self._stream, self._limit, self._too_large = stream, limit, too_large
-        self._on_close = on_close
+        self._stream, self._caps, self._on_close = stream, caps, on_close
 
     def __iter__(self) -> Iterator[bytes]:
         seen = 0
         for chunk in self._stream:
             seen += len(chunk)
-            if seen > self._limit:
-                raise self._too_large()
+            self._caps.check(seen)
             yield chunk
 
     def close(self) -> None:
@@ -475,21 +507,15 @@ class _CappedStream(httpx.SyncByteStream):
 
 class _AsyncCappedStream(httpx.AsyncByteStream):
     def __init__(
-        self,
-        stream: httpx.AsyncByteStream,
-        limit: int,
-        too_large: Callable[[], OutboundBlocked],
-        on_close: Callable[[], Any],
+        self, stream: httpx.AsyncByteStream, caps: _Caps, on_close: Callable[[], Any]
     ) -> None:
-        self._stream, self._limit, self._too_large = stream, limit, too_large
-        self._on_close = on_close
+        self._stream, self._caps, self._on_close = stream, caps, on_close
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         seen = 0
         async for chunk in self._stream:
             seen += len(chunk)
-            if seen > self._limit:
-                raise self._too_large()
+            self._caps.check(seen)
             yield chunk
 
     async def aclose(self) -> None:
@@ -565,12 +591,7 @@ class SafeTransport(httpx.BaseTransport):
             raise
         if not isinstance(response.stream, httpx.SyncByteStream):
             raise TypeError("the inner transport must be synchronous")
-        stream = _CappedStream(
-            response.stream,
-            guard.settings.max_response_bytes,
-            guard.too_large(request, target),
-            on_close,
-        )
+        stream = _CappedStream(response.stream, _caps(guard, request, target), on_close)
         return httpx.Response(
             response.status_code,
             headers=response.headers,
@@ -664,12 +685,7 @@ class AsyncSafeTransport(httpx.AsyncBaseTransport):
             raise
         if not isinstance(response.stream, httpx.AsyncByteStream):
             raise TypeError("the inner transport must be asynchronous")
-        stream = _AsyncCappedStream(
-            response.stream,
-            guard.settings.max_response_bytes,
-            guard.too_large(request, target),
-            on_close,
-        )
+        stream = _AsyncCappedStream(response.stream, _caps(guard, request, target), on_close)
         return httpx.Response(
             response.status_code,
             headers=response.headers,

@@ -7,6 +7,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from bastion.outbound import IPAddress
 
 BIG_BYTES = 4096
+DRIP_BYTES = 10  # two seconds of dripping
 
 
 @dataclass
@@ -65,6 +67,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/big-undeclared":  # no length: the body ends when the socket closes
             self.close_connection = True
             self._send(200, b"x" * BIG_BYTES, {"connection": "close"})
+        elif url.path == "/drip":  # a byte every 0.2 s, each well inside a read timeout
+            self.send_response(200)
+            self.send_header("content-length", str(DRIP_BYTES))
+            self.end_headers()
+            for _ in range(DRIP_BYTES):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
         elif url.path == "/gzip":
             self._send(200, b"\x1f\x8b", {"content-encoding": "gzip", "content-length": "2"})
         else:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from bastion.outbound import OutboundBlocked, OutboundSettings, safe_async_client, safe_client
-from tests.outbound.support import BIG_BYTES, Running, StaticResolver, serve
+from tests.outbound.support import BIG_BYTES, DRIP_BYTES, Running, StaticResolver, serve
 
 pytestmark = pytest.mark.server
 
@@ -175,6 +176,31 @@ def test_streamed_body_over_the_cap_is_cut(server: Running) -> None:
         with pytest.raises(OutboundBlocked, match="response-too-large"):
             received.extend(response.iter_raw())
         assert sum(map(len, received)) <= BIG_BYTES // 2
+
+
+def test_a_dripping_body_is_cut_at_the_response_deadline(server: Running) -> None:
+    """ssrf-response-too-slow: every byte comes well inside the read timeout, but the
+    whole body would take two seconds; the caller is freed after about half of one."""
+    settings = settings_for(server).model_copy(update={"max_response_seconds": 0.5})
+    started = time.monotonic()
+    with safe_client(settings) as client, pytest.raises(OutboundBlocked) as caught:
+        client.get(f"http://127.0.0.1:{server.port}/drip")
+    assert caught.value.reason == "response-too-slow"
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.anyio
+async def test_a_dripping_body_is_cut_async(server: Running) -> None:
+    settings = settings_for(server).model_copy(update={"max_response_seconds": 0.5})
+    async with safe_async_client(settings) as client:
+        with pytest.raises(OutboundBlocked, match="response-too-slow"):
+            await client.get(f"http://127.0.0.1:{server.port}/drip")
+
+
+def test_a_slow_but_timely_body_is_received(server: Running) -> None:
+    with safe_client(settings_for(server)) as client:
+        response = client.get(f"http://127.0.0.1:{server.port}/drip")
+    assert response.content == b"x" * DRIP_BYTES
 
 
 @pytest.mark.parametrize(
