@@ -11,15 +11,19 @@ from joserfc.jwk import ECKey, RSAKey
 from pydantic import SecretStr
 
 from bastion.auth.settings import APIKeySettings, AuthSettings, JWTSettings
+from tests.support.secret_watch import never_logged
 
 NOW = 1_700_000_000.0
 ISSUER = "https://id.example"
 AUDIENCE = "api://bank"
-PEPPER = SecretStr("p" * 8 + "e" * 8 + "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+PEPPER = SecretStr(never_logged("p" * 8 + "e" * 8 + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
 RSA_KEY = RSAKey.generate_key(2048, {"kid": "rsa-1"}, private=True)
 EC_KEY = ECKey.generate_key("P-256", {"kid": "ec-1"}, private=True)
 ATTACKER_KEY = RSAKey.generate_key(2048, {"kid": "rsa-1"}, private=True)
+# The private scalars of the signing keys must never reach a log line.
+for _key in (RSA_KEY, EC_KEY):
+    never_logged(str(_key.as_dict(private=True)["d"]))
 
 
 def public_jwks(*keys: Any) -> dict[str, Any]:

@@ -20,8 +20,9 @@ from bastion.crypto import (
     weak_field_key,
 )
 from bastion.exceptions import ConfigurationError
+from tests.support.secret_watch import never_logged
 
-KEY_NEW = new_field_key()
+KEY_NEW = never_logged(new_field_key())
 KEY_OLD = new_field_key()
 
 

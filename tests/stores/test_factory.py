@@ -11,10 +11,11 @@ from bastion.exceptions import ConfigurationError
 from bastion.stores import MemoryStore, SQLiteStore, StoreSettings, create_store, parse_store_url
 from bastion.stores.base import public_url
 from bastion.stores.redis import RedisStore
+from tests.support.secret_watch import never_logged
 
 pytestmark = pytest.mark.anyio
 
-PASSWORD = "pa55-w0rd-secret"
+PASSWORD = never_logged("pa55-w0rd-secret")
 
 
 async def test_memory_urls() -> None:

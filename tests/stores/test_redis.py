@@ -21,6 +21,7 @@ from bastion.exceptions import StoreError
 from bastion.stores.gcra import GCRALimit, gcra_step
 from bastion.stores.redis import RedisStore
 from tests.support.redis import RedisClusterNodes, RedisServer, redis_server
+from tests.support.secret_watch import never_logged
 
 pytestmark = pytest.mark.anyio
 
@@ -145,7 +146,7 @@ async def test_outage_is_a_store_error_and_recovery_needs_no_new_store(
 
 
 async def test_errors_and_reprs_never_show_the_password(tmp_path: Path) -> None:
-    password = "hunter2-correct-horse"
+    password = never_logged("hunter2-correct-horse")
     with redis_server(tmp_path / "redis", password=password) as server:
         good = RedisStore(server.url)
         wrong_url = f"redis://:{password}-wrong@127.0.0.1:{server.port}/0"

@@ -21,9 +21,10 @@ from bastion.events import EventEmitter
 from bastion.outbound import OutboundSettings
 from bastion.sessions import Session, SessionMiddleware, SessionSettings
 from bastion.types import ASGIApp, Receive, Scope, Send
+from tests.support.secret_watch import never_logged
 
 CLIENT_ID = "bastion-test-rp"
-CLIENT_SECRET = "rp-secret-for-tests-only-0123456789"
+CLIENT_SECRET = never_logged("rp-secret-for-tests-only-0123456789")
 
 
 class _Sink:
