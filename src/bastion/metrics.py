@@ -12,6 +12,21 @@ sink refuses any value outside a bounded vocabulary of short, token-shaped strin
 counting it as `other`), so the number of series is bounded whatever clients send.
 Client addresses, paths and principals are never labels.
 
+Beside the event counter, from the same stream:
+
+* `bastion_ratelimit_decisions` counts the rate-limit layer's decisions by
+  `outcome` (`limited`, `login_throttled`, `banned`, `ban_started`,
+  `store_unavailable`) and `action`. Requests the layer lets through are not
+  counted: that would cost every request a counter increment, and the server's own
+  request metrics already count them.
+* `bastion_store_errors` counts store failures by layer. A layer that reports an
+  outage at most once per interval (the rate-limit layer) puts the number of
+  failures the event stands for in `details.failures`, which is added.
+* `bastion_websocket_connections` is a gauge of accepted WebSocket connections by
+  route pattern (`bastion.websocket.middleware.ConnectionObserver`: the guard tells
+  the sink directly, on accept and on every way a socket ends). Route labels come
+  from the guard's settings; past `MAX_ROUTE_LABELS` distinct ones, `other`.
+
 `metrics_app(registry)` is a small ASGI app serving the text exposition format.
 Mount it behind your authentication (a route policy that requires a role, or a
 separate listener): metrics describe your defences to whoever can read them.
@@ -28,8 +43,26 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
+from bastion.ratelimit.jail import is_ban_start
+from bastion.ratelimit.reasons import (
+    LAYER as RATELIMIT_LAYER,
+)
+from bastion.ratelimit.reasons import (
+    REASON_BANNED,
+    REASON_CONCURRENCY_LIMITED,
+    REASON_LOGIN_LOCKED,
+    REASON_LOGIN_THROTTLED,
+    REASON_RATE_LIMITED,
+    REASON_STORE_UNAVAILABLE,
+)
 from bastion.responses import send_response
 from bastion.types import Receive, Scope, Send
 
@@ -39,6 +72,23 @@ _LABEL_VALUE: Final = re.compile(r"[a-z0-9_.-]{1,64}")
 # (a few hundred); reaching it means something unexpected feeds the sink.
 MAX_SERIES: Final = 2000
 OTHER: Final = "other"
+# Route patterns are typed by the operator, a handful per application; the cap only
+# guards against a misbehaving caller of the observer methods.
+MAX_ROUTE_LABELS: Final = 100
+_ROUTE_VALUE: Final = re.compile(r"[\x21-\x7e]{1,128}( [\x21-\x7e]{1,128})?")
+# One throttled outage report stands for at most this many failures: a larger or
+# malformed `details.failures` counts as one, so no event can inflate the counter.
+MAX_FAILURES_PER_EVENT: Final = 1_000_000
+STORE_UNAVAILABLE: Final = "store-unavailable"
+# The rate-limit layer's reasons, by the outcome they report.
+_RATELIMIT_OUTCOMES: Final[Mapping[str, str]] = {
+    REASON_RATE_LIMITED: "limited",
+    REASON_CONCURRENCY_LIMITED: "limited",
+    REASON_LOGIN_LOCKED: "login_throttled",
+    REASON_LOGIN_THROTTLED: "login_throttled",
+    REASON_BANNED: "banned",
+    REASON_STORE_UNAVAILABLE: "store_unavailable",
+}
 
 
 def _label(value: object) -> str:
@@ -46,8 +96,18 @@ def _label(value: object) -> str:
     return text if _LABEL_VALUE.fullmatch(text) else OTHER
 
 
+def _failures(record: Mapping[str, object]) -> int:
+    """How many store failures an outage event stands for (1 unless it says more)."""
+    details = record.get("details")
+    count = details.get("failures") if isinstance(details, Mapping) else None
+    if isinstance(count, bool) or not isinstance(count, int):
+        return 1
+    return count if 1 <= count <= MAX_FAILURES_PER_EVENT else 1
+
+
 class MetricsSink:
-    """Counts events into Prometheus counters with bounded labels."""
+    """Counts events into Prometheus counters with bounded labels, and tracks
+    accepted WebSocket connections as a `ConnectionObserver` of the guard."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -63,7 +123,21 @@ class MetricsSink:
             ("layer",),
             registry=self.registry,
         )
+        self.ratelimit_decisions = Counter(
+            "bastion_ratelimit_decisions",
+            "Rate-limit refusals and outages by outcome and action (allowed requests"
+            " are not counted).",
+            ("outcome", "action"),
+            registry=self.registry,
+        )
+        self.websocket_connections = Gauge(
+            "bastion_websocket_connections",
+            "Accepted WebSocket connections open now, by route pattern.",
+            ("route",),
+            registry=self.registry,
+        )
         self._series: set[tuple[str, str, str, str]] = set()
+        self._routes: set[str] = set()
 
     def handle(self, record: Mapping[str, object]) -> None:
         labels = (
@@ -78,8 +152,29 @@ class MetricsSink:
             else:
                 self._series.add(labels)
         self.events.labels(*labels).inc()
-        if labels[2] == "store-unavailable":
-            self.store_errors.labels(labels[0]).inc()
+        reason = record.get("reason")
+        if reason == STORE_UNAVAILABLE:
+            self.store_errors.labels(labels[0]).inc(_failures(record))
+        if record.get("layer") == RATELIMIT_LAYER and isinstance(reason, str):
+            outcome = _RATELIMIT_OUTCOMES.get(reason)
+            if outcome is not None:
+                if is_ban_start(record):
+                    outcome = "ban_started"
+                self.ratelimit_decisions.labels(outcome, labels[3]).inc()
+
+    def _route(self, route: str) -> str:
+        if route in self._routes:
+            return route
+        if len(self._routes) >= MAX_ROUTE_LABELS or not _ROUTE_VALUE.fullmatch(route):
+            return OTHER
+        self._routes.add(route)
+        return route
+
+    def websocket_opened(self, route: str) -> None:
+        self.websocket_connections.labels(self._route(route)).inc()
+
+    def websocket_closed(self, route: str) -> None:
+        self.websocket_connections.labels(self._route(route)).dec()
 
 
 def metrics_app(registry: CollectorRegistry) -> MetricsASGI:

@@ -34,8 +34,11 @@ from bastion.audit.probes import ratelimit, transport
 from bastion.audit.probes.base import ProbeContext
 from bastion.audit.probes.jwt import split_token
 from bastion.audit.runner import run_audit_sync
-from bastion.audit.target import InProcessTarget
+from bastion.audit.target import InProcessTarget, default_host
+from bastion.demo import create_app
+from bastion.demo.settings import DemoSettings
 from bastion.types import ASGIApp, Receive, Scope, Send
+from tests.audit import weak_apps
 
 # Every check the unprotected bank must fail and the protected bank must pass.
 IMPORTANT_CHECKS = (
@@ -244,6 +247,59 @@ def test_https_upgrade(status: int, location: str | None, upgrades: bool) -> Non
 )
 def test_route_that_ignores_credentials(anonymous: int, signed_in: int, ignores: bool) -> None:
     assert ratelimit.ignores_credentials(anonymous, signed_in) is ignores
+
+
+@pytest.mark.parametrize(
+    ("previous", "status", "retry_after", "throttled"),
+    [
+        pytest.param(None, 429, None, True, id="ratelimit-429-throttled"),
+        pytest.param(401, 401, "30", True, id="ratelimit-retry-after-throttled"),
+        # A lockout or a ban: the credentials were refused, then the caller is.
+        pytest.param(401, 403, None, True, id="ratelimit-401-then-403-lockout"),
+        pytest.param(401, 401, None, False, id="ratelimit-wrong-password-again-not-throttled"),
+        pytest.param(None, 403, None, False, id="ratelimit-first-403-not-a-switch"),
+        pytest.param(403, 403, None, False, id="ratelimit-403-throughout-not-a-switch"),
+        pytest.param(200, 200, None, False, id="ratelimit-form-reshown-not-throttled"),
+    ],
+)
+def test_is_throttled(
+    previous: int | None, status: int, retry_after: str | None, throttled: bool
+) -> None:
+    assert ratelimit.is_throttled(status, retry_after, previous) is throttled
+
+
+def _no_recipe_audit(app: ASGIApp, host: str) -> AuditReport:
+    return run_audit_sync(InProcessTarget(app, label="no recipe", host=host))
+
+
+def test_protected_demo_without_a_login_recipe_is_not_accused(tmp_path: Path) -> None:
+    """The false failure of a live no-recipe audit of `bastion demo`, in-process:
+    `POST /api/token` refuses anonymous callers by policy (401), so the probe cannot
+    tell a credential check from a refusal of the caller and must not hammer it
+    (which got the auditor banned: `audit.still-served` failed too)."""
+    app = create_app(
+        demo=DemoSettings(data_dir=tmp_path, https_port=443, http_port=None), mode="production"
+    )
+    audit = _no_recipe_audit(app, "localhost")
+    assert not audit.failed, audit.failed
+    assert audit.grade.letter == "A+"
+    # The bank's login form answers a wrong password with 401 too: without a
+    # session the two cannot be told apart, so neither guessed route is judged.
+    for route in ("POST /api/token", "POST /login"):
+        assert any(
+            reason.startswith(f"ratelimit: {route} answered 401 anonymously")
+            for reason in audit.skipped
+        ), audit.skipped
+    assert not _by_check(audit, "ratelimit.login")
+    [served] = _by_check(audit, "audit.still-served")
+    assert served.passed, served.evidence
+
+
+def test_hardened_app_without_a_login_recipe_is_not_accused() -> None:
+    app = weak_apps.hardened_app()
+    audit = _no_recipe_audit(app, default_host(app))
+    assert not audit.failed, audit.failed
+    assert "login: no login recipe; authenticated probes run without a session" in audit.skipped
 
 
 async def _refuse_all(scope: Scope, receive: Receive, send: Send) -> None:

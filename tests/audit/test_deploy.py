@@ -70,7 +70,8 @@ def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings_with(**overrides: Any) -> Settings:
-    return Settings(**merged(QUIET, overrides))
+    # Without the production refusal, so what production refuses is judged too.
+    return deploy.settings_for_check(**merged(QUIET, overrides))
 
 
 def dev(**overrides: Any) -> dict[str, Any]:
@@ -102,6 +103,53 @@ CASES = [
         dev(secret_keys=DROP), ONE_WORKER, [*DEV, "secrets.W001"], id="deploy-per-process-key"
     ),
     pytest.param({"secret_keys": [KEY]}, ONE_WORKER, ["secrets.I001"], id="deploy-single-key"),
+    # --- what production refuses at start-up, reported instead ---
+    pytest.param(
+        {"secret_keys": DROP}, ONE_WORKER, ["secrets.E002"], id="deploy-production-no-key"
+    ),
+    pytest.param(
+        {"secret_keys": [WEAK_KEY, KEY]},
+        ONE_WORKER,
+        ["secrets.E001"],
+        id="deploy-production-weak-key",
+    ),
+    pytest.param(
+        {"transport": {"allowed_hosts": []}},
+        ONE_WORKER,
+        ["transport.E003"],
+        id="deploy-production-no-hosts",
+    ),
+    pytest.param(
+        {"transport": {"allowed_hosts": ["*"]}},
+        ONE_WORKER,
+        ["transport.E003"],
+        id="deploy-production-any-host",
+    ),
+    pytest.param(
+        {"transport": {"insecure_allow_http": True}},
+        ONE_WORKER,
+        ["transport.E002"],
+        id="deploy-production-plain-http",
+    ),
+    pytest.param(
+        {"transport": {"monitor_only": True}},
+        ONE_WORKER,
+        ["transport.E005"],
+        id="deploy-production-transport-monitor-only",
+    ),
+    pytest.param(
+        {"errors": {"monitor_only": True}},
+        ONE_WORKER,
+        ["errors.E002"],
+        id="deploy-production-errors-monitor-only",
+    ),
+    pytest.param(
+        {"transport": {"enabled": False}},
+        ONE_WORKER,
+        ["transport.E001"],
+        id="deploy-production-transport-off",
+    ),
+    pytest.param({"debug": True}, ONE_WORKER, ["mode.E002"], id="deploy-production-debug"),
     # --- errors ---
     pytest.param(
         dev(errors={"enabled": False}), ONE_WORKER, [*DEV, "errors.E001"], id="deploy-errors-off"
@@ -884,3 +932,21 @@ def test_no_secret_in_any_output() -> None:
     for secret in (WEAK_KEY, KEY, REDIS_PASSWORD):
         for output in outputs:
             assert secret not in output
+
+
+def test_settings_for_check_keeps_the_start_up_refusal() -> None:
+    from bastion.exceptions import ConfigurationError
+
+    assert ids(run_checks(deploy.settings_for_check())) == [
+        "audit_log.I001",
+        "policy.W003",
+        "secrets.E002",
+        "store.I001",
+        "transport.E003",
+    ]
+    with pytest.raises(ConfigurationError, match="refusing to start"):
+        Settings()
+    # Development still fills what it fills.
+    filled = deploy.settings_for_check(mode="development")
+    assert filled.transport.allowed_hosts
+    assert filled.secret_keys

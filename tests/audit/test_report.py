@@ -70,6 +70,7 @@ def _report(target: str, *headers: tuple[str, str]) -> AuditReport:
         routes=["GET /", "POST /transfer"],
         requests_sent=42,
         duration_seconds=1.5,
+        skipped=["sessions: no login recipe", f"jwt: expired token {EVIL}"],
     )
 
 
@@ -130,6 +131,23 @@ def test_sarif_levels_and_locations() -> None:
     assert whole["physicalLocation"]["artifactLocation"]["uri"] == "https://bare.example/"
     logical = {r["ruleId"]: r for r in hardened["results"]}["csrf.cross-site-post"]
     assert logical["locations"][0]["logicalLocations"][0]["name"] == "POST /transfer"
+
+
+def test_sarif_runs_are_distinct_and_say_what_was_not_tested() -> None:
+    log = json.loads(render_sarif([BARE, HARDENED]))
+    VALIDATOR.validate(log)
+    ids = [run["automationDetails"]["id"] for run in log["runs"]]
+    assert ids == ["bastion-audit/https-bare-example/", "bastion-audit/demo-protected/"]
+    for run, report in zip(log["runs"], [BARE, HARDENED], strict=True):
+        [invocation] = run["invocations"]
+        notes = invocation["toolExecutionNotifications"]
+        assert [n["level"] for n in notes] == ["note"] * len(report.skipped)
+        assert [n["message"]["text"] for n in notes] == [
+            f"Not tested: {reason}" for reason in report.skipped
+        ]
+        for result in run["results"]:
+            assert result["message"]["text"].startswith("Failed: ")
+            assert " Evidence: " in result["message"]["text"]
 
 
 def test_deps_sarif_is_valid_2_1_0_with_locations() -> None:
@@ -201,6 +219,18 @@ def test_table_shows_grades_and_failed_findings() -> None:
     assert max(len(line) for line in text.splitlines()) <= 120
 
 
+def test_table_lists_what_was_not_tested() -> None:
+    many = AuditReport(target="many", grade=BARE.grade, skipped=[f"reason {n}" for n in range(20)])
+    text = render_table([BARE, many])
+    assert "Not tested (https://bare.example):" in text
+    assert "sessions: no login recipe" in text
+    assert "\x1b" not in text  # a skip reason quoting the target is shown inert
+    assert "reason 0" in text
+    assert "reason 19" not in text
+    assert "and 12 more" in text
+    assert "Not tested" not in render_table([AuditReport(target="x", grade=BARE.grade)])
+
+
 def test_table_two_targets_side_by_side() -> None:
     text = render_table([BARE, HARDENED])
     assert "Side by side" in text
@@ -268,6 +298,13 @@ def test_html_is_self_contained_and_escaped(reports: list[AuditReport]) -> None:
         # The hostile text is there, as text.
         assert any("<script>alert(1)</script>" in text for text in parsed.texts)
         assert "svg" in parsed.tags
+
+
+def test_html_lists_what_was_not_tested() -> None:
+    page = render_html([BARE])
+    assert "<h2>Not tested: https://bare.example</h2>" in page
+    assert "<li>sessions: no login recipe</li>" in page
+    assert "<script>alert" not in page
 
 
 def test_html_two_targets_compare() -> None:

@@ -193,6 +193,71 @@ def test_load_app_calls_factories_only() -> None:
             load_app(spec)
 
 
+@pytest.mark.parametrize(
+    ("spec", "message", "secret"),
+    [
+        pytest.param(
+            "tests.audit.broken_import:app",
+            "importing 'tests.audit.broken_import' raised KeyError",
+            "secret-abc",
+            id="target-import-raises",
+        ),
+        pytest.param(
+            "tests.audit.broken_apps:failing_factory",
+            "the factory 'tests.audit.broken_apps:failing_factory' raised RuntimeError",
+            "secret-xyz",
+            id="target-factory-raises",
+        ),
+        pytest.param(
+            "no_such_module_x:app",
+            "cannot import 'no_such_module_x': no module 'no_such_module_x'",
+            "",
+            id="target-no-such-module",
+        ),
+    ],
+)
+def test_load_app_names_only_the_exception_type(spec: str, message: str, secret: str) -> None:
+    with pytest.raises(TargetError) as raised:
+        load_app(spec)
+    assert str(raised.value) == message
+    assert raised.value.__cause__ is None  # the original (and its message) is dropped
+    assert raised.value.__suppress_context__
+    if secret:
+        assert secret not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        pytest.param(
+            "http://user:hunter2@127.0.0.1:8000/app?token=t0ps3cret#x",
+            "http://127.0.0.1:8000/app",
+            id="target-url-credentials-and-query-hidden",
+        ),
+        pytest.param("https://bank.example/", "https://bank.example/", id="target-url-plain-ok"),
+    ],
+)
+def test_url_target_hides_credentials(url: str, label: str) -> None:
+    target = URLTarget(url)
+    assert target.label == label
+    assert target.host == label.split("/")[2]  # never `user:password@` in `Host`
+    assert target.is_live
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://user:hunter2@/", id="target-url-no-host-credentials-hidden"),
+        pytest.param("ftp://user:hunter2@bank.example/", id="target-url-bad-scheme-hidden"),
+        pytest.param("http://user:hunter2@bad host/?k=hunter2", id="target-url-bad-host-hidden"),
+    ],
+)
+def test_url_target_errors_hide_credentials(url: str) -> None:
+    with pytest.raises(TargetError) as raised:
+        URLTarget(url)
+    assert "hunter2" not in str(raised.value)
+
+
 def test_default_host_comes_from_the_shield() -> None:
     assert default_host(weak_apps.hardened_app()) == weak_apps.HARDENED_HOST
     assert default_host(weak_apps.weak_starlette_app()) == "testserver"

@@ -106,5 +106,50 @@ def test_login_recipe_password_comes_from_the_environment(monkeypatch: pytest.Mo
 
 def test_deps_alias_checks_packages_like_bastion_deps() -> None:
     code, stdout, _ = invoke("--deps", "--osv", str(OSV_FIXTURE), "--format", "json")
-    assert code == 1  # the fixture flags the installed starlette
-    assert json.loads(stdout)["findings"]
+    assert code == 0  # audit's exit rule: findings fail only with --fail-on
+    assert json.loads(stdout)["findings"]  # the fixture flags the installed starlette
+    code, _, _ = invoke("--deps", "--osv", str(OSV_FIXTURE), "--fail-on", "low")
+    assert code == 1
+
+
+def test_deps_alias_writes_the_output_file(tmp_path: Path) -> None:
+    out = tmp_path / "deps.json"
+    code, stdout, stderr = invoke(
+        "--deps", "--osv", str(OSV_FIXTURE), "--format", "json", "-o", str(out)
+    )
+    assert code == 0
+    assert stdout == ""
+    assert str(out) in stderr
+    assert json.loads(out.read_text(encoding="utf-8"))["findings"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ("tests.audit.broken_import:app",),
+            "importing 'tests.audit.broken_import' raised KeyError",
+            id="audit-import-raises-keyerror",
+        ),
+        pytest.param(
+            ("tests.audit.broken_apps:failing_factory",),
+            "raised RuntimeError",
+            id="audit-factory-raises-secret-hidden",
+        ),
+        pytest.param(
+            ("http://user:hunter2@127.0.0.1:1/?api_key=hunter2",),
+            "cannot audit http://127.0.0.1:1/",
+            id="audit-url-credentials-hidden",
+        ),
+        pytest.param((WEAK, "--deps"), "give no TARGET", id="audit-deps-with-a-target-refused"),
+    ],
+)
+def test_failures_exit_2_in_one_line_without_secrets(args: tuple[str, ...], message: str) -> None:
+    result = CliRunner().invoke(app, ["audit", *args])
+    output = result.stdout + result.stderr
+    assert result.exit_code == 2, output
+    assert message in output
+    for secret in ("secret-xyz", "secret-abc", "hunter2"):
+        assert secret not in output
+    assert "Traceback" not in output
+    assert not isinstance(result.exception, (KeyError, RuntimeError))

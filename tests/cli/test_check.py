@@ -78,6 +78,75 @@ def test_fail_on_info_fails_on_informational_findings() -> None:
 
 
 def test_unloadable_settings_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BASTION_SECRET_KEYS", "short")
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", "[not json")
     code, _ = invoke()
     assert code == 2
+
+
+WEAK_KEY = never_logged("weak-Key-9")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param(
+            {"BASTION_SECRET_KEYS": None, "BASTION_TRANSPORT__ALLOWED_HOSTS": None},
+            {"secrets.E002", "transport.E003"},
+            id="check-production-defaults-refused",
+        ),
+        pytest.param({"BASTION_SECRET_KEYS": WEAK_KEY}, {"secrets.E001"}, id="check-weak-key"),
+        pytest.param(
+            {"BASTION_TRANSPORT__ALLOWED_HOSTS": '["*"]'}, {"transport.E003"}, id="check-any-host"
+        ),
+        pytest.param(
+            {"BASTION_TRANSPORT__INSECURE_ALLOW_HTTP": "true"},
+            {"transport.E002"},
+            id="check-plain-http",
+        ),
+        pytest.param(
+            {"BASTION_SESSIONS__INSECURE_COOKIE_OVER_HTTP": "true"},
+            {"sessions.E001"},
+            id="check-cookie-over-http",
+        ),
+        pytest.param(
+            {"BASTION_TRANSPORT__MONITOR_ONLY": "true"},
+            {"transport.E005"},
+            id="check-transport-monitor-only",
+        ),
+        pytest.param(
+            {"BASTION_ERRORS__MONITOR_ONLY": "true"},
+            {"errors.E002"},
+            id="check-errors-monitor-only",
+        ),
+        pytest.param({"BASTION_DEBUG": "true"}, {"mode.E002"}, id="check-debug"),
+    ],
+)
+def test_production_refusals_are_high_findings_not_a_refusal(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None], expected: set[str]
+) -> None:
+    # Production refuses each of these at start-up; `bastion check` must still report
+    # them, one stable id each, with exit 1 and JSON on standard output.
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["check", "--format", "json"])
+    assert result.exit_code == 1, result.output
+    assert "refusing to start" not in result.output
+    findings = json.loads(result.stdout)["findings"]
+    high = {f["id"] for f in findings if f["severity"] == "high"}
+    assert high == expected
+    assert WEAK_KEY not in result.output
+    code, text = invoke()
+    assert code == 1
+    assert all(check_id in text for check_id in expected)
+
+
+def test_the_app_still_refuses_what_check_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.exceptions import ConfigurationError
+    from bastion.settings import Settings
+
+    monkeypatch.setenv("BASTION_SECRET_KEYS", WEAK_KEY)
+    with pytest.raises(ConfigurationError, match="refusing to start"):
+        Settings()

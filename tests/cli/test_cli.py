@@ -149,8 +149,22 @@ def test_keys_new_prints_a_strong_distinct_key() -> None:
     assert first != second
 
 
+def give_secret_keys(
+    source: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Put `secret_keys` where the app reads them: the environment or the secrets dir."""
+    if source == "env":
+        monkeypatch.setenv("BASTION_SECRET_KEYS", value)
+        return
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir(exist_ok=True)
+    (secrets_dir / "bastion_secret_keys").write_text(value)
+    monkeypatch.setenv("BASTION_SECRETS_DIR", str(secrets_dir))
+
+
+@pytest.mark.parametrize("source", ["env", "secrets-dir"])
 def test_shield_audit_log_verifies_and_tampering_is_found(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import anyio
 
@@ -169,7 +183,7 @@ def test_shield_audit_log_verifies_and_tampering_is_found(
                 assert (await client.get("/", headers={"host": "evil.example"})).status_code == 400
 
     anyio.run(refuse_some_requests)
-    monkeypatch.setenv("BASTION_SECRET_KEYS", STRONG_KEY)
+    give_secret_keys(source, STRONG_KEY, tmp_path, monkeypatch)
     intact = CliRunner().invoke(app, ["log", "verify", str(log)])
     assert intact.exit_code == 0, intact.output
     lines = log.read_bytes().splitlines(keepends=True)
@@ -188,17 +202,55 @@ def test_keys_new_aes() -> None:
     assert len(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))) == 32
 
 
-def test_keys_rotate_puts_a_new_key_in_front(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BASTION_SECRET_KEYS", STRONG_KEY)
-    output = CliRunner().invoke(app, ["keys", "rotate"]).output.strip()
+@pytest.mark.parametrize(
+    "source",
+    [
+        "env",
+        # With the keys in the secrets directory, reading only BASTION_SECRET_KEYS
+        # printed a single new key, and applying it logged everyone out.
+        pytest.param("secrets-dir", id="rotate-keys-from-secrets-dir"),
+    ],
+)
+def test_keys_rotate_puts_a_new_key_in_front(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    give_secret_keys(source, STRONG_KEY, tmp_path, monkeypatch)
+    result = CliRunner().invoke(app, ["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    output = result.stdout.strip()
     name, _, value = output.partition("=")
     new, old = value.split(",")
     assert name == "BASTION_SECRET_KEYS"
     assert old == STRONG_KEY
     assert new != STRONG_KEY
     # The rotated list is accepted by production settings.
+    monkeypatch.delenv("BASTION_SECRETS_DIR", raising=False)
     monkeypatch.setenv("BASTION_SECRET_KEYS", value)
     monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bank.example"]')
     from bastion.settings import Settings
 
     assert len(Settings().secret_keys) == 2
+
+
+def test_keys_rotate_and_log_verify_say_when_no_keys_are_found(tmp_path: Path) -> None:
+    rotated = CliRunner().invoke(app, ["keys", "rotate"])
+    assert rotated.exit_code == 0
+    assert "no secret_keys found" in rotated.stderr
+    assert rotated.stdout.count(",") == 0  # the new key alone
+    log = tmp_path / "audit.log"
+    log.write_text("")
+    verified = CliRunner().invoke(app, ["log", "verify", str(log)])
+    assert "no secret_keys found" in verified.stderr
+
+
+def test_keys_rotate_keeps_a_weak_production_key_it_must_not_drop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Production would refuse this key at start-up; rotation must still keep it so
+    # what it signed keeps verifying while the strong key takes over.
+    weak = never_logged("weak-rotated-key")
+    give_secret_keys("secrets-dir", weak, tmp_path, monkeypatch)
+    result = CliRunner().invoke(app, ["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith(f",{weak}")

@@ -24,7 +24,26 @@ PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 def new_jwt_key(*args: str) -> tuple[dict[str, Any], dict[str, Any]]:
     result = CliRunner().invoke(app, ["keys", "new", "--kind", "jwt", *args])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout), json.loads(result.stderr)
+    _notes, brace, public = result.stderr.partition("{")
+    return json.loads(result.stdout), json.loads(brace + public)
+
+
+def test_jwt_output_says_which_set_is_which() -> None:
+    result = CliRunner().invoke(app, ["keys", "new", "--kind", "jwt"])
+    notes = result.stderr.partition("{")[0]
+    assert "PRIVATE JWK set" in notes
+    assert "never put it in auth.jwt.jwks" in notes
+    assert "PUBLIC JWK set, for auth.jwt.jwks" in notes
+
+
+def test_only_the_public_set_goes_in_auth_jwt_jwks() -> None:
+    from bastion.exceptions import ConfigurationError
+
+    private_set, public_set = new_jwt_key()
+    JWTSettings(issuer="https://id.example", audience="api", jwks=public_set)
+    with pytest.raises(ConfigurationError, match="private member 'd'") as caught:
+        JWTSettings(issuer="https://id.example", audience="api", jwks=private_set)
+    assert private_set["keys"][0]["d"] not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -252,3 +252,96 @@ def test_opt_outs_are_logged_once_per_shield_not_per_request(
         anyio.run(serve_requests)
     messages = [r.getMessage() for r in caplog.records if r.name == "bastion"]
     assert sum("cors.enabled=false" in m for m in messages) == 1
+
+
+# --- auth.jwt.jwks: public keys only ---------------------------------------------------
+
+JWT_ISSUER = {"issuer": "https://id.example", "audience": "api"}
+PRIVATE_VALUE = never_logged("pr1vate-" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def ec_key_pair() -> tuple[dict[str, object], dict[str, object]]:
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", {"alg": "ES256", "use": "sig"}, auto_kid=True)
+    private: dict[str, object] = dict(key.as_dict(private=True))
+    never_logged(str(private["d"]))
+    public: dict[str, object] = dict(key.as_dict(private=False))
+    return private, public
+
+
+def jwt_env(monkeypatch: pytest.MonkeyPatch, jwt: dict[str, object]) -> None:
+    import json
+
+    monkeypatch.setenv("BASTION_SECRET_KEYS", STRONG_KEY)
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bank.example"]')
+    monkeypatch.setenv("BASTION_AUTH__JWT", json.dumps(jwt))
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        pytest.param(member, id=f"jwt-private-key-in-verifier-{member}")
+        for member in ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+    ],
+)
+def test_a_private_jwk_member_is_refused_by_name_never_by_value(member: str) -> None:
+    _, public = ec_key_pair()
+    jwks = {"keys": [{**public, member: PRIVATE_VALUE}]}
+    with pytest.raises(ConfigurationError, match=f"private member '{member}'") as caught:
+        Settings(**PRODUCTION, auth={"jwt": {**JWT_ISSUER, "jwks": jwks}})
+    assert PRIVATE_VALUE not in str(caught.value)
+    assert PRIVATE_VALUE not in repr(caught.value)
+
+
+def test_jwt_private_key_in_verifier_from_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+
+    private, _ = ec_key_pair()
+    jwt_env(monkeypatch, {**JWT_ISSUER, "jwks": {"keys": [private]}})
+    with pytest.raises(ConfigurationError, match="private member 'd'") as caught:
+        Settings()
+    assert str(private["d"]) not in str(caught.value)
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 2
+    assert "private member 'd'" in result.output
+    assert str(private["d"]) not in result.output
+
+
+def test_the_public_jwk_set_is_accepted_and_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+
+    _, public = ec_key_pair()
+    jwt_env(monkeypatch, {**JWT_ISSUER, "jwks": {"keys": [public]}})
+    jwt = Settings().auth.jwt
+    assert jwt is not None
+    assert jwt.jwks == {"keys": [public]}
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    assert str(public["x"]) in result.output
+
+
+def test_an_hmac_key_needs_an_hs_algorithm_and_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+
+    oct_key = {"kty": "oct", "kid": "own-1", "k": PRIVATE_VALUE}
+    with pytest.raises(ConfigurationError, match="private member 'k'"):
+        Settings(**PRODUCTION, auth={"jwt": {**JWT_ISSUER, "jwks": {"keys": [oct_key]}}})
+    jwt_env(monkeypatch, {**JWT_ISSUER, "jwks": {"keys": [oct_key]}, "algorithms": ["HS256"]})
+    settings = Settings()
+    assert settings.auth.jwt is not None
+    assert settings.auth.jwt.jwks == {"keys": [oct_key]}
+    assert PRIVATE_VALUE not in repr(settings.auth.jwt)
+    assert PRIVATE_VALUE not in repr(settings)
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    assert PRIVATE_VALUE not in result.output
+    assert '"kid": "own-1"' in result.output

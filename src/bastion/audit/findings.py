@@ -83,6 +83,9 @@ class AuditReport:
     """The routes probed, `METHOD /path`."""
     requests_sent: int = 0
     duration_seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+    """What was not tested, and why (no login recipe, writes not allowed, ...):
+    a check absent from `findings` is not a check passed."""
 
     @property
     def failed(self) -> list[Finding]:

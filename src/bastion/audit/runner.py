@@ -5,7 +5,8 @@ Defence: every request goes through one `ProbeContext` that counts it against
 `max_requests` (the audit stops there and says so); the crawl is bounded by
 `MAX_CRAWL_ROUTES` and skips routes that would log out or delete; the probes
 run one request at a time; state-changing probes never target logout or
-delete routes; the rate-limit probe runs last, with an account name no real
+delete routes, and on a live server send nothing with the signed-in session
+unless the caller allows writes; the rate-limit probe runs last, with an account name no real
 user has, and stops at the first refusal.
 
 Order: the main page and its grade first (the Observatory's input must be the
@@ -147,14 +148,26 @@ async def run_audit(
     token: TokenRecipe | None = None,
     progress: ProgressCallback | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
+    allow_writes: bool = False,
 ) -> AuditReport:
-    """Audit `target` (entered here: lifespan startup and shutdown included)."""
+    """Audit `target` (entered here: lifespan startup and shutdown included).
+
+    Probes that send state-changing requests with the signed-in session (the
+    CSRF probe's forged writes) run against a live server only with
+    `allow_writes`; in-process they always run, since nothing real is touched.
+    """
     if max_requests < MIN_MAX_REQUESTS:
         raise ValueError(f"max_requests must be at least {MIN_MAX_REQUESTS}")
     started = time.monotonic()
     async with target:
         ctx = ProbeContext(
-            target, [], login=login, token=token, max_requests=max_requests, progress=progress
+            target,
+            [],
+            login=login,
+            token=token,
+            max_requests=max_requests,
+            progress=progress,
+            allow_writes=allow_writes or not target.is_live,
         )
         grade, findings = await headers.probe(ctx)
         try:
@@ -178,6 +191,7 @@ async def run_audit(
         routes=[str(route) for route in ctx.routes],
         requests_sent=ctx.requests_sent,
         duration_seconds=time.monotonic() - started,
+        skipped=list(ctx.skipped),
     )
 
 
@@ -213,6 +227,7 @@ def run_audit_sync(
     max_requests: int = DEFAULT_MAX_REQUESTS,
     host: str | None = None,
     verify_tls: bool = True,
+    allow_writes: bool = False,
 ) -> AuditReport:
     """`run_audit` for the command line: `target` may be a URL or `module:attribute`
     (`host` and `verify_tls` apply to those)."""
@@ -227,5 +242,6 @@ def run_audit_sync(
             token=token,
             progress=progress,
             max_requests=max_requests,
+            allow_writes=allow_writes,
         )
     )

@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 
+from bastion.exceptions import ConfigurationError
 from bastion.routes import parse_route_pattern
 from bastion.sections import LayerSettings, Section
 
@@ -48,6 +49,13 @@ SUPPORTED_ALGORITHMS: Final = frozenset(
 _API_KEY_PREFIX: Final = r"^[a-z][a-z0-9]{1,15}$"
 # An HMAC pepper needs the entropy of a key: 32 characters of token_urlsafe = 192 bits.
 MIN_PEPPER_CHARS: Final = 32
+# RFC 7518 section 6.3.2 (RSA: d, p, q, dp, dq, qi, oth), 6.2.2 (EC: d), RFC 8037
+# section 2 (OKP: d) and RFC 7518 section 6.4.1 (oct: k). A verifier needs none of
+# them; whoever holds one can mint tokens. `k` is allowed only when HS* is listed.
+PRIVATE_JWK_MEMBERS: Final = ("d", "p", "q", "dp", "dq", "qi", "oth")
+SYMMETRIC_JWK_MEMBER: Final = "k"
+_HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
+_MASK: Final = "**********"
 POLICY_PUBLIC: Final = "public"
 POLICY_AUTHENTICATED: Final = "authenticated"
 _NAME: Final = re.compile(r"^[A-Za-z0-9:._/-]{1,128}$")
@@ -68,8 +76,11 @@ class JWTSettings(Section):
     jwks_file: Path | None = None
     """A JWKS JSON file, read once at start-up."""
 
-    jwks: dict[str, Any] | None = None
-    """A JWKS given inline (public keys only, or an `oct` key for own tokens)."""
+    jwks: dict[str, Any] | None = Field(default=None, repr=False)
+    """A JWKS given inline: public keys only (`bastion keys new --kind jwt --public`);
+    the private set stays with whatever issues the tokens. An `oct` key (`k`) only
+    with an HS* algorithm listed, for tokens the application issues itself; it is
+    masked in `bastion config`."""
 
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     """Algorithms a key may be used with. Each key gets exactly one (its JWKS `alg`,
@@ -112,7 +123,50 @@ class JWTSettings(Section):
                 json.dumps(self.jwks)
             except (TypeError, ValueError):
                 raise ValueError("jwks must be a JSON object") from None
+            check_public_jwks(
+                self.jwks, allow_symmetric=bool(_HMAC_ALGORITHMS & set(self.algorithms))
+            )
         return self
+
+    @field_serializer("jwks", when_used="json")
+    def _mask_symmetric_keys(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # `bastion config` output: an HS* key is a secret; public members are not.
+        if value is None or not isinstance(value.get("keys"), list):
+            return value
+        keys = [
+            {
+                name: _MASK if name == SYMMETRIC_JWK_MEMBER else member
+                for name, member in key.items()
+            }
+            if isinstance(key, dict)
+            else key
+            for key in value["keys"]
+        ]
+        return {**value, "keys": keys}
+
+
+def check_public_jwks(jwks: dict[str, Any], *, allow_symmetric: bool) -> None:
+    """Refuse a JWK set holding private key material, naming the member, never its value.
+
+    Raised as ConfigurationError rather than ValueError on purpose: pydantic's error
+    text quotes the input, which here is the private key.
+    """
+    entries = jwks.get("keys")
+    if not isinstance(entries, list):
+        return  # the verifier reports a malformed set when it imports it
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        members = [m for m in PRIVATE_JWK_MEMBERS if m in entry]
+        if SYMMETRIC_JWK_MEMBER in entry and not allow_symmetric:
+            members.append(SYMMETRIC_JWK_MEMBER)
+        if members:
+            raise ConfigurationError(
+                f"invalid Bastion settings: auth.jwt.jwks keys[{index}] holds the private "
+                f"member {members[0]!r}: a verifier needs the public JWK set only (`bastion "
+                f"keys new --kind jwt --public`); keep the private set with the token issuer"
+                + ("" if members[0] != SYMMETRIC_JWK_MEMBER else " (or list an HS* algorithm)")
+            )
 
 
 class APIKeySettings(Section):

@@ -13,7 +13,6 @@ The command line is an optional extra (`pip install bastion-asgi[cli]`).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,11 +30,11 @@ from bastion.cli.common import (
     EXIT_CANNOT_CHECK,
     EXIT_CONFIGURATION_ERROR,
     EXIT_FINDINGS,
+    load_secret_keys,
     load_settings,
     parse_mode,
 )
 from bastion.exceptions import ConfigurationError
-from bastion.sections import split_keys
 from bastion.settings import Settings
 
 if TYPE_CHECKING:
@@ -99,6 +98,11 @@ KEY_BYTES = 32  # 256 bits; prints 43 URL-safe characters, over MIN_SECRET_KEY_C
 JWT_ALGORITHMS = ("Ed25519", "ES256", "RS256", "PS256")
 # NIST SP 800-57 part 1 table 2: 3072-bit RSA for protection beyond 2030.
 RSA_KEY_BITS = 3072
+JWT_PRIVATE_NOTE = (
+    "bastion: standard output holds the PRIVATE JWK set: keep it with whatever issues "
+    "tokens; never put it in auth.jwt.jwks (refused)"
+)
+JWT_PUBLIC_NOTE = "bastion: the PUBLIC JWK set, for auth.jwt.jwks (or to publish as the JWKS):"
 
 
 def _new_jwk_set(alg: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -126,7 +130,7 @@ def keys_new(
         str,
         typer.Option(
             help="signing (for secret_keys), aes (for field_encryption.keys) "
-            "or jwt (a JWK set for issuing tokens)"
+            "or jwt (a private JWK set for issuing tokens, its public set for auth.jwt.jwks)"
         ),
     ] = "signing",
     alg: Annotated[
@@ -142,8 +146,9 @@ def keys_new(
     after it (they still verify or decrypt) until everything they protect has expired
     or been re-encrypted, then remove them: BASTION_SECRET_KEYS="<new>,<old>".
 
-    With --kind jwt the private JWK set goes to stdout and the public one (to publish
-    as the JWKS) to stderr, so `> private.json` never mixes them.
+    With --kind jwt the private JWK set goes to stdout (for whatever issues tokens,
+    never for auth.jwt.jwks) and the public one, labelled, to stderr (for
+    auth.jwt.jwks, or to publish as the JWKS), so `> private.json` never mixes them.
     """
     if kind != "jwt" and (alg is not None or public):
         raise typer.BadParameter("--alg and --public apply to --kind jwt only")
@@ -156,6 +161,8 @@ def keys_new(
             typer.echo(json.dumps(public_set, indent=2))
             return
         typer.echo(json.dumps(private_set, indent=2))
+        typer.echo(JWT_PRIVATE_NOTE, err=True)
+        typer.echo(JWT_PUBLIC_NOTE, err=True)
         typer.echo(json.dumps(public_set, indent=2), err=True)
         return
     if kind == "aes":
@@ -172,11 +179,15 @@ def keys_new(
 def keys_rotate() -> None:
     """Print BASTION_SECRET_KEYS with a new signing key in front of the current ones.
 
+    The current keys are read as the app reads them: BASTION_SECRET_KEYS or the
+    secrets directory's bastion_secret_keys (write the result back where they came
+    from). With none found it says so on standard error and prints the new key alone.
+
     The new key signs from the next start; the old ones keep verifying sessions'
     CSRF tokens, tickets and audit records, so nobody is logged out. Remove an old
     key once what it signed has expired (the longest: the session absolute timeout).
     """
-    current = [str(key) for key in split_keys(os.environ.get("BASTION_SECRET_KEYS", ""))]
+    current = load_secret_keys()
     rotated = [secrets.token_urlsafe(KEY_BYTES), *current]
     typer.echo(f"BASTION_SECRET_KEYS={','.join(rotated)}")
 
@@ -189,14 +200,15 @@ app.add_typer(log_app, name="log")
 def log_verify(
     files: Annotated[list[str], typer.Argument(help="the audit log and its archives")],
 ) -> None:
-    """Verify the audit log's hash chain with the keys in BASTION_SECRET_KEYS.
+    """Verify the audit log's hash chain with secret_keys (BASTION_SECRET_KEYS or the
+    secrets directory, as the app reads them).
 
     Exit 0: intact; 1: tampering or loss found (each problem named by file, line and
     sequence number); 2: could not verify.
     """
     from bastion.auditlog import verify_command
 
-    keys = [str(key) for key in split_keys(os.environ.get("BASTION_SECRET_KEYS", ""))]
+    keys = load_secret_keys()
     code, text = verify_command(files, keys)
     typer.echo(text, err=code == 2)
     raise typer.Exit(code)
@@ -319,6 +331,21 @@ def demo(
     ] = None,
     cert_file: Annotated[Path | None, typer.Option(help="PEM certificate chain.")] = None,
     key_file: Annotated[Path | None, typer.Option(help="PEM private key.")] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="The API tokens' issuer (iss).")] = None,
+    jwt_audience: Annotated[
+        str | None, typer.Option(help="The API tokens' audience (aud).")
+    ] = None,
+    jwks_file: Annotated[
+        Path | None,
+        typer.Option(help="Another provider's JWK set: the API accepts its tokens, issues none."),
+    ] = None,
+    header_timeout_seconds: Annotated[
+        float | None, typer.Option(help="Cut a client whose request head is not complete by then.")
+    ] = None,
+    seed: Annotated[
+        bool | None,
+        typer.Option("--seed/--no-seed", help="Create the demo users in a new database."),
+    ] = None,
 ) -> None:
     """Serve Bastion Bank, behind Bastion, over HTTPS on 127.0.0.1.
 
@@ -339,6 +366,11 @@ def demo(
             "data_dir": data_dir,
             "cert_file": cert_file,
             "key_file": key_file,
+            "jwt_issuer": jwt_issuer,
+            "jwt_audience": jwt_audience,
+            "jwks_file": jwks_file,
+            "header_timeout_seconds": header_timeout_seconds,
+            "seed": seed,
         }.items()
         if value is not None
     }

@@ -106,6 +106,44 @@ def _render(reports: list[AuditReport], output_format: str, color: bool) -> str:
     return report.render_table(reports, color=color)
 
 
+def _audit_deps(
+    osv: Path | None, output_format: str, threshold: str | None, output: Path | None
+) -> None:
+    """`bastion deps` under audit's rules: the report to stdout or `output`, and
+    exit 1 only with --fail-on (`bastion deps` fails on any finding by default)."""
+    import contextlib
+    import io
+
+    from bastion.cli import deps as deps_command
+
+    captured = io.StringIO()
+    code = 0
+    try:
+        with contextlib.redirect_stdout(captured):
+            deps_command(
+                osv=osv,
+                online=None,
+                output_format=output_format,
+                fail_on=threshold or "low",
+                osv_api="https://api.osv.dev",
+            )
+    except typer.Exit as exc:
+        code = exc.exit_code
+    if code not in (0, EXIT_FINDINGS):
+        raise typer.Exit(code)  # could not check: the reason is already on stderr
+    _write(captured.getvalue(), output)
+    if code == EXIT_FINDINGS and threshold is not None:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+        return
+    output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    typer.echo(f"bastion: report written to {output}", err=True)
+
+
 def audit(
     target: Annotated[
         str | None,
@@ -142,6 +180,14 @@ def audit(
     max_requests: Annotated[
         int, typer.Option(min=50, max=10_000, help="Cap on requests sent to the target.")
     ] = 1500,
+    allow_writes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-writes",
+            help="Let probes send state-changing requests with the signed-in session "
+            "to a live URL (forged transfers the target may really make).",
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show the in-process app's own log lines.")
     ] = False,
@@ -154,7 +200,9 @@ def audit(
 ) -> None:
     """Probe an app from outside and grade it (no TARGET: the demo, without and with Bastion).
 
-    Probes are bounded and non-destructive, and go only to the target. Exit 0: no
+    Probes are bounded and non-destructive, and go only to the target: a live URL
+    gets no state-changing request with the signed-in session unless
+    --allow-writes is given (an app in-process always does). Exit 0: no
     failed check at or above --fail-on (or no --fail-on); 1: there is one; 2: the
     target could not be audited. With no TARGET, --fail-on judges the protected demo.
     """
@@ -162,20 +210,14 @@ def audit(
         raise typer.BadParameter(f"format must be one of: {', '.join(FORMATS)}")
     threshold = parse_severity(fail_on) if fail_on is not None else None
     if deps:
-        from bastion.cli import deps as deps_command
-
+        if target is not None:
+            raise typer.BadParameter("--deps audits installed packages: give no TARGET with it")
         if output_format == "html":
             raise typer.BadParameter("--deps writes table, json or sarif")
-        deps_command(
-            osv=osv,
-            online=None,
-            output_format=output_format,
-            fail_on=threshold if threshold in ("critical", "high", "medium", "low") else "low",
-            osv_api="https://api.osv.dev",
-        )
+        _audit_deps(osv, output_format, threshold, output)
         return
     login, token = _recipes(login_path, username, token_path, token_check)
-    from bastion.audit.target import TargetError
+    from bastion.audit.target import TargetError, redact_url
 
     show_progress = sys.stderr.isatty()
     try:
@@ -197,17 +239,15 @@ def audit(
                         max_requests=max_requests,
                         host=host,
                         verify_tls=not insecure,
+                        allow_writes=allow_writes,
                     )
                 ]
     except (TargetError, ValueError) as exc:
-        typer.echo(f"bastion: cannot audit {target or 'the demo'}: {exc}", err=True)
+        shown = "the demo" if target is None else redact_url(target) if "://" in target else target
+        typer.echo(f"bastion: cannot audit {shown}: {exc}", err=True)
         raise typer.Exit(EXIT_CANNOT_CHECK) from None
     text = _render(reports, output_format, color=output is None and sys.stdout.isatty())
-    if output is not None:
-        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        typer.echo(f"bastion: report written to {output}", err=True)
-    else:
-        typer.echo(text)
+    _write(text, output)
     judged = reports[-1]
     if threshold is not None and judged.fails_at(threshold):
         raise typer.Exit(EXIT_FINDINGS)

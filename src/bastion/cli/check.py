@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from bastion.audit.findings import SEVERITIES, Severity
-from bastion.cli.common import EXIT_CANNOT_CHECK, load_settings, parse_mode
+from bastion.cli.common import EXIT_CANNOT_CHECK, load_settings_for_check, parse_mode
 
 
 def parse_severity(value: str) -> Severity:
@@ -46,6 +46,8 @@ def check(
 ) -> None:
     """Check the effective settings for deployment (like Django's `check --deploy`).
 
+    What production refuses at start-up (no or weak keys, no allowed hosts, plain
+    HTTP) is reported as high findings, not as a refusal.
     Exit 0: nothing at or above --fail-on; 1: findings at or above it; 2: the settings
     cannot be loaded or an --ignore id does not exist.
     """
@@ -54,7 +56,7 @@ def check(
     if output_format not in ("text", "json"):
         raise typer.BadParameter("format must be text or json")
     threshold = parse_severity(fail_on)
-    settings = load_settings(parse_mode(mode))
+    settings = load_settings_for_check(parse_mode(mode))
     context = deploy.DeployContext(workers=workers)
     if uvicorn:
         context = deploy.DeployContext.uvicorn_defaults(workers=workers)

@@ -3,7 +3,10 @@
 Everything about the demo that an operator may want to point elsewhere (bind address,
 ports, certificate and key, the JWT issuer, audience and key set, where its data
 lives) comes from code, `BASTION_DEMO__*` environment variables or files in the
-secrets directory, exactly like `bastion.Settings`; the Bastion layers themselves
+secrets directory, exactly like `bastion.Settings`: the directory is
+`BASTION_SECRETS_DIR`, else `/run/secrets` when it exists, and each file is named
+like the variable in lower case (`bastion_demo__jwks_file` holds the path of a JWK
+set), code first, then the environment, then the files. The Bastion layers themselves
 (trusted proxies, limits, hosts, ...) keep their own `BASTION_<SECTION>__*` names.
 So the demo can be given another certificate or another identity provider's keys
 without a code change:
@@ -23,9 +26,15 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from bastion.exceptions import ConfigurationError
+from bastion.settings import DEFAULT_SECRETS_DIR
 
 DEMO_ENV_PREFIX: Final = "BASTION_DEMO__"
 
@@ -91,6 +100,25 @@ class DemoSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigurationError(f"invalid demo settings: {exc}") from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The same directory and order as `bastion.Settings`, so one secrets mount
+        # configures both.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets_dir = os.environ.get("BASTION_SECRETS_DIR")
+        if secrets_dir is None and Path(DEFAULT_SECRETS_DIR).is_dir():
+            secrets_dir = DEFAULT_SECRETS_DIR
+        if secrets_dir is not None:
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        return tuple(sources)
 
     @field_validator("host")
     @classmethod

@@ -50,6 +50,9 @@ DEFAULT_BAN_SECONDS: Final = 900.0
 # Increments in flight per process: well above a steady refusal rate's needs (each
 # takes about a millisecond), small enough that a flood cannot pile up tasks.
 DEFAULT_MAX_IN_FLIGHT: Final = 256
+# The `details` key that marks the event of a ban starting, apart from the refusals
+# of an already-banned client, which share its reason (`is_ban_start`).
+BAN_START_DETAIL: Final = "refusals"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,17 @@ def counts_toward_ban(record: Mapping[str, object]) -> bool:
         and record.get("reason") != REASON_BANNED
         and not str(record.get("kind", "")).startswith("sys_")
         and isinstance(record.get("client"), str)
+    )
+
+
+def is_ban_start(record: Mapping[str, object]) -> bool:
+    """Whether a redacted event record reports a ban starting (`Jail.record_refusal`)."""
+    details = record.get("details")
+    return (
+        record.get("layer") == LAYER
+        and record.get("reason") == REASON_BANNED
+        and isinstance(details, Mapping)
+        and BAN_START_DETAIL in details
     )
 
 
@@ -126,7 +140,7 @@ class Jail:
                     layer=LAYER,
                     status=403,
                     client=client,
-                    details={"refusals": count, "ban_seconds": self.policy.ban_seconds},
+                    details={BAN_START_DETAIL: count, "ban_seconds": self.policy.ban_seconds},
                 )
             )
         return started

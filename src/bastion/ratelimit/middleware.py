@@ -110,6 +110,8 @@ class _OutageReport:
     """Process-wide throttle of outage events (not request state: shared on purpose)."""
 
     last: float = field(default=float("-inf"))
+    unreported: int = 0
+    """Failures since the last report (the event's `details.failures`)."""
 
 
 def _compile_rules(settings: RateLimitSettings) -> RouteTable[_Rule]:
@@ -429,14 +431,18 @@ class RateLimitMiddleware:
         """Apply the fail mode; True when the request was refused (fail closed)."""
         if self.settings.fail_open or answered:
             now = self._clock()
+            self._outage.unreported += 1
             if now - self._outage.last >= OUTAGE_REPORT_INTERVAL_SECONDS:
+                # The event stands for every failure since the last one, so the
+                # metrics sink counts store errors exactly despite the throttle.
+                failures, self._outage.unreported = self._outage.unreported, 0
                 self._outage.last = now
                 self._refuser.event(
                     scope,
                     kind=KIND_BY_REASON[REASON_STORE_UNAVAILABLE],
                     reason=REASON_STORE_UNAVAILABLE,
                     action="allowed",
-                    details={"fail_open": self.settings.fail_open},
+                    details={"fail_open": self.settings.fail_open, "failures": failures},
                 )
             return False
         return await self._refuse(scope, send, REASON_STORE_UNAVAILABLE, [OUTAGE_RETRY_AFTER])

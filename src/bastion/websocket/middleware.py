@@ -37,6 +37,14 @@ One connection, in order:
 4. Whatever ends the connection (client close, abrupt disconnect, the app's close,
    the guard's close, an exception, cancellation), `finally` gives the slots back.
 
+Connection observers (`ConnectionObserver`, such as the Prometheus sink in
+`bastion.metrics`) are told when the app accepts a socket and, in the same
+`finally`, when an accepted socket ends, by the route pattern from
+`settings.routes` that matched it (`default` when none did): never the raw path or
+the client, so an observer's label set stays bounded. Without `observers`, the
+guard uses the sinks of its event emitter that are observers, so `Shield` needs no
+wiring and the guard knows nothing of Prometheus.
+
 A connection the guard closes gets `websocket.disconnect` from `receive`, and its
 later sends are dropped, so the application winds down as if the client had left.
 
@@ -52,7 +60,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Final, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -92,6 +100,8 @@ from bastion.websocket.settings import WebSocketSettings
 from bastion.websocket.tickets import TICKET_KEY_PREFIX, TICKETS_SCOPE_KEY, WebSocketTickets
 
 LAYER: Final = "websocket"
+# The observer label of a socket whose path matches no pattern in `settings.routes`.
+DEFAULT_ROUTE_LABEL: Final = "default"
 KIND_CLOSED: Final = "session_websocket_closed"  # vocabulary style: category, event
 BearerVerifier = Callable[[str], Awaitable[object | None]]
 """Verifies a bearer token; returns the principal, or None to refuse."""
@@ -115,6 +125,16 @@ _ERROR_INVALID: Final = json.dumps({"error": "invalid-message"})
 _Violation: TypeAlias = tuple[int, str, str, str | None]
 """A message violation: close code, event kind, reason, and the error frame that
 answers it instead of a close (None: close)."""
+
+
+@runtime_checkable
+class ConnectionObserver(Protocol):
+    """Told when a guarded socket is accepted and when an accepted one ends, with the
+    route pattern it matched (a bounded label). Must not raise, like an event sink."""
+
+    def websocket_opened(self, route: str) -> None: ...
+
+    def websocket_closed(self, route: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +172,12 @@ def _host_line(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
 class _Connection:
     """The live state of one guarded socket."""
 
-    def __init__(self, guard: WebSocketGuardMiddleware, scope: Scope, send: Send) -> None:
+    def __init__(
+        self, guard: WebSocketGuardMiddleware, scope: Scope, send: Send, route: str
+    ) -> None:
         self.guard = guard
         self.scope = scope
+        self.route = route
         self._send = send
         self.lock = asyncio.Lock()
         self.closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -174,8 +197,12 @@ class _Connection:
         async with self.lock:
             if self.closed.done():
                 return  # the guard closed the socket: the app's late sends go nowhere
-            if message["type"] == "websocket.accept":
+            if message["type"] == "websocket.accept" and not self.accepted:
+                # Counted before the send: `_serve`'s `finally` uncounts whatever
+                # the send does next (raises, is cancelled).
                 self.accepted = True
+                for observer in self.guard.observers:
+                    observer.websocket_opened(self.route)
             elif message["type"] in ("websocket.close", "websocket.http.response.start"):
                 self.app_closed = True
             await self._send(message)
@@ -244,7 +271,9 @@ class WebSocketGuardMiddleware:
     `bearer_verifier` checks tokens offered as `Sec-WebSocket-Protocol: bearer,
     <token>` (without one, such handshakes are refused); `schemas` maps route
     patterns to the pydantic model each text message must validate against;
-    `ban_checks` are async predicates over (client, principal).
+    `ban_checks` are async predicates over (client, principal); `observers` are
+    told of accepted sockets (default: the event emitter's sinks that are
+    `ConnectionObserver`s).
     """
 
     def __init__(
@@ -260,6 +289,7 @@ class WebSocketGuardMiddleware:
         bearer_verifier: BearerVerifier | None = None,
         schemas: Mapping[str, type[BaseModel]] | None = None,
         ban_checks: Sequence[BanCheck] = (),
+        observers: Sequence[ConnectionObserver] | None = None,
     ) -> None:
         self.app = app
         self.settings = s = settings or WebSocketSettings()
@@ -267,6 +297,13 @@ class WebSocketGuardMiddleware:
         self.store = store if store is not None else MemoryStore(clock=clock)
         self.events = events or default_emitter()
         self.refuser = Refuser(LAYER, self.events, monitor_only=s.monitor_only)
+        self.observers: tuple[ConnectionObserver, ...] = (
+            tuple(observers)
+            if observers is not None
+            else tuple(sink for sink in self.events.sinks if isinstance(sink, ConnectionObserver))
+        )
+        # Each pattern is its own label: bounded by the settings, never by clients.
+        self._route_labels: RouteTable[str] = RouteTable({p: p for p in s.routes})
         self.tickets = (
             WebSocketTickets(secret_keys, max_age_seconds=s.ticket_max_age_seconds, clock=clock)
             if secret_keys is not None
@@ -489,7 +526,8 @@ class WebSocketGuardMiddleware:
         principal: str | None,
         held: list[str],
     ) -> None:
-        conn = _Connection(self, scope, send)
+        route = self._route_labels.lookup("WEBSOCKET", scope.get("path", ""))
+        conn = _Connection(self, scope, send, route or DEFAULT_ROUTE_LABEL)
         loop = asyncio.get_running_loop()
         # Everything a message needs is looked up once, here, for the connection.
         s = self.settings
@@ -688,6 +726,9 @@ class WebSocketGuardMiddleware:
                 watcher.cancel()
             if conn.idle_timer is not None:
                 conn.idle_timer.cancel()
+            if conn.accepted:
+                for observer in self.observers:
+                    observer.websocket_closed(conn.route)
 
     def _session_key(self, scope: Scope, principal: str | None) -> str | None:
         # The guard only needs the session's store key, to ask whether it still exists.

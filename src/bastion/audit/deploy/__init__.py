@@ -12,9 +12,11 @@ reports is a finding, so a new `insecure_*` switch is checked from the day it ex
 (`optouts.W001` until it has its own id). `render_text`, `render_json` and
 `exit_code` are the CLI's writers and its `--fail-on` status. Users silence checks
 by id (`ignore`, like Django's `SILENCED_SYSTEM_CHECKS`).
-Not covered: what production refuses at start-up is not re-checked beyond the ids
-below (a weak key, `*` hosts, plain HTTP only reach `run_checks` in development
-mode); settings that cannot hold the weak value at all (`null` or `*` CORS origins,
+Production's start-up refusals (`bastion.settings.production_problems`) are findings
+too: `settings_for_check` builds the settings without refusing, and each refused rule
+has a high E id (secrets.E001/E002, transport.E001/E002/E003/E005, errors.E001/E002,
+sessions.E001, mode.E002); the app itself still refuses to start.
+Not covered: settings that cannot hold the weak value at all (`null` or `*` CORS origins,
 `0.0.0.0/0` proxies, `SameSite=None` sessions, an open WebSocket origin list) are
 refused when validated and have no check. Whether the server really runs with the
 options the context claims is the caller's word.
@@ -32,12 +34,14 @@ id. New checks take the next free number of their area and letter.
 | --- | --- | --- |
 | mode.E001 | high | development mode |
 | mode.E002 | high | `debug` on |
-| secrets.E001 | high | a weak `secret_keys` entry (development only; production refuses) |
+| secrets.E001 | high | a weak `secret_keys` entry (production refuses to start) |
+| secrets.E002 | high | no `secret_keys` in production (production refuses to start) |
 | secrets.W001 | medium | no `secret_keys`: a random key per process (development) |
 | secrets.I001 | info | one key only (how to rotate) |
 | errors.E001 | high | errors layer disabled |
 | errors.W001 | medium | errors layer monitor-only |
 | errors.W002 | medium | `insecure_pass_validation_input` |
+| errors.E002 | high | errors layer monitor-only in production (refused at start-up) |
 | transport.E001 | high | transport layer disabled |
 | transport.W001 | medium | transport layer monitor-only |
 | transport.E002 | high | `insecure_allow_http` (no HTTPS redirect) |
@@ -51,6 +55,7 @@ id. New checks take the next free number of their area and letter.
 | transport.W008 | medium | behind a proxy (context) with no `trusted_proxies` |
 | transport.E004 | high | the server believes proxy headers from every peer (context) |
 | transport.W009 | low | the server rewrites the client from proxy headers (context) |
+| transport.E005 | high | transport layer monitor-only in production (refused at start-up) |
 | limits.W001 | medium | limits layer disabled |
 | limits.W002 | medium | limits layer monitor-only |
 | limits.W003 | low | a very large body limit, global or per route |
@@ -108,6 +113,7 @@ id. New checks take the next free number of their area and letter.
 from __future__ import annotations
 
 from bastion.audit.deploy.checks import classify_opt_out, run_checks
+from bastion.audit.deploy.loading import settings_for_check
 from bastion.audit.deploy.model import (
     CHECKS,
     SERVER_DEFAULT_WS_MAX_SIZE_BYTES,
@@ -128,4 +134,5 @@ __all__ = [
     "render_json",
     "render_text",
     "run_checks",
+    "settings_for_check",
 ]

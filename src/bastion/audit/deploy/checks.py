@@ -112,6 +112,9 @@ _OPT_OUT_RULES: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
         (r"audit_log\.fsync=never", "audit_log.W001"),
     )
 )
+# Monitor-only errors or transport is a warning in development and a start-up refusal
+# in production (`bastion.settings.production_problems`), reported as such.
+_REFUSED_IN_PRODUCTION: Final = {"errors.W001": "errors.E002", "transport.W001": "transport.E005"}
 _ROUTE_PART: Final = re.compile(r"routes\[.*?\]\.")
 _HASH_SOURCE: Final = re.compile(r"'(?:sha256|sha384|sha512)-", re.IGNORECASE)
 _STYLE_DIRECTIVES: Final = ("style-src-elem", "style-src-attr")
@@ -160,7 +163,10 @@ def _opt_out_findings(settings: Settings) -> Iterator[DeployFinding]:
         section = name.split(".", 1)[0].split("[", 1)[0]
         if section in disabled and name != f"{section}.enabled=false":
             continue  # the layer is off: only that is worth saying
-        yield finding(classify_opt_out(name), _setting_of(name), name)
+        check_id = classify_opt_out(name)
+        if settings.mode == "production":
+            check_id = _REFUSED_IN_PRODUCTION.get(check_id, check_id)
+        yield finding(check_id, _setting_of(name), name)
 
 
 # --- value checks --------------------------------------------------------------------
@@ -200,6 +206,8 @@ def check_secret_keys(settings: Settings, context: DeployContext) -> Iterator[De
         # Filled with a random per-process key by development mode.
         yield finding("secrets.W001", "secret_keys")
         return
+    if not keys and settings.mode == "production":
+        yield finding("secrets.E002", "secret_keys")
     for index, key in enumerate(keys):
         weakness = weak_secret_key(key.get_secret_value())
         if weakness:

@@ -160,6 +160,14 @@ _CATALOGUE: Final[list[Check]] = [
         "Generate a key with `bastion keys new` (43 random URL-safe characters).",
     ),
     Check(
+        "secrets.E002",
+        "high",
+        "{setting} is empty in production: nothing can sign sessions, CSRF tokens or "
+        "tickets, so Bastion refuses to start.",
+        "Set BASTION_SECRET_KEYS (or the secrets file bastion_secret_keys) to a key from "
+        "`bastion keys new`.",
+    ),
+    Check(
         "secrets.W001",
         "medium",
         "{setting} is not set, so development draws a random key per process: every "
@@ -181,6 +189,13 @@ _CATALOGUE: Final[list[Check]] = [
         "{setting} is set: validation errors (422) echo the submitted values, so a "
         "password or token sent in a malformed request comes back in the response.",
         "Remove the setting (default: false).",
+    ),
+    Check(
+        "errors.E002",
+        "high",
+        "{setting} in production: tracebacks and debug pages would reach clients, so "
+        "Bastion refuses to start.",
+        _LAYER_MONITOR_HINT,
     ),
     # --- transport --------------------------------------------------------------------
     *_layer_checks("transport", "transport.E001", "transport.W001", "high"),
@@ -261,6 +276,13 @@ _CATALOGUE: Final[list[Check]] = [
         "({server_option}), so two components decide who the client is; {setting} is "
         "where that trust belongs.",
         "Run uvicorn with --no-proxy-headers and list proxies in transport.trusted_proxies.",
+    ),
+    Check(
+        "transport.E005",
+        "high",
+        "{setting} in production: forged Host headers and plain HTTP would be let through, "
+        "so Bastion refuses to start.",
+        _LAYER_MONITOR_HINT,
     ),
     # --- limits -----------------------------------------------------------------------
     *_layer_checks("limits", "limits.W001", "limits.W002", "medium"),

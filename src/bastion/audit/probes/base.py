@@ -133,6 +133,10 @@ class ProbeContext:
     cookies_seen: list[SeenCookie] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Why probes did not run (no login recipe, no WebSocket route, ...)."""
+    allow_writes: bool = False
+    """Whether probes may send state-changing requests with the signed-in session.
+    Off for a live server unless the user asks (`--allow-writes`): a forged transfer
+    that the target accepts is a real transfer. The runner turns it on in-process."""
     _logging_in: bool = False
 
     @property

@@ -8,7 +8,8 @@ form), then the same request three times as a cross-site page would send it,
 each carrying one signal a browser sends: a foreign `Origin`, `Origin: null`
 (sandboxed frames, `data:` pages, some redirects), and `Sec-Fetch-Site:
 cross-site` without `Origin`. All carry the logged-in session's cookies when a
-login recipe is given, else whatever cookies the target set.
+login recipe is given, else whatever cookies the target set. Writes with the
+session are sent to a live server only when allowed (`ProbeContext.allow_writes`).
 
 Verdict: the cross-site request is accepted when the baseline succeeded (below
 400) and the cross-site one did too. When even the baseline is refused (a token
@@ -109,6 +110,13 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
     routes = candidates(ctx)
     if not routes:
         ctx.skip("csrf: no state-changing route to probe")
+        return []
+    if ctx.session is not None and not ctx.allow_writes:
+        # A forged transfer a live target accepts is a real transfer.
+        ctx.skip(
+            "csrf: state-changing requests with the signed-in session are not sent "
+            "to a live server without --allow-writes"
+        )
         return []
     jar = ctx.session.copy() if ctx.session is not None else CookieJar()
     has_cookies = len(jar) > 0

@@ -5,8 +5,8 @@ answers every attempt at full speed.
 Probe: failed logins to each login-like route (the login recipe's, else POST
 routes named like login), with an account name no real user has
 (`PROBE_ACCOUNT`, so no real account is locked out) and a random password,
-at most `MAX_ATTEMPTS` per route, stopping at the first sign of throttling:
-429, or any answer with `Retry-After`. A route whose first answer shows it is
+at most `MAX_ATTEMPTS` per route and `MAX_ROUTES` routes, stopping at the first
+sign of throttling (below). A route whose first answer shows it is
 not a login form the probe can drive (404, 405, 415, 422) is not judged.
 
 A route guessed by its name may instead be one that only signed-in callers may
@@ -15,8 +15,14 @@ probe with 401 or 403 before it reads any credential, so hammering it measures
 nothing, and each refusal counts towards a ban of the auditor. When a guessed
 route refuses the first attempt so, the same wrong credentials are sent once
 more with the logged-in session: a route that then accepts them does not check
-them, and is not judged. The token recipe's route is not a login route when the
-token is issued to a session.
+them, and is not judged. Without a session to ask with (no login recipe, or a
+live server audited without `allow_writes`), a credential check cannot be told
+from a policy refusal, and the route is not judged either. The token recipe's
+route is not a login route when the token is issued to a session.
+
+Throttling is 429, any answer with `Retry-After`, or a switch from 401 to 403
+after the first attempt: the credentials were refused, then the caller was
+(a lockout or a ban, which is what throttling a login looks like to a client).
 
 Not covered: throttling that only slows answers down (the probe counts refusals,
 not time), per-account lockouts keyed on real accounts, CAPTCHAs.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from http import HTTPStatus
 from typing import Final
 
 from bastion.audit.discovery import LoginRecipe, Route
@@ -79,8 +86,11 @@ def candidates(ctx: ProbeContext) -> list[tuple[Route, bytes, str, bool]]:
     return found[:MAX_ROUTES]
 
 
-def is_throttled(status: int, retry_after: str | None) -> bool:
-    return status == 429 or retry_after is not None
+def is_throttled(status: int, retry_after: str | None, previous_status: int | None = None) -> bool:
+    """Whether an answer shows throttling: 429, `Retry-After`, or a refusal of the
+    credentials (401) turned into a refusal of the caller (403: a lockout or a ban)."""
+    locked_out = previous_status == HTTPStatus.UNAUTHORIZED and status == HTTPStatus.FORBIDDEN
+    return status == HTTPStatus.TOO_MANY_REQUESTS or retry_after is not None or locked_out
 
 
 def ignores_credentials(anonymous_status: int, signed_in_status: int) -> bool:
@@ -111,23 +121,36 @@ async def _hammer(
         if attempt == 1 or attempt % 10 == 0:
             ctx.step(f"ratelimit: failed login {attempt} to {route}")
         response = await _attempt(ctx, route, body, content_type)
+        previous = statuses[-1] if statuses else None
         statuses.append(response.status)
-        if is_throttled(response.status, response.header("retry-after")):
+        if is_throttled(response.status, response.header("retry-after"), previous):
             return statuses, attempt, ""
         if attempt > 1:
             continue
         if response.status in _NOT_A_LOGIN:
             return statuses, None, f"answered {response.status}: not a login form"
-        if guessed and ctx.session is not None and response.status in _REFUSED_CALLER:
-            ctx.step(f"ratelimit: the same failed login to {route}, signed in")
-            control = await _attempt(ctx, route, body, content_type, signed_in=True)
-            if ignores_credentials(response.status, control.status):
-                return (
-                    statuses,
-                    None,
-                    f"answered {response.status} anonymously and {control.status} signed in, "
-                    "whatever the credentials: not a login form",
-                )
+        if not guessed or response.status not in _REFUSED_CALLER:
+            continue
+        if ctx.session is None or not ctx.allow_writes:
+            # A 401 or 403 to an anonymous caller may be the policy refusing the
+            # caller before any credential is read: hammering it would measure
+            # nothing and get the auditor banned.
+            return (
+                statuses,
+                None,
+                f"answered {response.status} anonymously and there is no session to tell "
+                "a credential check from a refusal of the caller (give a login recipe"
+                f"{'' if ctx.allow_writes else ' and --allow-writes'}): not judged",
+            )
+        ctx.step(f"ratelimit: the same failed login to {route}, signed in")
+        control = await _attempt(ctx, route, body, content_type, signed_in=True)
+        if ignores_credentials(response.status, control.status):
+            return (
+                statuses,
+                None,
+                f"answered {response.status} anonymously and {control.status} signed in, "
+                "whatever the credentials: not a login form",
+            )
     return statuses, None, ""
 
 

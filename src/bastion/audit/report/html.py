@@ -114,6 +114,13 @@ def _findings_html(report: AuditReport) -> str:
     )
 
 
+def _skipped_html(report: AuditReport) -> str:
+    if not report.skipped:
+        return ""
+    items = "".join(f"<li>{_e(reason)}</li>" for reason in report.skipped)
+    return f"<h2>Not tested: {_e(report.target)}</h2><ul>{items}</ul>"
+
+
 def _verdict_class(verdict: str) -> str:
     if verdict == "pass":
         return "pass"
@@ -146,7 +153,7 @@ def render_html(reports: Sequence[AuditReport]) -> str:
     ]
     if len(reports) > 1:
         body.append(_comparison_html(reports))
-    body.extend(_findings_html(r) for r in reports)
+    body.extend(_findings_html(r) + _skipped_html(r) for r in reports)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_e(_REPORT_CSP)}">'

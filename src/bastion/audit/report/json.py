@@ -46,6 +46,7 @@ JSON_KEYS: Final = {
     "targets[].routes": "the routes probed, METHOD /path",
     "targets[].requests_sent": "how many requests the audit sent",
     "targets[].duration_seconds": "how long it took",
+    "targets[].skipped": "[reason], what was not tested and why (a missing check is not a pass)",
 }
 """The JSON report's keys, as documentation and as the test's contract."""
 
@@ -76,6 +77,7 @@ def report_dict(report: AuditReport) -> dict[str, Any]:
         "routes": list(report.routes),
         "requests_sent": report.requests_sent,
         "duration_seconds": report.duration_seconds,
+        "skipped": list(report.skipped),
     }
 
 
@@ -134,6 +136,7 @@ def parse_json(text: str) -> list[AuditReport]:
                 routes=list(target["routes"]),
                 requests_sent=int(target["requests_sent"]),
                 duration_seconds=float(target["duration_seconds"]),
+                skipped=[str(reason) for reason in target.get("skipped", [])],
             )
         )
     return reports

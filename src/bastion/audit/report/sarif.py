@@ -5,13 +5,16 @@ has no location, no rule, or a severity the tool does not read.
 Defence: one run per target, one rule per check id, one result per failed finding,
 each with a location (the target URL plus the route path, percent-encoded, or a
 logical location when the target is not a URL), the level from `SARIF_LEVEL`, and
-GitHub's `security-severity` and the grade in its properties.
+GitHub's `security-severity` and the grade in its properties. Each run has its own
+`automationDetails.id`, and what was not tested is a `note` notification of the
+run's invocation, so a missing result is never mistaken for a pass.
 
 Not covered: suppressions and baselines (the scanning service keeps those).
 
 References: SARIF 2.1.0 (OASIS Standard, errata 01)
 https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/sarif-v2.1.0-errata01-os-complete.html
-sections 3.19 (run), 3.27 (result), 3.28 (location), 3.49 (reportingDescriptor);
+sections 3.14 (run), 3.17 (runAutomationDetails), 3.20 (invocation), 3.58
+(notification), 3.27 (result), 3.28 (location), 3.49 (reportingDescriptor);
 GitHub code scanning, "SARIF support for code scanning" (`security-severity`)
 https://docs.github.com/en/code-security/code-scanning ; RFC 3986 section 3.3 (path).
 """
@@ -19,6 +22,7 @@ https://docs.github.com/en/code-security/code-scanning ; RFC 3986 section 3.3 (p
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -46,6 +50,7 @@ SECURITY_SEVERITY: Final[Mapping[Severity, str]] = {
     "info": "0.0",
 }
 TOOL_NAME: Final = "bastion audit"
+AUTOMATION_PREFIX: Final = "bastion-audit"
 
 # Characters kept as they are when a route path becomes part of a URI (RFC 3986
 # section 3.3 pchar plus "/"); anything else is percent-encoded.
@@ -83,6 +88,23 @@ def _location(report: AuditReport, finding: Finding) -> dict[str, Any]:
     }
 
 
+def automation_id(target: str) -> str:
+    """The run's `automationDetails.id`, one per target: `bastion-audit/<slug>/`.
+
+    The trailing "/" makes the whole id the run's category (section 3.17), so
+    code scanning keeps the alerts of two targets apart instead of letting the
+    second upload close the first one's.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-") or "target"
+    return f"{AUTOMATION_PREFIX}/{slug}/"
+
+
+def _message(finding: Finding) -> str:
+    """Read as a failure: the check's title states the property the target lacks."""
+    text = f"Failed: {finding.title.rstrip('.')}."
+    return f"{text} Evidence: {finding.evidence}" if finding.evidence else text
+
+
 def _rule(finding: Finding) -> dict[str, Any]:
     rule: dict[str, Any] = {
         "id": finding.check,
@@ -111,11 +133,7 @@ def _run(report: AuditReport, tool_version: str) -> dict[str, Any]:
             "ruleId": finding.check,
             "ruleIndex": rule_index[finding.check],
             "level": SARIF_LEVEL[finding.severity],
-            "message": {
-                "text": f"{finding.title} Evidence: {finding.evidence}"
-                if finding.evidence
-                else finding.title
-            },
+            "message": {"text": _message(finding)},
             "locations": [_location(report, finding)],
             "properties": {**grade, "severity": finding.severity, "target": report.target},
         }
@@ -126,6 +144,16 @@ def _run(report: AuditReport, tool_version: str) -> dict[str, Any]:
         driver["version"] = tool_version
     return {
         "tool": {"driver": driver},
+        "automationDetails": {"id": automation_id(report.target)},
+        "invocations": [
+            {
+                "executionSuccessful": True,
+                "toolExecutionNotifications": [
+                    {"level": "note", "message": {"text": f"Not tested: {reason}"}}
+                    for reason in report.skipped
+                ],
+            }
+        ],
         "results": results,
         "properties": {**grade, "target": report.target},
     }

@@ -27,6 +27,8 @@ from bastion.audit.findings import SEVERITIES, AuditReport
 from bastion.audit.report.common import checks_of, count_failed, failed_sorted, verdict
 
 TABLE_WIDTH: Final = 120
+# A terminal report stays short: the JSON, SARIF and HTML reports list every reason.
+MAX_SKIPPED_SHOWN: Final = 8
 
 
 def _printable(text: str) -> str:
@@ -105,4 +107,14 @@ def render_table(reports: Sequence[AuditReport], *, color: bool = False) -> str:
             console.print(_findings_table(report))
         else:
             console.print(_cell(f"{report.target}: no failed checks."))
+        if report.skipped:
+            console.print(_cell(_not_tested(report)))
     return buffer.getvalue()
+
+
+def _not_tested(report: AuditReport) -> str:
+    shown = report.skipped[:MAX_SKIPPED_SHOWN]
+    lines = [f"Not tested ({report.target}):", *(f"  - {reason}" for reason in shown)]
+    if len(report.skipped) > len(shown):
+        lines.append(f"  ... and {len(report.skipped) - len(shown)} more (see --format json)")
+    return "\n".join(lines)

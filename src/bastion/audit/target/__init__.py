@@ -44,7 +44,7 @@ from bastion.audit.target.base import (
 )
 from bastion.audit.target.cookies import CookieJar, SetCookie, parse_set_cookie
 from bastion.audit.target.inprocess import InProcessTarget, default_host, load_app, unwrap
-from bastion.audit.target.url import URLTarget
+from bastion.audit.target.url import URLTarget, redact_url
 
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
@@ -67,6 +67,7 @@ __all__ = [
     "open_target",
     "owns",
     "parse_set_cookie",
+    "redact_url",
     "unwrap",
     "url_of",
 ]

@@ -104,6 +104,9 @@ class Target(abc.ABC):
     """The authority sent as `Host` by default (`bank.example`, `127.0.0.1:8000`)."""
     scheme: Scheme
     """The scheme of the main page."""
+    is_live: bool = False
+    """Whether this is a real server, whose state a request may really change (a URL),
+    rather than an app driven in this process for the audit."""
 
     @abc.abstractmethod
     def supports(self, scheme: Scheme) -> bool:

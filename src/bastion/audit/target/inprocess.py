@@ -63,17 +63,25 @@ def load_app(spec: str) -> ASGIApp:
         raise TargetError(f"expected module:attribute, got {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
+    # Importing the module and calling a factory run the user's code: whatever it
+    # raises becomes a `TargetError` naming only the exception's type, since its
+    # message may quote a secret (a database URL, a key read from the environment).
     try:
         found: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TargetError(f"cannot import {module_name!r}: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        raise TargetError(f"cannot import {module_name!r}: no module {exc.name!r}") from None
+    except Exception as exc:
+        raise TargetError(f"importing {module_name!r} raised {type(exc).__name__}") from None
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
             raise TargetError(f"{module_name!r} has no attribute {attribute!r}") from None
     if (inspect.isfunction(found) or inspect.isclass(found)) and _takes_no_arguments(found):
-        found = found()
+        try:
+            found = found()
+        except Exception as exc:
+            raise TargetError(f"the factory {spec!r} raised {type(exc).__name__}") from None
     if not callable(found):
         raise TargetError(f"{spec!r} is not an ASGI application")
     app: ASGIApp = found

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ssl
 import zlib
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from bastion.audit.target.base import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -47,7 +47,11 @@ class URLTarget(Target):
     Only the origin of `url` (and its other scheme on the default ports) is ever
     contacted. TLS is verified unless `verify_tls=False` (a development
     certificate); the transport keeps no cookies and follows no redirects.
+    Credentials in the URL (`user:password@`) and its query are never sent and
+    never shown: the label and every error name only scheme, host and path.
     """
+
+    is_live = True
 
     def __init__(
         self,
@@ -57,13 +61,15 @@ class URLTarget(Target):
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         parts = urlsplit(url)
+        shown = redact_url(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise TargetError(f"expected an http:// or https:// URL, got {url!r}")
-        if parse_host_header(parts.netloc) is None:
-            raise TargetError(f"{url!r} has no valid host")
-        self.label = url
+            raise TargetError(f"expected an http:// or https:// URL, got {shown!r}")
+        host = _authority(parts.netloc)
+        if parse_host_header(host) is None:
+            raise TargetError(f"{shown!r} has no valid host")
+        self.label = shown
         self.scheme: Scheme = "https" if parts.scheme == "https" else "http"
-        self.host = parts.netloc
+        self.host = host
         self.verify_tls = verify_tls
         self.timeout_seconds = timeout_seconds
         self._client: httpx.AsyncClient | None = None
@@ -161,6 +167,22 @@ class URLTarget(Target):
             return WebSocketResult(accepted=False)
         except (OSError, TimeoutError) as exc:
             raise TargetError(f"WS {path}: {type(exc).__name__}") from exc
+
+
+def _authority(netloc: str) -> str:
+    """`host[:port]` of a URL's authority, without any `userinfo@` (RFC 3986 3.2)."""
+    return netloc.rpartition("@")[2]
+
+
+def redact_url(url: str) -> str:
+    """`url` fit to show: no `user:password@`, no query, no fragment (either may
+    carry a credential, as `?token=` does). Anything that does not parse as a URL
+    is cut to its scheme."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.partition(":")[0] + "://(unparseable)"
+    return urlunsplit((parts.scheme, _authority(parts.netloc), parts.path, "", ""))
 
 
 def _decode_content(raw: bytes, headers: Headers) -> bytes:
