@@ -182,11 +182,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        secrets_dir = os.environ.get("BASTION_SECRETS_DIR")
-        if secrets_dir is None and Path(DEFAULT_SECRETS_DIR).is_dir():
-            secrets_dir = DEFAULT_SECRETS_DIR
-        if secrets_dir is not None:
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        sources += secrets_sources(settings_cls)
         if cls.app_defaults:
             sources.append(_FixedSource(settings_cls, cls.app_defaults))
         return tuple(sources)
@@ -227,6 +223,17 @@ def with_defaults(defaults: Mapping[str, Any]) -> type[Settings]:
         app_defaults = MappingProxyType(dict(defaults))
 
     return SettingsWithDefaults
+
+
+def secrets_sources(settings_cls: type[BaseSettings]) -> list[PydanticBaseSettingsSource]:
+    """The secrets-directory source every Bastion settings model reads: one file per
+    setting in `BASTION_SECRETS_DIR`, else `/run/secrets` when it exists."""
+    secrets_dir = os.environ.get("BASTION_SECRETS_DIR")
+    if secrets_dir is None and Path(DEFAULT_SECRETS_DIR).is_dir():
+        secrets_dir = DEFAULT_SECRETS_DIR
+    if secrets_dir is None:
+        return []
+    return [SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)]
 
 
 def check_environment_names(environ: Mapping[str, str], fields: Mapping[str, object]) -> None:

@@ -29,12 +29,11 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
-    SecretsSettingsSource,
     SettingsConfigDict,
 )
 
 from bastion.exceptions import ConfigurationError
-from bastion.settings import DEFAULT_SECRETS_DIR
+from bastion.settings import secrets_sources
 
 DEMO_ENV_PREFIX: Final = "BASTION_DEMO__"
 
@@ -112,13 +111,7 @@ class DemoSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The same directory and order as `bastion.Settings`, so one secrets mount
         # configures both.
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        secrets_dir = os.environ.get("BASTION_SECRETS_DIR")
-        if secrets_dir is None and Path(DEFAULT_SECRETS_DIR).is_dir():
-            secrets_dir = DEFAULT_SECRETS_DIR
-        if secrets_dir is not None:
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
-        return tuple(sources)
+        return (init_settings, env_settings, *secrets_sources(settings_cls))
 
     @field_validator("host")
     @classmethod
