@@ -38,6 +38,7 @@ from bastion.exceptions import ConfigurationError
 from bastion.settings import Settings
 
 if TYPE_CHECKING:
+    from bastion.deps import Report as DepsReport
     from bastion.deps import Threshold
 
 app = typer.Typer(
@@ -214,7 +215,7 @@ def log_verify(
     raise typer.Exit(code)
 
 
-def _parse_threshold(value: str) -> Threshold:
+def parse_threshold(value: str) -> Threshold:
     if value == "low":
         return "low"
     if value == "medium":
@@ -239,37 +240,18 @@ def _is_loopback_url(url: str) -> bool:
         return False
 
 
-@app.command()
-def deps(
-    osv: Annotated[
-        Path | None,
-        typer.Option(help="A local OSV export: a directory of advisory JSON files, or a zip."),
-    ] = None,
-    online: Annotated[
-        bool | None,
-        typer.Option(
-            "--online/--no-online",
-            help="Query the OSV API (default: only when no --osv export is given).",
-        ),
-    ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="table, json or sarif")] = "table",
-    fail_on: Annotated[
-        str, typer.Option(help="Exit 1 when a finding is at or above: low, medium, high, critical")
-    ] = "low",
-    osv_api: Annotated[
-        str, typer.Option(help="Base URL of the OSV API (https, or http on loopback).")
-    ] = "https://api.osv.dev",
-) -> None:
-    """Check installed packages against OSV vulnerability advisories.
+def run_deps(
+    osv: Path | None, online: bool | None, output_format: str, osv_api: str
+) -> tuple[str, DepsReport]:
+    """Check installed packages against OSV; the rendered report and its findings.
 
-    Exit 0: nothing at or above --fail-on; 1: findings at or above it (a finding of
-    unknown severity always counts); 2: could not check.
+    Warnings go to stderr (in the report itself for JSON); when nothing could be
+    checked, the reason goes to stderr and `typer.Exit(EXIT_CANNOT_CHECK)` is raised.
     """
     from bastion import deps as deps_core
 
     if output_format not in ("table", "json", "sarif"):
         raise typer.BadParameter("format must be table, json or sarif")
-    threshold = _parse_threshold(fail_on)
     if not osv_api.startswith("https://") and not (
         osv_api.startswith("http://") and _is_loopback_url(osv_api)
     ):
@@ -301,14 +283,45 @@ def deps(
     report.advisories_loaded = len(advisories)
     report.findings = deps_core.match(packages, advisories.values())
     if output_format == "json":
-        typer.echo(deps_core.render_json(report))
-    else:
-        for warning in report.warnings:
-            typer.echo(f"bastion: warning: {warning}", err=True)
-        if output_format == "sarif":
-            typer.echo(deps_core.render_sarif(report))
-        else:
-            typer.echo(deps_core.render_table(report))
+        return deps_core.render_json(report), report
+    for warning in report.warnings:
+        typer.echo(f"bastion: warning: {warning}", err=True)
+    if output_format == "sarif":
+        return deps_core.render_sarif(report), report
+    return deps_core.render_table(report), report
+
+
+@app.command()
+def deps(
+    osv: Annotated[
+        Path | None,
+        typer.Option(help="A local OSV export: a directory of advisory JSON files, or a zip."),
+    ] = None,
+    online: Annotated[
+        bool | None,
+        typer.Option(
+            "--online/--no-online",
+            help="Query the OSV API (default: only when no --osv export is given).",
+        ),
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table, json or sarif")] = "table",
+    fail_on: Annotated[
+        str, typer.Option(help="Exit 1 when a finding is at or above: low, medium, high, critical")
+    ] = "low",
+    osv_api: Annotated[
+        str, typer.Option(help="Base URL of the OSV API (https, or http on loopback).")
+    ] = "https://api.osv.dev",
+) -> None:
+    """Check installed packages against OSV vulnerability advisories.
+
+    Exit 0: nothing at or above --fail-on; 1: findings at or above it (a finding of
+    unknown severity always counts); 2: could not check.
+    """
+    from bastion import deps as deps_core
+
+    threshold = parse_threshold(fail_on)
+    text, report = run_deps(osv, online, output_format, osv_api)
+    typer.echo(text)
     if any(deps_core.meets_threshold(f.severity, threshold) for f in report.findings):
         raise typer.Exit(EXIT_FINDINGS)
 

@@ -111,28 +111,16 @@ def _audit_deps(
 ) -> None:
     """`bastion deps` under audit's rules: the report to stdout or `output`, and
     exit 1 only with --fail-on (`bastion deps` fails on any finding by default)."""
-    import contextlib
-    import io
+    from bastion.cli import parse_threshold, run_deps
+    from bastion.deps import meets_threshold
 
-    from bastion.cli import deps as deps_command
-
-    captured = io.StringIO()
-    code = 0
-    try:
-        with contextlib.redirect_stdout(captured):
-            deps_command(
-                osv=osv,
-                online=None,
-                output_format=output_format,
-                fail_on=threshold or "low",
-                osv_api="https://api.osv.dev",
-            )
-    except typer.Exit as exc:
-        code = exc.exit_code
-    if code not in (0, EXIT_FINDINGS):
-        raise typer.Exit(code)  # could not check: the reason is already on stderr
-    _write(captured.getvalue(), output)
-    if code == EXIT_FINDINGS and threshold is not None:
+    text, report = run_deps(osv, None, output_format, "https://api.osv.dev")
+    _write(text, output)
+    if threshold is None:
+        return
+    # Advisories have no "info" severity: it fails on anything, as "low" does.
+    floor = parse_threshold("low" if threshold == "info" else threshold)
+    if any(meets_threshold(f.severity, floor) for f in report.findings):
         raise typer.Exit(EXIT_FINDINGS)
 
 
