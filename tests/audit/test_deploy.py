@@ -497,6 +497,24 @@ CASES = [
         id="deploy-fail-open-without-bans",
     ),
     pytest.param({"ratelimit": {"fail_open": True}}, ONE_WORKER, [], id="fail-open-with-bans-ok"),
+    pytest.param(
+        {"ratelimit": {"never_ban": ["10.0.0.0/16", "2001:db8::/40"]}},
+        ONE_WORKER,
+        ["ratelimit.W006", "ratelimit.W006"],
+        id="deploy-never-ban-wide-network",
+    ),
+    pytest.param(
+        {"ratelimit": {"never_ban": ["10.0.0.0/24", "192.0.2.7", "2001:db8:1::/48"]}},
+        ONE_WORKER,
+        [],
+        id="never-ban-narrow-networks-ok",
+    ),
+    pytest.param(
+        {"ratelimit": {"never_ban": ["10.0.0.0/16"], "ban_enabled": False, "fail_open": False}},
+        ONE_WORKER,
+        ["ratelimit.W004"],
+        id="never-ban-with-bans-off-only-w004",
+    ),
     # --- sessions ---
     pytest.param(
         {"sessions": {"enabled": False}}, ONE_WORKER, ["sessions.W001"], id="deploy-sessions-off"

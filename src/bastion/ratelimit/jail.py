@@ -20,6 +20,16 @@ Not counted: refusals of already-banned clients (a ban would extend itself for
 ever, at a store write per refused request), and `sys_*` events (the service's own
 trouble, such as a store outage, is not the client's fault).
 
+Exempt (`never_ban`): the operator's own monitoring, health checkers, load
+generators and the `bastion audit` host, which earn refusals on purpose. Their
+refusals are not counted and they are never banned; their rate limits and every
+other layer still apply. A ban is kept per client network, so a listed address
+exempts the whole network it is grouped in (its /64 for IPv6 by default): a
+neighbour's refusals must not ban it. `never_ban` is parsed once; it is consulted
+only when a refusal is reported or a ban is read through the jail (`is_banned`),
+never on a request that nobody refuses. Entries wider than `MIN_NEVER_BAN_PREFIXLEN`
+are refused: an exemption for a slice of the Internet is a switch-off in disguise.
+
 Not covered: shared addresses. Everyone behind one NAT shares a network and a ban;
 thresholds are set high enough that normal clients never get close.
 
@@ -30,9 +40,11 @@ OWASP Automated Threats, OAT-004 and OAT-008.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Final, TypeAlias
 
 from bastion.events import EventEmitter, SecurityEvent
 from bastion.exceptions import StoreError
@@ -53,6 +65,49 @@ DEFAULT_MAX_IN_FLIGHT: Final = 256
 # The `details` key that marks the event of a ban starting, apart from the refusals
 # of an already-banned client, which share its reason (`is_ban_start`).
 BAN_START_DETAIL: Final = "refusals"
+# The widest network `never_ban` accepts, per IP version: an IPv4 /8 is the largest
+# private block (RFC 1918 10.0.0.0/8), an IPv6 /32 the minimum a regional registry
+# allocates to a whole ISP (RIPE IPv6 address allocation policy, "minimum
+# allocation size"). Wider is not "our monitoring" any more.
+MIN_NEVER_BAN_PREFIXLEN: Final = {4: 8, 6: 32}
+_IPV4_MAPPED_PREFIXLEN: Final = 96  # ::ffff:0:0/96 (RFC 4291 section 2.5.5.2)
+
+IPNetwork: TypeAlias = IPv4Network | IPv6Network
+
+
+def parse_never_ban(value: object) -> IPNetwork:
+    """One `never_ban` entry (an address or CIDR network) as a network, or ValueError.
+
+    Refused: anything that is not an address or network, a network with host bits
+    set (`10.0.0.1/8` is a typo), and a network wider than `MIN_NEVER_BAN_PREFIXLEN`
+    (`0.0.0.0/0` and `::/0` included). An IPv4-mapped IPv6 network is stored as the
+    IPv4 network it names, as clients are grouped (`bastion.ratelimit.keys`).
+    """
+    if isinstance(value, IPv4Network | IPv6Network):
+        network = value
+    elif isinstance(value, IPv4Address | IPv6Address):
+        network = ip_network(value)
+    elif isinstance(value, str):
+        try:
+            network = ip_network(value.strip(), strict=True)
+        except ValueError:
+            raise ValueError(
+                f"never_ban: {value!r} is not an IP address or CIDR network "
+                "(host bits must be zero)"
+            ) from None
+    else:
+        raise ValueError(f"never_ban: {value!r} is not an IP address or network")
+    if network.version == 6 and network.prefixlen >= _IPV4_MAPPED_PREFIXLEN:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            network = IPv4Network((mapped, network.prefixlen - _IPV4_MAPPED_PREFIXLEN))
+    minimum = MIN_NEVER_BAN_PREFIXLEN[network.version]
+    if network.prefixlen < minimum:
+        raise ValueError(
+            f"never_ban: {str(network)!r} is wider than /{minimum} and would exempt "
+            "other people's clients from bans; list your own hosts or subnets"
+        )
+    return network
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +115,38 @@ class BanPolicy:
     threshold: int = DEFAULT_BAN_THRESHOLD
     window_seconds: float = DEFAULT_BAN_WINDOW_SECONDS
     ban_seconds: float = DEFAULT_BAN_SECONDS
+    never_ban: tuple[IPNetwork, ...] = ()
+    """Networks whose refusals are not counted and which are never banned."""
 
     def __post_init__(self) -> None:
         if self.threshold < 1 or self.window_seconds <= 0 or self.ban_seconds <= 0:
             raise ValueError("threshold, window_seconds and ban_seconds must be positive")
+        # Validated here too, for a policy built in code rather than from settings.
+        networks = tuple(dict.fromkeys(parse_never_ban(n) for n in self.never_ban))
+        object.__setattr__(self, "never_ban", networks)
+
+
+# Remembered per address, as `client_key` is: the same client's refusals come in runs.
+# Bounded, so a spray of addresses only churns it.
+@functools.lru_cache(maxsize=4096)
+def is_never_banned(
+    host: str | None, never_ban: tuple[IPNetwork, ...], grouping: ClientGrouping
+) -> bool:
+    """Whether a client's ban group (its network, as `client_key` groups it) overlaps
+    a `never_ban` network. A host that is not an IP address is never exempt."""
+    if not host or not never_ban:
+        return False
+    try:
+        address = ip_address(host.split("%", 1)[0])  # drop an IPv6 zone id
+    except ValueError:
+        return False
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if isinstance(address, IPv4Address):
+        group4 = IPv4Network((address, grouping.ipv4_prefix), strict=False)
+        return any(isinstance(n, IPv4Network) and group4.overlaps(n) for n in never_ban)
+    group6 = IPv6Network((address, grouping.ipv6_prefix), strict=False)
+    return any(isinstance(n, IPv6Network) and group6.overlaps(n) for n in never_ban)
 
 
 def counts_toward_ban(record: Mapping[str, object]) -> bool:
@@ -94,7 +177,11 @@ def is_ban_start(record: Mapping[str, object]) -> bool:
 
 
 class Jail:
-    """Refusal counters and bans in the store. Store failures raise `StoreError`."""
+    """Refusal counters and bans in the store. Store failures raise `StoreError`.
+
+    Clients of the policy's `never_ban` networks are exempt (module docstring): their
+    refusals are not counted, `is_banned` is False for them, and `ban` refuses them.
+    """
 
     __slots__ = ("events", "grouping", "policy", "store")
 
@@ -120,11 +207,20 @@ class Jail:
         """The store key of a ban, from the client's `client_key` part."""
         return "jail:b:" + client_part
 
+    def is_exempt(self, client: str | None) -> bool:
+        """Whether the client's network may never be banned (`BanPolicy.never_ban`)."""
+        never_ban = self.policy.never_ban
+        return bool(never_ban) and is_never_banned(client, never_ban, self.grouping)
+
     async def is_banned(self, client: str | None) -> bool:
+        if self.is_exempt(client):
+            return False
         return await self.store.get(self._keys(client)[1]) is not None
 
     async def record_refusal(self, client: str | None) -> bool:
         """Count one refusal; True when this one started a ban."""
+        if self.is_exempt(client):
+            return False
         count_key, ban_key = self._keys(client)
         count = await self.store.incr(count_key, ttl_seconds=self.policy.window_seconds)
         if count < self.policy.threshold:
@@ -146,7 +242,10 @@ class Jail:
         return started
 
     async def ban(self, client: str | None, ban_seconds: float | None = None) -> None:
-        """Ban a client's network now (an operator's decision)."""
+        """Ban a client's network now (an operator's decision); ValueError when the
+        network is exempt, rather than a ban that `is_banned` would deny."""
+        if self.is_exempt(client):
+            raise ValueError("the client's network is in ratelimit.never_ban; remove it there")
         await self.store.set(self._keys(client)[1], b"1", ban_seconds or self.policy.ban_seconds)
 
     async def lift(self, client: str | None) -> bool:
@@ -183,6 +282,10 @@ class JailSink:
 
     def handle(self, record: Mapping[str, object]) -> None:
         if not counts_toward_ban(record):
+            return
+        # Before a task is made: a load generator's stream of 429s must not take the
+        # in-flight slots that count real clients' refusals.
+        if self.jail.is_exempt(str(record["client"])):
             return
         try:
             loop = asyncio.get_running_loop()

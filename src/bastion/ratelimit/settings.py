@@ -1,11 +1,14 @@
 """Settings of the rate-limit layer. Every default is justified where it is set.
 
 Rates are parsed at validation (`bastion.ratelimit.rates`) and stored parsed; route
-patterns are `bastion.routes` patterns, checked at validation too.
+patterns are `bastion.routes` patterns, checked at validation too; `never_ban`
+networks are parsed and bounded at validation (`bastion.ratelimit.jail.parse_never_ban`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Final
 
 from pydantic import Field, PlainSerializer, PlainValidator, field_validator, model_validator
@@ -15,6 +18,8 @@ from bastion.ratelimit.jail import (
     DEFAULT_BAN_THRESHOLD,
     DEFAULT_BAN_WINDOW_SECONDS,
     BanPolicy,
+    IPNetwork,
+    parse_never_ban,
 )
 from bastion.ratelimit.keys import DEFAULT_IPV4_PREFIX, DEFAULT_IPV6_PREFIX, ClientGrouping
 from bastion.ratelimit.login import (
@@ -111,6 +116,13 @@ class RateLimitSettings(LayerSettings):
     ban_window_seconds: float = Field(default=DEFAULT_BAN_WINDOW_SECONDS, gt=0)
     ban_seconds: float = Field(default=DEFAULT_BAN_SECONDS, gt=0)
 
+    never_ban: tuple[IPNetwork, ...] = ()
+    """Addresses or CIDR networks that are never banned: your monitoring, health
+    checkers, load generators, the host `bastion audit` runs from. Their refusals are
+    not counted toward a ban; their rate limits and every other layer still apply. A
+    listed address exempts the network it is grouped in (`ipv6_prefix_length`).
+    `0.0.0.0/0`, `::/0` and networks wider than /8 (IPv4) or /32 (IPv6) are refused."""
+
     _check_limits = field_validator("limits", "concurrency")(_check_patterns)
 
     @field_validator("api_key_header")
@@ -127,6 +139,15 @@ class RateLimitSettings(LayerSettings):
         for pattern in value:
             parse_route_pattern(pattern)
         return value
+
+    @field_validator("never_ban", mode="before")
+    @classmethod
+    def _parse_never_ban(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "10.0.0.5, 10.1.0.0/16", as an environment variable
+            value = [part for part in re.split(r"[\s,]+", value) if part]
+        if not isinstance(value, Iterable):
+            return value  # pydantic reports the type error
+        return tuple(dict.fromkeys(parse_never_ban(item) for item in value))
 
     @field_validator("concurrency")
     @classmethod
@@ -161,4 +182,6 @@ class RateLimitSettings(LayerSettings):
         )
 
     def ban_policy(self) -> BanPolicy:
-        return BanPolicy(self.ban_threshold, self.ban_window_seconds, self.ban_seconds)
+        return BanPolicy(
+            self.ban_threshold, self.ban_window_seconds, self.ban_seconds, self.never_ban
+        )

@@ -79,6 +79,7 @@ id. New checks take the next free number of their area and letter.
 | ratelimit.W003 | medium | no rate limits (`limits={}`) |
 | ratelimit.W004 | low | bans off |
 | ratelimit.W005 | low | fail-open with bans off |
+| ratelimit.W006 | low | a `never_ban` network wider than /24 (IPv6 /48) |
 | sessions.W001 | low | sessions layer disabled |
 | sessions.W002 | low | sessions layer monitor-only |
 | sessions.E001 | high | `insecure_cookie_over_http` (no Secure, no prefix) |

@@ -53,6 +53,10 @@ LARGE_ROUTE_BODY_BYTES: Final = 1024 * 1024 * 1024
 # where a stolen cookie stays useful through an unattended day or a whole week.
 LONG_IDLE_TIMEOUT_SECONDS: Final = 8 * 3600
 LONG_ABSOLUTE_TIMEOUT_SECONDS: Final = 7 * 86400
+# A never-ban network wider than this holds more than a rack of monitors: an IPv4 /24
+# is the smallest prefix routed on the Internet, an IPv6 /48 one site's allocation
+# (RFC 6177). Networks wider than /8 (IPv6 /32) are refused by the setting itself.
+WIDE_NEVER_BAN_PREFIXLEN: Final = {4: 24, 6: 48}
 
 # (enabled=false id, monitor_only id) per layer; the texts are in `model.CHECKS`.
 _LAYER_IDS: Final = {
@@ -306,6 +310,13 @@ def check_ratelimit(settings: Settings, context: DeployContext) -> Iterator[Depl
     ratelimit = settings.ratelimit
     if ratelimit.enabled and ratelimit.fail_open and not ratelimit.ban_enabled:
         yield finding("ratelimit.W005", "ratelimit.fail_open")
+    if ratelimit.enabled and ratelimit.ban_enabled:
+        for network in ratelimit.never_ban:
+            if network.prefixlen < WIDE_NEVER_BAN_PREFIXLEN[network.version]:
+                shown = f"ratelimit.never_ban={network}"
+                yield finding(
+                    "ratelimit.W006", "ratelimit.never_ban", shown, prefixlen=network.prefixlen
+                )
 
 
 def check_policy(settings: Settings, context: DeployContext) -> Iterator[DeployFinding]:

@@ -404,6 +404,14 @@ _CATALOGUE: Final[list[Check]] = [
         "brute-force attack.",
         "Set ratelimit.fail_open to false (503 while the store is down) or enable bans.",
     ),
+    Check(
+        "ratelimit.W006",
+        "low",
+        "{setting} is a /{prefixlen}: every client in it is exempt from bans, so one of "
+        "them can probe without end (its rate limits still apply). Right for a private "
+        "subnet that holds only your own monitors or load generators; silence it then.",
+        "List the exact addresses of your monitors, health checkers and audit host.",
+    ),
     # --- sessions ---------------------------------------------------------------------
     *_layer_checks("sessions", "sessions.W001", "sessions.W002", "low", "low"),
     Check(
