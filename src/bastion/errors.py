@@ -53,7 +53,7 @@ from bastion.responses import (
     wants_json,
 )
 from bastion.sections import LayerSettings
-from bastion.stages import Stage, run_stages
+from bastion.stages import Stage, enter_websocket, run_stages
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 logger = logging.getLogger("bastion.errors")
@@ -81,6 +81,10 @@ _ALL_MARKERS: Final = tuple(dict.fromkeys(LEAK_MARKERS + _ESCAPED_MARKERS))
 # at most bounds memory per failing request.
 DEFAULT_MAX_INSPECTED_BYTES: Final = 256 * 1024
 _VALIDATION_KEYS_DROPPED: Final = ("input", "ctx")
+# The messages after which a websocket's server takes no close of ours: the close
+# itself, or the last chunk of a handshake denied with a response (ASGI "Websocket
+# Denial Response" extension).
+_WS_FINAL: Final = ("websocket.close", "websocket.http.response.body")
 # The body of Starlette's (and so FastAPI's) ServerErrorMiddleware outside debug mode.
 FRAMEWORK_DEFAULT_500: Final = b"Internal Server Error"
 
@@ -388,16 +392,36 @@ class ErrorsMiddleware:
         await self._send_generic(scope, guard, 500, details)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.guard_websocket((), self.app, scope, receive, send)
+
+    async def guard_websocket(
+        self, stages: Sequence[Stage], app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Run `stages` (`bastion.stages.enter_websocket`), then `app`, on a websocket
+        scope, under this layer's catch-all: `Shield`'s WebSocket path.
+
+        An exception anywhere (a stage, the application, before or after accept)
+        is logged and answered with a close, code 1011, unless the socket was
+        already closed (or its handshake denied with a response): before accept,
+        the server turns that close into a 403 refusal of the handshake. The one
+        `send` wrapper only notes whether a final message went out; it is the only
+        code of Bastion's (with the guard's) that runs per message.
+        """
         closed = False
 
         async def send_wrapper(message: Message) -> None:
             nonlocal closed
-            if message["type"] in ("websocket.close", "websocket.http.response.body"):
+            if message["type"] in _WS_FINAL:
                 closed = True
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            if not stages:
+                await app(scope, receive, send_wrapper)
+                return
+            flow = await enter_websocket(stages, scope, receive, send_wrapper)
+            if flow is not None:
+                await app(flow.scope, flow.receive, send_wrapper)
         except Exception as exc:  # this layer exists to catch everything
             log_exception(get_context(scope).request_id, exc)
             self._refuse.event(

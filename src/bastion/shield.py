@@ -37,8 +37,15 @@ HTTP requests take the fused path: the same layer instances, run as stages
 (`bastion.stages`) in the order above by one runner, with one `send`, which
 applies the errors layer's guard too, instead of eleven nested calls and wrappers.
 The errors layer's catch-all is around all of it, Bastion's own stages included.
-Responses, events and the request context are those of the chain, which
-WebSocket scopes still take (the guard is a middleware of its own).
+Responses, events and the request context are those of the chain.
+
+WebSocket scopes take a fused path too: the layers that check a handshake
+(transport, limits, ratelimit, sessions, auth, policy; headers, cors and csrf let
+websockets through untouched) run as stages (`bastion.stages.enter_websocket`)
+under the errors layer's catch-all, and then the guard (a middleware of its own)
+or the application runs on the server's `receive` and on `send` behind the errors
+layer's one wrapper. Once the handshake is decided, no other layer's code runs
+per message and none of their frames is resumed with each one.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ from bastion.limits import LimitsMiddleware
 from bastion.ratelimit import Jail, JailSink, RateLimitMiddleware
 from bastion.sessions import SessionMiddleware
 from bastion.settings import Settings, log_opt_outs
-from bastion.stages import Flow, Stage, run_stages
+from bastion.stages import Flow, Stage, run_stages, run_websocket_stages
 from bastion.stores import Store
 from bastion.transport import TransportMiddleware
 from bastion.types import ASGIApp, Receive, Scope, Send
@@ -91,6 +98,18 @@ class Shared:
 
 
 LayerFactory = Callable[[ASGIApp, Shared], ASGIApp]
+
+# The layers whose middleware runs its stage on a `websocket` scope; every other one
+# (headers, cors, csrf) passes websockets through untouched, and so is no stage of
+# the WebSocket path.
+_WEBSOCKET_STAGES: Final = (
+    TransportMiddleware,
+    LimitsMiddleware,
+    RateLimitMiddleware,
+    SessionMiddleware,
+    AuthenticationMiddleware,
+    AuthorizationMiddleware,
+)
 
 # (section name, factory), outermost first.
 LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
@@ -217,6 +236,7 @@ class Shield:
                 stack = build(stack, shared)
         self._stack = stack
         self._http = self._fuse(stack)
+        self._websocket = self._fuse_websocket(stack)
         self.opt_outs = log_opt_outs(self.settings)
         self.events.emit(
             SecurityEvent(
@@ -251,6 +271,22 @@ class Shield:
         # The errors layer's guard goes into the flow's one `send`, not around it.
         return functools.partial(errors.guard_stages, tuple(stages), self.app)
 
+    def _fuse_websocket(self, stack: ASGIApp) -> ASGIApp:
+        """The WebSocket path: the handshake's stages, then the guard (module doc)."""
+        errors: ErrorsMiddleware | None = None
+        stages: list[Stage] = []
+        layer = stack
+        while layer is not self.app and not isinstance(layer, WebSocketGuardMiddleware):
+            if isinstance(layer, ErrorsMiddleware):
+                errors = layer
+            elif isinstance(layer, _WEBSOCKET_STAGES):
+                stages.append(layer)
+            layer = layer.app  # type: ignore[attr-defined]  # each layer keeps its `app`
+        # `layer` is now the guard (which wraps the application) or the application.
+        if errors is None:
+            return functools.partial(run_websocket_stages, tuple(stages), layer)
+        return functools.partial(errors.guard_websocket, tuple(stages), layer)
+
     def metrics_app(self) -> ASGIApp:
         """The Prometheus endpoint for this stack's counters (`events.prometheus`).
 
@@ -269,7 +305,7 @@ class Shield:
         if scope_type == "http":
             await self._http(scope, receive, send)
         elif scope_type == "websocket":
-            await self._stack(scope, receive, send)
+            await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

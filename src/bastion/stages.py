@@ -39,6 +39,12 @@ per-request lists instead of nested closures:
   wrapper of its own: the flow's `send` applies its check to every message that
   leaves the flow (`Flow.guard`), one branch per message while nothing is held.
 
+* a `websocket` scope runs the same stages (`enter_websocket`), and then the
+  application gets the server's `send` and the flow's `receive` themselves: the
+  stages decide the handshake (no stage registers a hook or an exit on a websocket
+  scope; there is no response head to edit), so once it is decided no stage has
+  anything to do per message, and no wrapper or frame of theirs runs per message.
+
 Not covered: lifespan scopes (never staged), and the WebSocket guard, which keeps
 its own middleware.
 
@@ -343,3 +349,38 @@ async def run_stages(
         error = await exits.pop()(error)
     if error is not None:
         raise error
+
+
+async def enter_websocket(
+    stages: Sequence[Stage], scope: Scope, receive: Receive, send: Send
+) -> Flow | None:
+    """The stages' handshake phase on a `websocket` scope: the flow, whose `scope`
+    and `receive` the application gets (with `send` itself), or None when a stage
+    answered (refused the handshake).
+
+    Returns before the application runs, so none of this is on the stack, or in the
+    path of `send`, while messages flow (module docstring).
+    """
+    flow = Flow(scope, receive, send)
+    answered = False
+    for stage in stages:
+        pending = stage.enter(flow)
+        if pending is not None and await pending:
+            answered = True
+            break
+    if flow.exits:
+        # Only `run_stages` unwinds exits: one registered here would never run. A
+        # hook is harmless (it edits `http.response.start`, which a websocket never
+        # sends), an exit is a bug to surface, not to skip quietly.
+        raise RuntimeError("a stage registered an exit on a websocket scope")
+    return None if answered else flow
+
+
+async def run_websocket_stages(
+    stages: Sequence[Stage], app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """`run_stages` for a `websocket` scope: `enter_websocket`, then `app` on the
+    server's own `send`, so no stage's code runs per message."""
+    flow = await enter_websocket(stages, scope, receive, send)
+    if flow is not None:
+        await app(flow.scope, flow.receive, send)

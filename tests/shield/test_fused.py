@@ -2,7 +2,7 @@
 
 Two identical `Shield` stacks (same settings, fresh stores) get the same requests:
 one through `Shield.__call__` (the fused stages), one through `Shield._stack` (the
-middleware chain, which WebSocket scopes still take). Every ASGI message sent,
+middleware chain; WebSocket scopes: `test_fused_websocket`). Every ASGI message sent,
 every event emitted and the request context must match, once the random values
 (request id, CSP nonce, session id, CSRF token) are replaced by placeholders.
 
