@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.audit.discovery import LoginRecipe, TokenRecipe
+from bastion.audit.discovery import LoginRecipe, Route, TokenRecipe
 from bastion.audit.findings import AuditReport, Finding
 from bastion.audit.probes import cookies, cors, csrf, hosts, jwt, leakage, ratelimit, transport
 from bastion.audit.probes.base import EVIL_ORIGIN, SeenCookie, is_session_cookie
@@ -258,6 +258,11 @@ def test_host_echo(response: HTTPResponse, echoed: bool) -> None:
             b"<div class='traceback-container'>", ["framework debug page"], id="leakage-debug"
         ),
         pytest.param(b"<hr>nginx/1.25.3", ["version banner"], id="leakage-banner"),
+        pytest.param(
+            weak_apps.debug_error_page(404, "GET", "/x", "Starlette/1.0 Python/3.11.9").encode(),
+            ["version banner"],
+            id="leakage-debug-404-signature",
+        ),
         pytest.param(b"RuntimeError: kaboom", ["exception name"], id="leakage-exception"),
         pytest.param(b"Internal Server Error (incident 3f2a)", [], id="leakage-generic-ok"),
         pytest.param(b'{"detail": "Not Found"}', [], id="leakage-json-404-ok"),
@@ -265,6 +270,50 @@ def test_host_echo(response: HTTPResponse, echoed: bool) -> None:
 )
 def test_leak_patterns(body: bytes, leaks: list[str]) -> None:
     assert leakage.find_leaks(_response(500, body=body)) == leaks
+
+
+_LOGIN_FORM = Route("POST", "/login")
+_ECHO = Route("POST", "/api/echo")
+_DECLARED_JSON = Route("POST", "/api/items", content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    ("malformed", "target"),
+    [
+        pytest.param(
+            [(_LOGIN_FORM, _response(401)), (_ECHO, _response(500, body=b"RuntimeError: x"))],
+            _ECHO,
+            id="leakage-oversized-goes-to-crashing-json-route-not-login",
+        ),
+        pytest.param(
+            [(_LOGIN_FORM, _response(401)), (_ECHO, _response(400, body=b"malformed JSON"))],
+            _ECHO,
+            id="leakage-oversized-goes-to-json-refusing-route",
+        ),
+        pytest.param(
+            [(_LOGIN_FORM, _response(422)), (_DECLARED_JSON, _response(401))],
+            _DECLARED_JSON,
+            id="leakage-oversized-declared-json-first",
+        ),
+        pytest.param(
+            [(_LOGIN_FORM, _response(401)), (_ECHO, _response(403))],
+            _LOGIN_FORM,
+            id="leakage-oversized-no-hint-keeps-order",
+        ),
+    ],
+)
+def test_oversized_body_goes_to_the_json_route(
+    malformed: list[tuple[Route, HTTPResponse]], target: Route
+) -> None:
+    assert leakage.oversized_target(malformed) == target
+
+
+def test_weak_apps_send_the_oversized_body_to_the_json_route(
+    weak_reports: dict[str, AuditReport],
+) -> None:
+    for kind, report in weak_reports.items():
+        [finding] = _by_check(report, "leakage.oversized-body")
+        assert finding.route == "POST /api/echo", (kind, finding)
 
 
 def test_banners_need_a_version() -> None:

@@ -10,12 +10,16 @@ weaknesses, listed in `WEAKNESSES` with the check id that must report each:
 * `POST /login`   form `username`/`password`; keeps the `sid` it had (fixation);
                   no limit on failures;
 * `POST /transfer` form; needs a logged-in session; no CSRF defence;
-* `POST /api/echo` JSON parsed by hand: malformed JSON raises (traceback);
+* `POST /api/echo` JSON parsed by hand: malformed JSON raises (traceback), and so
+                  does a body over `MAX_ECHO_BYTES`, read whole before the check;
 * `POST /token`   (Starlette only) an access token for the form credentials;
 * `GET /api/me`   bearer JWT decoded without any verification (alg none, any
                   signature, expired: all accepted); 401 without a token;
 * `WS /ws`        accepts any origin, without authentication;
-* every answer    reflects `Origin` with credentials (CORS); TRACE echoes.
+* no route        a debug 404 / 405 page naming the framework and Python versions;
+* every answer    reflects `Origin` with credentials (CORS); TRACE echoes; a
+                  `Server` (raw) or `X-Powered-By` (Starlette, FastAPI) banner
+                  with a version.
 
 `hardened_app()` serves the same routes, written as Bastion's README says, behind
 `Shield` in production mode. Factories (`create_*`) serve them under uvicorn.
@@ -24,14 +28,18 @@ weaknesses, listed in `WEAKNESSES` with the check id that must report each:
 from __future__ import annotations
 
 import base64
+import html
 import json
+import platform
 import secrets
 import traceback
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
+import starlette
 from joserfc.jwk import ECKey
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -76,6 +84,10 @@ WEAKNESSES: Final = (
     ("trace", "transport.trace"),
     ("debug-traceback", "leakage.error-page"),
     ("malformed-json", "leakage.malformed-json"),
+    ("oversized-body", "leakage.oversized-body"),
+    ("debug-not-found", "leakage.not-found"),
+    ("debug-method-not-allowed", "leakage.method-not-allowed"),
+    ("server-banner", "leakage.server-banner"),
     ("login-unlimited", "ratelimit.login"),
     ("ws-foreign-origin", "websocket.foreign-origin"),
     ("ws-no-auth", "websocket.no-auth"),
@@ -83,6 +95,13 @@ WEAKNESSES: Final = (
     ("jwt-bad-signature", "jwt.bad-signature"),
     ("jwt-expired", "jwt.expired"),
 )
+
+# The weak echo's own limit, checked only after reading the whole body, by raising:
+# the crash (and its traceback) is the weakness. 1 MiB, under the probe's 3 MiB.
+MAX_ECHO_BYTES: Final = 1024 * 1024
+# The banner each shape sends on every answer it builds: a version, the weakness.
+PYTHON_BANNER: Final = f"Python/{platform.python_version()}"
+RAW_SERVER: Final = f"WeakASGI/1.0 {PYTHON_BANNER}"
 
 # ---------------------------------------------------------------------------
 # The weak logic, shared by the three shapes (pure functions over plain data)
@@ -134,8 +153,27 @@ def form(body: bytes) -> dict[str, str]:
     return dict(parse_qsl(body.decode("latin-1")))
 
 
+def echoed(body: bytes) -> bytes:
+    """The weakness: a limit that raises (after reading it all), JSON that raises."""
+    if len(body) > MAX_ECHO_BYTES:
+        raise ValueError(f"request body of {len(body)} bytes is over {MAX_ECHO_BYTES}")
+    return json.dumps(json.loads(body)).encode()
+
+
+def debug_error_page(status: int, method: str, path: str, signature: str) -> str:
+    """The weakness: a debug 404 / 405 page signed with the framework and Python."""
+    return (
+        f"<!doctype html><title>{status}</title><h1>{status}: {html.escape(method)} "
+        f"{html.escape(path)}</h1><p>No route matched (debug mode).</p>"
+        f"<hr><address>{signature}</address>"
+    )
+
+
 # ---------------------------------------------------------------------------
 # Raw ASGI
+
+
+_RAW_PATHS: Final = frozenset(route.split(" ", 1)[1] for route in ROUTES)
 
 
 def weak_raw_app() -> ASGIApp:
@@ -160,7 +198,8 @@ def weak_raw_app() -> ASGIApp:
             if not message.get("more_body", False):
                 break
         sid, new = state.session_of(headers.get("cookie", ""))
-        out: dict[str, str] = {"content-type": "text/plain"} | cors_headers(headers.get("origin"))
+        out: dict[str, str] = {"content-type": "text/plain", "server": RAW_SERVER}
+        out |= cors_headers(headers.get("origin"))
         if new:
             out["set-cookie"] = f"sid={sid}; Path=/"
         method, path, host = scope["method"], scope["path"], headers.get("host", "")
@@ -191,12 +230,14 @@ def weak_raw_app() -> ASGIApp:
                 else:
                     payload = b"sent " + form(body).get("amount", "0").encode()
             elif path == "/api/echo" and method == "POST":
-                payload = json.dumps(json.loads(body)).encode()
+                payload = echoed(body)
             elif path == "/api/me":
                 user = unverified_sub(headers.get("authorization", ""))
                 status, payload = (200, user.encode()) if user else (401, b"token needed")
             else:
-                status, payload = 404, b"not found"
+                status = 405 if path in _RAW_PATHS else 404
+                payload = debug_error_page(status, method, path, RAW_SERVER).encode()
+                out["content-type"] = "text/html"
         except Exception:
             status, payload = 500, traceback.format_exc().encode()
         await send(
@@ -215,9 +256,10 @@ def weak_raw_app() -> ASGIApp:
 # Starlette and FastAPI
 
 
-def _handlers(state: WeakState) -> dict[str, Any]:
+def _handlers(state: WeakState, powered_by: str) -> dict[str, Any]:
     def finish(request: Request, response: Response, sid: str, new: bool) -> Response:
         response.headers.update(cors_headers(request.headers.get("origin")))
+        response.headers["x-powered-by"] = powered_by
         if new:
             response.headers.append("set-cookie", f"sid={sid}; Path=/")
         return response
@@ -256,7 +298,8 @@ def _handlers(state: WeakState) -> dict[str, Any]:
         return finish(request, PlainTextResponse(f"sent {amount}"), sid, new)
 
     async def echo(request: Request) -> Response:
-        return finish(request, JSONResponse(json.loads(await request.body())), *session(request))
+        response = Response(echoed(await request.body()), media_type="application/json")
+        return finish(request, response, *session(request))
 
     async def me(request: Request) -> Response:
         user = unverified_sub(request.headers.get("authorization", ""))
@@ -280,6 +323,17 @@ def _handlers(state: WeakState) -> dict[str, Any]:
         await websocket.accept()
         await websocket.close()
 
+    async def no_route(request: Request, exc: Exception) -> Response:
+        # Preflights are answered here, not by an OPTIONS catch-all route: such a
+        # route matches every path, so a missing page would answer 405, never 404.
+        if request.method == "OPTIONS":
+            return await preflight(request)
+        assert isinstance(exc, HTTPException)
+        signature = f"{powered_by} {PYTHON_BANNER}"
+        body = debug_error_page(exc.status_code, request.method, request.url.path, signature)
+        response = HTMLResponse(body, exc.status_code, headers=exc.headers)
+        return finish(request, response, *session(request))
+
     return {
         "home": home,
         "next": next_page,
@@ -288,16 +342,17 @@ def _handlers(state: WeakState) -> dict[str, Any]:
         "transfer": transfer,
         "echo": echo,
         "me": me,
-        "preflight": preflight,
         "token": token,
         "ws": ws,
+        "no-route": no_route,
     }
 
 
 def weak_starlette_app() -> Starlette:
-    h = _handlers(WeakState())
+    h = _handlers(WeakState(), f"Starlette/{starlette.__version__}")
     return Starlette(
         debug=True,
+        exception_handlers={404: h["no-route"], 405: h["no-route"]},
         routes=[
             Route("/", h["home"], methods=["GET", "TRACE"]),
             Route("/next", h["next"]),
@@ -305,7 +360,6 @@ def weak_starlette_app() -> Starlette:
             Route("/login", h["login"], methods=["POST"]),
             Route("/api/echo", h["echo"], methods=["POST"]),
             Route("/transfer", h["transfer"], methods=["POST"]),
-            Route("/{path:path}", h["preflight"], methods=["OPTIONS"]),
             Route("/api/me", h["me"]),
             Route("/token", h["token"], methods=["POST"]),
             WebSocketRoute("/ws", h["ws"]),
@@ -314,10 +368,10 @@ def weak_starlette_app() -> Starlette:
 
 
 def weak_fastapi_app() -> Any:
-    from fastapi import FastAPI
+    import fastapi
 
-    h = _handlers(WeakState())
-    app = FastAPI(debug=True)
+    h = _handlers(WeakState(), f"FastAPI/{fastapi.__version__}")
+    app = fastapi.FastAPI(debug=True, exception_handlers={404: h["no-route"], 405: h["no-route"]})
     app.add_api_route("/", h["home"], methods=["GET"])
     app.add_api_route("/", h["home"], methods=["TRACE"], operation_id="trace_home")
     app.add_api_route("/next", h["next"])
@@ -342,7 +396,6 @@ def weak_fastapi_app() -> Any:
         methods=["POST"],
         openapi_extra={"requestBody": _form_schema("to", "amount")},
     )
-    app.add_api_route("/{path:path}", h["preflight"], methods=["OPTIONS"])
     app.add_api_route("/api/me", h["me"])
     app.add_api_websocket_route("/ws", h["ws"])
     return app

@@ -10,7 +10,11 @@ every page the crawl fetched (a route that raises shows its error page there).
 Every answer's `Server` and `X-Powered-By` are checked for a version number.
 
 The oversized body is `OVERSIZED_BODY_BYTES`, declared in `Content-Length` and
-streamed in chunks, never held in memory at once.
+streamed in chunks, never held in memory at once. It goes to the route most
+likely to read a JSON body (`oversized_target`): one OpenAPI declares JSON,
+else one whose answer to malformed JSON shows it parsed it (400 / 422, a crash,
+or a leak), else the first body route. Without that, a login form listed first
+would take it and the JSON route that crashes would never see one.
 
 Not covered: secrets in ordinary pages, timing differences, verbose 422 bodies
 (pydantic echoing input is the errors layer's `insecure_pass_validation_input`).
@@ -40,6 +44,9 @@ from bastion.audit.target import HTTPResponse
 # and small enough to be harmless: 3 MiB, sent in 64 KiB chunks.
 OVERSIZED_BODY_BYTES: Final = 3 * 1024 * 1024
 _CHUNK_BYTES: Final = 64 * 1024
+# Answers to malformed JSON that show the route parsed the body as JSON: refused
+# as bad JSON (400) or invalid (422); a crash (5xx) is checked separately.
+_PARSED_JSON_STATUSES: Final = frozenset({400, 422})
 # Which routes parse JSON is often unknown (no OpenAPI): a few are tried.
 MAX_BODY_ROUTES: Final = 3
 MALFORMED_JSON: Final = b'{"bastion-audit": [1, 2'
@@ -168,6 +175,25 @@ def _body_routes(ctx: ProbeContext) -> list[Route]:
     return writable[:MAX_BODY_ROUTES] or [Route("POST", "/")]
 
 
+def reads_json(response: HTTPResponse) -> bool:
+    """Whether an answer to malformed JSON shows the route tried to parse it."""
+    return (
+        response.status in _PARSED_JSON_STATUSES
+        or response.status >= 500
+        or bool(find_leaks(response))
+    )
+
+
+def oversized_target(malformed: list[tuple[Route, HTTPResponse]]) -> Route:
+    """The body route for the oversized body: declared JSON first, then one whose
+    answer to malformed JSON shows it reads JSON, else the first (order kept)."""
+    ranked = sorted(
+        malformed,
+        key=lambda pair: (not is_json(pair[0].content_type), not reads_json(pair[1])),
+    )
+    return ranked[0][0]
+
+
 async def probe(ctx: ProbeContext) -> list[Finding]:
     findings: list[Finding] = []
     seen: list[tuple[str, HTTPResponse]] = []
@@ -186,7 +212,7 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
     findings.append(judge(METHOD_NOT_ALLOWED, "PUT / (empty body)", response, "PUT /"))
 
     routes = _body_routes(ctx)
-    malformed: list[tuple[str, HTTPResponse]] = []
+    malformed: list[tuple[Route, HTTPResponse]] = []
     for route in routes:
         ctx.step(f"leakage: malformed JSON to {route}")
         response = await ctx.send(
@@ -196,24 +222,24 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
             body=MALFORMED_JSON,
             content_type="application/json",
         )
-        malformed.append((str(route), response))
-    seen += malformed
+        malformed.append((route, response))
+    seen += [(str(route), resp) for route, resp in malformed]
     findings += summarise(
         MALFORMED,
         [
             (
-                where,
-                f"{where} with malformed JSON answered {resp.status}, body shows: "
+                str(route),
+                f"{route} with malformed JSON answered {resp.status}, body shows: "
                 + ", ".join(find_leaks(resp)),
             )
-            for where, resp in malformed
+            for route, resp in malformed
             if find_leaks(resp)
         ],
-        [f"{where}: {resp.status}" for where, resp in malformed],
+        [f"{route}: {resp.status}" for route, resp in malformed],
         "no internals shown",
     )
 
-    route = routes[0]
+    route = oversized_target(malformed)
     ctx.step(f"leakage: {OVERSIZED_BODY_BYTES} byte body to {route}")
     response = await ctx.send(
         route.method,
