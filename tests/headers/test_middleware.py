@@ -50,9 +50,15 @@ def _app_with_headers(headers: list[tuple[bytes, bytes]]) -> ASGIApp:
     return app
 
 
+# The test apps answer text and JSON, which default settings answer with the resource
+# set (tests/headers/test_resource_types.py); these tests look at the document set,
+# so they send it everywhere.
+PAGES_EVERYWHERE = HeadersSettings(resource_types=())
+
+
 @pytest.mark.parametrize("path", ["/", "/json", "/missing"])
 async def test_every_header_on_every_response(framework_app: ASGIApp, path: str) -> None:
-    async with asgi_client(HeadersMiddleware(framework_app)) as client:
+    async with asgi_client(HeadersMiddleware(framework_app, PAGES_EVERYWHERE)) as client:
         response = await client.get(path)
     for name, value in EXPECTED.items():
         assert response.headers[name] == value
@@ -63,7 +69,7 @@ async def test_every_header_on_every_response(framework_app: ASGIApp, path: str)
 
 
 async def test_nonce_in_context_equals_nonce_in_header(framework_app: ASGIApp) -> None:
-    async with asgi_client(HeadersMiddleware(framework_app)) as client:
+    async with asgi_client(HeadersMiddleware(framework_app, PAGES_EVERYWHERE)) as client:
         first = await client.get("/context")
         second = await client.get("/context")
     nonces = []
@@ -128,7 +134,7 @@ async def test_enforce_replaces_app_set_headers() -> None:
 
 
 async def test_report_only(framework_app: ASGIApp) -> None:
-    settings = HeadersSettings(csp_report_only=True)
+    settings = HeadersSettings(csp_report_only=True, resource_types=())
     async with asgi_client(HeadersMiddleware(framework_app, settings)) as client:
         response = await client.get("/context")
     assert "content-security-policy" not in response.headers
@@ -137,6 +143,7 @@ async def test_report_only(framework_app: ASGIApp) -> None:
 
 
 ROUTES = HeadersSettings(
+    resource_types=(),
     routes={
         "/json": RouteHeadersSettings(
             csp_directives={"frame-ancestors": ("https://partner.example",)},

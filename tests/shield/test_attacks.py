@@ -7,6 +7,7 @@ app, so the layers are shown to work together (and in order), not only alone.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -271,10 +272,12 @@ async def test_legitimate_response_carries_every_protection(
     app, _ = shielded
     async with asgi_client(app) as client:
         response = await client.get(f"{HTTPS}/context", headers={"origin": APP_ORIGIN})
-    assert response.status_code == 200
+        page = await client.get(f"{HTTPS}/page", headers={"origin": APP_ORIGIN})
+    assert response.status_code == page.status_code == 200
     headers = response.headers
-    nonce = response.json()["csp_nonce"]
-    assert f"'nonce-{nonce}'" in headers["content-security-policy"]
+    [nonce] = re.findall(r'nonce="([^"]+)"', page.text)
+    assert f"'nonce-{nonce}'" in page.headers["content-security-policy"]
+    assert headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
     assert headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["access-control-allow-origin"] == APP_ORIGIN

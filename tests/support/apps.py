@@ -9,6 +9,7 @@ Layer tests wrap each of them, so every attack case runs against every framework
 * `POST /echo`     -> 200, echoes the body back with the request's content type
 * `GET /boom`      -> raises RuntimeError("kaboom-secret-detail")
 * `GET /context`   -> 200 JSON view of scope["bastion"] (client, scheme, host, nonce)
+* `GET /page`      -> 200 HTML page with an inline script carrying the CSP nonce
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bastion.types import ASGIApp, Receive, Scope, Send
@@ -39,6 +40,13 @@ def context_view(scope: Scope) -> dict[str, Any]:
         "csp_nonce": context.csp_nonce,
         "request_id": context.request_id,
     }
+
+
+def page_html(scope: Scope) -> bytes:
+    """A page whose inline script carries the request's nonce (empty without one)."""
+    context = scope.get("bastion")
+    nonce = context.csp_nonce if context is not None else ""
+    return f'<!doctype html><script nonce="{nonce}">go()</script>'.encode()
 
 
 async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,6 +84,8 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
         raise RuntimeError(BOOM)
     elif path == "/context":
         payload, content_type = json.dumps(context_view(scope)).encode(), b"application/json"
+    elif path == "/page":
+        payload, content_type = page_html(scope), b"text/html; charset=utf-8"
     else:
         status, payload = 404, b"not found"
     await send(
@@ -112,6 +122,10 @@ async def _context(request: Request) -> Response:
     return JSONResponse(context_view(request.scope))
 
 
+async def _page(request: Request) -> Response:
+    return HTMLResponse(page_html(request.scope))
+
+
 def starlette_app(debug: bool = False) -> Starlette:
     return Starlette(
         debug=debug,
@@ -122,6 +136,7 @@ def starlette_app(debug: bool = False) -> Starlette:
             Route("/echo", _echo, methods=["POST"]),
             Route("/boom", _boom),
             Route("/context", _context),
+            Route("/page", _page),
         ],
     )
 
@@ -136,6 +151,7 @@ def fastapi_app(debug: bool = False) -> Any:
     app.add_api_route("/echo", _echo, methods=["POST"])
     app.add_api_route("/boom", _boom)
     app.add_api_route("/context", _context)
+    app.add_api_route("/page", _page)
     return app
 
 

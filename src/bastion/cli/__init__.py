@@ -58,25 +58,36 @@ def describe_configuration(settings: Settings) -> dict[str, Any]:
         "layers": [name for name, _ in LAYERS if getattr(settings, name).enabled],
         "opt_outs": settings.opt_outs(),
     }
-    data["response_headers"], data["https_response_headers"] = _rendered_headers(settings)
+    (
+        data["response_headers"],
+        data["resource_response_headers"],
+        data["https_response_headers"],
+    ) = _rendered_headers(settings)
     return data
 
 
-def _rendered_headers(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-    """Headers on every response (the nonce as `{nonce}`), and those on HTTPS only."""
+def _rendered_headers(
+    settings: Settings,
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Headers on pages (the nonce as `{nonce}`), on responses of
+    `headers.resource_types`, and on HTTPS only."""
     from bastion import headers, transport
 
-    every: dict[str, str] = {}
+    pages: dict[str, str] = {}
+    resources: dict[str, str] = {}
     https_only: dict[str, str] = {}
     if settings.headers.enabled:
-        every.update(dict(headers.build_response_headers(settings.headers)))
+        pages.update(dict(headers.build_response_headers(settings.headers)))
+        resources.update(
+            dict(headers.build_response_headers(settings.headers, kind="resource"))
+        )
     if settings.cors.enabled:
-        every["vary"] = "Origin"
+        pages["vary"] = resources["vary"] = "Origin"
     if settings.transport.enabled:
         hsts = transport.hsts_header_value(settings.transport)
         if hsts:
             https_only["strict-transport-security"] = hsts
-    return every, https_only
+    return pages, resources, https_only
 
 
 @app.command()

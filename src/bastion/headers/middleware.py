@@ -17,8 +17,13 @@ Per HTTP request it does three things, all prepared in `__init__`:
 
 CSP goes on every response, not only on HTML: a JSON or SVG answer opened as a
 document is rendered under its own CSP, and `frame-ancestors` protects every
-response from framing. The policy is precomputed, so the cost is one nonce and one
-join (OWASP HTTP Headers Cheat Sheet recommends CSP on all responses).
+response from framing (OWASP HTTP Headers Cheat Sheet recommends CSP on all
+responses). A response whose type renders no page (`resource_types`: JSON, plain
+text, CSS, fonts, downloads) gets the resource set instead: `default-src 'none'`
+with the route's `frame-ancestors`, nosniff, CORP and X-Frame-Options, and none of
+the headers that act on a page only (Referrer-Policy, Permissions-Policy, COOP,
+Origin-Agent-Cluster, X-XSS-Protection), so an API answer carries four headers,
+not ten. Both sets are precomputed; a page's cost is one nonce and one join.
 
 WebSocket and lifespan scopes pass through untouched: a handshake answer renders no
 document, so none of these headers would do anything.

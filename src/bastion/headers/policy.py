@@ -135,6 +135,36 @@ DEFAULT_PERMISSIONS_POLICY: Final[Mapping[str, tuple[str, ...]]] = MappingProxyT
 # attacker which published exploits to try.
 DEFAULT_STRIP_HEADERS: Final = ("server", "x-powered-by")
 
+# Media types no browser renders as an active page (`HeadersSettings.resource_types`).
+# Left out on purpose: HTML, XML and SVG (pages that run script), PDF (a viewer
+# document), JavaScript (a worker or service worker runs under its script's own
+# CSP, which `default-src 'none'` would cut off from the network), and images,
+# audio and video (Firefox styles its media documents inline, which `default-src
+# 'none'` blocks). A missing `Content-Type` gets the document set too.
+DEFAULT_RESOURCE_TYPES: Final = (
+    "application/json",
+    "*/*+json",
+    "application/x-ndjson",
+    "text/plain",
+    "text/csv",
+    "text/css",
+    "text/event-stream",
+    "font/*",
+    "application/octet-stream",
+)
+# The headers that act on a rendered page only (or on the browsing context around
+# it): left out of the resource set. What stays: nosniff, CORP, X-Frame-Options, a
+# `default-src 'none'` CSP, and any other header the settings add.
+DOCUMENT_ONLY_HEADERS: Final = frozenset(
+    {
+        "referrer-policy",
+        "permissions-policy",
+        "cross-origin-opener-policy",
+        "origin-agent-cluster",
+        "x-xss-protection",
+    }
+)
+
 # Referrer-Policy values that send the full URL (its path and query, where ids and
 # tokens live) to other origins (Referrer Policy section 3): `unsafe-url` to every
 # site, even over plain HTTP; `no-referrer-when-downgrade` to every HTTPS site.
@@ -173,6 +203,11 @@ _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 section
 # obs-text (0x80-0xFF) is refused too: its meaning depends on the peer.
 _FIELD_VALUE: Final = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?\Z")
 _FEATURE: Final = re.compile(r"[a-z][a-z0-9-]*\Z")
+# `type/subtype`, `type/*` or `*/*+suffix` (RFC 6838 section 4.2 names, lower case).
+_MEDIA_NAME: Final = r"[a-z0-9][a-z0-9!#$&^_.+-]*"
+_MEDIA_PATTERN: Final = re.compile(
+    rf"(?:{_MEDIA_NAME}/(?:{_MEDIA_NAME}|\*)|\*/\*\+[a-z0-9][a-z0-9!#$&^_.-]*)\Z"
+)
 # The report path goes into `report-uri` and, quoted, into `Reporting-Endpoints`.
 _REPORT_PATH: Final = re.compile(r"/[A-Za-z0-9._~/-]*\Z")
 _ALLOWLIST_KEYWORDS: Final = frozenset({"self", "src", "*"})
@@ -348,6 +383,15 @@ class HeadersSettings(HeaderPolicy, LayerSettings):
     """Violation events one process writes per minute at most, bursts included;
     the rest are counted in a `csp-report-rate-limited` event and dropped."""
 
+    resource_types: tuple[str, ...] = DEFAULT_RESOURCE_TYPES
+    """Media types answered with the resource set instead of the document set: a
+    response whose `Content-Type` is one of these (`type/subtype`, `type/*` or
+    `*/*+suffix`) renders no page, so it gets `X-Content-Type-Options`,
+    `Cross-Origin-Resource-Policy`, `X-Frame-Options`, any `extra_headers`, and
+    `Content-Security-Policy: default-src 'none'` with the policy's `frame-ancestors`
+    (no nonce, no report endpoint); the headers that act on a page only
+    (`DOCUMENT_ONLY_HEADERS`) are left out. Empty: the document set everywhere."""
+
     routes: dict[str, RouteHeadersSettings] = Field(default_factory=dict)
     """Per-route overrides by route pattern, e.g. `{"/embed/*": {...}}`."""
 
@@ -378,6 +422,21 @@ class HeadersSettings(HeaderPolicy, LayerSettings):
     @classmethod
     def _parse_strip(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_parse_header_name(name, "strip_headers") for name in value)
+
+    @field_validator("resource_types")
+    @classmethod
+    def _parse_resource_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parsed: list[str] = []
+        for pattern in value:
+            lowered = pattern.strip().lower()
+            if not _MEDIA_PATTERN.match(lowered):
+                raise ValueError(
+                    f"resource_types: {pattern!r} is not a media type: write type/subtype, "
+                    "type/* or */*+suffix"
+                )
+            if lowered not in parsed:
+                parsed.append(lowered)
+        return tuple(parsed)
 
     @field_validator("csp_report_path")
     @classmethod
@@ -518,6 +577,40 @@ def header_weakenings(policy: HeaderPolicy, *, force_report_only: bool = False) 
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceTypes:
+    """`HeadersSettings.resource_types`, compiled: which `Content-Type` renders no page."""
+
+    exact: frozenset[bytes]
+    prefixes: tuple[bytes, ...]  # `type/` of each `type/*`
+    suffixes: tuple[bytes, ...]  # `+suffix` of each `*/*+suffix`
+
+    @classmethod
+    def compile(cls, patterns: Iterable[str]) -> ResourceTypes:
+        exact: set[bytes] = set()
+        prefixes: list[bytes] = []
+        suffixes: list[bytes] = []
+        for pattern in patterns:
+            encoded = pattern.encode("ascii")
+            if encoded.startswith(b"*/*"):
+                suffixes.append(encoded[3:])
+            elif encoded.endswith(b"/*"):
+                prefixes.append(encoded[:-1])
+            else:
+                exact.add(encoded)
+        return cls(frozenset(exact), tuple(prefixes), tuple(suffixes))
+
+    def match(self, content_type: bytes) -> bool:
+        """Whether a response of this `Content-Type` value gets the resource set. The
+        essence (before any parameter, RFC 9110 section 8.3.1) is compared."""
+        essence = content_type.split(b";", 1)[0].strip(b" \t").lower()
+        return (
+            essence in self.exact
+            or essence.startswith(self.prefixes)
+            or essence.endswith(self.suffixes)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class HeaderSet:
     """The headers one route adds, encoded once.
 
@@ -525,6 +618,10 @@ class HeaderSet:
     CSP is sent); `appended` is merged with the application's own lines rather
     than checked against them (a structured dictionary, like `Vary`); `managed` is
     every name whose presence in the application's answer keeps ours out.
+
+    `resource` is the set sent instead when the response's `Content-Type` is one of
+    `resource_types` (`HeadersSettings.resource_types`); both None when every
+    response gets this set.
     """
 
     static: tuple[tuple[bytes, bytes], ...]
@@ -534,6 +631,8 @@ class HeaderSet:
     managed: frozenset[bytes]
     strip: frozenset[bytes]
     enforce: bool
+    resource: HeaderSet | None = None
+    resource_types: ResourceTypes | None = None
 
     @property
     def needs_nonce(self) -> bool:
@@ -554,8 +653,10 @@ def build_header_set(
     report_path: str | None = DEFAULT_REPORT_PATH,
     strip: Iterable[str] = (),
     force_report_only: bool = False,
+    resource_types: Iterable[str] = (),
 ) -> HeaderSet:
-    """Compile one route's policy into encoded header tuples and a CSP template."""
+    """Compile one route's policy into encoded header tuples and a CSP template,
+    with its resource set when `resource_types` names any media type."""
     directives = resolve_directives(
         policy.csp_directives,
         policy.csp_extra_sources,
@@ -609,14 +710,41 @@ def build_header_set(
 
     static = tuple((name.encode("ascii"), value.encode("ascii")) for name, value in headers.items())
     managed = frozenset(name for name, _ in static) | ({csp_name} if csp else frozenset())
+    stripped = frozenset(name.encode("ascii") for name in strip)
+    types = tuple(resource_types)
+    resource: HeaderSet | None = None
+    if types:
+        resource_csp: CSPTemplate | None = None
+        if csp is not None:
+            # Nothing loads and nothing frames: a resource opened as a page runs
+            # nothing, and keeps the framing rule of the route's pages.
+            resource_directives: dict[str, tuple[str, ...]] = {"default-src": ("'none'",)}
+            if "frame-ancestors" in directives:
+                resource_directives["frame-ancestors"] = directives["frame-ancestors"]
+            resource_csp = compile_policy(resource_directives)
+        resource_static = tuple(
+            (name, value) for name, value in static if name.decode() not in DOCUMENT_ONLY_HEADERS
+        )
+        resource = HeaderSet(
+            static=resource_static,
+            csp_name=csp_name,
+            csp=resource_csp,
+            appended=(),
+            managed=frozenset(name for name, _ in resource_static)
+            | ({csp_name} if resource_csp else frozenset()),
+            strip=stripped,
+            enforce=policy.enforce,
+        )
     return HeaderSet(
         static=static,
         csp_name=csp_name,
         csp=csp,
         appended=appended,
         managed=managed,
-        strip=frozenset(name.encode("ascii") for name in strip),
+        strip=stripped,
         enforce=policy.enforce,
+        resource=resource,
+        resource_types=ResourceTypes.compile(types) if types else None,
     )
 
 
@@ -626,6 +754,7 @@ def compile_header_sets(settings: HeadersSettings) -> tuple[HeaderSet, dict[str,
         "report_path": settings.csp_report_path,
         "strip": settings.strip_headers,
         "force_report_only": settings.monitor_only,
+        "resource_types": settings.resource_types,
     }
     default = build_header_set(settings, **options)
     routes = {
@@ -639,8 +768,19 @@ def merge_headers(app_headers: Iterable[Any], header_set: HeaderSet, nonce: str)
     """The application's headers, stripped, with ours added: one list per response.
 
     A header the application set is kept and ours is left out, unless the set
-    enforces, in which case the application's lines of that name are dropped.
+    enforces, in which case the application's lines of that name are dropped. A
+    response whose `Content-Type` is one of the set's `resource_types` gets the
+    resource set instead (`HeaderSet.resource`).
     """
+    resource_types = header_set.resource_types
+    if resource_types is not None and header_set.resource is not None:
+        if not isinstance(app_headers, list | tuple):
+            app_headers = list(app_headers)  # read twice below
+        content_types = [value for name, value in app_headers if name.lower() == b"content-type"]
+        # Two Content-Type lines are read by browsers in ways that differ (Fetch,
+        # "extract a MIME type"): only a single, listed type gets the resource set.
+        if len(content_types) == 1 and resource_types.match(content_types[0]):
+            header_set = header_set.resource
     result: RawHeaders = []
     present: set[bytes] | None = None
     for name, value in app_headers:
@@ -666,11 +806,16 @@ def merge_headers(app_headers: Iterable[Any], header_set: HeaderSet, nonce: str)
 
 
 def build_response_headers(
-    settings: HeadersSettings | None = None, route: str | None = None
+    settings: HeadersSettings | None = None,
+    route: str | None = None,
+    *,
+    kind: Literal["document", "resource"] = "document",
 ) -> list[tuple[str, str]]:
     """The headers the layer adds, as text, with the nonce shown as `'nonce-{nonce}'`.
 
-    `route` names one of `settings.routes` to show that route's headers instead.
+    `route` names one of `settings.routes` to show that route's headers instead;
+    `kind="resource"` shows those sent with a `resource_types` response (the
+    document set when `resource_types` is empty).
     """
     settings = settings or HeadersSettings()
     if not settings.enabled:
@@ -682,6 +827,8 @@ def build_response_headers(
         header_set = routes[route]
     else:
         raise ValueError(f"no headers.routes entry for {route!r}")
+    if kind == "resource" and header_set.resource is not None:
+        header_set = header_set.resource
     headers = [(name.decode(), value.decode()) for name, value in header_set.static]
     if header_set.csp is not None:
         headers.append((header_set.csp_name.decode(), header_set.csp.render("{nonce}").decode()))
