@@ -78,7 +78,7 @@ from bastion.events import KIND_MALICIOUS_CORS, EventEmitter
 from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, parse_origin
 from bastion.responses import Refuser
 from bastion.sections import LayerSettings
-from bastion.stages import EDIT, Flow, run_stages
+from bastion.stages import EDIT, Flow, Hook, run_stages
 from bastion.types import ASGIApp, Receive, Scope, Send
 
 LAYER: Final = "cors"
@@ -494,6 +494,12 @@ class CORSMiddleware:
         self.settings = settings if settings is not None else CORSSettings()
         self.policy = compile_policy(self.settings)
         self._refuse = Refuser(LAYER, events, monitor_only=self.settings.monitor_only)
+        # The edit of a response with no grant (most requests: no `Origin`, or one
+        # not allowed), built once instead of once per request.
+        self._no_grant_edit: Hook = (
+            EDIT,
+            partial(rewrite_headers, grant=(), keep_app_cors=self.settings.monitor_only),
+        )
 
         common: list[tuple[bytes, bytes]] = []
         if self.settings.allow_credentials:
@@ -603,7 +609,8 @@ class CORSMiddleware:
         return False
 
     def _rewrite_response(self, flow: Flow, grant: tuple[tuple[bytes, bytes], ...]) -> None:
-        keep_app_cors = self.settings.monitor_only and not grant
-        flow.hooks.append(
-            (EDIT, partial(rewrite_headers, grant=grant, keep_app_cors=keep_app_cors))
-        )
+        if not grant:
+            flow.hooks.append(self._no_grant_edit)
+            return
+        # A grant replaces the application's CORS headers even in monitor-only mode.
+        flow.hooks.append((EDIT, partial(rewrite_headers, grant=grant)))

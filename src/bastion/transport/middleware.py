@@ -102,6 +102,9 @@ class TransportMiddleware:
         self._refuse = Refuser(LAYER, events, monitor_only=settings.monitor_only)
         # Process-wide memo of a pure function, not request state (see `_check_host`).
         self._host_memo: dict[tuple[tuple[str, ...], str | None], HostVerdict] = {}
+        # The same, for the common case only: one `Host` line, no proxy trusted, the
+        # host allowed. Keyed by the line's bytes, so `_enter_direct` reads no facts.
+        self._allowed_host_memo: dict[bytes, HostPort] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in _GUARDED_SCOPES or not self.settings.enabled:
@@ -115,6 +118,12 @@ class TransportMiddleware:
         redirected). Nothing is changed before the checks have all passed, so the
         refusing path starts over from the same state."""
         scope = flow.scope
+        if not self._read_proxy_headers:
+            raw_hosts = flow.headers.get(b"host")
+            if raw_hosts is not None and len(raw_hosts) == 1:
+                allowed = self._allowed_host_memo.get(raw_hosts[0])
+                if allowed is not None and self._enter_direct(flow, allowed):
+                    return None
         facts = TransportFacts.from_index(
             scope, flow.headers, read_proxy_headers=self._read_proxy_headers
         )
@@ -137,11 +146,36 @@ class TransportMiddleware:
         context.client, context.scheme = client, scheme
         context.host = host.host
         context.port = host.port or DEFAULT_PORTS.get(scheme)
+        if resolved is None and len(facts.host_lines) == 1:
+            memo = self._allowed_host_memo
+            if len(memo) >= _HOST_MEMO_SIZE:
+                memo.clear()
+            memo[facts.host_lines[0].encode("latin-1")] = host
         if resolved is not None:
             self._rewrite_scope(flow, facts, resolved, host)
         if self._hsts_hook is not None and scheme in _SECURE_SCHEMES and not facts.is_websocket:
             flow.hooks.append(self._hsts_hook)
         return None
+
+    def _enter_direct(self, flow: Flow, host: HostPort) -> bool:
+        """`enter` for a request from the peer itself (no proxy trusted) whose one
+        `Host` line was allowed before: the same outcome without reading the facts.
+        False, having changed nothing, when HTTPS is required and this is not it."""
+        scope = flow.scope
+        is_websocket = scope["type"] == "websocket"
+        scheme = scope.get("scheme") or ("ws" if is_websocket else "http")
+        secure = scheme in _SECURE_SCHEMES
+        if self._require_https and not secure:
+            return False
+        client = scope.get("client")
+        context = scope.get(SCOPE_KEY) or get_context(scope)
+        context.client = (str(client[0]), int(client[1])) if client else None
+        context.scheme = scheme
+        context.host = host.host
+        context.port = host.port or DEFAULT_PORTS.get(scheme)
+        if secure and self._hsts_hook is not None and not is_websocket:
+            flow.hooks.append(self._hsts_hook)
+        return True
 
     async def _enter_refusing(
         self,
