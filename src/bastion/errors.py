@@ -284,7 +284,8 @@ class ErrorsMiddleware:
         except Exception as exc:  # this layer exists to catch everything
             await self._on_exception(scope, guard, exc)
             return
-        await self._finish(scope, guard)
+        if guard.held_start is not None:  # `_finish`'s test, without its coroutine
+            await self._finish(scope, guard)
 
     async def _finish(self, scope: Scope, guard: _ResponseGuard) -> None:
         if guard.held_start is not None:
