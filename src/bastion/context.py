@@ -7,14 +7,17 @@ layers fill the session, the principal and the rate-limit state. A layer used al
 creates the context on first use, so every layer works with or without `Shield`.
 
 The request id is random rather than a counter, so it reveals nothing about traffic
-volume; it is not a secret and is shown to users as the incident id of a 500.
+volume; it is not a secret and is shown to users as the incident id of a 500. Most
+requests never need it (only events, refusals and error pages name it), so the
+context `get_context` makes draws it on its first read, and keeps it for the rest of
+the request: a fresh value per request all the same, never shared between two.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.types import Scope
 
@@ -48,6 +51,16 @@ class RequestContext:
     def client_host(self) -> str | None:
         return self.client[0] if self.client else None
 
+    if not TYPE_CHECKING:  # to mypy, a misspelt attribute stays an error
+
+        def __getattr__(self, name: str) -> Any:
+            # Called only when the slot is unset: the `request_id` of a context made
+            # by `get_context`, drawn now and fixed for the rest of the request.
+            if name == "request_id":
+                request_id = self.request_id = new_request_id()
+                return request_id
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def is_secure(self) -> bool:
         return self.scheme in ("https", "wss")
@@ -59,16 +72,28 @@ def new_request_id() -> str:
     return os.urandom(_REQUEST_ID_BYTES).hex()
 
 
+_new_context = object.__new__
+
+
 def get_context(scope: Scope) -> RequestContext:
-    """Return the request's context, creating it from the raw scope on first use."""
+    """Return the request's context, creating it from the raw scope on first use.
+
+    The context is made without `request_id`, which is drawn on its first read
+    (`RequestContext.__getattr__`); every other field gets its default, as the
+    dataclass's `__init__` would give it (a test compares the two).
+    """
     context: RequestContext | None = scope.get(SCOPE_KEY)
     if context is None:
         client = scope.get("client")
-        default_scheme = "ws" if scope["type"] == "websocket" else "http"
-        context = RequestContext(
-            request_id=os.urandom(_REQUEST_ID_BYTES).hex(),  # `new_request_id`, inlined
-            client=(str(client[0]), int(client[1])) if client else None,
-            scheme=scope.get("scheme", default_scheme),
-        )
+        context = _new_context(RequestContext)
+        context.client = (str(client[0]), int(client[1])) if client else None
+        context.scheme = scope.get("scheme", "ws" if scope["type"] == "websocket" else "http")
+        context.host = None
+        context.port = None
+        context.csp_nonce = ""
+        context.session = None
+        context.principal = None
+        context.rate_limit = None
+        context.refused_by = None
         scope[SCOPE_KEY] = context
     return context

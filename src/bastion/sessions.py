@@ -21,9 +21,10 @@ keep secrets out or use field encryption), and mutations of nested values that t
 session cannot see (`session["cart"].append(x)`): assign again, or set
 `session.modified = True`, as with Django's sessions.
 
-Performance: a request that carries no session cookie never touches the store, and a
-session is written back only when it changed, was rotated, or its idle clock needs
-moving (at most once per `touch_interval_seconds`).
+Performance: a request that carries no session cookie never touches the store (nor
+awaits anything to load its new session, nor, if the application leaves that session
+alone, to save it), and a session is written back only when it changed, was rotated,
+or its idle clock needs moving (at most once per `touch_interval_seconds`).
 
 References: OWASP Session Management Cheat Sheet
 https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html ;
@@ -38,7 +39,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -259,6 +260,19 @@ class Session(dict[str, Any]):
     one is deleted), `logout()` ends the session. The id itself is never exposed.
     """
 
+    # Every request that sends no session cookie gets a new session, which nearly
+    # always stays untouched: the attributes start as these class-level values
+    # (immutable ones only), and an instance stores only what differs from them.
+    _id: str | None = None
+    _record: SessionRecord | None = None
+    _csrf_secret: str | None = None
+    modified: bool = False
+    rotate_requested: bool = False
+    logout_requested: bool = False
+    login_requested: bool = False
+    roles_changed: tuple[list[str], list[str]] | None = None
+    user_id: str | None = None
+
     def __init__(
         self,
         data: Mapping[str, Any] | None = None,
@@ -267,17 +281,15 @@ class Session(dict[str, Any]):
         record: SessionRecord | None = None,
         manager: SessionManager | None = None,
     ) -> None:
-        super().__init__(data or {})
-        self._id = session_id
-        self._record = record
+        if data:
+            super().__init__(data)
         self._manager = manager
-        self.modified = False
-        self.rotate_requested = False
-        self.logout_requested = False
-        self.login_requested = False
-        self.roles_changed: tuple[list[str], list[str]] | None = None
-        self.user_id: str | None = record.user_id if record else None
-        self._csrf_secret: str | None = record.csrf_secret if record else None
+        if session_id is not None:
+            self._id = session_id
+        if record is not None:
+            self._record = record
+            self.user_id = record.user_id
+            self._csrf_secret = record.csrf_secret
 
     # Every mutator marks the session modified.
     def __setitem__(self, key: str, value: Any) -> None:
@@ -584,26 +596,47 @@ class SessionMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): load the session (True when the store
-        failed and the request was answered 503), and save it as the response starts."""
-        scope = flow.scope
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): load the session, and save it as the
+        response starts. None when no store was asked (no cookie, or one that is not
+        an id of ours: a new session, `SessionManager.load`'s first case), else the
+        awaitable of the load (True when the store failed and the request was
+        answered 503)."""
         if flow.headers_lowercase:
-            untrusted_id = cookie_from_lines(flow.headers.get(b"cookie", ()), self._cookie_name)
+            lines = flow.headers.get(b"cookie")
+            untrusted_id = cookie_from_lines(lines, self._cookie_name) if lines else None
         else:  # `read_cookie` matches the name exactly, as sent
-            untrusted_id = read_cookie(scope["headers"], self._cookie_name)
+            untrusted_id = read_cookie(flow.scope["headers"], self._cookie_name)
+        if untrusted_id is None or not looks_like_session_id(untrusted_id):
+            self._attach(flow, Session(manager=self.manager))
+            return None
+        return self._load(flow, untrusted_id)
+
+    async def _load(self, flow: Flow, untrusted_id: str) -> bool:
         try:
-            session = await self.manager.load(scope, untrusted_id)
+            session = await self.manager.load(flow.scope, untrusted_id)
         except StoreError:
-            await self._unavailable(scope, flow.send)
+            await self._unavailable(flow.scope, flow.send)
             return True
+        self._attach(flow, session)
+        return False
+
+    def _attach(self, flow: Flow, session: Session) -> None:
+        """Give the request its session, and register the save as the response starts."""
+        scope = flow.scope
         scope["session"] = session
         (scope.get(SCOPE_KEY) or get_context(scope)).session = session
         if scope["type"] == "websocket":
-            return False  # a handshake cannot set cookies
+            return  # a handshake cannot set cookies
         level = len(flow.hooks)
 
         async def commit(message: Message) -> Message | None:
+            if session._id is None and not (
+                session.modified or session.rotate_requested or session.logout_requested
+            ):
+                # A new session left untouched: `manager.commit` would neither save
+                # it nor add a header (its first three cases need one of these).
+                return message
             try:
                 extra = await self.manager.commit(scope, session)
             except StoreError:
@@ -616,7 +649,6 @@ class SessionMiddleware:
             return message
 
         flow.hooks.append((None, commit))
-        return False
 
     async def _unavailable(self, scope: Scope, send: Send) -> None:
         self.events.emit(

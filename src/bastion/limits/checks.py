@@ -21,7 +21,7 @@ https://owasp.org/www-project-web-security-testing-guide/latest/4-Web_Applicatio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -63,6 +63,14 @@ _URLENCODED: Final = "application/x-www-form-urlencoded"
 # section 9.1), but some frameworks upper-case them before routing.
 REFUSED_METHODS: Final = frozenset({"TRACE", "TRACK"})
 _MULTIPART_FORM: Final = "multipart/form-data"
+# `read_declared_body` remembers the plan of each `Content-Type` value it met, per
+# route (a plan depends on the value and the route's limits alone). The values are
+# the client's: the memo holds at most this many, of at most this many bytes, and is
+# emptied when full, so an attacker who sends a new value per request costs it its
+# hits, never memory. Multipart values are never kept: their boundary is drawn
+# afresh for each request.
+PLAN_MEMO_ENTRIES: Final = 64
+PLAN_MEMO_KEY_BYTES: Final = 256
 
 # What a body is checked as: "json" when labelled JSON or not labelled, "undeclared"
 # for any other type but a form (JSON depth, if it begins like JSON), "" not at all.
@@ -95,10 +103,15 @@ class RequestHead:
         `\xa0` and `\x1c`-`\x1f`, so a stricter strip here would let
         `application/json\xa0` reach FastAPI's JSON parser unscanned.
         """
-        if self.content_type is None:
-            return None
-        media_type = self.content_type.decode("latin-1").partition(";")[0].strip().lower()
-        return media_type or None
+        return _media_type(self.content_type)
+
+
+def _media_type(content_type: bytes | None) -> str | None:
+    """`RequestHead.media_type` of a raw `Content-Type` value."""
+    if content_type is None:
+        return None
+    media_type = content_type.decode("latin-1").partition(";")[0].strip().lower()
+    return media_type or None
 
 
 def read_head(headers: RawHeaders) -> RequestHead:
@@ -131,10 +144,7 @@ def read_head_index(headers: Mapping[bytes, list[bytes]], count: int, size: int)
     """`read_head` on headers already read into a lower-cased index
     (`bastion.stages.Flow.headers`), with the raw list's line `count` and the
     bytes of its names and values (`size`): the same facts, without another pass."""
-    lengths: list[bytes] = []
-    for value in headers.get(b"content-length", ()):
-        for part in value.split(b","):
-            lengths.append(part.strip())
+    lengths = _length_parts(headers.get(b"content-length", ()))
     content_type: bytes | None = None
     conflict = False
     for value in headers.get(b"content-type", ()):
@@ -154,11 +164,68 @@ def read_head_index(headers: Mapping[bytes, list[bytes]], count: int, size: int)
     )
 
 
+def _length_parts(lines: list[bytes] | tuple[()]) -> list[bytes]:
+    """The comma-separated values of the `Content-Length` lines, stripped."""
+    lengths: list[bytes] = []
+    for value in lines:
+        for part in value.split(b","):
+            lengths.append(part.strip())
+    return lengths
+
+
+def read_declared_body(
+    headers: Mapping[bytes, list[bytes]],
+    limits: BodyLimits,
+    plans: MutableMapping[bytes | None, BodyPlan],
+) -> tuple[str, BodyPlan, int | None]:
+    """What the adapter needs of a head with a body field, from the index of
+    `read_head_index`: the refusal of `check_declared_body` ("" when none), the plan of
+    `plan_body`, and the declared length, without building a `RequestHead`.
+
+    `plans` is the route's memo of plans by `Content-Type` value (see
+    `PLAN_MEMO_ENTRIES`); the plan is `plan_body`'s whether it comes from there or not.
+    """
+    lines = headers.get(b"content-length")
+    length: int | None = None
+    length_invalid = False
+    if lines is not None:
+        length, length_invalid = _parse_content_length(_length_parts(lines))
+    content_type: bytes | None = None
+    conflict = False
+    types = headers.get(b"content-type")
+    if types is not None:
+        content_type = types[0].strip()
+        for value in types[1:]:
+            if value.strip() != content_type:
+                conflict = True
+    if conflict:
+        plan = _PLAN_CONTENT_TYPE_INVALID
+    else:
+        found = plans.get(content_type)
+        if found is None:
+            found = _plan_for(content_type, limits)
+            if found.syntax != "multipart" and (
+                content_type is None or len(content_type) <= PLAN_MEMO_KEY_BYTES
+            ):
+                if len(plans) >= PLAN_MEMO_ENTRIES:
+                    plans.clear()
+                plans[content_type] = found
+        plan = found
+    # `check_declared_body`, on these facts.
+    if length_invalid:
+        return REASON_CONTENT_LENGTH_INVALID, plan, length
+    if length is not None and length > limits.max_body_bytes:
+        return REASON_CONTENT_LENGTH_TOO_LARGE, plan, length
+    if length or b"transfer-encoding" in headers:
+        return plan.refusal, plan, length
+    return "", plan, length
+
+
 def _parse_content_length(values: list[bytes]) -> tuple[int | None, bool]:
     if not values:
         return None, False
     first = values[0]
-    if any(value != first for value in values):
+    if values.count(first) != len(values):
         return None, True
     if not first or not first.isdigit():  # bytes.isdigit is ASCII-only
         return None, True
@@ -220,7 +287,12 @@ def plan_body(head: RequestHead, limits: BodyLimits) -> BodyPlan:
     if head.content_type_conflict:
         # Frameworks disagree on which line wins; we cannot tell which parser runs.
         return _PLAN_CONTENT_TYPE_INVALID
-    media_type = head.media_type
+    return _plan_for(head.content_type, limits)
+
+
+def _plan_for(content_type: bytes | None, limits: BodyLimits) -> BodyPlan:
+    """`plan_body` of a head whose `Content-Type` lines agree on `content_type`."""
+    media_type = _media_type(content_type)
     if not limits.content_types.allows(media_type):
         return _PLAN_CONTENT_TYPE_NOT_ALLOWED
     if media_type is None or is_json_media_type(media_type):
@@ -228,7 +300,7 @@ def plan_body(head: RequestHead, limits: BodyLimits) -> BodyPlan:
     if media_type == _URLENCODED:
         return _PLAN_URLENCODED
     if media_type == _MULTIPART_FORM:
-        boundary = parse_boundary(head.content_type or b"")
+        boundary = parse_boundary(content_type or b"")
         if boundary is None:
             return BodyPlan(refusal=REASON_MULTIPART_MALFORMED)
         return BodyPlan(syntax="multipart", boundary=boundary)
@@ -252,6 +324,14 @@ class _Inspector(Protocol):
     def end(self) -> str: ...
 
 
+# A body whose first byte is none of these, and whose second byte is not NUL, is
+# UTF-8 to `json.detect_encoding` however it goes on (every UTF-16 and UTF-32 BOM,
+# and the UTF-8 one, begins with 0x00, 0xEF, 0xFE or 0xFF; without a BOM, only a NUL
+# among the first two bytes means UTF-16 or UTF-32), and does not begin like a JSON
+# container (`LeadingJSON`: JSON whitespace first, then `[` or `{`).
+_NOT_PLAIN_FIRST: Final = frozenset(b"\x00\xef\xfe\xff \t\n\r[{")
+
+
 class _FormInspector:
     """A form counter, and beside it the JSON depth scan of a form body that begins
     like a JSON container.
@@ -266,25 +346,48 @@ class _FormInspector:
     the first violation in byte order, however the body is chunked. A form body that
     `json.loads` would decode as UTF-16 or UTF-32 is refused: no browser sends one
     (forms are ASCII up to their file contents), and the byte scan cannot read it.
+
+    The first two bytes of a real form settle both questions at once (`_NOT_PLAIN_FIRST`):
+    such a body goes straight to the counter, and the encoding prefix and the scan
+    are never made.
     """
 
-    __slots__ = ("_counter", "_leading", "_max_depth", "_prefix")
+    __slots__ = ("_counter", "_leading", "_max_depth", "_plain", "_prefix")
 
     def __init__(self, counter: _Inspector, *, max_depth: int) -> None:
         self._counter = counter
         self._max_depth = max_depth
-        self._prefix = EncodingPrefix()
+        self._prefix: EncodingPrefix | None = None  # made on the first bytes, unless plain
         self._leading: LeadingJSON | None = None
+        self._plain = False  # UTF-8 and no JSON container: only the counter is left
 
     def feed(self, data: bytes) -> str:
-        data = self._prefix.feed(data)
-        return self._inspect(data) if self._prefix.encoding else ""
+        if self._plain:
+            return self._counter.feed(data)
+        prefix = self._prefix
+        if prefix is None:
+            if len(data) >= 2 and data[0] not in _NOT_PLAIN_FIRST and data[1]:
+                self._plain = True
+                return self._counter.feed(data)
+            prefix = self._prefix = EncodingPrefix()
+        data = prefix.feed(data)
+        return self._inspect(data) if prefix.encoding else ""
 
     def end(self) -> str:
-        return self._inspect(self._prefix.end()) or self._counter.end()
+        if self._prefix is None:  # plain, or nothing was fed (an empty body is no JSON)
+            return self._counter.end()
+        data = self._prefix.end()
+        # Once the scan has begun, the end adds nothing to inspect unless the prefix
+        # still held bytes (an empty scan and an empty count find nothing).
+        if data or self._leading is None:
+            reason = self._inspect(data)
+            if reason:
+                return reason
+        return self._counter.end()
 
     def _inspect(self, data: bytes) -> str:
         if self._leading is None:
+            assert self._prefix is not None  # made before anything is inspected
             encoding = self._prefix.encoding
             if encoding not in UTF8_ENCODINGS:
                 return REASON_JSON_NOT_UTF8
@@ -329,15 +432,29 @@ class BodyCheck:
     inspector accepts an empty one (`end()` of a fresh inspector is "").
     """
 
-    __slots__ = ("_declared_length", "_inspector", "_plan", "_received", "_refusal", "limits")
+    __slots__ = (
+        "_declared_length",
+        "_inspector",
+        "_limit",
+        "_over",
+        "_plan",
+        "_received",
+        "_refusal",
+        "limits",
+    )
 
     def __init__(self, limits: BodyLimits, plan: BodyPlan, declared_length: int | None) -> None:
         self.limits = limits
         self._refusal = plan.refusal
         self._declared_length = declared_length
         self._plan = plan
+        # None until the first byte to inspect; `_NO_INSPECTOR` when the plan has none.
         self._inspector: _Inspector | None = None
         self._received = 0
+        # The size limit the body meets first, and its reason: fixed for the body.
+        self._limit, self._over = limits.max_body_bytes, REASON_BODY_TOO_LARGE
+        if declared_length is not None and declared_length <= self._limit:
+            self._limit, self._over = declared_length, REASON_CONTENT_LENGTH_MISMATCH
 
     def feed(self, chunk: bytes, *, more_body: bool) -> str:
         if chunk:
@@ -345,22 +462,37 @@ class BodyCheck:
                 return self._refusal
             # Inspect only the bytes within the size limits first, so the verdict
             # names the first violation in byte order, however the body is chunked.
-            limit, over = self.limits.max_body_bytes, REASON_BODY_TOO_LARGE
-            if self._declared_length is not None and self._declared_length <= limit:
-                limit, over = self._declared_length, REASON_CONTENT_LENGTH_MISMATCH
-            allowed = limit - self._received
+            allowed = self._limit - self._received
             self._received += len(chunk)
             inspected = chunk if len(chunk) <= allowed else chunk[: max(allowed, 0)]
-            if inspected and self._inspector is None:
-                self._inspector = make_inspector(self._plan, self.limits)
-            if self._inspector is not None and inspected:
-                reason = self._inspector.feed(inspected)
+            if inspected:
+                inspector = self._inspector
+                if inspector is None:
+                    inspector = self._inspector = (
+                        make_inspector(self._plan, self.limits) or _NO_INSPECTOR
+                    )
+                reason = inspector.feed(inspected)
                 if reason:
                     return reason
             if len(chunk) > allowed:
-                return over
+                return self._over
         if more_body:
             return ""
         if self._declared_length is not None and self._received != self._declared_length:
             return REASON_CONTENT_LENGTH_MISMATCH
         return self._inspector.end() if self._inspector is not None else ""
+
+
+class _NoInspector:
+    """The inspector of a plan that inspects nothing."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> str:
+        return ""
+
+    def end(self) -> str:
+        return ""
+
+
+_NO_INSPECTOR: Final = _NoInspector()

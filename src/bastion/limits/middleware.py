@@ -32,17 +32,26 @@ application did not ask for either, and closes or drains the connection itself.
 In monitor-only mode a streaming check reports once ("monitored") and stops checking
 that request's body; the application gets every chunk.
 
-Timeouts use `asyncio.timeout`, so the layer needs an asyncio event loop (uvicorn,
-hypercorn's asyncio worker, granian); it is measured only while the application
-waits inside `receive` for the client, never while the application works.
+Timeouts need an asyncio event loop (uvicorn, hypercorn's asyncio worker, granian);
+they are measured only while the application waits inside `receive` for the client,
+never while the application works. A body message the server already holds (a
+small body comes in the packet of the head) is handed over without waiting, and
+without a timer: the server's `receive` is stepped once, and only when it suspends
+does the wait get a deadline. The deadline's timer is one per request, armed at the
+first wait and kept: a wait that begins later moves the deadline, and the timer,
+when it fires early, re-arms itself for the rest instead of being cancelled and
+made again per message (the pattern of `asyncio.Timeout.reschedule`, made lazy).
+It cancels the waiting task as `asyncio.timeout` does, and a `TimeoutError` that
+the server's `receive` raises is never taken for ours.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import Final
+import types
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, Final
 
 from bastion.events import EventEmitter
 from bastion.limits.checks import (
@@ -51,10 +60,9 @@ from bastion.limits.checks import (
     UNLABELLED_HEAD,
     BodyCheck,
     BodyPlan,
-    check_declared_body,
     check_header_size,
     plan_body,
-    read_head_index,
+    read_declared_body,
 )
 from bastion.limits.reasons import (
     REASON_BODY_TIMEOUT,
@@ -63,13 +71,51 @@ from bastion.limits.reasons import (
     STATUS_BY_REASON,
     kind_of,
 )
-from bastion.limits.settings import BodyLimits, LimitsSettings, compile_routes, resolve_limits
+from bastion.limits.settings import BodyLimits, LimitsSettings, resolve_limits
 from bastion.responses import Refuser
+from bastion.routes import RouteTable
 from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 LAYER: Final = "limits"
 _DISCONNECT: Final = {"type": "http.disconnect"}
+_COROUTINE: Final = types.CoroutineType
+
+
+@types.coroutine
+def _resume(suspended: Coroutine[Any, Any, Message], yielded: Any) -> Generator[Any, Any, Message]:
+    """Finish awaiting `suspended`, a coroutine already stepped once, which yielded
+    `yielded`: what `await` would have done from there (PEP 380's `yield from`,
+    spelt out because its first value was already taken)."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            suspended.close()
+            raise
+        except BaseException as exc:  # a cancellation: delivered where it waits
+            try:
+                yielded = suspended.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]  # the coroutine's Message
+        else:
+            try:
+                yielded = suspended.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]  # the coroutine's Message
+
+
+class _Route:
+    """One route's limits, and what is worked out from them once for every request."""
+
+    __slots__ = ("limits", "plans", "unlabelled")
+
+    def __init__(self, limits: BodyLimits) -> None:
+        self.limits = limits
+        self.unlabelled = plan_body(UNLABELLED_HEAD, limits)
+        """The plan of a request that declares nothing about a body (`UNLABELLED_HEAD`)."""
+        self.plans: dict[bytes | None, BodyPlan] = {}
+        """Plans by `Content-Type` value, bounded (`checks.read_declared_body`)."""
 
 
 class _InFlight:
@@ -105,7 +151,9 @@ class _Exchange:
     __slots__ = (
         "_check",
         "_checking",
+        "_deadline",
         "_declared_length",
+        "_expired",
         "_flow",
         "_in_flight",
         "_level",
@@ -114,7 +162,10 @@ class _Exchange:
         "_real_receive",
         "_refuser",
         "_scope",
+        "_timer",
+        "_timer_when",
         "_waited_seconds",
+        "_waiter",
         "body_done",
         "tripped",
     )
@@ -140,6 +191,13 @@ class _Exchange:
         self._checking = True  # until a violation was reported
         self._refuser = refuser
         self._waited_seconds = 0.0
+        # The lazy deadline (`_wait`): the one timer, the time it is armed for, the
+        # deadline of the wait in progress, and the task waiting (None between waits).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._deadline = 0.0
+        self._waiter: asyncio.Task[Any] | None = None
+        self._expired = False  # the timer cancelled the waiter: that cancel is ours
         self.body_done = False
         self.tripped = False  # enforcing, and a limit was crossed
 
@@ -148,7 +206,17 @@ class _Exchange:
             return dict(_DISCONNECT)
         if self.body_done or not self._checking:
             return await self._real_receive()
-        message = await self._timed_receive()
+        pending = self._real_receive()
+        message: Message | None
+        if type(pending) is _COROUTINE:
+            try:
+                yielded = pending.send(None)
+            except StopIteration as ready:
+                message = ready.value  # the server had it: no wait, nothing to time
+            else:
+                message = await self._wait(_resume(pending, yielded))
+        else:  # another awaitable (a server's own type): awaited whole, timed
+            message = await self._wait(pending)
         if message is None:
             if await self._trip(REASON_BODY_TIMEOUT):
                 return dict(_DISCONNECT)
@@ -172,12 +240,72 @@ class _Exchange:
         """Leave the in-flight count; absorb the application's failure on a body we
         cut off (already answered)."""
         self._in_flight.count -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if isinstance(error, Exception) and self.tripped:
             return None  # the application failed on the body we cut off: already answered
         return error
 
-    async def _timed_receive(self) -> Message | None:
-        """The next message, or None when the client took too long to send it."""
+    async def _wait(self, pending: Awaitable[Message]) -> Message | None:
+        """`pending` (the rest of a wait for the next message) within the time left:
+        the idle timeout, or what remains of the whole-body one. None when the
+        client took too long."""
+        if self._waiter is not None:
+            # Another task is waiting for the body too (no framework does that): it
+            # gets a deadline of its own, as every wait did before the lazy timer.
+            return await self._wait_apart(pending)
+        limits = self._limits
+        budget = min(
+            limits.body_idle_timeout_seconds, limits.body_timeout_seconds - self._waited_seconds
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = self._deadline = started + max(budget, 0.0)
+        timer = self._timer
+        if timer is None or deadline < self._timer_when:
+            # Deadlines only move later (a wait's budget is what the earlier waits
+            # left), so this re-arms only the first time or after the timer fired.
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_when = deadline
+        task = self._waiter = asyncio.current_task()
+        assert task is not None  # `receive` is awaited in a task
+        cancelling = task.cancelling()
+        try:
+            return await pending
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise  # not ours
+            self._expired = False
+            if task.uncancel() > cancelling:
+                raise  # the task was cancelled from elsewhere too: that goes on
+            return None
+        finally:
+            self._waiter = None
+            self._waited_seconds += loop.time() - started
+            if self._expired:  # the wait ended before our cancellation reached it
+                self._expired = False
+                task.uncancel()
+
+    def _on_timer(self) -> None:
+        """The deadline timer fired: cancel the wait whose deadline it is, re-arm for
+        a later deadline, or, between waits, stand down until the next wait."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or self._expired:
+            return
+        if self._deadline > self._timer_when:
+            # The wait in progress began after the one this timer was armed for.
+            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._on_timer)
+            self._timer_when = self._deadline
+            return
+        self._expired = True
+        waiter.cancel()
+
+    async def _wait_apart(self, pending: Awaitable[Message]) -> Message | None:
+        """`_wait` with a timeout of its own, for a wait that overlaps another."""
         limits = self._limits
         budget = min(
             limits.body_idle_timeout_seconds, limits.body_timeout_seconds - self._waited_seconds
@@ -186,7 +314,7 @@ class _Exchange:
         started = loop.time()
         try:
             async with asyncio.timeout(max(budget, 0.0)) as deadline:
-                return await self._real_receive()
+                return await pending
         except TimeoutError:
             if not deadline.expired():
                 raise  # not ours: the server's receive raised it
@@ -244,12 +372,15 @@ class LimitsMiddleware:
         self.app = app
         self.settings = settings or LimitsSettings()
         self._refuser = Refuser(LAYER, events, monitor_only=self.settings.monitor_only)
-        self._default_limits = resolve_limits(self.settings)
-        self._routes = compile_routes(self.settings)
+        # `settings.compile_routes`, each route's limits with its plans beside them.
+        self._default_route = _Route(resolve_limits(self.settings))
+        self._routes = RouteTable(
+            {
+                pattern: _Route(resolve_limits(self.settings, rule))
+                for pattern, rule in self.settings.routes.items()
+            }
+        )
         self._in_flight = _InFlight()
-        # Each route's body plan for a request that declares nothing about a body:
-        # `plan_body` is pure, and the routes' limits are fixed (a key per route).
-        self._unlabelled_plans: dict[BodyLimits, BodyPlan] = {}
         self._retry_after = [
             (b"retry-after", str(self.settings.overload_retry_after_seconds).encode())
         ]
@@ -276,11 +407,12 @@ class LimitsMiddleware:
         headers = flow.headers
         settings = self.settings
         count = len(scope["headers"])
-        reason = check_header_size(
-            count,
-            flow.header_bytes + HEADER_LINE_OVERHEAD_BYTES * count,
-            max_count=settings.max_header_count,
-            max_bytes=settings.max_header_bytes,
+        size = flow.header_bytes + HEADER_LINE_OVERHEAD_BYTES * count
+        max_count, max_bytes = settings.max_header_count, settings.max_header_bytes
+        reason = (
+            check_header_size(count, size, max_count=max_count, max_bytes=max_bytes)
+            if count > max_count or size > max_bytes
+            else ""
         )
         if scope["type"] == "websocket":
             return self._refuse(scope, flow.send, reason) if reason else None
@@ -290,7 +422,8 @@ class LimitsMiddleware:
             return self._shed(flow)
         in_flight.count += 1
         method: str = scope["method"]
-        limits = self._routes.lookup(method, scope["path"]) or self._default_limits
+        route = self._routes.lookup(method, scope["path"]) or self._default_route
+        limits = route.limits
         declared_length: int | None = None
         if not reason and method.upper() in REFUSED_METHODS:
             reason = REASON_METHOD_NOT_ALLOWED
@@ -299,14 +432,12 @@ class LimitsMiddleware:
             or b"content-type" in headers
             or (b"transfer-encoding" in headers)
         ):
-            head = read_head_index(headers, count, flow.header_bytes)
-            plan = plan_body(head, limits)
-            reason = reason or check_declared_body(head, limits, plan)
-            declared_length = head.content_length
+            declared, plan, declared_length = read_declared_body(headers, limits, route.plans)
+            reason = reason or declared
         else:
             # Nothing else `read_head_index` reads is there: the head is
             # `UNLABELLED_HEAD` (with its sizes, checked above), its plan the route's.
-            plan = self._unlabelled_plans.get(limits) or self._unlabelled_plan(limits)
+            plan = route.unlabelled
         if reason:
             flow.exits.append(in_flight.leave)
             return self._refuse(scope, flow.send, reason)
@@ -314,13 +445,6 @@ class LimitsMiddleware:
         flow.receive = exchange.receive
         flow.exits.append(exchange.on_exit)
         return None
-
-    def _unlabelled_plan(self, limits: BodyLimits) -> BodyPlan:
-        """`plan_body` for a head without body fields, remembered per route."""
-        plan = self._unlabelled_plans.get(limits)
-        if plan is None:
-            plan = self._unlabelled_plans[limits] = plan_body(UNLABELLED_HEAD, limits)
-        return plan
 
     async def _shed(self, flow: Flow) -> bool:
         """Too many requests in flight: refuse (True), or report and go on unchecked
