@@ -16,6 +16,7 @@ the request: a fresh value per request all the same, never shared between two.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,6 +47,10 @@ class RequestContext:
     refused_by: str | None = None
     """The Bastion layer that answered this request with a refusal, if one did: an
     outer layer then knows the status it sees is Bastion's, not the application's."""
+    nonce_source: Callable[[], str] | None = None
+    """Set by a headers layer whose CSP carries a nonce: `csp_nonce` is drawn from it
+    on its first read (a template, or the header of a page), so a response that
+    needs none (an API answer gets the resource set) never draws one."""
 
     @property
     def client_host(self) -> str | None:
@@ -59,6 +64,14 @@ class RequestContext:
             if name == "request_id":
                 request_id = self.request_id = new_request_id()
                 return request_id
+            if name == "csp_nonce":
+                # Unset until read: drawn from the headers layer's source, or ""
+                # (not kept, so a headers layer inside can still ask for one).
+                source = self.nonce_source
+                if source is None:
+                    return ""
+                nonce = self.csp_nonce = source()
+                return nonce
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
@@ -78,8 +91,8 @@ _new_context = object.__new__
 def get_context(scope: Scope) -> RequestContext:
     """Return the request's context, creating it from the raw scope on first use.
 
-    The context is made without `request_id`, which is drawn on its first read
-    (`RequestContext.__getattr__`); every other field gets its default, as the
+    The context is made without `request_id` and `csp_nonce`, which are drawn on
+    their first read (`RequestContext.__getattr__`); every other field gets its default, as the
     dataclass's `__init__` would give it (a test compares the two).
     """
     context: RequestContext | None = scope.get(SCOPE_KEY)
@@ -90,7 +103,7 @@ def get_context(scope: Scope) -> RequestContext:
         context.scheme = scope.get("scheme", "ws" if scope["type"] == "websocket" else "http")
         context.host = None
         context.port = None
-        context.csp_nonce = ""
+        context.nonce_source = None  # `csp_nonce` left unset: see `__getattr__`
         context.session = None
         context.principal = None
         context.rate_limit = None

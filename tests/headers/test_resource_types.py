@@ -8,10 +8,14 @@ types, a type that runs script), gets the full document set.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import httpx
 import pytest
 from pydantic import ValidationError
 
+from bastion.context import SCOPE_KEY, RequestContext, get_context
 from bastion.headers import HeadersMiddleware, HeadersSettings, RouteHeadersSettings
 from bastion.headers.policy import (
     DOCUMENT_ONLY_HEADERS,
@@ -60,9 +64,7 @@ def _is_document(response: httpx.Response) -> bool:
 
 
 def _is_resource(response: httpx.Response) -> bool:
-    ours = {
-        name: response.headers[name] for name in RESOURCE_HEADERS if name in response.headers
-    }
+    ours = {name: response.headers[name] for name in RESOURCE_HEADERS if name in response.headers}
     return ours == RESOURCE_HEADERS and not any(
         name in response.headers for name in (*DOCUMENT_ONLY_HEADERS, "reporting-endpoints")
     )
@@ -241,3 +243,64 @@ def test_resource_headers_shown_by_config() -> None:
     assert shown == RESOURCE_HEADERS
     pages = dict(build_response_headers())
     assert "permissions-policy" in pages
+
+
+# The nonce is drawn on its first read: a resource never draws one.
+
+
+def _nonce_drawn(context: RequestContext) -> bool:
+    slot: Any = vars(RequestContext)["csp_nonce"]  # the slot itself, not `__getattr__`
+    try:
+        slot.__get__(context)
+    except AttributeError:
+        return False
+    return True
+
+
+def _recording(content_type: bytes, contexts: list[RequestContext], *, read: int) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        context = scope[SCOPE_KEY]
+        contexts.append(context)
+        nonces = {context.csp_nonce for _ in range(read)}
+        body = "".join(f'<script nonce="{nonce}"></script>' for nonce in nonces).encode()
+        headers = [(b"content-type", content_type)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def test_a_resource_draws_no_nonce() -> None:
+    contexts: list[RequestContext] = []
+    response = await _get(_recording(b"application/json", contexts, read=0))
+    assert _is_resource(response)
+    [context] = contexts
+    assert not _nonce_drawn(context)
+
+
+async def test_a_page_draws_its_nonce_for_the_header() -> None:
+    contexts: list[RequestContext] = []
+    response = await _get(_recording(b"text/html", contexts, read=0))
+    assert _is_document(response)
+    [context] = contexts
+    assert _nonce_drawn(context)
+    assert f"'nonce-{context.csp_nonce}'" in response.headers["content-security-policy"]
+
+
+async def test_a_template_and_the_header_share_one_nonce() -> None:
+    contexts: list[RequestContext] = []
+    app = _recording(b"text/html", contexts, read=3)
+    first, second = await _get(app), await _get(app)
+    nonces = []
+    for response in (first, second):
+        [nonce] = re.findall(r'nonce="([^"]+)"', response.text)
+        assert response.headers["content-security-policy"].count(f"'nonce-{nonce}'") == 2
+        nonces.append(nonce)
+    assert nonces[0] != nonces[1]
+
+
+async def test_no_headers_layer_means_an_empty_nonce() -> None:
+    scope: Scope = {"type": "http", "client": ("127.0.0.1", 1), "scheme": "https"}
+    context = get_context(scope)
+    assert context.csp_nonce == ""
+    assert not _nonce_drawn(context)  # an inner headers layer can still ask for one

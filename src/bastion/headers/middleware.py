@@ -63,7 +63,7 @@ from bastion.headers.reports import (
 )
 from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
-from bastion.stages import EDIT, Flow, run_stages
+from bastion.stages import EDIT, Flow, Hook, run_stages
 from bastion.types import ASGIApp, Receive, Scope, Send
 
 LAYER: Final = "headers"
@@ -121,6 +121,11 @@ class HeadersMiddleware:
         self._default = default
         self._routes: RouteTable[HeaderSet] = RouteTable(routes)
         self._has_routes = bool(self._routes)
+        # The response edit of each set whose CSP has no nonce, built once.
+        self._edits: dict[int, Hook] = {
+            id(header_set): (EDIT, partial(merge_headers, header_set=header_set, nonce=""))
+            for header_set in (default, *routes.values())
+        }
         self._report_path = self.settings.csp_report_path
         self._max_report_bytes = self.settings.csp_report_max_bytes
         self._max_reports = self.settings.csp_report_max_reports
@@ -148,17 +153,18 @@ class HeadersMiddleware:
         header_set = self._default
         if self._has_routes:
             header_set = self._routes.lookup(scope["method"], path) or self._default
-        nonce = ""
         csp = header_set.csp
-        if csp is not None and len(csp.parts) > 1:  # `header_set.needs_nonce`, inlined
-            context = scope.get(SCOPE_KEY) or get_context(scope)
-            # Reuse a nonce an outer headers layer already drew, so the header and
-            # the templates agree whichever layer's CSP reaches the browser.
-            if not context.csp_nonce:
-                context.csp_nonce = new_nonce()
-            nonce = context.csp_nonce
-
-        flow.hooks.append((EDIT, partial(merge_headers, header_set=header_set, nonce=nonce)))
+        if csp is None or len(csp.parts) == 1:  # not `header_set.needs_nonce`, inlined
+            flow.hooks.append(self._edits[id(header_set)])
+            return None
+        context = scope.get(SCOPE_KEY) or get_context(scope)
+        # The nonce is drawn when first read (a template, or a page's header): an
+        # answer that gets the resource set needs none. An outer headers layer's
+        # source is kept, so the header and the templates agree whichever layer's
+        # CSP reaches the browser.
+        if context.nonce_source is None:
+            context.nonce_source = new_nonce
+        flow.hooks.append((EDIT, partial(merge_headers, header_set=header_set, context=context)))
         return None
 
     async def _answer_reports(self, flow: Flow) -> bool:

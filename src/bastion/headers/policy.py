@@ -45,6 +45,7 @@ from typing import Any, Final, Literal, get_args
 
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
+from bastion.context import RequestContext
 from bastion.headers.csp import (
     CSPTemplate,
     compile_policy,
@@ -764,13 +765,20 @@ def compile_header_sets(settings: HeadersSettings) -> tuple[HeaderSet, dict[str,
     return default, routes
 
 
-def merge_headers(app_headers: Iterable[Any], header_set: HeaderSet, nonce: str) -> RawHeaders:
+def merge_headers(
+    app_headers: Iterable[Any],
+    header_set: HeaderSet,
+    nonce: str = "",
+    *,
+    context: RequestContext | None = None,
+) -> RawHeaders:
     """The application's headers, stripped, with ours added: one list per response.
 
     A header the application set is kept and ours is left out, unless the set
     enforces, in which case the application's lines of that name are dropped. A
     response whose `Content-Type` is one of the set's `resource_types` gets the
-    resource set instead (`HeaderSet.resource`).
+    resource set instead (`HeaderSet.resource`). With a `context`, the nonce is its
+    `csp_nonce`, read (and so drawn) only when the CSP sent has a nonce slot.
     """
     resource_types = header_set.resource_types
     if resource_types is not None and header_set.resource is not None:
@@ -799,8 +807,11 @@ def merge_headers(app_headers: Iterable[Any], header_set: HeaderSet, nonce: str)
         result.extend(header_set.static)
     else:
         result.extend(item for item in header_set.static if item[0] not in present)
-    if header_set.csp is not None and (present is None or header_set.csp_name not in present):
-        result.append((header_set.csp_name, header_set.csp.render(nonce)))
+    csp = header_set.csp
+    if csp is not None and (present is None or header_set.csp_name not in present):
+        if context is not None and len(csp.parts) > 1:
+            nonce = context.csp_nonce
+        result.append((header_set.csp_name, csp.render(nonce)))
     result.extend(header_set.appended)
     return result
 
