@@ -630,13 +630,17 @@ class SessionMiddleware:
             return  # a handshake cannot set cookies
         level = len(flow.hooks)
 
-        async def commit(message: Message) -> Message | None:
+        def commit(message: Message) -> Message | Awaitable[Message | None]:
             if session._id is None and not (
                 session.modified or session.rotate_requested or session.logout_requested
             ):
                 # A new session left untouched: `manager.commit` would neither save
-                # it nor add a header (its first three cases need one of these).
+                # it nor add a header (its first three cases need one of these), so
+                # the message goes on with no coroutine made.
                 return message
+            return save(message)
+
+        async def save(message: Message) -> Message | None:
             try:
                 extra = await self.manager.commit(scope, session)
             except StoreError:

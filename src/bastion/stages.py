@@ -63,8 +63,10 @@ from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 StartHook = Callable[[Message], Message]
 """Edits (or replaces) an `http.response.start` message; returns the message to send."""
 
-AsyncStartHook = Callable[[Message], Awaitable[Message | None]]
-"""As `StartHook`, awaited; None when the stage answered instead (see `Flow.sender`)."""
+AsyncStartHook = Callable[[Message], Message | Awaitable[Message | None]]
+"""As `StartHook`, for a hook that may need I/O: it returns the message when it
+decided without any (no coroutine is made), else an awaitable of it, or of None when
+the stage answered instead (see `Flow.sender`)."""
 
 HeaderEdit = Callable[[RawHeaders], RawHeaders]
 """Returns the response's header lines edited, as a new list (the one it gets may
@@ -283,7 +285,8 @@ class Flow:
         for index in range(level - 1, -1, -1):
             entry = hooks[index]
             if entry[0] is None:
-                edited = await entry[1](message)
+                decided = entry[1](message)
+                edited = decided if decided.__class__ is dict else await decided  # type: ignore[misc]
                 if edited is None:
                     return None
                 message = edited

@@ -13,6 +13,7 @@ through the fused stack as through the chain of middlewares.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -93,6 +94,31 @@ async def test_edits_run_innermost_first_between_message_hooks() -> None:
         (b"x-outer", b"1"),
     ]
     assert sent[1] == {"type": "http.response.body", "body": b"ok"}
+
+
+def maybe_async(message: Message) -> Message | Awaitable[Message | None]:
+    """An I/O hook that decides without I/O when the message has no `x-save` line."""
+    if not any(name == b"x-save" for name, _ in message["headers"]):
+        return message
+    return tag_async(message)
+
+
+@pytest.mark.parametrize(
+    ("app_headers", "expected"),
+    [
+        pytest.param([(b"a", b"1")], [(b"a", b"1"), (b"x-outer", b"1")], id="hook-decided-now"),
+        pytest.param(
+            [(b"x-save", b"1")],
+            [(b"x-save", b"1"), (b"x-async", b"1"), (b"x-outer", b"1")],
+            id="hook-awaited",
+        ),
+    ],
+)
+async def test_an_io_hook_may_decide_without_a_coroutine(
+    app_headers: RawHeaders, expected: RawHeaders
+) -> None:
+    sent, _ = await run([(DEFAULT, (b"x-outer", b"1")), (None, maybe_async)], app_headers)
+    assert sent[0]["headers"] == expected
 
 
 @pytest.mark.parametrize(
