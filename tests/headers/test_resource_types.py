@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from bastion.context import SCOPE_KEY, RequestContext, get_context
 from bastion.headers import HeadersMiddleware, HeadersSettings, RouteHeadersSettings
 from bastion.headers.policy import (
+    _RESOURCE_MEMO_ENTRIES,
     DOCUMENT_ONLY_HEADERS,
     ResourceTypes,
     build_response_headers,
@@ -304,3 +305,29 @@ async def test_no_headers_layer_means_an_empty_nonce() -> None:
     context = get_context(scope)
     assert context.csp_nonce == ""
     assert not _nonce_drawn(context)  # an inner headers layer can still ask for one
+
+
+def test_matcher_memo_is_bounded() -> None:
+    """headers-content-type-memo-spray: an echoed Content-Type cannot grow the memo."""
+    types = ResourceTypes.compile(("application/json",))
+    for index in range(2000):
+        assert types.match(b"application/json; x=%d" % index)
+        assert not types.match(b"text/html; x=%d" % index)
+    assert 0 < len(types.memo) <= _RESOURCE_MEMO_ENTRIES
+    assert not types.match(b"text/html; " + b"x" * 10_000)
+    assert all(len(value) <= 128 for value in types.memo)
+
+
+async def test_enforced_resource_set_drops_only_its_own_names() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-frame-options", b"SAMEORIGIN"),
+            (b"referrer-policy", b"no-referrer"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    response = await _get(app, HeadersSettings(enforce=True))
+    assert response.headers.get_list("x-frame-options") == ["DENY"]
+    assert response.headers["referrer-policy"] == "no-referrer"  # not ours to replace here

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
@@ -153,6 +153,9 @@ DEFAULT_RESOURCE_TYPES: Final = (
     "font/*",
     "application/octet-stream",
 )
+# `ResourceTypes.memo`: distinct raw `Content-Type` values remembered, and the longest.
+_RESOURCE_MEMO_ENTRIES: Final = 64
+_RESOURCE_MEMO_MAX_BYTES: Final = 128
 # The headers that act on a rendered page only (or on the browsing context around
 # it): left out of the resource set. What stays: nosniff, CORP, X-Frame-Options, a
 # `default-src 'none'` CSP, and any other header the settings add.
@@ -584,6 +587,9 @@ class ResourceTypes:
     exact: frozenset[bytes]
     prefixes: tuple[bytes, ...]  # `type/` of each `type/*`
     suffixes: tuple[bytes, ...]  # `+suffix` of each `*/*+suffix`
+    memo: dict[bytes, bool] = field(default_factory=dict, compare=False)
+    """`match` by the raw value: an application sends a few types all day. Emptied
+    when full (`_RESOURCE_MEMO_ENTRIES`), as a value may echo what a client sent."""
 
     @classmethod
     def compile(cls, patterns: Iterable[str]) -> ResourceTypes:
@@ -603,12 +609,20 @@ class ResourceTypes:
     def match(self, content_type: bytes) -> bool:
         """Whether a response of this `Content-Type` value gets the resource set. The
         essence (before any parameter, RFC 9110 section 8.3.1) is compared."""
+        known = self.memo.get(content_type)
+        if known is not None:
+            return known
         essence = content_type.split(b";", 1)[0].strip(b" \t").lower()
-        return (
+        matched = (
             essence in self.exact
             or essence.startswith(self.prefixes)
             or essence.endswith(self.suffixes)
         )
+        if len(content_type) <= _RESOURCE_MEMO_MAX_BYTES:
+            if len(self.memo) >= _RESOURCE_MEMO_ENTRIES:
+                self.memo.clear()
+            self.memo[content_type] = matched
+        return matched
 
 
 @dataclass(frozen=True, slots=True)
@@ -781,28 +795,45 @@ def merge_headers(
     `csp_nonce`, read (and so drawn) only when the CSP sent has a nonce slot.
     """
     resource_types = header_set.resource_types
-    if resource_types is not None and header_set.resource is not None:
+    if resource_types is not None and header_set.enforce:
+        # Enforcing drops the application's lines of the chosen set's names, so the
+        # set is chosen first, in a pass of its own.
         if not isinstance(app_headers, list | tuple):
-            app_headers = list(app_headers)  # read twice below
+            app_headers = list(app_headers)  # read twice
         content_types = [value for name, value in app_headers if name.lower() == b"content-type"]
-        # Two Content-Type lines are read by browsers in ways that differ (Fetch,
-        # "extract a MIME type"): only a single, listed type gets the resource set.
         if len(content_types) == 1 and resource_types.match(content_types[0]):
-            header_set = header_set.resource
+            header_set = header_set.resource or header_set
+        resource_types = None
     result: RawHeaders = []
     present: set[bytes] | None = None
+    strip, managed = header_set.strip, header_set.managed
+    content_type: bytes | None = None
+    content_types_seen = 0
     for name, value in app_headers:
         lowered = name.lower()
-        if lowered in header_set.strip:
+        if lowered in strip:
             continue
-        if lowered in header_set.managed:
+        if lowered in managed:
             if header_set.enforce:
                 continue
             if present is None:
                 present = {lowered}
             else:
                 present.add(lowered)
+        elif lowered == b"content-type":
+            content_type = value
+            content_types_seen += 1
         result.append((name, value))
+    # Two Content-Type lines are read by browsers in ways that differ (Fetch,
+    # "extract a MIME type"): only a single, listed type gets the resource set. The
+    # resource set's names are among the document set's, so `present` holds for both.
+    if (
+        content_types_seen == 1
+        and content_type is not None
+        and resource_types is not None
+        and resource_types.match(content_type)
+    ):
+        header_set = header_set.resource or header_set
     if present is None:
         result.extend(header_set.static)
     else:
