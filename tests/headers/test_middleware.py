@@ -151,7 +151,7 @@ ROUTES = HeadersSettings(
         ),
         "/context": RouteHeadersSettings(insecure_disable_csp=True),
         "POST /echo": RouteHeadersSettings(referrer_policy="no-referrer"),
-    }
+    },
 )
 
 

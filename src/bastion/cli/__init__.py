@@ -78,9 +78,7 @@ def _rendered_headers(
     https_only: dict[str, str] = {}
     if settings.headers.enabled:
         pages.update(dict(headers.build_response_headers(settings.headers)))
-        resources.update(
-            dict(headers.build_response_headers(settings.headers, kind="resource"))
-        )
+        resources.update(dict(headers.build_response_headers(settings.headers, kind="resource")))
     if settings.cors.enabled:
         pages["vary"] = resources["vary"] = "Origin"
     if settings.transport.enabled:
