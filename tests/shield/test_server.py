@@ -44,7 +44,13 @@ def test_shield_from_environment_in_a_real_server(server: str) -> None:
 
         assert client.get("/", headers={"host": "evil.example"}).status_code == 400
         same = {"sec-fetch-site": "same-origin"}
-        assert client.post("/submit", content=b"x" * 1001, headers=same).status_code == 413
+        # Sent chunked, so the server reads the whole body before the 413: a refusal
+        # from a declared Content-Length is answered before the body is read, and a
+        # server that then closes with the body unread may reset the connection
+        # before the client reads the answer (an HTTP/1.1 race, not Bastion's; the
+        # declared-length refusal is tested in-process, tests/limits).
+        oversized = iter([b"x" * 1001])
+        assert client.post("/submit", content=oversized, headers=same).status_code == 413
         assert client.post("/submit", content=b"x" * 1000, headers=same).text == "1000"
         cross = {"sec-fetch-site": "cross-site"}
         assert client.post("/submit", content=b"x", headers=cross).status_code == 403
