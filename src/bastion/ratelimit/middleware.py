@@ -24,24 +24,35 @@ outage; the limits layer's process-wide concurrency cap still bounds the load, a
 `sys_availability` event (`store-unavailable`, at most one per
 `OUTAGE_REPORT_INTERVAL_SECONDS` per process, so an outage cannot flood the log)
 tells the operator. With `fail_open=False` the request is refused 503, with an
-event each time. Nothing is cached across requests, so the first call after the
-store is back is limited again: the store reconnects by itself.
+event each time. No verdict or store state is kept across requests, so the first
+call after the store is back is limited again: the store reconnects by itself.
+
+Speed: over the in-process `MemoryStore` nothing waits, so `enter` decides the
+usual request synchronously (`MemoryStore.steps_synchronously`): no coroutine, the
+store's steps called directly; refusals, store failures, concurrency and login
+steps, and every other store, are awaited as before, and a test holds the two
+paths to the same verdicts and headers. What a request derives from constants is
+remembered in bounded memos, cleared when full so that a spray of addresses only
+churns them: a client address's key parts (`CLIENT_MEMO_ENTRIES`) and a rule's
+`RateLimit` lines by their figures (`LINES_MEMO_ENTRIES`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 from bastion.context import SCOPE_KEY, get_context
 from bastion.events import EventEmitter, default_emitter
 from bastion.exceptions import ConfigurationError, StoreError
 from bastion.ratelimit.headers import (
     policy_value,
-    ratelimit_value_of,
+    ratelimit_prefix,
+    ratelimit_value_prefixed,
     retry_after_value,
     sf_string,
 )
@@ -69,7 +80,7 @@ from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
 from bastion.stages import EXTEND, Flow, run_stages
 from bastion.stores import MemoryStore, Store
-from bastion.stores.gcra import GCRAResult
+from bastion.stores.gcra import GCRALimit, GCRAResult, parse_limit
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 # One outage event per second per process: enough to see when it began and ended.
@@ -77,6 +88,17 @@ OUTAGE_REPORT_INTERVAL_SECONDS: Final = 1.0
 # What a client refused for a store outage (fail closed) should wait: Redis
 # restarts and fail-overs take seconds.
 OUTAGE_RETRY_AFTER: Final = (b"retry-after", b"5")
+# Client addresses whose key parts (`client_key`, the ban key) the layer remembers:
+# every request of a client asks for the same ones. Cleared when full, so a spray of
+# addresses only churns it (4,096 addresses and two keys each: about 1 MB).
+CLIENT_MEMO_ENTRIES: Final = 4096
+# `RateLimit` lines remembered per rule (`_Rule.lines`): a client's figures repeat
+# from one request to the next (a quota far from spent, a bucket that is full again).
+# Cleared when full: however the figures vary, at most this many per rule.
+LINES_MEMO_ENTRIES: Final = 256
+# Longest host remembered: an IPv6 address with a zone id is shorter (anything longer
+# is a name, keyed afresh each time, so no memo entry is larger than this).
+_MEMO_MAX_HOST: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +107,29 @@ class _LimitedRate:
     key_prefix: str
     emission_interval_seconds: float
     burst_tolerance_seconds: float
+    limit: GCRALimit  # the two above, validated once (`parse_limit`), for the memory store
+    by_client: bool  # counted by the client's network (`key=client`)
+
+
+_Line: TypeAlias = tuple[bytes, bytes]
+_ceil: Final = math.ceil
 
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
     rates: tuple[_LimitedRate, ...]
-    policy_header: tuple[bytes, bytes]
-    labels: tuple[str, ...]  # each rate's policy name as a structured-field String
+    policy_header: _Line
+    prefixes: tuple[bytes, ...]  # each rate's `RateLimit` item up to `r=` (`ratelimit_prefix`)
     plain_rates: tuple[Rate, ...]
+    single: bool = field(init=False)  # one rate
+    first_rates: tuple[Rate, ...] = field(init=False)  # `plain_rates[:1]`
+    lines: dict[tuple[int, int], tuple[_Line, _Line]] = field(default_factory=dict, compare=False)
+    """The response's two lines when one rate was stepped, by its `remaining` and
+    rounded-up `reset` (`_lines`): bounded by `LINES_MEMO_ENTRIES`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "single", len(self.rates) == 1)
+        object.__setattr__(self, "first_rates", self.plain_rates[:1])
 
 
 @dataclass(slots=True)
@@ -114,6 +151,18 @@ class _OutageReport:
     """Failures since the last report (the event's `details.failures`)."""
 
 
+def _lines(rule: _Rule, remaining: int, reset: int) -> tuple[_Line, _Line]:
+    """The response's lines for one stepped rate (`ratelimit_value`), remembered in
+    the rule's bounded memo."""
+    value = rule.prefixes[0] + b"%d;t=%d" % (max(0, remaining), max(0, reset))
+    lines = (rule.policy_header, (b"ratelimit", value))
+    memo = rule.lines
+    if len(memo) >= LINES_MEMO_ENTRIES:
+        memo.clear()
+    memo[(remaining, reset)] = lines
+    return lines
+
+
 def _compile_rules(settings: RateLimitSettings) -> RouteTable[_Rule]:
     rules: dict[str, _Rule] = {}
     for pattern, rates in settings.limits.items():
@@ -123,18 +172,22 @@ def _compile_rules(settings: RateLimitSettings) -> RouteTable[_Rule]:
         for index, rate in enumerate(rates):
             limit = rate.gcra
             rule_id = hash_part(f"{pattern}\n{index}\n{rate}")[:16]
+            emission_interval_seconds = limit.emission_interval_us / 1_000_000
+            burst_tolerance_seconds = limit.burst_tolerance_us / 1_000_000
             compiled.append(
                 _LimitedRate(
                     rate,
                     f"rl:{rule_id}:",
-                    limit.emission_interval_us / 1_000_000,
-                    limit.burst_tolerance_us / 1_000_000,
+                    emission_interval_seconds,
+                    burst_tolerance_seconds,
+                    parse_limit(emission_interval_seconds, burst_tolerance_seconds),
+                    rate.key == "client",
                 )
             )
         rules[pattern] = _Rule(
             tuple(compiled),
             (b"ratelimit-policy", policy_value(rates)),
-            tuple(sf_string(rate.policy_name) for rate in rates),
+            tuple(ratelimit_prefix(sf_string(rate.policy_name)) for rate in rates),
             tuple(rates),
         )
     return RouteTable(rules)
@@ -208,6 +261,28 @@ class RateLimitMiddleware:
         self._outage = _OutageReport()
         # The ban check rides on the first rate's step when both live in one store.
         self._guard_in_store = self.jail is not None and self.jail.store is self.store
+        # A memory store steps without a coroutine (`MemoryStore.steps_synchronously`),
+        # and then `enter` decides the usual request by itself; bans must live in the
+        # same store, so that the ban check is one of its steps too.
+        self._steps: MemoryStore | None = (
+            self.store
+            if isinstance(self.store, MemoryStore)
+            and self.store.steps_synchronously
+            and (self.jail is None or self._guard_in_store)
+            else None
+        )
+        self._clients: dict[str | None, tuple[str, str]] = {}
+        """Client address to its key part and ban key (`_client_keys`)."""
+        # The rule of every request when the limits are one catch-all pattern (the
+        # default, "*"): no lookup then.
+        patterns = self._rules.patterns
+        self._catch_all: _Rule | None = (
+            patterns[0][1]
+            if len(patterns) == 1 and patterns[0][0].kind == "any" and not patterns[0][0].methods
+            else None
+        )
+        # Neither concurrency limits nor login routes: nothing to await after the rates.
+        self._plain = not (self._has_concurrency or self._has_login_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.settings.enabled or scope["type"] not in ("http", "websocket"):
@@ -215,26 +290,118 @@ class RateLimitMiddleware:
             return
         await run_stages((self,), self.app, scope, receive, send)
 
-    async def enter(self, flow: Flow) -> bool:
-        """The request phase (`bastion.stages`): True when the request was refused."""
-        scope, send = flow.scope, flow.send
-        scope_type = scope["type"]
+    def enter(self, flow: Flow) -> Awaitable[bool] | None:
+        """The request phase (`bastion.stages`): None when the request goes on, decided
+        without awaiting anything; else an awaitable of True when it was refused.
+
+        With a memory store (`_steps`), the usual request (not banned, within its
+        rates) is decided here, with no coroutine. Anything else goes on in one: a
+        refusal, a store failure, or the concurrency and login steps of the routes
+        that have them, from where this left off (`_refused_rate`, `_failed`,
+        `_rest`); a ban, seen before anything was written, from the start, on the
+        awaited path (`_enter`), which every other store takes. Both decide the
+        same (tests/ratelimit/test_sync_path.py).
+        """
+        steps = self._steps
+        if steps is None:
+            return self._enter(flow)
+        scope = flow.scope
         context = scope.get(SCOPE_KEY) or get_context(scope)
         state = RateLimitState()
         context.rate_limit = state
-        method = scope.get("method", "WEBSOCKET")
-        path = scope["path"]
-        rule = self._rules.lookup(method, path)
-        extra_headers: RawHeaders = []
+        rule = self._catch_all or self._rules.lookup(
+            scope.get("method", "WEBSOCKET"), scope["path"]
+        )
+        client = context.client  # `context.client_host`, inlined
+        host = client[0] if client else None
+        keys = self._clients.get(host)
+        if keys is None:
+            keys = self._client_keys(host)
+        jailed = self.jail is not None
+        try:
+            if rule is None:
+                if jailed and steps.get_now(keys[1]) is not None:
+                    return self._enter(flow)  # banned: answered there (nothing was written)
+                return self._rest(flow, state, None)
+            limited = rule.rates[0]
+            if not limited.by_client:
+                if jailed and steps.get_now(keys[1]) is not None:
+                    return self._enter(flow)  # banned, as above
+                key = limited.key_prefix + self._bucket(scope, limited.rate.key, keys[0])
+                first = steps.gcra_now(key, limited.limit)
+            elif jailed:  # the ban check rides on the first rate's step
+                guarded = steps.gcra_unless_now(
+                    keys[1], limited.key_prefix + keys[0], limited.limit
+                )
+                if guarded is None:
+                    return self._enter(flow)  # banned, as above
+                first = guarded
+            else:
+                first = steps.gcra_now(limited.key_prefix + keys[0], limited.limit)
+            if rule.single or not first.allowed:
+                state.rates = rule.first_rates
+                state.results = (first,)
+                last = first
+                remaining = first.remaining
+                reset = _ceil(first.reset_after_seconds - 1e-9)  # `ceil_seconds`, inlined
+                lines = rule.lines.get((remaining, reset))
+                if lines is None:
+                    lines = _lines(rule, remaining, reset)
+            else:
+                results = self._step_more(steps, scope, rule, keys[0], first)
+                state.rates = rule.plain_rates[: len(results)]
+                state.results = results
+                last = results[-1]
+                lines = (
+                    rule.policy_header,
+                    (b"ratelimit", ratelimit_value_prefixed(rule.prefixes, results)),
+                )
+            if not last.allowed:
+                return self._refused_rate(flow, state, lines, last)
+        except StoreError:
+            state.store_unavailable = True
+            return self._failed(flow, state)
+        if self._plain:  # `_rest`, inlined
+            if scope["type"] == "http":
+                flow.hooks.append((EXTEND, lines))
+            return None
+        return self._rest(flow, state, lines)
+
+    def _step_more(
+        self,
+        steps: MemoryStore,
+        scope: Scope,
+        rule: _Rule,
+        client_part: str,
+        first: GCRAResult,
+    ) -> tuple[GCRAResult, ...]:
+        """`enter`'s steps of the rates after the first (allowed), in order, up to the
+        first refusal (as `_check_rates` steps them)."""
+        results = [first]
+        for limited in rule.rates[1:]:
+            key = limited.key_prefix + self._bucket(scope, limited.rate.key, client_part)
+            result = steps.gcra_now(key, limited.limit)
+            results.append(result)
+            if not result.allowed:
+                break
+        return tuple(results)
+
+    async def _enter(self, flow: Flow) -> bool:
+        """The request phase, every store step awaited: True when the request was
+        refused (any store but the memory store; see `enter`)."""
+        scope, send = flow.scope, flow.send
+        context = scope.get(SCOPE_KEY) or get_context(scope)
+        state = RateLimitState()
+        context.rate_limit = state
+        rule = self._rules.lookup(scope.get("method", "WEBSOCKET"), scope["path"])
+        extra_headers: Sequence[_Line] | None = None
         try:
             client = context.client  # `context.client_host`, inlined
-            client_part = client_key(client[0] if client else None, self._grouping)
+            client_part, ban_key = self._client_keys(client[0] if client else None)
             guard: str | None = None
             if self.jail is not None:
-                guard = Jail.ban_key(client_part)
-                guarded = (
-                    self._guard_in_store and rule is not None and rule.rates[0].rate.key == "client"
-                )
+                guard = ban_key
+                guarded = self._guard_in_store and rule is not None and rule.rates[0].by_client
                 if not guarded:
                     banned = await self.jail.store.get(guard) is not None
                     guard = None
@@ -248,10 +415,10 @@ class RateLimitMiddleware:
                     results = await self._check_rates(scope, rule, client_part, None) or []
                 state.rates = rule.plain_rates[: len(results)]
                 state.results = tuple(results)
-                extra_headers = [
+                extra_headers = (
                     rule.policy_header,
-                    (b"ratelimit", ratelimit_value_of(rule.labels, results)),
-                ]
+                    (b"ratelimit", ratelimit_value_prefixed(rule.prefixes, results)),
+                )
                 refused = results[-1]
                 if not refused.allowed:
                     headers = [
@@ -264,17 +431,81 @@ class RateLimitMiddleware:
             state.store_unavailable = True
             if await self._store_failed(scope, send):
                 return True
-        if scope_type != "http":
-            return False
+        pending = self._rest(flow, state, extra_headers)
+        return pending is not None and await pending
+
+    async def _refused_rate(
+        self,
+        flow: Flow,
+        state: RateLimitState,
+        extra_headers: Sequence[_Line],
+        refused: GCRAResult,
+    ) -> bool:
+        """`enter`, once a rate refused the request: answer 429, as `_enter` does."""
+        headers = [(b"retry-after", retry_after_value(refused.retry_after_seconds)), *extra_headers]
+        try:
+            if await self._refuse(flow.scope, flow.send, REASON_RATE_LIMITED, headers):
+                return True
+        except StoreError:
+            state.store_unavailable = True
+            if await self._store_failed(flow.scope, flow.send):
+                return True
+        pending = self._rest(flow, state, extra_headers)
+        return pending is not None and await pending
+
+    async def _failed(self, flow: Flow, state: RateLimitState) -> bool:
+        """`enter`, once the store failed: the fail mode, as `_enter` applies it."""
+        if await self._store_failed(flow.scope, flow.send):
+            return True
+        pending = self._rest(flow, state, None)
+        return pending is not None and await pending
+
+    def _rest(
+        self, flow: Flow, state: RateLimitState, extra_headers: Sequence[_Line] | None
+    ) -> Awaitable[bool] | None:
+        """After the bans and rates: the response's headers, then the concurrency and
+        login steps of the routes that have them (None when there is nothing to await)."""
+        scope = flow.scope
+        if scope["type"] != "http":
+            return None
         if extra_headers:
             flow.hooks.append((EXTEND, extra_headers))
+        if self._plain:
+            return None
+        method, path = scope["method"], scope["path"]
         if self._has_concurrency:
             concurrency = self._concurrency.lookup(method, path)
-            if concurrency is not None and await self._enter_counted(flow, state, concurrency):
-                return True
+            if concurrency is not None:
+                return self._counted_then_login(flow, state, concurrency)
         if self._has_login_routes and self._login_routes.lookup(method, path):
+            return self._enter_login(flow, state)
+        return None
+
+    async def _counted_then_login(
+        self, flow: Flow, state: RateLimitState, concurrency: tuple[str, int]
+    ) -> bool:
+        if await self._enter_counted(flow, state, concurrency):
+            return True
+        scope = flow.scope
+        if self._has_login_routes and self._login_routes.lookup(scope["method"], scope["path"]):
             return await self._enter_login(flow, state)
         return False
+
+    def _client_keys(self, host: str | None) -> tuple[str, str]:
+        """The client's key part (`client_key`) and ban key (`Jail.ban_key`).
+
+        Remembered for addresses of a sane length (a spray of addresses churns the
+        memo: `CLIENT_MEMO_ENTRIES`); a longer host, which no IP address is, is keyed
+        afresh each time.
+        """
+        part = client_key(host, self._grouping)
+        keys = (part, Jail.ban_key(part))
+        if host is None or len(host) <= _MEMO_MAX_HOST:
+            clients = self._clients
+            if len(clients) >= CLIENT_MEMO_ENTRIES:
+                clients.clear()
+            clients[host] = keys
+        return keys
 
     async def _check_rates(
         self, scope: Scope, rule: _Rule, client_part: str, guard: str | None

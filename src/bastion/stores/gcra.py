@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 MICROSECONDS: Final = 1_000_000
 # One year. Longer intervals are not rate limits; the bound also keeps every sum
@@ -102,9 +102,13 @@ class GCRALimit:
         return (self.burst_tolerance_us + self.emission_interval_us) // self.emission_interval_us
 
 
-@dataclass(frozen=True, slots=True)
-class GCRAResult:
+class GCRAResult(NamedTuple):
     """The verdict of one GCRA step, as every store returns it.
+
+    A named tuple rather than a frozen dataclass: as immutable, and a store on the
+    hot path builds it with one C call (`tuple.__new__`), where the frozen
+    dataclass's `__init__` set each field through `object.__setattr__` (a third of
+    the memory store's step).
 
     `remaining` is how many more cost-1 requests would be allowed right now;
     `retry_after_seconds` is 0 when allowed, else the wait until this same request

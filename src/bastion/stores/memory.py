@@ -48,12 +48,19 @@ a slot of 24 bytes, a 4-byte index, room to spare). Three choices keep it there:
   dict into a fresh one sized for what is live, before its own resize would double
   it: an O(n) copy amortised over n/2 deletions, the order (hence LRU) unchanged.
 * A write to the most recently used key (the rate limiter's read then write)
-  replaces its entry in place, spending no slot.
+  replaces its entry in place, spending no slot; so does a new bucket under the
+  most recently used key whose old one expired (a lone client back after a pause).
 
 Speed: a rate-limit check (`gcra_unless`, `gcra`) runs on every request, so it
 validates and digests each key once, does the GCRA arithmetic inline (`_gcra`, held
-to `gcra_step` by a hypothesis test), and calls out only for what is due: the sweep
-every `_SWEEP_EVERY_WRITES` writes, an eviction at the bound, a rebuild.
+to `gcra_step` by a hypothesis test), builds its result with one C call
+(`_new_tuple`), and calls out only for what is due: the sweep
+every `_SWEEP_EVERY_WRITES` writes, an eviction at the bound, a rebuild. Nothing in
+it waits, so the store also offers it synchronously (`get_now`, `gcra_now`,
+`gcra_unless_now`: the rate-limit layer then makes no coroutine per request), with
+the digests of recent keys remembered (`_DIGEST_MEMO_ENTRIES`: BLAKE2b was the
+largest part of a step). A subclass that overrides `get`, `gcra` or `gcra_unless`
+is never stepped that way (`steps_synchronously`), so its overrides stay in play.
 """
 
 from __future__ import annotations
@@ -111,6 +118,12 @@ _COMPACT_MIN_DELETIONS: Final = 1024
 # at the head of the dict (up to the deletions since the last rebuild), so a longer
 # snapshot spreads that scan over more evictions; 1,024 digests cost about 40 KB.
 _COLD_SNAPSHOT: Final = 1024
+# Digests the synchronous steps remember (`get_now`, `gcra_now`, `gcra_unless_now`):
+# a rate-limit key recurs on every request of its client, and BLAKE2b is the largest
+# part of a step. Cleared when full, so a spray of distinct keys only churns it: at
+# most this many keys (each at most `MAX_KEY_BYTES`) and their digests, about 1 MB
+# with the rate limiter's keys of 60 characters.
+_DIGEST_MEMO_ENTRIES: Final = 4096
 _OWNER_PREFIX: Final = "\x00owner:"
 _NEVER: Final = math.inf
 # 120 bits: a collision needs about 2**60 keys (birthday bound), far beyond any bound,
@@ -201,6 +214,8 @@ class MemoryStore:
         self._compact_at = _COMPACT_MIN_DELETIONS
         self._writes_to_sweep = _SWEEP_EVERY_WRITES
         self._closed = False
+        # Validated key to its digest, for the synchronous steps (`_DIGEST_MEMO_ENTRIES`).
+        self._digests: dict[str, _Digest] = {}
 
     def __len__(self) -> int:
         """Entries held, counting each owner-index member as one."""
@@ -357,11 +372,82 @@ class MemoryStore:
     async def close(self) -> None:
         self._closed = True
         self._data.clear()
+        self._digests.clear()
         self._cold, self._cold_live, self._cold_next = [], set(), 0
         self._newest = None
         self._entries = self._bytes = self._deleted = 0
         self._compact_at = _COMPACT_MIN_DELETIONS
         self._writes_to_sweep = _SWEEP_EVERY_WRITES
+
+    # -- the synchronous steps -----------------------------------------------------
+
+    @property
+    def steps_synchronously(self) -> bool:
+        """Whether `get_now`, `gcra_now` and `gcra_unless_now` do exactly what `get`,
+        `gcra` and `gcra_unless` do, without a coroutine.
+
+        False for a subclass, or an instance, that overrides any of the three
+        (fault injection, counting test doubles): a caller must then await them, so
+        that the overrides stay in play. The rate-limit layer asks once, when it is
+        built.
+        """
+        cls = self.__class__
+        return (
+            cls.get is _MEMORY_GET
+            and cls.gcra is _MEMORY_GCRA
+            and cls.gcra_unless is _MEMORY_GCRA_UNLESS
+            and not {"get", "gcra", "gcra_unless"} & vars(self).keys()
+        )
+
+    def get_now(self, key: str) -> bytes | None:
+        """`get`, synchronously (see `steps_synchronously`)."""
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = self._remember(key)
+        value = self._live(digest, self._now())
+        if value is None or isinstance(value, bytes):
+            return value
+        return str(value).encode("ascii")
+
+    def gcra_now(self, key: str, limit: GCRALimit) -> GCRAResult:
+        """`gcra`, synchronously, with the rate already validated (`parse_limit`)."""
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = self._remember(key)
+        if self._closed:
+            raise StoreError("memory store is closed")
+        return self._gcra(digest, limit, self._clock())
+
+    def gcra_unless_now(self, guard_key: str, key: str, limit: GCRALimit) -> GCRAResult | None:
+        """`gcra_unless`, synchronously, with the rate already validated (`parse_limit`).
+
+        The rate-limit layer's step on every request: a ban check and a GCRA step, one
+        atomic step (no await at all), no coroutine, and the two keys' digests
+        remembered (`_DIGEST_MEMO_ENTRIES`).
+        """
+        digests = self._digests
+        guard = digests.get(guard_key)
+        if guard is None:
+            guard = self._remember(guard_key)
+        digest = digests.get(key)
+        if digest is None:
+            digest = self._remember(key)
+        if self._closed:
+            raise StoreError("memory store is closed")
+        now = self._clock()
+        if guard in self._data and self._live(guard, now) is not None:
+            return None
+        return self._gcra(digest, limit, now)
+
+    def _remember(self, key: str) -> _Digest:
+        """The key's digest (`_digest`: validated, so a bad key raises and is not
+        remembered), kept in the bounded memo of the synchronous steps."""
+        digest = _digest(key)
+        digests = self._digests
+        if len(digests) >= _DIGEST_MEMO_ENTRIES:
+            digests.clear()  # a spray churns the memo, never grows it
+        digests[key] = digest
+        return digest
 
     # -- internals: no await below, so each public step is atomic ----------------
 
@@ -438,11 +524,11 @@ class MemoryStore:
         """One GCRA step on the bucket `digest`: `gcra_step` and `_put`, inlined.
 
         The hot path of every rate-limited request, so it makes no Python call but
-        the result's: the arithmetic is `gcra_step`'s line for line (a hypothesis
-        test holds the two to the same verdicts and TATs), the entry's recency
-        moves as `_live` moves it, and the write settles as `_put` would, calling
-        out only for a sweep, an eviction or a rebuild that is due. A key holding
-        anything but a bucket goes the general way, `_gcra_held`.
+        the result's (`_new_tuple`, a C call): the arithmetic is `gcra_step`'s line for line (a
+        hypothesis test holds the two to the same verdicts and TATs), the entry's
+        recency moves as `_live` moves it, and the write settles as `_put` would,
+        calling out only for a sweep, an eviction or a rebuild that is due. A key
+        holding anything but a bucket goes the general way, `_gcra_held`.
         """
         data = self._data
         entry = data.get(digest)
@@ -450,9 +536,13 @@ class MemoryStore:
             return self._gcra_held(digest, limit, now)
         now_us = round(now * MICROSECONDS)
         tat = now_us
+        stale = False  # an expired bucket, the most recently used: replaced in place
         if entry is not None:
             if entry / MICROSECONDS <= now:  # expired (its TAT has passed): no state
-                self._discard(digest)
+                if digest == self._newest:
+                    stale = True
+                else:
+                    self._discard(digest)
                 entry = None
             elif entry > now_us:
                 tat = int(entry)
@@ -462,7 +552,9 @@ class MemoryStore:
         if new_tat - window > now_us or limit.cost == 0:
             # Nothing stored; a bucket that is there was used, so it becomes the
             # most recently used, as `_live` makes it.
-            if entry is not None and digest != self._newest:
+            if stale:
+                self._discard(digest)
+            elif entry is not None and digest != self._newest:
                 del data[digest]
                 data[digest] = entry
                 self._newest = digest
@@ -471,25 +563,33 @@ class MemoryStore:
                 if self._deleted >= self._compact_at:
                     self._compact()
             if new_tat - window > now_us:
-                return GCRAResult(
-                    allowed=False,
-                    limit=window // interval,
-                    remaining=max(0, (now_us + window - tat) // interval),
-                    retry_after_seconds=(new_tat - window - now_us) / MICROSECONDS,
-                    reset_after_seconds=(tat - now_us) / MICROSECONDS,
+                return _new_tuple(
+                    GCRAResult,
+                    (
+                        False,
+                        window // interval,
+                        max(0, (now_us + window - tat) // interval),
+                        (new_tat - window - now_us) / MICROSECONDS,
+                        (tat - now_us) / MICROSECONDS,
+                    ),
                 )
         elif entry is not None and digest == self._newest:
             data[digest] = float(new_tat)  # already the most recently used: in place
         else:
-            if entry is None:
-                self._entries += _GCRA_SIZE[0]
-                self._bytes += _GCRA_SIZE[1]
-            else:  # out, and back in last (as `_live` then `_put`)
-                del data[digest]
-                self._cold_live.discard(digest)
-                self._deleted += 1
-            data[digest] = float(new_tat)
-            self._newest = digest
+            if stale:
+                # As `_discard` then a new entry put in last, where it already is:
+                # in place, so no dict slot is spent (module docstring).
+                data[digest] = float(new_tat)
+            else:
+                if entry is None:
+                    self._entries += _GCRA_SIZE[0]
+                    self._bytes += _GCRA_SIZE[1]
+                else:  # out, and back in last (as `_live` then `_put`)
+                    del data[digest]
+                    self._cold_live.discard(digest)
+                    self._deleted += 1
+                data[digest] = float(new_tat)
+                self._newest = digest
             # As `_settle`:
             self._writes_to_sweep -= 1
             if self._writes_to_sweep <= 0:
@@ -498,12 +598,15 @@ class MemoryStore:
                 self._shrink(digest)
             if self._deleted >= self._compact_at:
                 self._compact()
-        return GCRAResult(
-            allowed=True,
-            limit=window // interval,
-            remaining=(now_us + window - new_tat) // interval,
-            retry_after_seconds=0.0,
-            reset_after_seconds=(new_tat - now_us) / MICROSECONDS,
+        return _new_tuple(
+            GCRAResult,
+            (
+                True,
+                window // interval,
+                (now_us + window - new_tat) // interval,
+                0.0,
+                (new_tat - now_us) / MICROSECONDS,
+            ),
         )
 
     def _gcra_held(self, digest: _Digest, limit: GCRALimit, now: float) -> GCRAResult:
@@ -588,8 +691,12 @@ class MemoryStore:
                 self._discard(digest)
 
 
+# `GCRAResult(...)` without its Python-level `__new__`: one C call (gcra.py).
+_new_tuple: Final = tuple.__new__
+
 _MEMORY_GET: Final = MemoryStore.get
 _MEMORY_GCRA: Final = MemoryStore.gcra
+_MEMORY_GCRA_UNLESS: Final = MemoryStore.gcra_unless
 
 
 def _expiry(now: float, ttl: float | None) -> float:
