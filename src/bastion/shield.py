@@ -319,6 +319,5 @@ class _TicketsStage:
     def __init__(self, tickets: WebSocketTickets) -> None:
         self.tickets = tickets
 
-    async def enter(self, flow: Flow) -> bool:
+    def enter(self, flow: Flow) -> None:
         flow.scope[TICKETS_SCOPE_KEY] = self.tickets
-        return False

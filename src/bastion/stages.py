@@ -27,6 +27,8 @@ per-request lists instead of nested closures:
   append a line unless its header is set, or a function of the lines), and the
   flow applies it to one list of its own per response: the application's message
   and list are copied once, not once per hook, and the fixed edits cost no call;
+  the edits are plain calls, so a response head whose hooks need no I/O makes no
+  coroutine (an I/O hook that must wait hands the rest to one);
 * `flow.sender(level)` sends through the hooks below `level` only, for a stage
   that answers while the application runs (the limits layer's streaming refusal,
   the session layer's 503 when the store fails as the response starts);
@@ -55,6 +57,7 @@ https://asgi.readthedocs.io/en/latest/specs/main.html#middleware
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
@@ -102,6 +105,8 @@ Exit = Callable[[BaseException | None], Awaitable[BaseException | None]]
 flight (None when none) and returns the one to propagate (None to absorb it)."""
 
 _START: Final = "http.response.start"
+_first: Final = operator.itemgetter(0)
+_lower: Final = operator.methodcaller("lower")
 _BODY: Final = "http.response.body"
 
 
@@ -184,21 +189,27 @@ class Flow:
         """Read `scope["headers"]` into `headers` (again, after a stage replaced them)."""
         index: dict[bytes, list[bytes]] = {}
         size = 0
-        lowercase = True
         raw: RawHeaders = self.scope["headers"]
         for name, value in raw:
             size += len(name) + len(value)
-            lowered = name.lower()
-            if lowercase and lowered != name:
-                lowercase = False
-            lines = index.get(lowered)
+            lines = index.get(name)
             if lines is None:
-                index[lowered] = [value]
+                index[name] = [value]
             else:
                 lines.append(value)
-        self.headers = index
         self.header_bytes = size
-        self.headers_lowercase = lowercase
+        names = b"".join(index)  # every distinct name, checked for case in one C call
+        if names.lower() == names:
+            self.headers = index
+            self.headers_lowercase = True
+            return
+        # A name with upper-case letters (no ASGI server sends one): merged under its
+        # lower-cased name, as `http.Headers` would be looked up.
+        lowered: dict[bytes, list[bytes]] = {}
+        for name, value in raw:
+            lowered.setdefault(name.lower(), []).append(value)
+        self.headers = lowered
+        self.headers_lowercase = False
 
     def header(self, name: bytes) -> bytes | None:
         """All lines of one header, comma-joined (RFC 9110 section 5.3), or None:
@@ -214,9 +225,11 @@ class Flow:
         message_type = message["type"]
         if message_type == _START:
             if self.hooks:
-                edited = await self._edit_start(message, len(self.hooks))
-                if edited is None:
-                    return
+                edited = self._edit_start(message, len(self.hooks))
+                if edited.__class__ is not dict:  # a hook needed I/O
+                    edited = await edited  # type: ignore[misc]  # not a Message: its awaitable
+                    if edited is None:
+                        return  # the hook's stage answered instead
                 message = edited
             self.started = True
         guard = self.guard
@@ -263,17 +276,21 @@ class Flow:
         async def send_from_level(message: Message) -> None:
             if message["type"] == _START:
                 if level:
-                    edited = await self._edit_start(message, level)
-                    if edited is None:
-                        return
+                    edited = self._edit_start(message, level)
+                    if edited.__class__ is not dict:  # as in `send`
+                        edited = await edited  # type: ignore[misc]  # as in `send`
+                        if edited is None:
+                            return
                     message = edited
                 self.started = True
             await self._guarded_send(message)
 
         return send_from_level
 
-    async def _edit_start(self, message: Message, level: int) -> Message | None:
-        """Run the hooks below `level`, innermost first, as nested wrappers would.
+    def _edit_start(self, message: Message, level: int) -> Message | Awaitable[Message | None]:
+        """Run the hooks below `level`, innermost first, as nested wrappers would: the
+        message to send, or, once a hook needs I/O, an awaitable of it (of None when a
+        stage answered instead), so the usual response makes no coroutine.
 
         Header edits go to one list of the run's own, in a message of its own (the
         first edit copies both; a message hook may hand back others, and the next
@@ -283,14 +300,7 @@ class Flow:
         owned: Message | None = None  # the message the run made, and its list
         owned_headers: RawHeaders | None = None
         for index in range(level - 1, -1, -1):
-            entry = hooks[index]
-            if entry[0] is None:
-                decided = entry[1](message)
-                edited = decided if decided.__class__ is dict else await decided  # type: ignore[misc]
-                if edited is None:
-                    return None
-                message = edited
-                continue
+            entry = hooks[index]  # the common ops first
             if entry[0] is EDIT:
                 headers = entry[1](message.get("headers", ()))
             elif entry[0] is EXTEND:
@@ -298,15 +308,16 @@ class Flow:
                 if headers is not owned_headers or message is not owned:
                     headers = list(headers)
                 headers.extend(entry[1])
+            elif entry[0] is None:
+                decided = entry[1](message)
+                if decided.__class__ is not dict:
+                    return self._edit_start_after(decided, index)  # type: ignore[arg-type]
+                message = decided  # a dict, by the test above
+                continue
             elif entry[0] is DEFAULT:
                 line = entry[1]
                 headers = message.get("headers", ())
-                present = False
-                for name, _ in headers:
-                    if name.lower() == line[0]:
-                        present = True
-                        break
-                if present:
+                if line[0] in map(_lower, map(_first, headers)):  # C calls only
                     continue  # the header was set: the message goes on as it is
                 if headers is not owned_headers or message is not owned:
                     headers = list(headers)
@@ -320,6 +331,17 @@ class Flow:
                 message = owned = {**message, "headers": headers}
             owned_headers = headers
         return message
+
+    async def _edit_start_after(
+        self, pending: Awaitable[Message | None], index: int
+    ) -> Message | None:
+        """`_edit_start`, from the async hook at `index` on: its message (None: the
+        stage answered), then the hooks below it."""
+        message = await pending
+        if message is None or not index:
+            return message
+        edited = self._edit_start(message, index)
+        return edited if edited.__class__ is dict else await edited  # type: ignore[misc]
 
 
 async def run_stages(

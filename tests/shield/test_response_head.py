@@ -233,3 +233,62 @@ async def test_app_set_headers_fused_as_chained(headers: RawHeaders) -> None:
     assert b"server" not in names
     grants = [value for name, value in start["headers"] if name == b"access-control-allow-origin"]
     assert grants == ([ORIGIN.encode()] if headers == [(b"origin", ORIGIN.encode())] else [])
+
+
+async def answered(message: Message) -> Message | None:
+    return None  # the hook's stage answered instead (`Flow.sender`)
+
+
+async def test_an_io_hook_that_answered_stops_the_start() -> None:
+    """The flow sends no start of its own once an I/O hook returned None, however
+    many hooks were left to run after it."""
+    hooks = [(DEFAULT, (b"x-outer", b"1")), (None, answered), (EXTEND, [(b"x-inner", b"1")])]
+    sent, _ = await run(hooks, [(b"a", b"1")])
+    assert sent == [{"type": "http.response.body", "body": b"ok"}]
+
+
+async def test_hooks_after_an_awaited_hook_copy_before_editing() -> None:
+    """The hooks outside an awaited one still never edit the message it returned in
+    place (it may be the application's)."""
+    returned: Message = {"type": "http.response.start", "status": 200, "headers": [(b"a", b"1")]}
+
+    async def hand_back(message: Message) -> Message | None:
+        return returned
+
+    sent, _ = await run([(EXTEND, [(b"x-outer", b"1")]), (None, hand_back)], [])
+    assert sent[0]["headers"] == [(b"a", b"1"), (b"x-outer", b"1")]
+    assert returned["headers"] == [(b"a", b"1")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "index", "lowercase"),
+    [
+        pytest.param(
+            [(b"host", b"x"), (b"cookie", b"a=1"), (b"cookie", b"b=2")],
+            {b"host": [b"x"], b"cookie": [b"a=1", b"b=2"]},
+            True,
+            id="index-lowercase-repeated-name",
+        ),
+        pytest.param(
+            [(b"Host", b"x"), (b"cookie", b"a=1"), (b"COOKIE", b"b=2")],
+            {b"host": [b"x"], b"cookie": [b"a=1", b"b=2"]},
+            False,
+            id="index-mixed-case-merged-in-order",
+        ),
+        pytest.param([(b"x-1", b"")], {b"x-1": [b""]}, True, id="index-name-without-letters"),
+        pytest.param([], {}, True, id="index-no-headers"),
+    ],
+)
+def test_the_flow_indexes_header_names_lower_cased(
+    raw: RawHeaders, index: dict[bytes, list[bytes]], lowercase: bool
+) -> None:
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        return None
+
+    flow = Flow({**scope(), "headers": raw}, receive, send)
+    assert flow.headers == index
+    assert flow.headers_lowercase is lowercase
+    assert flow.header_bytes == sum(len(name) + len(value) for name, value in raw)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from bastion.context import SCOPE_KEY, get_context
 from bastion.types import Scope
@@ -89,11 +89,14 @@ class AuthCredentials:
         self.scopes: list[str] = sorted(scopes)
 
 
+ANONYMOUS: Final = AnonymousUser()
+
+
 def set_principal(scope: Scope, principal: Principal | None) -> None:
     """Record the caller in every place frameworks look for it."""
     (scope.get(SCOPE_KEY) or get_context(scope)).principal = principal
     if principal is None:
-        scope["user"] = AnonymousUser()
+        scope["user"] = ANONYMOUS  # stateless: one for every request
         scope["auth"] = AuthCredentials()
     else:
         scope["user"] = AuthenticatedUser(principal)
