@@ -57,6 +57,7 @@ https://asgi.readthedocs.io/en/latest/specs/main.html#middleware
 from __future__ import annotations
 
 import enum
+import itertools
 import operator
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
@@ -150,7 +151,6 @@ class Flow:
         "dropped",
         "exits",
         "guard",
-        "header_bytes",
         "headers",
         "headers_lowercase",
         "hooks",
@@ -169,8 +169,6 @@ class Flow:
         """The errors layer's guard, between the flow and the server's `send`."""
         self.headers: dict[bytes, list[bytes]] = {}
         """Lower-cased header name to all its lines, in order: `scope["headers"]` read once."""
-        self.header_bytes = 0
-        """The bytes of every header name and value (no line overhead)."""
         self.headers_lowercase = True
         """Whether every name came lower-cased, as ASGI servers send them. A stage
         that matched names exactly (without lower-casing) scans the raw list
@@ -187,17 +185,16 @@ class Flow:
 
     def index_headers(self) -> None:
         """Read `scope["headers"]` into `headers` (again, after a stage replaced them)."""
-        index: dict[bytes, list[bytes]] = {}
-        size = 0
         raw: RawHeaders = self.scope["headers"]
-        for name, value in raw:
-            size += len(name) + len(value)
-            lines = index.get(name)
-            if lines is None:
-                index[name] = [value]
-            else:
-                lines.append(value)
-        self.header_bytes = size
+        index = {name: [value] for name, value in raw}
+        if len(index) != len(raw):  # a name repeated: all its lines, in order
+            index = {}
+            for name, value in raw:
+                lines = index.get(name)
+                if lines is None:
+                    index[name] = [value]
+                else:
+                    lines.append(value)
         names = b"".join(index)  # every distinct name, checked for case in one C call
         if names.lower() == names:
             self.headers = index
@@ -210,6 +207,11 @@ class Flow:
             lowered.setdefault(name.lower(), []).append(value)
         self.headers = lowered
         self.headers_lowercase = False
+
+    @property
+    def header_bytes(self) -> int:
+        """The bytes of every header name and value (no line overhead): C calls only."""
+        return sum(map(len, itertools.chain.from_iterable(self.scope["headers"])))
 
     def header(self, name: bytes) -> bytes | None:
         """All lines of one header, comma-joined (RFC 9110 section 5.3), or None:
