@@ -5,6 +5,8 @@ and `check_declared_body` decide on the head alone, before the application runs,
 does `REFUSED_METHODS`, the methods refused whatever the application would do.
 `plan_body` decides what the body will be checked for, and `BodyCheck` applies that
 plan chunk by chunk, keeping bounded state, and names the first violation.
+`whole_body_fits` passes, without a `BodyCheck`, a whole body in one message that
+plainly meets its plan (never a body the `BodyCheck` would refuse).
 
 `Content-Length` grammar (RFC 9110 section 8.6): `1*DIGIT`. A recipient may accept a
 list of identical values (`42, 42`, or the same value on several lines) as one; any
@@ -21,6 +23,7 @@ https://owasp.org/www-project-web-security-testing-guide/latest/4-Web_Applicatio
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
@@ -62,6 +65,15 @@ _URLENCODED: Final = "application/x-www-form-urlencoded"
 # application would do. Compared upper-cased: methods are case-sensitive (RFC 9110
 # section 9.1), but some frameworks upper-case them before routing.
 REFUSED_METHODS: Final = frozenset({"TRACE", "TRACK"})
+# Every spelling of them that `str.upper` maps to one (`TrAcE`...), so the adapter
+# tests membership without calling `upper` per request. ASCII spellings are all
+# there are: no other code point upper-cases to letters of these words only
+# (`test_checks` walks every code point), and `str.upper` maps each character alone.
+REFUSED_METHOD_SPELLINGS: Final = frozenset(
+    "".join(letters)
+    for method in REFUSED_METHODS
+    for letters in itertools.product(*((c, c.lower()) for c in method))
+)
 _MULTIPART_FORM: Final = "multipart/form-data"
 # `read_declared_body` remembers the plan of each `Content-Type` value it met, per
 # route (a plan depends on the value and the route's limits alone). The values are
@@ -189,15 +201,22 @@ def read_declared_body(
     length: int | None = None
     length_invalid = False
     if lines is not None:
-        length, length_invalid = _parse_content_length(_length_parts(lines))
+        value = lines[0]
+        if len(lines) == 1 and len(value) <= _MAX_LENGTH_DIGITS and value.isdigit():
+            # One line of at most that many ASCII digits (the common case): what
+            # `_parse_content_length` makes of it, without the list and the calls.
+            length = int(value)
+        else:
+            length, length_invalid = _parse_content_length(_length_parts(lines))
     content_type: bytes | None = None
     conflict = False
     types = headers.get(b"content-type")
     if types is not None:
         content_type = types[0].strip()
-        for value in types[1:]:
-            if value.strip() != content_type:
-                conflict = True
+        if len(types) > 1:
+            for value in types[1:]:
+                if value.strip() != content_type:
+                    conflict = True
     if conflict:
         plan = _PLAN_CONTENT_TYPE_INVALID
     else:
@@ -481,6 +500,40 @@ class BodyCheck:
         if self._declared_length is not None and self._received != self._declared_length:
             return REASON_CONTENT_LENGTH_MISMATCH
         return self._inspector.end() if self._inspector is not None else ""
+
+
+def whole_body_fits(
+    body: bytes, plan: BodyPlan, limits: BodyLimits, declared_length: int | None
+) -> bool:
+    """Whether `body`, a request's whole body in one message, meets every check of
+    `plan`: True only when a fresh `BodyCheck` would return "" for it, decided in C
+    without building one. False means "not decided here", never "refused": the
+    caller then runs the `BodyCheck`, which names the violation, if any.
+
+    Decided here: an empty body (no check applies to no bytes, but the declared
+    length), a plan without inspection, and the common url-encoded form, exactly as
+    `_FormInspector` and `URLEncodedCounter` take it on their first chunk: two
+    plain first bytes (`_NOT_PLAIN_FIRST`: UTF-8, no JSON container), at most as many
+    fields as allowed (one, plus one per `&` or `;`), and no field longer than the
+    whole body, which fits the field limit. A form with more fields, or longer than
+    the field limit, goes to the counter, which checks field by field.
+    """
+    size = len(body)
+    if size > limits.max_body_bytes:
+        return False
+    if declared_length is not None and size != declared_length:
+        return False
+    if not size:
+        return True
+    if plan.refusal:
+        return False
+    syntax = plan.syntax
+    if not syntax:
+        return True
+    if syntax != "urlencoded" or size < 2 or body[0] in _NOT_PLAIN_FIRST or not body[1]:
+        return False
+    fields = 1 + body.count(b"&") + body.count(b";")
+    return fields <= limits.max_form_fields and size <= limits.max_form_part_bytes
 
 
 class _NoInspector:
