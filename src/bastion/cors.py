@@ -36,6 +36,15 @@ Defence:
 With the default settings (empty allowlist) the layer grants nothing: every preflight
 is refused and responses only gain `Vary: Origin`.
 
+Speed: the response edits are built once per decision (no grant, the grant of each
+exact origin, `*`), so an actual request only picks one. With the default settings
+there is nothing to decide, and `Origin` is not parsed. Otherwise the edit chosen
+for an `Origin` value is remembered by its raw bytes, in a memo bounded in entries
+and key size (cleared when full), since nothing else of the request changes it;
+preflights are always decided afresh. The edit lower-cases only the response header
+names whose first byte could start `Vary` or `Access-Control-`, and copies the lines
+whole unless an app-set CORS line must go or a `Vary` line lacks `Origin`.
+
 `monitor_only`: a preflight that would be refused is reported (`action="monitored"`)
 and passed on to the app unchanged, and app-set `Access-Control-*` headers are kept
 on responses we do not grant, so an app's existing CORS handling keeps working while
@@ -63,7 +72,6 @@ import ipaddress
 import re
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from typing import Annotated, Final
 
 from pydantic import (
@@ -78,8 +86,8 @@ from bastion.events import KIND_MALICIOUS_CORS, EventEmitter
 from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, parse_origin
 from bastion.responses import Refuser
 from bastion.sections import LayerSettings
-from bastion.stages import EDIT, Flow, Hook, run_stages
-from bastion.types import ASGIApp, Receive, Scope, Send
+from bastion.stages import EDIT, Flow, HeaderEdit, Hook, run_stages
+from bastion.types import ASGIApp, RawHeaders, Receive, Scope, Send
 
 LAYER: Final = "cors"
 
@@ -135,6 +143,26 @@ _VARY_PREFLIGHT: Final = (
     b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers, "
     b"Access-Control-Request-Private-Network",
 )
+# The first byte of every response header name the edits act on (`Vary`,
+# `Access-Control-*`), in either case: a line whose name starts otherwise is kept
+# without lower-casing its name.
+_EDITED_NAME_STARTS: Final = frozenset({b"a", b"A", b"v", b"V"})
+# A `Vary` value that already names `Origin`, or is `*`: one of its comma-separated
+# members is exactly that, with optional whitespace (RFC 9110 sections 5.6.1, 12.5.5;
+# header field names are case-insensitive, and a bytes pattern folds ASCII only).
+_VARIES_ON_ORIGIN: Final = re.compile(rb"(?:\A|,)[ \t]*(?:origin|\*)[ \t]*(?:,|\Z)", re.IGNORECASE)
+
+# The memo of actual-request decisions (`CORSMiddleware`) is keyed by the raw
+# `Origin` bytes, which the client chooses, so it is bounded twice. Entries: a site
+# sees a handful of origins (its own, its allowlist, a few extensions), and a spray
+# of distinct values only clears the memo each time it fills, costing the sprayer's
+# next requests a fresh decision, as without a memo. Key size: 268 bytes is the
+# longest origin with a host name (`https://`, a 253-byte name with its trailing
+# dot, `:65535`); a longer value is decided afresh and never stored. Together: at
+# most 256 keys of 268 bytes (about 70 kB), each with an edit, shared by all the
+# keys of one decision except pattern grants (a closure and a few tuples each).
+_MEMO_MAX_ORIGINS: Final = 256
+_MEMO_MAX_ORIGIN_BYTES: Final = 268
 
 
 # --- The core --------------------------------------------------------------------
@@ -442,10 +470,6 @@ def compile_policy(settings: CORSSettings) -> CORSPolicy:
 # --- Response headers --------------------------------------------------------------
 
 
-def _varies_on_origin(value: bytes) -> bool:
-    return any(token.strip(b" \t").lower() in (b"origin", b"*") for token in value.split(b","))
-
-
 def rewrite_headers(
     headers: Iterable[tuple[bytes, bytes]],
     grant: tuple[tuple[bytes, bytes], ...],
@@ -459,12 +483,13 @@ def rewrite_headers(
     vary_index = -1
     varies_on_origin = False
     for name, value in headers:
-        lower = name.lower()
-        if lower.startswith(_CORS_PREFIX) and not keep_app_cors:
-            continue
-        if lower == b"vary":
-            vary_index = len(result)
-            varies_on_origin = varies_on_origin or _varies_on_origin(value)
+        if name[:1] in _EDITED_NAME_STARTS:
+            lower = name.lower()
+            if lower.startswith(_CORS_PREFIX) and not keep_app_cors:
+                continue
+            if lower == b"vary":
+                vary_index = len(result)
+                varies_on_origin = varies_on_origin or _VARIES_ON_ORIGIN.search(value) is not None
         result.append((name, value))
     if not varies_on_origin:
         if vary_index >= 0:
@@ -476,11 +501,49 @@ def rewrite_headers(
     return result
 
 
+def build_response_edit(
+    grant: tuple[tuple[bytes, bytes], ...], *, keep_app_cors: bool
+) -> HeaderEdit:
+    """`rewrite_headers` with its arguments bound, built once per decision.
+
+    Most responses need neither a removal nor a merge: no `Access-Control-*` line,
+    and no `Vary` line, or only lines already naming `Origin` (as the csrf layer's
+    does). The edit checks that in one pass, lower-casing only the names that start
+    as those two do, and then returns the lines with the grant appended (and
+    `Vary: Origin` when no line had it). Any other `Vary` or `Access-Control-*`
+    line sends the response through `rewrite_headers`.
+    """
+    with_vary = (_VARY_ORIGIN, *grant)
+
+    def edit(headers: RawHeaders) -> RawHeaders:
+        varies_on_origin = False
+        for name, value in headers:
+            if name[:1] in _EDITED_NAME_STARTS:
+                lower = name.lower()
+                if lower == b"vary" and _VARIES_ON_ORIGIN.search(value) is not None:
+                    varies_on_origin = True
+                elif lower == b"vary" or (lower.startswith(_CORS_PREFIX) and not keep_app_cors):
+                    return rewrite_headers(headers, grant, keep_app_cors=keep_app_cors)
+        if varies_on_origin:
+            return [*headers, *grant]
+        return [*headers, *with_vary]
+
+    return edit
+
+
 # --- The adapter -------------------------------------------------------------------
 
 
 class CORSMiddleware:
-    """Answers preflights and adds the grant to responses for allowed origins."""
+    """Answers preflights and adds the grant to responses for allowed origins.
+
+    An actual request's decision is one of a few response edits, each built once:
+    no grant (no `Origin`, or one not allowed), the grant of an exact origin, of
+    `*`, or of one origin a pattern matched. The edit for an `Origin` value is
+    remembered by its raw bytes (a bounded memo, see `_MEMO_MAX_ORIGINS`), since
+    the policy is fixed and the decision depends on nothing else of the request;
+    a policy that grants nothing (the default) needs no decision at all.
+    """
 
     def __init__(
         self,
@@ -494,11 +557,14 @@ class CORSMiddleware:
         self.settings = settings if settings is not None else CORSSettings()
         self.policy = compile_policy(self.settings)
         self._refuse = Refuser(LAYER, events, monitor_only=self.settings.monitor_only)
+        self._grants_nothing = not (
+            self.policy.allow_any_origin or self.policy.exact_origins or self.policy.patterns
+        )
         # The edit of a response with no grant (most requests: no `Origin`, or one
-        # not allowed), built once instead of once per request.
-        self._no_grant_edit: Hook = (
+        # not allowed).
+        self._no_grant_hook: Hook = (
             EDIT,
-            partial(rewrite_headers, grant=(), keep_app_cors=self.settings.monitor_only),
+            build_response_edit((), keep_app_cors=self.settings.monitor_only),
         )
 
         common: list[tuple[bytes, bytes]] = []
@@ -521,7 +587,7 @@ class CORSMiddleware:
         self._actual_extra = tuple(actual)
         self._preflight_extra = tuple(preflight)
         # Grants for exact origins are built once; pattern grants name the parsed
-        # request origin (never its raw bytes) and are built per request.
+        # request origin (never its raw bytes) and are built per decision.
         self._actual_grants = {
             origin: ((_ACAO, origin.serialise().encode()), *self._actual_extra)
             for origin in self.policy.exact_origins
@@ -532,6 +598,17 @@ class CORSMiddleware:
         }
         self._any_actual_grant = ((_ACAO, b"*"), *self._actual_extra)
         self._any_preflight_grant = (*self._preflight_extra, (_ACAO, b"*"))
+        # A grant replaces the application's CORS headers even in monitor-only mode.
+        self._exact_hooks: dict[Origin, Hook] = {
+            origin: (EDIT, build_response_edit(grant, keep_app_cors=False))
+            for origin, grant in self._actual_grants.items()
+        }
+        self._any_hook: Hook = (
+            EDIT,
+            build_response_edit(self._any_actual_grant, keep_app_cors=False),
+        )
+        self._hooks_by_origin: dict[bytes, Hook] = {}
+        """The bounded memo: raw `Origin` value to its response edit."""
 
     def _grant(self, origin: Origin, *, preflight: bool) -> tuple[tuple[bytes, bytes], ...]:
         if self.policy.allow_any_origin:
@@ -543,6 +620,33 @@ class CORSMiddleware:
         if preflight:
             return (*self._preflight_extra, acao)
         return (acao, *self._actual_extra)
+
+    def _decide_actual(self, untrusted_origin: bytes) -> Hook:
+        """The response edit for an actual request from `untrusted_origin`, decided
+        afresh by `check_origin` (the memo's source, and its reference in tests)."""
+        verdict = check_origin(untrusted_origin, self.policy)
+        if not verdict.allowed or verdict.origin is None:
+            return self._no_grant_hook
+        if self.policy.allow_any_origin:
+            return self._any_hook
+        hook = self._exact_hooks.get(verdict.origin)
+        if hook is not None:
+            return hook
+        return (
+            EDIT,
+            build_response_edit(self._grant(verdict.origin, preflight=False), keep_app_cors=False),
+        )
+
+    def _remember_actual(self, untrusted_origin: bytes) -> Hook:
+        """`_decide_actual`, kept in the memo when the key is small enough; a full memo
+        is cleared first (the bound holds however many distinct values arrive)."""
+        hook = self._decide_actual(untrusted_origin)
+        if len(untrusted_origin) <= _MEMO_MAX_ORIGIN_BYTES:
+            memo = self._hooks_by_origin
+            if len(memo) >= _MEMO_MAX_ORIGINS:
+                memo.clear()
+            memo[untrusted_origin] = hook
+        return hook
 
     async def _answer_preflight(self, scope: Scope, send: Send, request: PreflightRequest) -> bool:
         """Answer a preflight; False when a refusal is only monitored."""
@@ -577,15 +681,14 @@ class CORSMiddleware:
     def enter(self, flow: Flow) -> Awaitable[bool] | None:
         """The request phase (`bastion.stages`): None when the request goes on, else
         the awaitable of the preflight's answer (True when answered)."""
-        scope = flow.scope
-        grant: tuple[tuple[bytes, bytes], ...] = ()
         origin_lines = flow.headers.get(b"origin")
-        if origin_lines is not None:
-            # All lines comma-joined (`Flow.header`), inlined: this runs on every request.
-            untrusted_origin = (
-                origin_lines[0] if len(origin_lines) == 1 else b", ".join(origin_lines)
-            )
-            untrusted_method = flow.header(_ACRM) if scope["method"] == "OPTIONS" else None
+        if origin_lines is None:
+            flow.hooks.append(self._no_grant_hook)
+            return None
+        # All lines comma-joined (`Flow.header`), inlined: this runs on every request.
+        untrusted_origin = origin_lines[0] if len(origin_lines) == 1 else b", ".join(origin_lines)
+        if flow.scope["method"] == "OPTIONS":
+            untrusted_method = flow.header(_ACRM)
             if untrusted_method is not None:
                 private_network = flow.header(_ACRPN)
                 preflight = PreflightRequest(
@@ -595,22 +698,16 @@ class CORSMiddleware:
                     private_network is not None and private_network.lower() == b"true",
                 )
                 return self._preflight(flow, preflight)
-            verdict = check_origin(untrusted_origin, self.policy)
-            if verdict.allowed and verdict.origin is not None:
-                grant = self._grant(verdict.origin, preflight=False)
-        self._rewrite_response(flow, grant)
+        if self._grants_nothing:
+            flow.hooks.append(self._no_grant_hook)
+            return None
+        hook = self._hooks_by_origin.get(untrusted_origin)
+        flow.hooks.append(hook if hook is not None else self._remember_actual(untrusted_origin))
         return None
 
     async def _preflight(self, flow: Flow, preflight: PreflightRequest) -> bool:
         if await self._answer_preflight(flow.scope, flow.send, preflight):
             return True
         # Monitor-only: the refused preflight goes on to the app, ungranted.
-        self._rewrite_response(flow, ())
+        flow.hooks.append(self._no_grant_hook)
         return False
-
-    def _rewrite_response(self, flow: Flow, grant: tuple[tuple[bytes, bytes], ...]) -> None:
-        if not grant:
-            flow.hooks.append(self._no_grant_edit)
-            return
-        # A grant replaces the application's CORS headers even in monitor-only mode.
-        flow.hooks.append((EDIT, partial(rewrite_headers, grant=grant)))
