@@ -24,7 +24,11 @@ session cannot see (`session["cart"].append(x)`): assign again, or set
 Performance: a request that carries no session cookie never touches the store (nor
 awaits anything to load its new session, nor, if the application leaves that session
 alone, to save it), and a session is written back only when it changed, was rotated,
-or its idle clock needs moving (at most once per `touch_interval_seconds`).
+or its idle clock needs moving (at most once per `touch_interval_seconds`). A `Cookie`
+line that does not contain the session cookie's name is not split at all (only other
+applications' cookies: the common case), which decides exactly as the full parse
+(`cookie_from_lines`), and the hook that saves the session as the response starts
+is one closure per request, with the save itself a method.
 
 References: OWASP Session Management Cheat Sheet
 https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html ;
@@ -216,9 +220,17 @@ def read_cookie(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | No
 
 
 def cookie_from_lines(lines: Iterable[bytes], name: bytes) -> str | None:
-    """`read_cookie` on the request's `Cookie` lines (already picked out)."""
+    """`read_cookie` on the request's `Cookie` lines (already picked out).
+
+    A pair is taken only when its name, stripped, equals `name`, so a line that
+    does not contain `name` at all holds no such pair: it is skipped unsplit. That
+    is the common case (a first visit, or only other applications' cookies on the
+    host), and it decides exactly as the full parse would.
+    """
     found: list[bytes] = []
     for value in lines:
+        if name not in value:
+            continue
         for pair in value.split(b";"):
             cookie_name, sep, cookie_value = pair.strip().partition(b"=")
             if sep and cookie_name == name:
@@ -638,21 +650,24 @@ class SessionMiddleware:
                 # it nor add a header (its first three cases need one of these), so
                 # the message goes on with no coroutine made.
                 return message
-            return save(message)
-
-        async def save(message: Message) -> Message | None:
-            try:
-                extra = await self.manager.commit(scope, session)
-            except StoreError:
-                # Nothing the application sends afterwards goes out.
-                flow.dropped = True
-                await self._unavailable(scope, flow.sender(level))
-                return None
-            if extra:
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            return message
+            return self._save(flow, level, scope, session, message)
 
         flow.hooks.append((None, commit))
+
+    async def _save(
+        self, flow: Flow, level: int, scope: Scope, session: Session, message: Message
+    ) -> Message | None:
+        """Save the session as the response starts (`_attach`'s hook, at `level`)."""
+        try:
+            extra = await self.manager.commit(scope, session)
+        except StoreError:
+            # Nothing the application sends afterwards goes out.
+            flow.dropped = True
+            await self._unavailable(scope, flow.sender(level))
+            return None
+        if extra:
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        return message
 
     async def _unavailable(self, scope: Scope, send: Send) -> None:
         self.events.emit(

@@ -13,7 +13,8 @@ Per HTTP request it does three things, all prepared in `__init__`:
    fresh nonce when the route's policy has a nonce slot, and stores it in the
    request context (`scope["bastion"].csp_nonce`) for templates.
 3. On `http.response.start` it strips `Server`/`X-Powered-By` from the app's
-   headers and adds the route's headers (`merge_headers`): one list per response.
+   headers and adds the route's headers (`merge_headers`): one list per response,
+   in one pass, with the lines each set adds precomputed.
 
 CSP goes on every response, not only on HTML: a JSON or SVG answer opened as a
 document is rendered under its own CSP, and `frame-ancestors` protects every
@@ -48,7 +49,12 @@ from bastion.events import (
     EventEmitter,
 )
 from bastion.headers.csp import new_nonce
-from bastion.headers.policy import HeaderSet, HeadersSettings, compile_header_sets, merge_headers
+from bastion.headers.policy import (
+    HeaderSet,
+    HeadersSettings,
+    compile_header_sets,
+    merge_for_response,
+)
 from bastion.headers.reports import (
     REASON_CSP_VIOLATION,
     REASON_REPORT_RATE_LIMITED,
@@ -123,7 +129,7 @@ class HeadersMiddleware:
         self._has_routes = bool(self._routes)
         # The response edit of each set whose CSP has no nonce, built once.
         self._edits: dict[int, Hook] = {
-            id(header_set): (EDIT, partial(merge_headers, header_set=header_set, nonce=""))
+            id(header_set): (EDIT, partial(merge_for_response, header_set, "", None))
             for header_set in (default, *routes.values())
         }
         self._report_path = self.settings.csp_report_path
@@ -153,8 +159,7 @@ class HeadersMiddleware:
         header_set = self._default
         if self._has_routes:
             header_set = self._routes.lookup(scope["method"], path) or self._default
-        csp = header_set.csp
-        if csp is None or len(csp.parts) == 1:  # not `header_set.needs_nonce`, inlined
+        if header_set.lines is not None:  # no nonce slot: the set's edit is built
             flow.hooks.append(self._edits[id(header_set)])
             return None
         context = scope.get(SCOPE_KEY) or get_context(scope)
@@ -164,7 +169,7 @@ class HeadersMiddleware:
         # CSP reaches the browser.
         if context.nonce_source is None:
             context.nonce_source = new_nonce
-        flow.hooks.append((EDIT, partial(merge_headers, header_set=header_set, context=context)))
+        flow.hooks.append((EDIT, partial(merge_for_response, header_set, "", context)))
         return None
 
     async def _answer_reports(self, flow: Flow) -> bool:

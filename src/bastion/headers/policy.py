@@ -19,7 +19,9 @@ Threats, one header each (OWASP HTTP Headers Cheat Sheet):
 
 Every header is overridable per route (`bastion.routes` patterns), and every set of
 headers is compiled once, at construction, into a `HeaderSet` of encoded tuples plus
-a `CSPTemplate`; `merge_headers` is the whole per-response work.
+a `CSPTemplate`; `merge_headers` is the whole per-response work: one pass over the
+application's lines with one table lookup each, then the set's lines, precomputed
+whole (CSP included) unless its CSP has a nonce slot.
 
 What the application set itself is kept unless `enforce` is on: the application
 knows that one response (a CSP for a page with its own policy, a CORP for a public
@@ -625,6 +627,13 @@ class ResourceTypes:
         return matched
 
 
+# What `merge_headers` does with an application's line, by lower-case name
+# (`HeaderSet.kinds`); a name not listed is kept as it is.
+_STRIP: Final = 0
+_MANAGED: Final = 1
+_CONTENT_TYPE: Final = 2
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderSet:
     """The headers one route adds, encoded once.
@@ -637,6 +646,12 @@ class HeaderSet:
     `resource` is the set sent instead when the response's `Content-Type` is one of
     `resource_types` (`HeadersSettings.resource_types`); both None when every
     response gets this set.
+
+    Precomputed for `merge_headers` (`_header_set` builds both): `kinds` says what
+    to do with an application line of each lower-case name (one lookup per line:
+    strip, managed, or the `Content-Type`), and `lines` is everything the set adds
+    to an answer that set none of `managed` (`static`, the CSP, `appended`), or None
+    when the CSP has a nonce slot and is rendered per response.
     """
 
     static: tuple[tuple[bytes, bytes], ...]
@@ -648,10 +663,51 @@ class HeaderSet:
     enforce: bool
     resource: HeaderSet | None = None
     resource_types: ResourceTypes | None = None
+    kinds: Mapping[bytes, int] = field(default_factory=dict, compare=False)
+    lines: tuple[tuple[bytes, bytes], ...] | None = None
 
     @property
     def needs_nonce(self) -> bool:
         return self.csp is not None and self.csp.has_nonce
+
+
+def _header_set(
+    static: tuple[tuple[bytes, bytes], ...],
+    csp_name: bytes,
+    csp: CSPTemplate | None,
+    appended: tuple[tuple[bytes, bytes], ...],
+    strip: frozenset[bytes],
+    *,
+    enforce: bool,
+    resource: HeaderSet | None = None,
+    resource_types: ResourceTypes | None = None,
+) -> HeaderSet:
+    """A `HeaderSet`, with what `merge_headers` reads per response precomputed."""
+    managed = frozenset(name for name, _ in static) | ({csp_name} if csp else frozenset())
+    # Later assignments win, in the order `merge_headers` used to test them one by
+    # one: a stripped name is stripped even if managed, a managed `Content-Type`
+    # (through `extra_headers`) is managed.
+    kinds: dict[bytes, int] = {b"content-type": _CONTENT_TYPE}
+    kinds.update(dict.fromkeys(managed, _MANAGED))
+    kinds.update(dict.fromkeys(strip, _STRIP))
+    lines: tuple[tuple[bytes, bytes], ...] | None = None
+    if csp is None:
+        lines = static + appended
+    elif not csp.has_nonce:
+        lines = (*static, (csp_name, csp.render("")), *appended)
+    return HeaderSet(
+        static=static,
+        csp_name=csp_name,
+        csp=csp,
+        appended=appended,
+        managed=managed,
+        strip=strip,
+        enforce=enforce,
+        resource=resource,
+        resource_types=resource_types,
+        kinds=kinds,
+        lines=lines,
+    )
 
 
 def _serialize_permissions(policy: Mapping[str, tuple[str, ...] | None]) -> str:
@@ -724,7 +780,6 @@ def build_header_set(
             appended = ((b"reporting-endpoints", value.encode("ascii")),)
 
     static = tuple((name.encode("ascii"), value.encode("ascii")) for name, value in headers.items())
-    managed = frozenset(name for name, _ in static) | ({csp_name} if csp else frozenset())
     stripped = frozenset(name.encode("ascii") for name in strip)
     types = tuple(resource_types)
     resource: HeaderSet | None = None
@@ -740,23 +795,15 @@ def build_header_set(
         resource_static = tuple(
             (name, value) for name, value in static if name.decode() not in DOCUMENT_ONLY_HEADERS
         )
-        resource = HeaderSet(
-            static=resource_static,
-            csp_name=csp_name,
-            csp=resource_csp,
-            appended=(),
-            managed=frozenset(name for name, _ in resource_static)
-            | ({csp_name} if resource_csp else frozenset()),
-            strip=stripped,
-            enforce=policy.enforce,
+        resource = _header_set(
+            resource_static, csp_name, resource_csp, (), stripped, enforce=policy.enforce
         )
-    return HeaderSet(
-        static=static,
-        csp_name=csp_name,
-        csp=csp,
-        appended=appended,
-        managed=managed,
-        strip=stripped,
+    return _header_set(
+        static,
+        csp_name,
+        csp,
+        appended,
+        stripped,
         enforce=policy.enforce,
         resource=resource,
         resource_types=ResourceTypes.compile(types) if types else None,
@@ -794,6 +841,23 @@ def merge_headers(
     resource set instead (`HeaderSet.resource`). With a `context`, the nonce is its
     `csp_nonce`, read (and so drawn) only when the CSP sent has a nonce slot.
     """
+    return merge_for_response(header_set, nonce, context, app_headers)
+
+
+def merge_for_response(
+    header_set: HeaderSet,
+    nonce: str,
+    context: RequestContext | None,
+    app_headers: Iterable[Any],
+) -> RawHeaders:
+    """`merge_headers`, with the response's headers last: the headers layer binds
+    the first three once (`functools.partial`, positional, so a call makes no
+    keyword dictionary) and the flow hands it the application's lines.
+
+    One pass over the application's lines, one lookup each (`HeaderSet.kinds`);
+    then, when the application set none of our names, the set's precomputed
+    `lines` in one `extend` (a CSP without a nonce slot is rendered already).
+    """
     resource_types = header_set.resource_types
     if resource_types is not None and header_set.enforce:
         # Enforcing drops the application's lines of the chosen set's names, so the
@@ -806,35 +870,39 @@ def merge_headers(
         resource_types = None
     result: RawHeaders = []
     present: set[bytes] | None = None
-    strip, managed = header_set.strip, header_set.managed
+    kinds, enforce = header_set.kinds, header_set.enforce
     content_type: bytes | None = None
     content_types_seen = 0
     for name, value in app_headers:
-        lowered = name.lower()
-        if lowered in strip:
-            continue
-        if lowered in managed:
-            if header_set.enforce:
+        kind = kinds.get(name.lower())
+        if kind is not None:
+            if kind == _STRIP:
                 continue
-            if present is None:
-                present = {lowered}
-            else:
-                present.add(lowered)
-        elif lowered == b"content-type":
-            content_type = value
-            content_types_seen += 1
+            if kind == _MANAGED:
+                if enforce:
+                    continue
+                if present is None:
+                    present = {name.lower()}
+                else:
+                    present.add(name.lower())
+            else:  # _CONTENT_TYPE
+                content_type = value
+                content_types_seen += 1
         result.append((name, value))
     # Two Content-Type lines are read by browsers in ways that differ (Fetch,
     # "extract a MIME type"): only a single, listed type gets the resource set. The
     # resource set's names are among the document set's, so `present` holds for both.
-    if (
-        content_types_seen == 1
-        and content_type is not None
-        and resource_types is not None
-        and resource_types.match(content_type)
-    ):
-        header_set = header_set.resource or header_set
+    if content_types_seen == 1 and content_type is not None and resource_types is not None:
+        matched = resource_types.memo.get(content_type)  # `match`'s memo, inlined
+        if matched is None:
+            matched = resource_types.match(content_type)
+        if matched:
+            header_set = header_set.resource or header_set
     if present is None:
+        lines = header_set.lines
+        if lines is not None:
+            result.extend(lines)
+            return result
         result.extend(header_set.static)
     else:
         result.extend(item for item in header_set.static if item[0] not in present)
