@@ -374,8 +374,16 @@ async def run_stages(
     # The exits unwind innermost first, as the `try` blocks of a chain would.
     while exits:
         error = await exits.pop()(error)
+    # The stages' hooks and wrappers refer back to the flow (a closure over it, a
+    # `receive` wrapper that keeps it): unhooked now, the request's objects are freed
+    # as it ends instead of waiting, in reference cycles, for the garbage collector.
+    flow.hooks.clear()
+    flow.receive = receive
     if error is not None:
-        raise error
+        try:
+            raise error
+        finally:
+            error = None  # the traceback keeps this frame: no cycle through it
 
 
 async def enter_websocket(
