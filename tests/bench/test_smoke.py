@@ -7,6 +7,7 @@ real `redis-server`. Never asserts on timings: they depend on the machine. With
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -142,3 +143,26 @@ def test_main_writes_the_document_and_keeps_what_was_tried(tmp_path: Path) -> No
 def test_main_rejects_an_unknown_part() -> None:
     with pytest.raises(SystemExit):
         main(["--smoke", "--only", "inprocess,gpu"])
+
+
+def test_opcodes_name_the_functions_a_request_runs() -> None:
+    """The opcode tracer attributes the stack's bytecodes to its functions: the
+    flow's runner is among them for Bastion, and the bare app runs far fewer."""
+    from bench.opcodes import count_opcodes
+    from bench.stacks import STACKS
+
+    route = next(r for r in ROUTES if r.name == "GET /hello")
+    bastion = asyncio.run(count_opcodes(STACKS["Bastion + raw ASGI"](), route, requests=2))
+    bare = asyncio.run(count_opcodes(STACKS["raw ASGI"](), route, requests=2))
+    assert any(name == "run_stages" for _, _, name in bastion)
+    assert not any(name == "run_stages" for _, _, name in bare)
+    assert sum(bare.values()) * 5 < sum(bastion.values())
+
+
+def test_opcodes_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.opcodes import main as opcodes_main
+
+    assert opcodes_main(["raw ASGI", "POST /submit", "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("bytecodes per request")
+    assert len(lines) == 6  # total, blank, heading, three functions
