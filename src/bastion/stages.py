@@ -59,7 +59,7 @@ from __future__ import annotations
 import enum
 import itertools
 import operator
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -228,11 +228,13 @@ class Flow:
         if message_type == _START:
             if self.hooks:
                 edited = self._edit_start(message, len(self.hooks))
-                if edited.__class__ is not dict:  # a hook needed I/O
-                    edited = await edited  # type: ignore[misc]  # not a Message: its awaitable
-                    if edited is None:
+                if edited.__class__ is dict or isinstance(edited, Mapping):
+                    message = edited  # a Message, by the test
+                else:  # a hook needed I/O: its awaitable
+                    answered = await edited
+                    if answered is None:
                         return  # the hook's stage answered instead
-                message = edited
+                    message = answered
             self.started = True
         guard = self.guard
         if guard is None:
@@ -279,11 +281,13 @@ class Flow:
             if message["type"] == _START:
                 if level:
                     edited = self._edit_start(message, level)
-                    if edited.__class__ is not dict:  # as in `send`
-                        edited = await edited  # type: ignore[misc]  # as in `send`
-                        if edited is None:
+                    if edited.__class__ is dict or isinstance(edited, Mapping):
+                        message = edited  # as in `send`
+                    else:
+                        answered = await edited
+                        if answered is None:
                             return
-                    message = edited
+                        message = answered
                 self.started = True
             await self._guarded_send(message)
 
@@ -312,10 +316,10 @@ class Flow:
                 headers.extend(entry[1])
             elif entry[0] is None:
                 decided = entry[1](message)
-                if decided.__class__ is not dict:
-                    return self._edit_start_after(decided, index)  # type: ignore[arg-type]
-                message = decided  # a dict, by the test above
-                continue
+                if decided.__class__ is dict or isinstance(decided, Mapping):
+                    message = decided  # a Message, by the test
+                    continue
+                return self._edit_start_after(decided, index)
             elif entry[0] is DEFAULT:
                 line = entry[1]
                 headers = message.get("headers", ())
@@ -343,7 +347,7 @@ class Flow:
         if message is None or not index:
             return message
         edited = self._edit_start(message, index)
-        return edited if edited.__class__ is dict else await edited  # type: ignore[misc]
+        return edited if isinstance(edited, Mapping) else await edited
 
 
 async def run_stages(

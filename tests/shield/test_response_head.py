@@ -13,6 +13,7 @@ through the fused stack as through the chain of middlewares.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable
 from functools import partial
 from typing import Any
@@ -292,3 +293,33 @@ def test_the_flow_indexes_header_names_lower_cased(
     assert flow.headers == index
     assert flow.headers_lowercase is lowercase
     assert flow.header_bytes == sum(len(name) + len(value) for name, value in raw)
+
+
+@pytest.mark.parametrize(
+    "hooks",
+    [
+        pytest.param([(DEFAULT, (b"x-one", b"outer"))], id="head-mapping-default-unchanged"),
+        pytest.param([(None, maybe_async)], id="head-mapping-io-hook-decided-now"),
+    ],
+)
+async def test_a_start_message_of_a_dict_subclass_goes_out(hooks: list[Any]) -> None:
+    """A hook may hand back the application's own message unchanged; when that is a
+    dict subclass (an `OrderedDict`), it is sent, never mistaken for an awaitable."""
+    sent: list[Message] = []
+    start: Message = OrderedDict(
+        type="http.response.start", status=200, headers=[(b"x-one", b"app")]
+    )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await run_stages([Register(hook) for hook in hooks], app, scope(), receive, send)
+    assert sent[0] is start
+    assert sent[0]["headers"] == [(b"x-one", b"app")]
