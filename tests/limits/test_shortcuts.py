@@ -46,6 +46,7 @@ from bastion.types import Message, RawHeaders, Receive, Scope, Send
 from tests.conftest import RecordingSink
 from tests.limits.harness import ScriptedPeer, http_scope
 from tests.limits.test_attacks import CASES, Case
+from tests.limits.test_middleware import read_body
 
 FORM = (b"content-type", b"application/x-www-form-urlencoded")
 
@@ -146,17 +147,6 @@ def test_whole_body_shortcut_passes_only_what_the_body_check_passes(
         assert verdict == ""
 
 
-async def read_whole_body(receive: Receive) -> tuple[bytes, bool]:
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return body, True
-        body += message.get("body", b"")
-        if not message.get("more_body", False):
-            return body, False
-
-
 @dataclass
 class BodyApp:
     """Reads the whole body and answers 200 with it; remembers what it saw."""
@@ -164,7 +154,7 @@ class BodyApp:
     seen: list[tuple[bytes, bool]]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, disconnected = await read_whole_body(receive)
+        body, disconnected = await read_body(receive)
         self.seen.append((body, disconnected))
         if disconnected:
             return

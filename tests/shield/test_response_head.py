@@ -56,11 +56,14 @@ async def tag_async(message: Message) -> Message | None:
     return {**message, "headers": [*message["headers"], (b"x-async", b"1")]}
 
 
-async def run(hooks: list[Any], app_headers: RawHeaders) -> tuple[list[Message], Message]:
+async def run(
+    hooks: list[Any], app_headers: RawHeaders, start: Message | None = None
+) -> tuple[list[Message], Message]:
     """The messages that leave a flow whose stages register `hooks`, outermost
-    first, and the start message the application sent."""
+    first, and the start message the application sent (`start`, else a dict)."""
     sent: list[Message] = []
-    start: Message = {"type": "http.response.start", "status": 200, "headers": app_headers}
+    if start is None:
+        start = {"type": "http.response.start", "status": 200, "headers": app_headers}
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send(start)
@@ -305,21 +308,9 @@ def test_the_flow_indexes_header_names_lower_cased(
 async def test_a_start_message_of_a_dict_subclass_goes_out(hooks: list[Any]) -> None:
     """A hook may hand back the application's own message unchanged; when that is a
     dict subclass (an `OrderedDict`), it is sent, never mistaken for an awaitable."""
-    sent: list[Message] = []
     start: Message = OrderedDict(
         type="http.response.start", status=200, headers=[(b"x-one", b"app")]
     )
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send(start)
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await run_stages([Register(hook) for hook in hooks], app, scope(), receive, send)
+    sent, _ = await run(hooks, [], start)
     assert sent[0] is start
     assert sent[0]["headers"] == [(b"x-one", b"app")]
