@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from bastion.audit.discovery import (
     parse_route,
     routes_from_app,
     routes_from_openapi,
+    sample_value,
 )
 from bastion.audit.discovery import Route as AuditRoute
 from bastion.audit.target import (
@@ -31,6 +33,7 @@ from bastion.audit.target import (
     load_app,
     owns,
     parse_set_cookie,
+    unwrap,
 )
 from bastion.types import Receive, Scope, Send
 from tests.audit import weak_apps
@@ -372,6 +375,37 @@ def test_routes_from_openapi_with_sample_bodies() -> None:
     assert transfer.body == b"to=audit&amount=audit"
     assert routes["POST /api/echo"].content_type == "application/json"
     assert fill_parameters("/u/{id}/f/{p:path}") == "/u/1/f/1"
+
+
+@pytest.mark.parametrize(
+    ("schema", "sample"),
+    [
+        pytest.param({"type": "string", "example": "one"}, "one", id="sample-example"),
+        pytest.param(
+            {"type": "string", "examples": ["two", "x"]}, "two", id="sample-examples-list"
+        ),
+        pytest.param({"type": "integer", "examples": []}, 1, id="sample-examples-empty"),
+        pytest.param({"type": "string", "examples": "bad"}, "audit", id="sample-examples-not-list"),
+        pytest.param(
+            {"type": "string", "default": "d", "examples": ["e"]}, "d", id="sample-default-first"
+        ),
+    ],
+)
+def test_sample_value_takes_the_schemas_own_values(schema: dict[str, Any], sample: Any) -> None:
+    assert sample_value(schema, {}) == sample
+
+
+def test_the_demo_transfer_sample_is_a_transfer_alice_can_make(tmp_path: Path) -> None:
+    """The bank's transfer form names a valid transfer as its examples, so an audit's
+    sample request reaches the money-moving code (the CSRF probe needs a baseline
+    the bank accepts: `tests/audit/test_demo_audit.py` sees it refused cross-site)."""
+    from bastion.demo import create_app
+    from bastion.demo.settings import DemoSettings
+
+    demo = create_app(demo=DemoSettings(data_dir=tmp_path, https_port=443, http_port=None))
+    bank = next(layer for layer in unwrap(demo) if hasattr(layer, "openapi"))
+    routes = {str(r): r for r in routes_from_openapi(bank.openapi())}
+    assert routes["POST /transfer"].body == b"from_account=1&to_user=bob&amount=1.00"
 
 
 @pytest.mark.parametrize(

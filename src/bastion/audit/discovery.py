@@ -190,15 +190,18 @@ def _resolve(schema: Any, components: Mapping[str, Any]) -> Any:
 
 
 def sample_value(schema: Any, components: Mapping[str, Any], depth: int = 0) -> Any:
-    """A small value matching `schema`: its example, default or first enum value, else
-    a sample per type; objects get their required properties (all of them when
-    none is marked required, up to the depth cap)."""
+    """A small value matching `schema`: its example, default, first of its examples
+    or first enum value, else a sample per type; objects get their required
+    properties (all of them when none is marked required, up to the depth cap)."""
     schema = _resolve(schema, components)
     if not isinstance(schema, Mapping) or depth > _MAX_SCHEMA_DEPTH:
         return "audit"
     for key in ("example", "default"):
         if key in schema:
             return schema[key]
+    examples = schema.get("examples")  # JSON Schema's list (OpenAPI 3.1)
+    if isinstance(examples, list) and examples:
+        return examples[0]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
     for key in ("anyOf", "oneOf", "allOf"):

@@ -303,10 +303,12 @@ def _add_money(app: FastAPI) -> None:
         request: Request,
         bank: BankDep,
         caller: SignedIn,
-        from_account: Annotated[int, Form()],
-        to_user: Annotated[str, Form()] = "",
-        amount: Annotated[str, Form()] = "",
-        memo: Annotated[str, Form()] = "",
+        # The examples are a transfer the seeded `alice` can make (her first account),
+        # so an audit's sample request reaches the money-moving code.
+        from_account: Annotated[int, Form(examples=[1])],
+        to_user: Annotated[str, Form(examples=["bob"])],
+        amount: Annotated[str, Form(examples=["1.00"])],
+        memo: Annotated[str, Form(examples=["Audit"])] = "",
     ) -> Response:
         if caller.via != "session":
             raise HTTPException(403, "Transfers are made from the web page")
