@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import operator
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
@@ -106,8 +105,6 @@ Exit = Callable[[BaseException | None], Awaitable[BaseException | None]]
 flight (None when none) and returns the one to propagate (None to absorb it)."""
 
 _START: Final = "http.response.start"
-_first: Final = operator.itemgetter(0)
-_lower: Final = operator.methodcaller("lower")
 _BODY: Final = "http.response.body"
 
 
@@ -323,7 +320,7 @@ class Flow:
             elif entry[0] is DEFAULT:
                 line = entry[1]
                 headers = message.get("headers", ())
-                if line[0] in map(_lower, map(_first, headers)):  # C calls only
+                if _is_set(headers, line[0]):
                     continue  # the header was set: the message goes on as it is
                 if headers is not owned_headers or message is not owned:
                     headers = list(headers)
@@ -348,6 +345,17 @@ class Flow:
             return message
         edited = self._edit_start(message, index)
         return edited if isinstance(edited, Mapping) else await edited
+
+
+def _is_set(headers: RawHeaders, name: bytes) -> bool:
+    """Whether `headers` has a line of `name` (lower-case), in any case. Only a name
+    of the same length is lower-cased: a `map` over `operator.methodcaller("lower")`
+    costs several times this loop."""
+    size = len(name)
+    for present, _ in headers:  # noqa: SIM110 - a loop, not a generator: hot path
+        if len(present) == size and present.lower() == name:
+            return True
+    return False
 
 
 async def run_stages(
