@@ -36,6 +36,7 @@ per-request lists instead of nested closures:
   login's outcome, absorb the exception of an application whose body was cut
   off), a stage registers an exit (`flow.exits`); exits unwind innermost first,
   on every way out, with the exception in flight (or None), as `try` blocks would;
+  an exit that awaits nothing is a plain function (`Exit`);
 * a stage that wraps `receive` replaces `flow.receive` (only when it must);
 * the errors layer's response guard (`bastion.errors`), outermost, is no `send`
   wrapper of its own: the flow's `send` applies its check to every message that
@@ -100,9 +101,11 @@ Hook: TypeAlias = (
 )
 """One entry of `Flow.hooks`: a message hook, sync or async, or a header edit."""
 
-Exit = Callable[[BaseException | None], Awaitable[BaseException | None]]
+Exit = Callable[[BaseException | None], BaseException | Awaitable[BaseException | None] | None]
 """Runs once the inner stages and the application are done; gets the exception in
-flight (None when none) and returns the one to propagate (None to absorb it)."""
+flight (None when none) and returns the one to propagate (None to absorb it), or,
+for an exit that must await something, an awaitable of it: an exit with nothing
+to await is a plain function, and makes no coroutine."""
 
 _START: Final = "http.response.start"
 _BODY: Final = "http.response.body"
@@ -385,7 +388,11 @@ async def run_stages(
         error = exc
     # The exits unwind innermost first, as the `try` blocks of a chain would.
     while exits:
-        error = await exits.pop()(error)
+        outcome = exits.pop()(error)
+        if outcome is None or isinstance(outcome, BaseException):
+            error = outcome
+        else:
+            error = await outcome
     # The stages' hooks and wrappers refer back to the flow (a closure over it, a
     # `receive` wrapper that keeps it): unhooked now, the request's objects are freed
     # as it ends instead of waiting, in reference cycles, for the garbage collector.

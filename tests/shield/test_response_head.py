@@ -138,6 +138,15 @@ async def test_an_io_hook_may_decide_without_a_coroutine(
             [(b"content-type", b"text/plain"), (b"strict-transport-security", b"max-age=9")],
             id="head-hsts-added-when-absent",
         ),
+        pytest.param(
+            [(b"strict-transport-securitx", b"1"), (b"STRICT-TRANSPORT-SECURITY-", b"2")],
+            [
+                (b"strict-transport-securitx", b"1"),
+                (b"STRICT-TRANSPORT-SECURITY-", b"2"),
+                (b"strict-transport-security", b"max-age=9"),
+            ],
+            id="head-hsts-near-miss-names-are-not-it",
+        ),
     ],
 )
 async def test_default_line_only_when_its_header_is_absent(
@@ -314,3 +323,47 @@ async def test_a_start_message_of_a_dict_subclass_goes_out(hooks: list[Any]) -> 
     sent, _ = await run(hooks, [], start)
     assert sent[0] is start
     assert sent[0]["headers"] == [(b"x-one", b"app")]
+
+
+class Exits:
+    """A stage that registers a sync and an async exit, each recording what it got."""
+
+    def __init__(self, seen: list[str], absorb: bool) -> None:
+        self.seen, self.absorb = seen, absorb
+
+    def enter(self, flow: Flow) -> None:
+        def sync_exit(error: BaseException | None) -> BaseException | None:
+            self.seen.append(f"sync:{error!r}")
+            return None if self.absorb else error
+
+        async def async_exit(error: BaseException | None) -> BaseException | None:
+            self.seen.append(f"async:{error!r}")
+            return error
+
+        flow.exits.append(async_exit)
+        flow.exits.append(sync_exit)
+
+
+@pytest.mark.parametrize("absorb", [False, True], ids=["exit-passes-error", "exit-absorbs"])
+async def test_sync_and_async_exits_unwind_innermost_first(absorb: bool) -> None:
+    """An exit that awaits nothing is a plain function: it runs in its place among
+    the awaited ones, and what it returns is what propagates."""
+    seen: list[str] = []
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ValueError("app")
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        return None
+
+    run_it = run_stages([Exits(seen, absorb)], failing, scope(), receive, send)
+    if absorb:
+        await run_it
+        assert seen == ["sync:ValueError('app')", "async:None"]
+    else:
+        with pytest.raises(ValueError, match="app"):
+            await run_it
+        assert seen == ["sync:ValueError('app')", "async:ValueError('app')"]
