@@ -147,6 +147,7 @@ _VARY_PREFLIGHT: Final = (
 # `Access-Control-*`), in either case: a line whose name starts otherwise is kept
 # without lower-casing its name.
 _EDITED_NAME_STARTS: Final = frozenset({b"a", b"A", b"v", b"V"})
+_CORS_NAME_STARTS: Final = frozenset({b"a", b"A"})
 # A `Vary` value that already names `Origin`, or is `*`: one of its comma-separated
 # members is exactly that, with optional whitespace (RFC 9110 sections 5.6.1, 12.5.5;
 # header field names are case-insensitive, and a bytes pattern folds ASCII only).
@@ -467,6 +468,11 @@ def compile_policy(settings: CORSSettings) -> CORSPolicy:
     )
 
 
+def grants_any_origin(policy: CORSPolicy) -> bool:
+    """Whether some `Origin` could get a grant: only then does a response vary on it."""
+    return bool(policy.allow_any_origin or policy.exact_origins or policy.patterns)
+
+
 # --- Response headers --------------------------------------------------------------
 
 
@@ -499,6 +505,17 @@ def rewrite_headers(
             result.append(_VARY_ORIGIN)
     result.extend(grant)
     return result
+
+
+def strip_app_cors(headers: RawHeaders) -> RawHeaders:
+    """The response edit of a policy that grants nothing: the application's own
+    `Access-Control-*` lines removed, and nothing added. No response of such a
+    policy depends on the request's `Origin`, so none carries `Vary: Origin`. The
+    usual response has no such line and goes on as it is (the same list)."""
+    for name, _ in headers:
+        if name[:1] in _CORS_NAME_STARTS and name.lower().startswith(_CORS_PREFIX):
+            return [line for line in headers if not line[0].lower().startswith(_CORS_PREFIX)]
+    return headers
 
 
 def build_response_edit(
@@ -557,15 +574,19 @@ class CORSMiddleware:
         self.settings = settings if settings is not None else CORSSettings()
         self.policy = compile_policy(self.settings)
         self._refuse = Refuser(LAYER, events, monitor_only=self.settings.monitor_only)
-        self._grants_nothing = not (
-            self.policy.allow_any_origin or self.policy.exact_origins or self.policy.patterns
-        )
+        self._grants_nothing = not grants_any_origin(self.policy)
         # The edit of a response with no grant (most requests: no `Origin`, or one
         # not allowed).
         self._no_grant_hook: Hook = (
             EDIT,
             build_response_edit((), keep_app_cors=self.settings.monitor_only),
         )
+        # The same when the policy can grant nothing: no response varies on `Origin`,
+        # so the edit only strips the application's CORS lines, and in monitor-only
+        # mode (which keeps them) there is no edit at all.
+        self._ungranted_hook: Hook | None = self._no_grant_hook
+        if self._grants_nothing:
+            self._ungranted_hook = None if self.settings.monitor_only else (EDIT, strip_app_cors)
 
         common: list[tuple[bytes, bytes]] = []
         if self.settings.allow_credentials:
@@ -683,7 +704,8 @@ class CORSMiddleware:
         the awaitable of the preflight's answer (True when answered)."""
         origin_lines = flow.headers.get(b"origin")
         if origin_lines is None:
-            flow.hooks.append(self._no_grant_hook)
+            if self._ungranted_hook is not None:
+                flow.hooks.append(self._ungranted_hook)
             return None
         # All lines comma-joined (`Flow.header`), inlined: this runs on every request.
         untrusted_origin = origin_lines[0] if len(origin_lines) == 1 else b", ".join(origin_lines)
@@ -699,7 +721,8 @@ class CORSMiddleware:
                 )
                 return self._preflight(flow, preflight)
         if self._grants_nothing:
-            flow.hooks.append(self._no_grant_hook)
+            if self._ungranted_hook is not None:
+                flow.hooks.append(self._ungranted_hook)
             return None
         hook = self._hooks_by_origin.get(untrusted_origin)
         flow.hooks.append(hook if hook is not None else self._remember_actual(untrusted_origin))
@@ -709,5 +732,6 @@ class CORSMiddleware:
         if await self._answer_preflight(flow.scope, flow.send, preflight):
             return True
         # Monitor-only: the refused preflight goes on to the app, ungranted.
-        flow.hooks.append(self._no_grant_hook)
+        if self._ungranted_hook is not None:
+            flow.hooks.append(self._ungranted_hook)
         return False

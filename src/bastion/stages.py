@@ -74,7 +74,8 @@ the stage answered instead (see `Flow.sender`)."""
 
 HeaderEdit = Callable[[RawHeaders], RawHeaders]
 """Returns the response's header lines edited, as a new list (the one it gets may
-be the application's, never to be changed in place)."""
+be the application's, never to be changed in place), or the very list it got when
+there is nothing to change."""
 
 
 class HeaderOp(enum.Enum):
@@ -308,7 +309,10 @@ class Flow:
         for index in range(level - 1, -1, -1):
             entry = hooks[index]  # the common ops first
             if entry[0] is EDIT:
-                headers = entry[1](message.get("headers", ()))
+                current = message.get("headers", ())
+                headers = entry[1](current)
+                if headers is current:
+                    continue  # nothing to change: the message goes on as it is
             elif entry[0] is EXTEND:
                 headers = message.get("headers", ())
                 if headers is not owned_headers or message is not owned:

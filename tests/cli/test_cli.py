@@ -67,6 +67,16 @@ def test_config_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert data["https_response_headers"] == {
         "strict-transport-security": "max-age=31536000; includeSubDomains"
     }
+    assert "vary" not in data["response_headers"]  # the default CORS policy grants nothing
+
+
+def test_config_shows_vary_when_cors_can_grant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_SECRET_KEYS", STRONG_KEY)
+    monkeypatch.setenv("BASTION_TRANSPORT__ALLOWED_HOSTS", '["bank.example"]')
+    monkeypatch.setenv("BASTION_CORS__ALLOW_ORIGINS", '["https://app.example"]')
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
     assert data["response_headers"]["vary"] == "Origin"
 
 

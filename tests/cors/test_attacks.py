@@ -280,6 +280,6 @@ async def test_default_settings_grant_nothing(
     assert actual.status_code == 200
     assert actual.text == "3"
     assert "access-control-allow-origin" not in actual.headers
-    assert actual.headers["vary"] == "Origin"
+    assert "vary" not in actual.headers  # no response of this policy depends on Origin
     assert preflight.status_code == 403
     assert sink.reasons() == ["origin-not-allowed"]

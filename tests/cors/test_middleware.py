@@ -85,6 +85,60 @@ async def test_disabled_layer_passes_everything_through(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "headers",
+    [{}, EVIL, {"origin": "null"}, {"origin": "https://app.example"}],
+    ids=["no-origin", "evil-origin", "null-origin", "would-be-allowed"],
+)
+@pytest.mark.parametrize(
+    ("app_headers", "expected"),
+    [
+        pytest.param([], [], id="cors-grants-nothing-adds-nothing"),
+        pytest.param(
+            [(b"vary", b"Accept-Encoding"), (b"x-a", b"1")],
+            [(b"vary", b"Accept-Encoding"), (b"x-a", b"1")],
+            id="cors-grants-nothing-app-vary-untouched",
+        ),
+        pytest.param(
+            [
+                (b"Access-Control-Allow-Origin", b"*"),
+                (b"content-type", b"text/plain"),
+                (b"access-control-allow-credentials", b"true"),
+            ],
+            [(b"content-type", b"text/plain")],
+            id="cors-grants-nothing-app-grant-stripped",
+        ),
+    ],
+)
+async def test_a_policy_granting_nothing_never_varies_on_origin(
+    events: EventEmitter,
+    headers: dict[str, str],
+    app_headers: list[tuple[bytes, bytes]],
+    expected: list[tuple[bytes, bytes]],
+) -> None:
+    """The default policy grants no origin: no response depends on `Origin`, so none
+    says it varies on it, and the application's own grants are still removed."""
+    app = CORSMiddleware(RecordingApp(app_headers), CORSSettings(), events=events)
+    async with asgi_client(app) as client:
+        response = await client.get("/", headers=headers)
+    sent = [(name, value) for name, value in response.headers.raw if name != b"content-length"]
+    assert sent == [(name.lower(), value) for name, value in expected]
+
+
+@pytest.mark.anyio
+async def test_a_policy_granting_nothing_in_monitor_only_keeps_the_apps_lines(
+    events: EventEmitter,
+) -> None:
+    app_headers = [(b"access-control-allow-origin", b"*"), (b"vary", b"Cookie")]
+    settings = CORSSettings(monitor_only=True)
+    app = CORSMiddleware(RecordingApp(app_headers), settings, events=events)
+    async with asgi_client(app) as client:
+        response = await client.get("/", headers=EVIL)
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers.get_list("vary") == ["Cookie"]
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("headers", [{}, ALLOWED, EVIL, {"origin": "null"}])
 @pytest.mark.parametrize(
     ("app_vary", "expected"),

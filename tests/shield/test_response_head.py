@@ -367,3 +367,15 @@ async def test_sync_and_async_exits_unwind_innermost_first(absorb: bool) -> None
         with pytest.raises(ValueError, match="app"):
             await run_it
         assert seen == ["sync:ValueError('app')", "async:ValueError('app')"]
+
+
+async def test_an_edit_that_changes_nothing_hands_back_the_list() -> None:
+    """An edit may return the very list it got (nothing to change): the flow then
+    owns nothing yet, so the next edit copies before appending, and the
+    application's shared list stays as sent."""
+    shared = list(SHARED)
+    hooks = [(EXTEND, [(b"x-outer", b"1")]), (EDIT, lambda lines: lines)]
+    sent, start = await run(hooks, shared)
+    assert sent[0]["headers"] == [*SHARED, (b"x-outer", b"1")]
+    assert shared == SHARED
+    assert start["headers"] is shared

@@ -71,7 +71,7 @@ def _rendered_headers(
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """Headers on pages (the nonce as `{nonce}`), on responses of
     `headers.resource_types`, and on HTTPS only."""
-    from bastion import headers, transport
+    from bastion import cors, headers, transport
 
     pages: dict[str, str] = {}
     resources: dict[str, str] = {}
@@ -79,7 +79,7 @@ def _rendered_headers(
     if settings.headers.enabled:
         pages.update(dict(headers.build_response_headers(settings.headers)))
         resources.update(dict(headers.build_response_headers(settings.headers, kind="resource")))
-    if settings.cors.enabled:
+    if settings.cors.enabled and cors.grants_any_origin(cors.compile_policy(settings.cors)):
         pages["vary"] = resources["vary"] = "Origin"
     if settings.transport.enabled:
         hsts = transport.hsts_header_value(settings.transport)
