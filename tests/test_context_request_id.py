@@ -118,3 +118,16 @@ async def test_a_refusal_names_the_same_id_in_its_event_and_its_body(
     assert ids[0] != ids[1]
     assert f"request id: {ids[0]}" in first.text
     assert f"request id: {ids[1]}" in second.text
+
+
+def test_fields_are_plain_slots_but_the_two_drawn_ones() -> None:
+    """No `__getattr__`: with one, CPython reads every field of the context (many
+    times per request) the slow, generic way. Only the two drawn fields are
+    properties; every other field is the dataclass's own slot."""
+    assert "__getattr__" not in vars(RequestContext)
+    kinds = {
+        field.name: type(vars(RequestContext)[field.name]).__name__
+        for field in dataclasses.fields(RequestContext)
+    }
+    assert kinds.pop("request_id") == kinds.pop("csp_nonce") == "property"
+    assert set(kinds.values()) == {"member_descriptor"}

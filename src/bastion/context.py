@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from types import MemberDescriptorType
+from typing import Any, Final
 
 from bastion.types import Scope
 
@@ -56,27 +57,54 @@ class RequestContext:
     def client_host(self) -> str | None:
         return self.client[0] if self.client else None
 
-    if not TYPE_CHECKING:  # to mypy, a misspelt attribute stays an error
-
-        def __getattr__(self, name: str) -> Any:
-            # Called only when the slot is unset: the `request_id` of a context made
-            # by `get_context`, drawn now and fixed for the rest of the request.
-            if name == "request_id":
-                request_id = self.request_id = new_request_id()
-                return request_id
-            if name == "csp_nonce":
-                # Unset until read: drawn from the headers layer's source, or ""
-                # (not kept, so a headers layer inside can still ask for one).
-                source = self.nonce_source
-                if source is None:
-                    return ""
-                nonce = self.csp_nonce = source()
-                return nonce
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     @property
     def is_secure(self) -> bool:
         return self.scheme in ("https", "wss")
+
+
+# `request_id` and `csp_nonce` are drawn on their first read. A `__getattr__` would do
+# that too, but a class with one gets no specialised attribute reads (CPython 3.11
+# falls back to the generic lookup for every field of every context, read many
+# times per request by every layer): the two fields are properties instead, over the
+# dataclass's own slots, and every other field stays a plain slot read.
+_REQUEST_ID_SLOT: Final[MemberDescriptorType] = vars(RequestContext)["request_id"]
+_CSP_NONCE_SLOT: Final[MemberDescriptorType] = vars(RequestContext)["csp_nonce"]
+
+
+def _read_request_id(context: RequestContext) -> str:
+    """The request id, drawn now if it was never set, and fixed for the request."""
+    try:
+        request_id: str = _REQUEST_ID_SLOT.__get__(context, RequestContext)
+    except AttributeError:  # a context made by `get_context`, read for the first time
+        request_id = new_request_id()
+        _REQUEST_ID_SLOT.__set__(context, request_id)
+    return request_id
+
+
+def _read_csp_nonce(context: RequestContext) -> str:
+    """The CSP nonce: drawn from the headers layer's source on the first read, or ""
+    while there is none (not kept, so a headers layer inside can still ask for one)."""
+    try:
+        nonce: str = _CSP_NONCE_SLOT.__get__(context, RequestContext)
+    except AttributeError:
+        source = context.nonce_source
+        if source is None:
+            return ""
+        nonce = source()
+        _CSP_NONCE_SLOT.__set__(context, nonce)
+    return nonce
+
+
+setattr(  # noqa: B010 - replaces the slot's descriptor, which mypy cannot type
+    RequestContext,
+    "request_id",
+    property(_read_request_id, _REQUEST_ID_SLOT.__set__, doc="The request id."),
+)
+setattr(  # noqa: B010 - as above
+    RequestContext,
+    "csp_nonce",
+    property(_read_csp_nonce, _CSP_NONCE_SLOT.__set__, doc="The CSP nonce of this request."),
+)
 
 
 def new_request_id() -> str:
@@ -92,7 +120,7 @@ def get_context(scope: Scope) -> RequestContext:
     """Return the request's context, creating it from the raw scope on first use.
 
     The context is made without `request_id` and `csp_nonce`, which are drawn on
-    their first read (`RequestContext.__getattr__`); every other field gets its default, as the
+    their first read (the two properties above); every other field gets its default, as the
     dataclass's `__init__` would give it (a test compares the two).
     """
     context: RequestContext | None = scope.get(SCOPE_KEY)
@@ -103,7 +131,7 @@ def get_context(scope: Scope) -> RequestContext:
         context.scheme = scope.get("scheme", "ws" if scope["type"] == "websocket" else "http")
         context.host = None
         context.port = None
-        context.nonce_source = None  # `csp_nonce` left unset: see `__getattr__`
+        context.nonce_source = None  # `csp_nonce` left unset: see `_read_csp_nonce`
         context.session = None
         context.principal = None
         context.rate_limit = None
