@@ -397,6 +397,7 @@ async def run_stages(
             error = outcome
         else:
             error = await outcome
+        outcome = None  # the error it handed back: kept by `error` alone (no cycle below)
     # The stages' hooks and wrappers refer back to the flow (a closure over it, a
     # `receive` wrapper that keeps it): unhooked now, the request's objects are freed
     # as it ends instead of waiting, in reference cycles, for the garbage collector.

@@ -29,6 +29,15 @@ When a check trips while the body streams (the guarantee):
 Bytes the application never asks for are never read: the server reads nothing the
 application did not ask for either, and closes or drains the connection itself.
 
+Every HTTP request gets the wrapped `receive`, a head that declares no body too.
+An HTTP/1 server frames a request without `Content-Length` or `Transfer-Encoding`
+with an empty body (RFC 9112 section 6.3; h11, httptools and hyper do), but what
+reaches the layer as ASGI messages may come through a lenient server or an outer
+middleware that rewrote the head (one that decompresses a body drops its
+`Content-Length`): bytes under such a head are checked as every body is. The
+wrapper is cheap to make for that reason: the `BodyCheck` and the timer's state
+(`_Pace`) are made only when a body needs them.
+
 In monitor-only mode a streaming check reports once ("monitored") and stops checking
 that request's body; the application gets every chunk.
 
@@ -141,128 +150,46 @@ class _InFlight:
     def __init__(self) -> None:
         self.count = 0
 
-    async def leave(self, error: BaseException | None) -> BaseException | None:
+    def leave(self, error: BaseException | None) -> BaseException | None:
+        """The exit of a request without an `_Exchange`: refused, or shed in
+        monitor-only mode."""
         self.count -= 1
         return error
 
 
-class _Exchange:
-    """Per-request state of one HTTP request: the wrapped `receive`, and what the
-    response has done so far.
-
-    `level` is the layer's place among the flow's response hooks: a refusal sent
-    while the application runs goes through the hooks of the layers outside this
-    one only, as the `send` this layer was given would.
-
-    The `BodyCheck` is built when the application first asks for the body: many
-    requests are answered without reading one.
-    """
+class _Pace:
+    """The timed waits of one request's body for the client (the module docstring's
+    lazy deadline): made at the first wait that suspends, which most requests never
+    have (their body came with the head)."""
 
     __slots__ = (
-        "_check",
-        "_checking",
         "_deadline",
-        "_declared_length",
         "_expired",
-        "_flow",
-        "_in_flight",
-        "_level",
         "_limits",
-        "_plan",
-        "_real_receive",
-        "_refuser",
-        "_scope",
         "_timer",
         "_timer_when",
         "_waited_seconds",
         "_waiter",
-        "body_done",
-        "tripped",
     )
 
-    def __init__(
-        self,
-        flow: Flow,
-        limits: BodyLimits,
-        plan: BodyPlan,
-        declared_length: int | None,
-        refuser: Refuser,
-        in_flight: _InFlight,
-    ) -> None:
-        self._scope = flow.scope
-        self._real_receive = flow.receive
-        self._flow = flow
-        self._level = len(flow.hooks)
-        self._in_flight = in_flight
+    def __init__(self, limits: BodyLimits) -> None:
         self._limits = limits
-        self._plan = plan
-        self._declared_length = declared_length
-        self._check: BodyCheck | None = None
-        self._checking = True  # until a violation was reported
-        self._refuser = refuser
         self._waited_seconds = 0.0
-        # The lazy deadline (`_wait`): the one timer, the time it is armed for, the
-        # deadline of the wait in progress, and the task waiting (None between waits).
+        # The one timer, the time it is armed for, the deadline of the wait in
+        # progress, and the task waiting (None between waits).
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._deadline = 0.0
         self._waiter: asyncio.Task[Any] | None = None
         self._expired = False  # the timer cancelled the waiter: that cancel is ours
-        self.body_done = False
-        self.tripped = False  # enforcing, and a limit was crossed
 
-    async def receive(self) -> Message:
-        if self.tripped:
-            return dict(_DISCONNECT)
-        if self.body_done or not self._checking:
-            return await self._real_receive()
-        pending = self._real_receive()
-        message: Message | None
-        if type(pending) is _COROUTINE:
-            try:
-                yielded = pending.send(None)
-            except StopIteration as ready:
-                message = ready.value  # the server had it: no wait, nothing to time
-            else:
-                message = await self._wait(_resume(pending, yielded))
-        else:  # another awaitable (a server's own type): awaited whole, timed
-            message = await self._wait(pending)
-        if message is None:
-            if await self._trip(REASON_BODY_TIMEOUT):
-                return dict(_DISCONNECT)
-            message = await self._real_receive()  # monitor-only: wait as long as it takes
-        if message["type"] != "http.request":
-            self.body_done = True  # http.disconnect: the client is gone
-            return message
-        more_body = bool(message.get("more_body", False))
-        if not more_body:
-            self.body_done = True
-        if self._checking:
-            body = message.get("body", b"")
-            check = self._check
-            if check is None:
-                if not more_body and whole_body_fits(
-                    body, self._plan, self._limits, self._declared_length
-                ):
-                    return message  # the whole body, in one message, and within every limit
-                check = self._check = BodyCheck(self._limits, self._plan, self._declared_length)
-            reason = check.feed(body, more_body=more_body)
-            if reason and await self._trip(reason):
-                return dict(_DISCONNECT)
-        return message
-
-    async def on_exit(self, error: BaseException | None) -> BaseException | None:
-        """Leave the in-flight count; absorb the application's failure on a body we
-        cut off (already answered)."""
-        self._in_flight.count -= 1
+    def stop(self) -> None:
+        """The request is over: no timer outlives it."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if isinstance(error, Exception) and self.tripped:
-            return None  # the application failed on the body we cut off: already answered
-        return error
 
-    async def _wait(self, pending: Awaitable[Message]) -> Message | None:
+    async def wait(self, pending: Awaitable[Message]) -> Message | None:
         """`pending` (the rest of a wait for the next message) within the time left:
         the idle timeout, or what remains of the whole-body one. None when the
         client took too long."""
@@ -270,13 +197,9 @@ class _Exchange:
             # Another task is waiting for the body too (no framework does that): it
             # gets a deadline of its own, as every wait did before the lazy timer.
             return await self._wait_apart(pending)
-        limits = self._limits
-        budget = min(
-            limits.body_idle_timeout_seconds, limits.body_timeout_seconds - self._waited_seconds
-        )
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = self._deadline = started + max(budget, 0.0)
+        deadline = self._deadline = started + self._budget()
         timer = self._timer
         if timer is None or deadline < self._timer_when:
             # Deadlines only move later (a wait's budget is what the earlier waits
@@ -304,6 +227,15 @@ class _Exchange:
                 self._expired = False
                 task.uncancel()
 
+    def _budget(self) -> float:
+        """The seconds the next wait may take: the idle timeout, or what remains of
+        the whole-body one."""
+        limits = self._limits
+        budget = min(
+            limits.body_idle_timeout_seconds, limits.body_timeout_seconds - self._waited_seconds
+        )
+        return max(budget, 0.0)
+
     def _on_timer(self) -> None:
         """The deadline timer fired: cancel the wait whose deadline it is, re-arm for
         a later deadline, or, between waits, stand down until the next wait."""
@@ -320,15 +252,11 @@ class _Exchange:
         waiter.cancel()
 
     async def _wait_apart(self, pending: Awaitable[Message]) -> Message | None:
-        """`_wait` with a timeout of its own, for a wait that overlaps another."""
-        limits = self._limits
-        budget = min(
-            limits.body_idle_timeout_seconds, limits.body_timeout_seconds - self._waited_seconds
-        )
+        """`wait` with a timeout of its own, for a wait that overlaps another."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with asyncio.timeout(max(budget, 0.0)) as deadline:
+            async with asyncio.timeout(self._budget()) as deadline:
                 return await pending
         except TimeoutError:
             if not deadline.expired():
@@ -337,12 +265,119 @@ class _Exchange:
         finally:
             self._waited_seconds += loop.time() - started
 
+
+class _Exchange:
+    """Per-request state of one HTTP request whose body is checked: the wrapped
+    `receive`, and what it has done so far.
+
+    `level` is the layer's place among the flow's response hooks: a refusal sent
+    while the application runs goes through the hooks of the layers outside this
+    one only, as the `send` this layer was given would.
+
+    Made for every request that may have a body, so it holds only what every one
+    needs: the `BodyCheck` is built when a body needs more than `whole_body_fits`,
+    the `_Pace` at the first wait that suspends.
+    """
+
+    __slots__ = (
+        "_check",
+        "_declared_length",
+        "_flow",
+        "_layer",
+        "_level",
+        "_limits",
+        "_pace",
+        "_plan",
+        "_real_receive",
+        "_tripped",
+        "_watching",
+    )
+
+    def __init__(
+        self,
+        layer: LimitsMiddleware,
+        flow: Flow,
+        limits: BodyLimits,
+        plan: BodyPlan,
+        declared_length: int | None,
+    ) -> None:
+        self._layer = layer
+        self._flow = flow
+        self._real_receive = flow.receive
+        self._level = len(flow.hooks)
+        self._limits = limits
+        self._plan = plan
+        self._declared_length = declared_length
+        self._check: BodyCheck | None = None
+        self._pace: _Pace | None = None
+        self._watching = True  # until the body ended, or a violation was reported
+        self._tripped = False  # enforcing, and a limit was crossed
+
+    async def receive(self) -> Message:
+        if self._tripped:
+            return dict(_DISCONNECT)
+        if not self._watching:
+            return await self._real_receive()
+        pending = self._real_receive()
+        message: Message | None
+        if type(pending) is _COROUTINE:
+            try:
+                yielded = pending.send(None)
+            except StopIteration as ready:
+                message = ready.value  # the server had it: no wait, nothing to time
+            else:
+                message = await self._wait(_resume(pending, yielded))
+        else:  # another awaitable (a server's own type): awaited whole, timed
+            message = await self._wait(pending)
+        if message is None:
+            if await self._trip(REASON_BODY_TIMEOUT):
+                return dict(_DISCONNECT)
+            # Monitor-only: wait as long as it takes; the trip ended the checking.
+            return await self._real_receive()
+        if message["type"] != "http.request":
+            self._watching = False  # http.disconnect: the client is gone
+            return message
+        body = message.get("body", b"")
+        check = self._check
+        if message.get("more_body"):
+            if check is None:
+                check = self._check = BodyCheck(self._limits, self._plan, self._declared_length)
+            reason = check.feed(body, more_body=True)
+        else:
+            self._watching = False  # the last message of the body
+            if check is None:
+                if whole_body_fits(body, self._plan, self._limits, self._declared_length):
+                    return message  # the whole body, in one message, and within every limit
+                check = self._check = BodyCheck(self._limits, self._plan, self._declared_length)
+            reason = check.feed(body, more_body=False)
+        if reason and await self._trip(reason):
+            return dict(_DISCONNECT)
+        return message
+
+    def on_exit(self, error: BaseException | None) -> BaseException | None:
+        """Leave the in-flight count; absorb the application's failure on a body we
+        cut off (already answered)."""
+        self._layer._in_flight.count -= 1
+        if self._pace is not None:
+            self._pace.stop()
+        if self._tripped and isinstance(error, Exception):
+            return None  # the application failed on the body we cut off: already answered
+        return error
+
+    async def _wait(self, pending: Awaitable[Message]) -> Message | None:
+        """`_Pace.wait`, the pace made at the first wait."""
+        pace = self._pace
+        if pace is None:
+            pace = self._pace = _Pace(self._limits)
+        return await pace.wait(pending)
+
     async def _trip(self, reason: str) -> bool:
         """Act on a violation found while streaming; True when enforcing."""
-        self._checking = False  # report once; in monitor-only mode, stop checking
+        self._watching = False  # report once; in monitor-only mode, stop checking
         status = STATUS_BY_REASON[reason]
-        refuser, scope = self._refuser, self._scope
-        response_started = self._flow.started
+        refuser, flow = self._layer._refuser, self._flow
+        scope = flow.scope
+        response_started = flow.started
         if refuser.monitor_only or response_started:
             refuser.event(
                 scope,
@@ -352,15 +387,15 @@ class _Exchange:
                 details={"response_started": response_started},
             )
             # The refusal was sent, or the response is being cut short: drop the rest.
-            self.tripped = self._flow.dropped = not refuser.monitor_only
-            return self.tripped
+            self._tripped = flow.dropped = not refuser.monitor_only
+            return self._tripped
         # Set before the first await: a concurrent send from the app is dropped.
-        self.tripped = self._flow.dropped = True
+        self._tripped = flow.dropped = True
         # A client already gone makes some servers' send raise; nobody is left to answer.
         with contextlib.suppress(OSError):
             await refuser(
                 scope,
-                self._flow.sender(self._level),
+                flow.sender(self._level),
                 status=status,
                 kind=kind_of(reason),
                 reason=reason,
@@ -401,6 +436,11 @@ class LimitsMiddleware:
             else None
         )
         self._in_flight = _InFlight()
+        # The settings `enter` reads on every request, as plain attributes (a
+        # pydantic model's attribute read takes the slow path of `__getattr__`).
+        self._max_header_count = self.settings.max_header_count
+        self._max_header_bytes = self.settings.max_header_bytes
+        self._max_in_flight = self.settings.max_concurrent_requests
         self._retry_after = [
             (b"retry-after", str(self.settings.overload_retry_after_seconds).encode())
         ]
@@ -425,10 +465,9 @@ class LimitsMiddleware:
         """
         scope = flow.scope
         headers = flow.headers
-        settings = self.settings
         count = len(scope["headers"])
         size = flow.header_bytes + HEADER_LINE_OVERHEAD_BYTES * count
-        max_count, max_bytes = settings.max_header_count, settings.max_header_bytes
+        max_count, max_bytes = self._max_header_count, self._max_header_bytes
         reason = (
             check_header_size(count, size, max_count=max_count, max_bytes=max_bytes)
             if count > max_count or size > max_bytes
@@ -437,7 +476,7 @@ class LimitsMiddleware:
         if scope["type"] == "websocket":
             return self._refuse(scope, flow.send, reason) if reason else None
         in_flight = self._in_flight
-        if in_flight.count >= settings.max_concurrent_requests:
+        if in_flight.count >= self._max_in_flight:
             # Load shedding: answer at once, before any other work, rather than queue.
             return self._shed(flow)
         in_flight.count += 1
@@ -447,8 +486,7 @@ class LimitsMiddleware:
         if routes is not None:
             route = routes.lookup(method, scope["path"]) or route
         limits = route.limits
-        declared_length: int | None = None
-        if not reason and method in REFUSED_METHOD_SPELLINGS:
+        if method in REFUSED_METHOD_SPELLINGS and not reason:
             reason = REASON_METHOD_NOT_ALLOWED
         if (
             b"content-length" in headers
@@ -460,11 +498,12 @@ class LimitsMiddleware:
         else:
             # Nothing else `read_head_index` reads is there: the head is
             # `UNLABELLED_HEAD` (with its sizes, checked above), its plan the route's.
-            plan = route.unlabelled
+            # Its body is still checked, should one come: see `_Exchange`.
+            plan, declared_length = route.unlabelled, None
         if reason:
             flow.exits.append(in_flight.leave)
             return self._refuse(scope, flow.send, reason)
-        exchange = _Exchange(flow, limits, plan, declared_length, self._refuser, in_flight)
+        exchange = _Exchange(self, flow, limits, plan, declared_length)
         flow.receive = exchange.receive
         flow.exits.append(exchange.on_exit)
         return None
