@@ -88,9 +88,10 @@ OUTAGE_REPORT_INTERVAL_SECONDS: Final = 1.0
 # What a client refused for a store outage (fail closed) should wait: Redis
 # restarts and fail-overs take seconds.
 OUTAGE_RETRY_AFTER: Final = (b"retry-after", b"5")
-# Client addresses whose key parts (`client_key`, the ban key) the layer remembers:
-# every request of a client asks for the same ones. Cleared when full, so a spray of
-# addresses only churns it (4,096 addresses and two keys each: about 1 MB).
+# Client addresses whose key parts (`client_key`, the ban key, the catch-all bucket
+# key) the layer remembers: every request of a client asks for the same ones.
+# Cleared when full, so a spray of addresses only churns it (4,096 addresses and
+# three keys each: about 1.5 MB).
 CLIENT_MEMO_ENTRIES: Final = 4096
 # `RateLimit` lines remembered per rule (`_Rule.lines`): a client's figures repeat
 # from one request to the next (a quota far from spent, a bucket that is full again).
@@ -112,6 +113,8 @@ class _LimitedRate:
 
 
 _Line: TypeAlias = tuple[bytes, bytes]
+# A client's key part, ban key, and catch-all bucket key (`_client_keys`).
+_ClientKeys: TypeAlias = tuple[str, str, str | None]
 _ceil: Final = math.ceil
 
 
@@ -271,8 +274,6 @@ class RateLimitMiddleware:
             and (self.jail is None or self._guard_in_store)
             else None
         )
-        self._clients: dict[str | None, tuple[str, str]] = {}
-        """Client address to its key part and ban key (`_client_keys`)."""
         # The rule of every request when the limits are one catch-all pattern (the
         # default, "*"): no lookup then.
         patterns = self._rules.patterns
@@ -281,6 +282,12 @@ class RateLimitMiddleware:
             if len(patterns) == 1 and patterns[0][0].kind == "any" and not patterns[0][0].methods
             else None
         )
+        # The catch-all's first rate's key prefix, when it counts by client: every
+        # request's bucket is that prefix and the client's part (`_client_keys`).
+        first = self._catch_all.rates[0] if self._catch_all is not None else None
+        self._catch_all_prefix = first.key_prefix if first is not None and first.by_client else ""
+        self._clients: dict[str | None, _ClientKeys] = {}
+        """Client address to its key parts (`_client_keys`)."""
         # Neither concurrency limits nor login routes: nothing to await after the rates.
         self._plain = not (self._has_concurrency or self._has_login_routes)
 
@@ -317,46 +324,50 @@ class RateLimitMiddleware:
         keys = self._clients.get(host)
         if keys is None:
             keys = self._client_keys(host)
+        client_part, ban_key, catch_all_bucket = keys
         jailed = self.jail is not None
         try:
             if rule is None:
-                if jailed and steps.get_now(keys[1]) is not None:
+                if jailed and steps.get_now(ban_key) is not None:
                     return self._enter(flow)  # banned: answered there (nothing was written)
                 return self._rest(flow, state, None)
             limited = rule.rates[0]
             if not limited.by_client:
-                if jailed and steps.get_now(keys[1]) is not None:
+                if jailed and steps.get_now(ban_key) is not None:
                     return self._enter(flow)  # banned, as above
-                key = limited.key_prefix + self._bucket(scope, limited.rate.key, keys[0])
+                key = limited.key_prefix + self._bucket(scope, limited.rate.key, client_part)
                 first = steps.gcra_now(key, limited.limit)
-            elif jailed:  # the ban check rides on the first rate's step
-                guarded = steps.gcra_unless_now(
-                    keys[1], limited.key_prefix + keys[0], limited.limit
-                )
-                if guarded is None:
-                    return self._enter(flow)  # banned, as above
-                first = guarded
             else:
-                first = steps.gcra_now(limited.key_prefix + keys[0], limited.limit)
-            if rule.single or not first.allowed:
+                # Counted by client: the bucket's key is remembered when the rule is
+                # the catch-all (`_client_keys`), else put together here.
+                key = catch_all_bucket or limited.key_prefix + client_part
+                if jailed:  # the ban check rides on the first rate's step
+                    guarded = steps.gcra_unless_now(ban_key, key, limited.limit)
+                    if guarded is None:
+                        return self._enter(flow)  # banned, as above
+                    first = guarded
+                else:
+                    first = steps.gcra_now(key, limited.limit)
+            # One unpacking: a named tuple's fields are not fast attributes.
+            allowed, _, remaining, _, reset_after = last = first
+            if rule.single or not allowed:
                 state.rates = rule.first_rates
                 state.results = (first,)
-                last = first
-                remaining = first.remaining
-                reset = _ceil(first.reset_after_seconds - 1e-9)  # `ceil_seconds`, inlined
+                reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
                 lines = rule.lines.get((remaining, reset))
                 if lines is None:
                     lines = _lines(rule, remaining, reset)
             else:
-                results = self._step_more(steps, scope, rule, keys[0], first)
+                results = self._step_more(steps, scope, rule, client_part, first)
                 state.rates = rule.plain_rates[: len(results)]
                 state.results = results
                 last = results[-1]
+                allowed = last.allowed
                 lines = (
                     rule.policy_header,
                     (b"ratelimit", ratelimit_value_prefixed(rule.prefixes, results)),
                 )
-            if not last.allowed:
+            if not allowed:
                 return self._refused_rate(flow, state, lines, last)
         except StoreError:
             state.store_unavailable = True
@@ -397,7 +408,7 @@ class RateLimitMiddleware:
         extra_headers: Sequence[_Line] | None = None
         try:
             client = context.client  # `context.client_host`, inlined
-            client_part, ban_key = self._client_keys(client[0] if client else None)
+            client_part, ban_key, _ = self._client_keys(client[0] if client else None)
             guard: str | None = None
             if self.jail is not None:
                 guard = ban_key
@@ -491,15 +502,18 @@ class RateLimitMiddleware:
             return await self._enter_login(flow, state)
         return False
 
-    def _client_keys(self, host: str | None) -> tuple[str, str]:
-        """The client's key part (`client_key`) and ban key (`Jail.ban_key`).
+    def _client_keys(self, host: str | None) -> _ClientKeys:
+        """The client's key part (`client_key`), ban key (`Jail.ban_key`) and, when
+        the limits are one catch-all rule whose first rate counts by client, the key
+        of that rate's bucket (else None).
 
         Remembered for addresses of a sane length (a spray of addresses churns the
         memo: `CLIENT_MEMO_ENTRIES`); a longer host, which no IP address is, is keyed
         afresh each time.
         """
         part = client_key(host, self._grouping)
-        keys = (part, Jail.ban_key(part))
+        prefix = self._catch_all_prefix
+        keys = (part, Jail.ban_key(part), prefix + part if prefix else None)
         if host is None or len(host) <= _MEMO_MAX_HOST:
             clients = self._clients
             if len(clients) >= CLIENT_MEMO_ENTRIES:
