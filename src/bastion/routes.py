@@ -125,10 +125,18 @@ def _specificity(pattern: RoutePattern) -> tuple[int, int, int]:
     return (rank, literal or len(pattern.path), 1 if pattern.methods else 0)
 
 
+def _literal_prefix(pattern: RoutePattern) -> str:
+    """What every path `pattern` matches starts with (for any method)."""
+    if pattern.kind == "param":  # the literal segments before the first parameter
+        literals = pattern.segments[: pattern.segments.index(None)]
+        return "/".join(segment or "" for segment in literals) + "/"
+    return pattern.path  # exact: the path itself; prefix: it ends in "/"; any: ""
+
+
 class RouteTable(Generic[T]):
     """Maps route patterns to values; `lookup` returns the most specific match."""
 
-    __slots__ = ("_exact", "_memo", "_ordered", "patterns")
+    __slots__ = ("_exact", "_memo", "_ordered", "path_prefixes", "patterns")
 
     def __init__(self, rules: Mapping[str, T] | None = None) -> None:
         parsed = [(parse_route_pattern(text), value) for text, value in (rules or {}).items()]
@@ -142,6 +150,12 @@ class RouteTable(Generic[T]):
             (p, v) for p, v in parsed if not (p.kind == "exact" and not p.methods)
         )
         self._memo: dict[tuple[str, str], T | None] = {}
+        self.path_prefixes: tuple[str, ...] = tuple(
+            dict.fromkeys(_literal_prefix(p) for p, _ in parsed)
+        )
+        """Every path a pattern matches starts with one of these (a path that starts
+        with none, `path.startswith(table.path_prefixes)` False, has no match: one C
+        call, no lookup); a prefix does not promise a match."""
 
     def __bool__(self) -> bool:
         return bool(self.patterns)

@@ -24,11 +24,13 @@ session cannot see (`session["cart"].append(x)`): assign again, or set
 Performance: a request that carries no session cookie never touches the store (nor
 awaits anything to load its new session, nor, if the application leaves that session
 alone, to save it), and a session is written back only when it changed, was rotated,
-or its idle clock needs moving (at most once per `touch_interval_seconds`). A `Cookie`
-line that does not contain the session cookie's name is not split at all (only other
-applications' cookies: the common case), which decides exactly as the full parse
-(`cookie_from_lines`), and the hook that saves the session as the response starts
-is one closure per request, with the save itself a method.
+or its idle clock needs moving (at most once per `touch_interval_seconds`). A request
+with no `Cookie` line is decided by one dictionary probe, and a `Cookie` line that does
+not contain the session cookie's name is not split at all (only other applications'
+cookies), which decides exactly as the full parse (`cookie_from_lines`); a new
+session is made as a dict is (`Session` has no `__init__` of its own), and the hook
+that saves the session as the response starts is one closure per request, with the
+save itself a method.
 
 References: OWASP Session Management Cheat Sheet
 https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html ;
@@ -43,7 +45,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -270,11 +272,17 @@ class Session(dict[str, Any]):
 
     `login(user_id)` and `rotate()` issue a new id when the response starts (the old
     one is deleted), `logout()` ends the session. The id itself is never exposed.
+
+    It is made as a dict is (`Session()`, `Session(mapping)`); a session bound to a
+    store comes from its manager (`SessionManager.new_session`, `SessionManager.load`).
     """
 
     # Every request that sends no session cookie gets a new session, which nearly
     # always stays untouched: the attributes start as these class-level values
     # (immutable ones only), and an instance stores only what differs from them.
+    # There is no `__init__` of its own (a dict's costs a fraction of a Python one):
+    # the manager sets the rest.
+    _manager: SessionManager | None = None
     _id: str | None = None
     _record: SessionRecord | None = None
     _csrf_secret: str | None = None
@@ -284,24 +292,6 @@ class Session(dict[str, Any]):
     login_requested: bool = False
     roles_changed: tuple[list[str], list[str]] | None = None
     user_id: str | None = None
-
-    def __init__(
-        self,
-        data: Mapping[str, Any] | None = None,
-        *,
-        session_id: str | None = None,
-        record: SessionRecord | None = None,
-        manager: SessionManager | None = None,
-    ) -> None:
-        if data:
-            super().__init__(data)
-        self._manager = manager
-        if session_id is not None:
-            self._id = session_id
-        if record is not None:
-            self._record = record
-            self.user_id = record.user_id
-            self._csrf_secret = record.csrf_secret
 
     # Every mutator marks the session modified.
     def __setitem__(self, key: str, value: Any) -> None:
@@ -444,22 +434,38 @@ class SessionManager:
     def id_hash(self, session_id: str) -> str:
         return keyed_id_hash(session_id, self._log_key)
 
+    def new_session(self) -> Session:
+        """A new session of this manager: empty, with no id until it is saved."""
+        session = Session()
+        session._manager = self
+        return session
+
+    def _restored(self, session_id: str, record: SessionRecord) -> Session:
+        """The live session of a record loaded under `session_id`."""
+        session = Session(record.data)
+        session._manager = self
+        session._id = session_id
+        session._record = record
+        session.user_id = record.user_id
+        session._csrf_secret = record.csrf_secret
+        return session
+
     async def load(self, scope: Scope, untrusted_id: str | None) -> Session:
         """The session named by the cookie, or a new one. Raises StoreError."""
         if untrusted_id is None or not looks_like_session_id(untrusted_id):
-            return Session(manager=self)
+            return self.new_session()
         raw = await self.store.get(store_key(untrusted_id))
         record = SessionRecord.decode(raw) if raw is not None else None
         if record is None:
             # Not issued by us, or gone: never adopt it (fixation). A new session will
             # get a new id if the application writes to it.
-            return Session(manager=self)
+            return self.new_session()
         reason = expiry_reason(record, self.clock(), self.settings)
         if reason is not None:
             await self.store.delete(store_key(untrusted_id))
             self._event(scope, EVENT_USE_AFTER_EXPIRE, reason, untrusted_id)
-            return Session(manager=self)
-        return Session(record.data, session_id=untrusted_id, record=record, manager=self)
+            return self.new_session()
+        return self._restored(untrusted_id, record)
 
     async def commit(self, scope: Scope, session: Session) -> RawHeaders:
         """Save what changed; return the headers the response must carry."""
@@ -614,15 +620,21 @@ class SessionMiddleware:
         an id of ours: a new session, `SessionManager.load`'s first case), else the
         awaitable of the load (True when the store failed and the request was
         answered 503)."""
-        if flow.headers_lowercase:
-            lines = flow.headers.get(b"cookie")
-            untrusted_id = cookie_from_lines(lines, self._cookie_name) if lines else None
-        else:  # `read_cookie` matches the name exactly, as sent
-            untrusted_id = read_cookie(flow.scope["headers"], self._cookie_name)
-        if untrusted_id is None or not looks_like_session_id(untrusted_id):
-            self._attach(flow, Session(manager=self.manager))
-            return None
-        return self._load(flow, untrusted_id)
+        headers = flow.headers
+        # `flow.headers` has every name lower-cased, so a request with no line of
+        # that name has no `Cookie` line in any case (the common case): nothing to
+        # parse, and neither cookie reader would find an id.
+        if b"cookie" in headers:
+            if flow.headers_lowercase:
+                untrusted_id = cookie_from_lines(headers[b"cookie"], self._cookie_name)
+            else:  # `read_cookie` matches the name exactly, as sent
+                untrusted_id = read_cookie(flow.scope["headers"], self._cookie_name)
+            if untrusted_id is not None and looks_like_session_id(untrusted_id):
+                return self._load(flow, untrusted_id)
+        session = Session()  # `self.manager.new_session()`, inlined: most requests
+        session._manager = self.manager
+        self._attach(flow, session)
+        return None
 
     async def _load(self, flow: Flow, untrusted_id: str) -> bool:
         try:

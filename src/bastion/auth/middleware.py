@@ -25,13 +25,15 @@ References: RFC 6750 sections 2.1 and 3.1; RFC 9110 section 11.6.1 (401 carries
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from bastion.auth.apikeys import APIKeyStore
-from bastion.auth.principal import Principal, set_principal
+from bastion.auth.principal import ANONYMOUS as ANONYMOUS_USER
+from bastion.auth.principal import AuthCredentials, Principal, set_principal
 from bastion.auth.settings import AuthSettings
+from bastion.context import SCOPE_KEY, get_context
 from bastion.events import KIND_AUTHN_FAIL, KIND_SYS_AVAILABILITY, EventEmitter
 from bastion.exceptions import StoreError
 from bastion.responses import Refuser, send_generic
@@ -109,6 +111,13 @@ class AuthenticationMiddleware:
         if self.settings.api_keys is not None:
             self.api_keys = APIKeyStore(self.store, self.settings.api_keys, clock=clock)
             self._api_key_header = self.settings.api_keys.header_name.encode("ascii")
+        # The header names that carry a credential of a configured source: a request
+        # with none of them is decided without awaiting (`enter`).
+        self._credential_headers = frozenset(
+            ([b"authorization"] if self.jwt is not None else [])
+            + ([self._api_key_header] if self.api_keys is not None else [])
+        )
+        self._session_roles_key = self.settings.session_roles_key if self.settings.session else None
         realm = self.settings.realm
         self._invalid_token = bearer_challenge(realm, "invalid_token")
         self._invalid_request = bearer_challenge(realm, "invalid_request")
@@ -128,25 +137,30 @@ class AuthenticationMiddleware:
         are on, no API key line when keys are on) is decided here, as `authenticate`
         would decide it, without awaiting: the session's user, or anonymous.
         """
-        if not flow.headers_lowercase:
-            return self._enter_checking(flow)  # names matched exactly, as sent
         headers = flow.headers
-        if (self.jwt is not None and b"authorization" in headers) or (
-            self.api_keys is not None and self._api_key_header in headers
-        ):
+        if not (flow.headers_lowercase and self._credential_headers.isdisjoint(headers)):
+            # A credential to verify, or names matched exactly, as sent.
             return self._enter_checking(flow)
         scope = flow.scope
-        principal = None
-        if self.settings.session:
-            principal = session_principal(scope.get("session"), self.settings.session_roles_key)
-        set_principal(scope, principal)
+        roles_key = self._session_roles_key  # None when the session is no source
+        if roles_key is not None:
+            session = scope.get("session")
+            if getattr(session, "user_id", None) is not None:  # `session.login` was called
+                set_principal(scope, session_principal(session, roles_key))
+                return None
+        # `set_principal(scope, None)`, inlined: anonymous is the common case.
+        (scope.get(SCOPE_KEY) or get_context(scope)).principal = None
+        scope["user"] = ANONYMOUS_USER
+        scope["auth"] = AuthCredentials()
         return None
 
     async def _enter_checking(self, flow: Flow) -> bool:
         """`enter` with a credential to verify: True when the request was refused."""
         scope = flow.scope
         try:
-            result = await self.authenticate(scope)
+            result = await self.authenticate(
+                scope, flow.headers if flow.headers_lowercase else None
+            )
         except StoreError:
             # Fail closed: a revocation list we cannot read cannot vouch for anyone.
             self.refuse.event(
@@ -167,9 +181,18 @@ class AuthenticationMiddleware:
         set_principal(scope, result.principal)
         return False
 
-    async def authenticate(self, scope: Scope) -> Authentication:
-        """Try each configured source in order; the first credential presented decides."""
-        authorization = [v for k, v in scope["headers"] if k == b"authorization"]
+    async def authenticate(
+        self, scope: Scope, lines: Mapping[bytes, list[bytes]] | None = None
+    ) -> Authentication:
+        """Try each configured source in order; the first credential presented decides.
+
+        `lines` is the request's header lines by name (`Flow.headers`), when every
+        name came lower-cased: the same lines the scans of `scope["headers"]` find.
+        """
+        if lines is None:
+            authorization = [v for k, v in scope["headers"] if k == b"authorization"]
+        else:
+            authorization = lines.get(b"authorization", [])
         if self.jwt is not None and authorization:
             if len(authorization) > 1:
                 # Two Authorization lines: which one a proxy or framework reads is
@@ -181,7 +204,10 @@ class AuthenticationMiddleware:
             if scheme.lower() == _BEARER:
                 return await self._verify_jwt(self.jwt, credentials.strip())
         if self.api_keys is not None:
-            values = [v for k, v in scope["headers"] if k == self._api_key_header]
+            if lines is None:
+                values = [v for k, v in scope["headers"] if k == self._api_key_header]
+            else:
+                values = lines.get(self._api_key_header, [])
             if values:
                 return await self._verify_api_key(self.api_keys, values)
         if self.settings.session:

@@ -136,6 +136,10 @@ class AuthorizationMiddleware:
         self.table = build_policy(self.settings)
         self.realm = realm
         self.refuse = Refuser("authorization", events, monitor_only=self.settings.monitor_only)
+        # A path no rule can match is allowed unless unlisted paths are denied: with
+        # these, `enter` decides it by one C call (`decide(None, ..., deny=False)`).
+        self._rule_prefixes = self.table.path_prefixes
+        self._allows_unlisted = not self.settings.deny_by_default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
@@ -147,6 +151,8 @@ class AuthorizationMiddleware:
         """The request phase (`bastion.stages`): None when allowed, else the awaitable
         of the refusal (True when refused)."""
         scope = flow.scope
+        if self._allows_unlisted and not scope["path"].startswith(self._rule_prefixes):
+            return None  # no rule names this path, and unlisted paths are open
         method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
         requirement = self.table.lookup(method, scope["path"])
         principal = get_principal(scope)
