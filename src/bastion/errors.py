@@ -167,7 +167,7 @@ def _is_framework_default_500(guard: _ResponseGuard) -> bool:
         start is not None
         and start["status"] == 500
         and guard.held_size == len(FRAMEWORK_DEFAULT_500)
-        and b"".join(guard.held_body) == FRAMEWORK_DEFAULT_500
+        and b"".join(guard.held_body or ()) == FRAMEWORK_DEFAULT_500
     )
 
 
@@ -190,33 +190,31 @@ class _ResponseGuard:
     The fused stack's flow applies it to every message itself
     (`bastion.stages.ResponseGuard`): it holds back a 5xx, or a 422 when
     `hold_validation`, and hands every later message to `hold`.
+
+    One is made for every request, so it has no `__init__` (a Python call each
+    time): its state starts from the class's defaults, and the layer binds `send`,
+    `layer` and `scope` as it makes one (`ErrorsMiddleware.guard_stages`).
     """
 
-    __slots__ = (
-        "completed",
-        "held_body",
-        "held_size",
-        "held_start",
-        "hold_validation",
-        "layer",
-        "scope",
-        "send",
-        "started",
-    )
-
-    def __init__(self, send: Send, layer: ErrorsMiddleware, scope: Scope) -> None:
-        self.send = send
-        self.layer = layer
-        self.scope = scope
-        self.hold_validation = layer.scrub_validation
-        self.started = False  # the server has received http.response.start
-        self.completed = False  # ...and the final body message
-        self.held_start: Message | None = None
-        self.held_body: list[bytes] = []
-        self.held_size = 0
+    send: Send
+    layer: ErrorsMiddleware
+    scope: Scope
+    hold_validation = True
+    started = False  # the server has received http.response.start
+    completed = False  # ...and the final body message
+    held_start: Message | None = None
+    held_body: list[bytes] | None = None  # made by the first held chunk
+    held_size = 0
 
     async def hold(self, message: Message) -> None:
         await self.layer.hold(self.scope, self, message)
+
+
+class _PassValidationGuard(_ResponseGuard):
+    """The guard of a layer that lets 422 bodies through as they are
+    (`ErrorSettings.insecure_pass_validation_input`)."""
+
+    hold_validation = False
 
 
 class ErrorsMiddleware:
@@ -237,6 +235,7 @@ class ErrorsMiddleware:
         self._refuse = Refuser("errors", events, monitor_only=self.settings.monitor_only)
         self._limit = self.settings.max_inspected_bytes
         self.scrub_validation = not self.settings.insecure_pass_validation_input
+        self._guard_type = _ResponseGuard if self.scrub_validation else _PassValidationGuard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.settings.enabled or scope["type"] not in ("http", "websocket"):
@@ -250,7 +249,8 @@ class ErrorsMiddleware:
     async def guard_http(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         """Run `app` on an HTTP request under this layer's guarantees: `Shield` runs
         its fused stack (every other layer, and the application) through this."""
-        guard = _ResponseGuard(send, self, scope)
+        guard = self._guard_type()
+        guard.send, guard.layer, guard.scope = send, self, scope
 
         async def send_wrapper(message: Message) -> None:
             if guard.held_start is not None:
@@ -278,7 +278,8 @@ class ErrorsMiddleware:
     ) -> None:
         """`guard_http` around `run_stages(stages, app)`, with no `send` wrapper: the
         flow applies the guard to each message itself. `Shield`'s HTTP path."""
-        guard = _ResponseGuard(send, self, scope)
+        guard = self._guard_type()
+        guard.send, guard.layer, guard.scope = send, self, scope
         try:
             await run_stages(stages, app, scope, receive, send, guard)
         except Exception as exc:  # this layer exists to catch everything
@@ -292,7 +293,7 @@ class ErrorsMiddleware:
             # Still held when the application returned: a response it never finished
             # (never to be completed as if it were whole), or the framework's default
             # 500 page, which says nothing and gives the user no incident id.
-            guard.held_start, guard.held_body = None, []
+            guard.held_start, guard.held_body = None, None
             await self._send_generic(scope, guard, 500)
 
     async def hold(self, scope: Scope, guard: _ResponseGuard, message: Message) -> None:
@@ -305,7 +306,10 @@ class ErrorsMiddleware:
             await guard.send(message)
             return
         chunk = message.get("body", b"")
-        guard.held_body.append(chunk)
+        if guard.held_body is None:
+            guard.held_body = [chunk]
+        else:
+            guard.held_body.append(chunk)
         guard.held_size += len(chunk)
         more = bool(message.get("more_body"))
         if not more and _is_framework_default_500(guard):
@@ -320,8 +324,8 @@ class ErrorsMiddleware:
         start = guard.held_start
         if start is None:
             return
-        body = b"".join(guard.held_body)
-        guard.held_start, guard.held_body, guard.held_size = None, [], 0
+        body = b"".join(guard.held_body or ())
+        guard.held_start, guard.held_body, guard.held_size = None, None, 0
         status = start["status"]
         headers = list(start.get("headers", []))
         if _is_encoded(headers):
@@ -388,7 +392,7 @@ class ErrorsMiddleware:
             # The status line is gone. If the body is incomplete, stop sending so the
             # client sees a truncated response and the server closes the connection.
             return
-        guard.held_start, guard.held_body = None, []
+        guard.held_start, guard.held_body = None, None
         details = "".join(traceback.format_exception(exc)) if self.debug else None
         await self._send_generic(scope, guard, 500, details)
 

@@ -874,7 +874,14 @@ def merge_for_response(
     content_type: bytes | None = None
     content_types_seen = 0
     for name, value in app_headers:
-        kind = kinds.get(name.lower())
+        # Names come lower-case (as ASGI servers send them): looked up as they are,
+        # and lower-cased (a copy) only when they are not.
+        if name in kinds:
+            kind: int | None = kinds[name]
+        elif name.islower():
+            kind = None
+        else:
+            kind = kinds.get(name.lower())
         if kind is not None:
             if kind == _STRIP:
                 continue

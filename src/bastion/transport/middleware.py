@@ -103,7 +103,7 @@ class TransportMiddleware:
         # Process-wide memo of a pure function, not request state (see `_check_host`).
         self._host_memo: dict[tuple[tuple[str, ...], str | None], HostVerdict] = {}
         # The same, for the common case only: one `Host` line, no proxy trusted, the
-        # host allowed. Keyed by the line's bytes, so `_enter_direct` reads no facts.
+        # host allowed. Keyed by the line's bytes, so `enter` reads no facts.
         self._allowed_host_memo: dict[bytes, HostPort] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -118,12 +118,30 @@ class TransportMiddleware:
         redirected). Nothing is changed before the checks have all passed, so the
         refusing path starts over from the same state."""
         scope = flow.scope
-        if not self._read_proxy_headers:
-            raw_hosts = flow.headers.get(b"host")
-            if raw_hosts is not None and len(raw_hosts) == 1:
-                allowed = self._allowed_host_memo.get(raw_hosts[0])
-                if allowed is not None and self._enter_direct(flow, allowed):
-                    return None
+        # A request whose one `Host` line was allowed before (the memo is only
+        # filled when no proxy is trusted, so the peer is the client): the outcome
+        # of the full path below, without reading the facts. Inline, not a call:
+        # this is every request of a running site.
+        raw_hosts = flow.headers.get(b"host")
+        allowed = None
+        if raw_hosts is not None and len(raw_hosts) == 1:
+            allowed = self._allowed_host_memo.get(raw_hosts[0])
+        if allowed is not None:
+            scheme: str = scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")
+            secure = scheme in _SECURE_SCHEMES
+            if secure or not self._require_https:
+                context = scope.get(SCOPE_KEY)
+                if context is None:
+                    context = get_context(scope)  # its client is the scope's already
+                else:
+                    client = scope.get("client")
+                    context.client = (str(client[0]), int(client[1])) if client else None
+                context.scheme = scheme
+                context.host = allowed.host
+                context.port = allowed.port or DEFAULT_PORTS.get(scheme)
+                if secure and self._hsts_hook is not None and scope["type"] != "websocket":
+                    flow.hooks.append(self._hsts_hook)
+                return None
         facts = TransportFacts.from_index(
             scope, flow.headers, read_proxy_headers=self._read_proxy_headers
         )
@@ -156,26 +174,6 @@ class TransportMiddleware:
         if self._hsts_hook is not None and scheme in _SECURE_SCHEMES and not facts.is_websocket:
             flow.hooks.append(self._hsts_hook)
         return None
-
-    def _enter_direct(self, flow: Flow, host: HostPort) -> bool:
-        """`enter` for a request from the peer itself (no proxy trusted) whose one
-        `Host` line was allowed before: the same outcome without reading the facts.
-        False, having changed nothing, when HTTPS is required and this is not it."""
-        scope = flow.scope
-        is_websocket = scope["type"] == "websocket"
-        scheme = scope.get("scheme") or ("ws" if is_websocket else "http")
-        secure = scheme in _SECURE_SCHEMES
-        if self._require_https and not secure:
-            return False
-        client = scope.get("client")
-        context = scope.get(SCOPE_KEY) or get_context(scope)
-        context.client = (str(client[0]), int(client[1])) if client else None
-        context.scheme = scheme
-        context.host = host.host
-        context.port = host.port or DEFAULT_PORTS.get(scheme)
-        if secure and self._hsts_hook is not None and not is_websocket:
-            flow.hooks.append(self._hsts_hook)
-        return True
 
     async def _enter_refusing(
         self,
