@@ -581,12 +581,13 @@ class CORSMiddleware:
             EDIT,
             build_response_edit((), keep_app_cors=self.settings.monitor_only),
         )
-        # The same when the policy can grant nothing: no response varies on `Origin`,
-        # so the edit only strips the application's CORS lines, and in monitor-only
-        # mode (which keeps them) there is no edit at all.
-        self._ungranted_hook: Hook | None = self._no_grant_hook
-        if self._grants_nothing:
-            self._ungranted_hook = None if self.settings.monitor_only else (EDIT, strip_app_cors)
+        # When the policy can grant nothing and the application's CORS lines are
+        # removed, no response varies on `Origin`: the edit only strips them. In
+        # monitor-only mode they are kept, and the application's own CORS may reflect
+        # the `Origin`, so the response keeps `Vary: Origin` (found in review).
+        self._ungranted_hook: Hook = self._no_grant_hook
+        if self._grants_nothing and not self.settings.monitor_only:
+            self._ungranted_hook = (EDIT, strip_app_cors)
 
         common: list[tuple[bytes, bytes]] = []
         if self.settings.allow_credentials:
@@ -704,8 +705,7 @@ class CORSMiddleware:
         the awaitable of the preflight's answer (True when answered)."""
         origin_lines = flow.headers.get(b"origin")
         if origin_lines is None:
-            if self._ungranted_hook is not None:
-                flow.hooks.append(self._ungranted_hook)
+            flow.hooks.append(self._ungranted_hook)
             return None
         # All lines comma-joined (`Flow.header`), inlined: this runs on every request.
         untrusted_origin = origin_lines[0] if len(origin_lines) == 1 else b", ".join(origin_lines)
@@ -721,8 +721,7 @@ class CORSMiddleware:
                 )
                 return self._preflight(flow, preflight)
         if self._grants_nothing:
-            if self._ungranted_hook is not None:
-                flow.hooks.append(self._ungranted_hook)
+            flow.hooks.append(self._ungranted_hook)
             return None
         hook = self._hooks_by_origin.get(untrusted_origin)
         flow.hooks.append(hook if hook is not None else self._remember_actual(untrusted_origin))
@@ -732,6 +731,5 @@ class CORSMiddleware:
         if await self._answer_preflight(flow.scope, flow.send, preflight):
             return True
         # Monitor-only: the refused preflight goes on to the app, ungranted.
-        if self._ungranted_hook is not None:
-            flow.hooks.append(self._ungranted_hook)
+        flow.hooks.append(self._ungranted_hook)
         return False

@@ -95,11 +95,10 @@ async def _response_headers(app: CORSMiddleware, origin: bytes | None) -> RawHea
 
 def _fresh_headers(app: CORSMiddleware, origin: bytes, app_headers: RawHeaders) -> RawHeaders:
     """What the unmemoised core gives: `check_origin`, the grant, `rewrite_headers`;
-    for a policy that grants nothing, the app's lines without its CORS lines (all of
-    them in monitor-only mode), and no `Vary`: no response depends on `Origin`."""
-    if app._grants_nothing:
-        if app.settings.monitor_only:
-            return list(app_headers)
+    for a policy that grants nothing, the app's lines without its CORS lines, and no
+    `Vary`: no response depends on `Origin` (in monitor-only mode, which keeps the
+    app's lines, the response keeps its `Vary: Origin`)."""
+    if app._grants_nothing and not app.settings.monitor_only:
         return [line for line in app_headers if not line[0].lower().startswith(b"access-control-")]
     verdict = check_origin(origin, app.policy)
     if verdict.allowed and verdict.origin is not None:

@@ -126,16 +126,20 @@ async def test_a_policy_granting_nothing_never_varies_on_origin(
 
 
 @pytest.mark.anyio
-async def test_a_policy_granting_nothing_in_monitor_only_keeps_the_apps_lines(
+async def test_a_policy_granting_nothing_in_monitor_only_keeps_the_apps_lines_and_vary(
     events: EventEmitter,
 ) -> None:
-    app_headers = [(b"access-control-allow-origin", b"*"), (b"vary", b"Cookie")]
+    """cors-monitor-app-reflects-origin: in monitor-only mode the application's own
+    CORS lines stay, and they may reflect the `Origin` (the app's CORS still running
+    during a rollout): the response must still say it varies on it, or a shared
+    cache could hand one origin's grant to another."""
+    app_headers = [(b"access-control-allow-origin", b"https://evil.net"), (b"vary", b"Cookie")]
     settings = CORSSettings(monitor_only=True)
     app = CORSMiddleware(RecordingApp(app_headers), settings, events=events)
     async with asgi_client(app) as client:
         response = await client.get("/", headers=EVIL)
-    assert response.headers["access-control-allow-origin"] == "*"
-    assert response.headers.get_list("vary") == ["Cookie"]
+    assert response.headers["access-control-allow-origin"] == "https://evil.net"
+    assert response.headers.get_list("vary") == ["Cookie, Origin"]
 
 
 @pytest.mark.anyio
