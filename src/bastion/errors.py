@@ -19,6 +19,8 @@ Defence, as the outermost layer:
 2. A 5xx that the application itself produced is held back (up to
    `max_inspected_bytes`) and replaced by the generic 500 if it carries a traceback or
    a known debug page. A 5xx without one (a deliberate 503 with a JSON reason) passes.
+   When the generic page replaces a response the application is still sending, the
+   rest of that response is dropped: nothing follows a complete response.
 3. A 422 JSON body loses every `input` and `ctx` member before it is sent.
 4. An exception after the response has started cannot become a 500 any more: the
    layer stops sending, so the server closes the connection with the response
@@ -85,6 +87,10 @@ _VALIDATION_KEYS_DROPPED: Final = ("input", "ctx")
 # itself, or the last chunk of a handshake denied with a response (ASGI "Websocket
 # Denial Response" extension).
 _WS_FINAL: Final = ("websocket.close", "websocket.http.response.body")
+# What `held_start` becomes once a held response was replaced by the generic page
+# while the application was still sending it: every later message of the
+# application goes to `hold`, which drops it (the server has a complete response).
+_REPLACED: Final[Message] = {"type": "http.response.start", "status": 500, "headers": []}
 # The body of Starlette's (and so FastAPI's) ServerErrorMiddleware outside debug mode.
 FRAMEWORK_DEFAULT_500: Final = b"Internal Server Error"
 
@@ -289,7 +295,7 @@ class ErrorsMiddleware:
             await self._finish(scope, guard)
 
     async def _finish(self, scope: Scope, guard: _ResponseGuard) -> None:
-        if guard.held_start is not None:
+        if guard.held_start is not None and guard.held_start is not _REPLACED:
             # Still held when the application returned: a response it never finished
             # (never to be completed as if it were whole), or the framework's default
             # 500 page, which says nothing and gives the user no incident id.
@@ -302,6 +308,8 @@ class ErrorsMiddleware:
         The decision is made on the final chunk, not when the application returns,
         so a response followed by a background task is not delayed.
         """
+        if guard.held_start is _REPLACED:
+            return  # the rest of a response the generic page replaced
         if message["type"] != "http.response.body":
             await guard.send(message)
             return
@@ -322,7 +330,7 @@ class ErrorsMiddleware:
     async def _release(self, scope: Scope, guard: _ResponseGuard, *, more: bool) -> None:
         """Inspect the held response, then send it, cleaned, or the generic page."""
         start = guard.held_start
-        if start is None:
+        if start is None or start is _REPLACED:
             return
         body = b"".join(guard.held_body or ())
         guard.held_start, guard.held_body, guard.held_size = None, None, 0
@@ -331,19 +339,19 @@ class ErrorsMiddleware:
         if _is_encoded(headers):
             # A compressed body cannot be inspected (a gzipped 422 would still echo
             # the password): answer with the generic body of the same status.
-            await self._send_generic(scope, guard, status)
+            await self._replace(scope, guard, status, more=more)
             return
         if status == 422:
             scrubbed = None if more else scrub_validation_body(body)
             if scrubbed is None and more:
                 # Too large to inspect: never risk echoing what was submitted.
-                await self._send_generic(scope, guard, 422)
+                await self._replace(scope, guard, 422, more=more)
                 return
             body = scrubbed if scrubbed is not None else body
         elif body_leaks_internals(body):
             self._refuse.event(scope, kind=KIND_SYS_CRASH, reason=REASON_DEBUG_PAGE, status=status)
             if not self._refuse.monitor_only:
-                await self._send_generic(scope, guard, 500)
+                await self._replace(scope, guard, 500, more=more)
                 return
         if not more:
             headers = _with_length(headers, len(body))
@@ -351,6 +359,17 @@ class ErrorsMiddleware:
         await guard.send({**start, "headers": headers})
         guard.completed = not more
         await guard.send({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def _replace(
+        self, scope: Scope, guard: _ResponseGuard, status: int, *, more: bool
+    ) -> None:
+        """Send the generic page instead of the held response; when the application
+        is still sending that response (`more`), drop the rest of it (`_REPLACED`):
+        after a complete response, its chunks (the rest of a traceback, say) must
+        reach no server, whose connection may already carry the next response."""
+        await self._send_generic(scope, guard, status)
+        if more:
+            guard.held_start = _REPLACED
 
     async def _send_generic(
         self, scope: Scope, guard: _ResponseGuard, status: int, details: str | None = None

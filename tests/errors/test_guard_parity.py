@@ -128,3 +128,41 @@ async def test_fused_guard_answers_as_the_wrapper(app: App, pass_validation: boo
     alone = await _run("alone", layer, app, sink)
     fused = await _run("fused", layer, app, sink)
     assert fused == alone
+
+
+@pytest.mark.parametrize("path", ["alone", "fused"])
+@pytest.mark.parametrize(
+    "app",
+    [
+        pytest.param(
+            _answer(500, _TRACEBACK + b"x" * 1500, b'  File "/secret.py"\n', b"tail"),
+            id="errors-replaced-traceback-rest-dropped",
+        ),
+        pytest.param(
+            _answer(422, b"[" * 1500, b'"hunter2"', b"]"),
+            id="errors-replaced-validation-rest-dropped",
+        ),
+        pytest.param(
+            _answer(500, b"x" * 1500, b"more", headers=[(b"content-encoding", b"gzip")]),
+            id="errors-replaced-encoded-rest-dropped",
+        ),
+    ],
+)
+async def test_a_replaced_response_sends_nothing_after_the_generic_page(
+    app: App, path: str
+) -> None:
+    """A held response replaced by the generic page while the application was still
+    sending it: the server gets the generic page, whole, and then nothing (the rest
+    of a traceback must not follow a complete response onto the connection)."""
+    sink = RecordingSink()
+    layer = ErrorsMiddleware(
+        app, ErrorSettings(max_inspected_bytes=1024), events=EventEmitter([sink])
+    )
+    messages, _ = await _run(path, layer, app, sink)
+    assert [message["type"] for message in messages] == [
+        "http.response.start",
+        "http.response.body",
+    ]
+    assert not messages[1].get("more_body")
+    assert b"secret" not in messages[1]["body"]
+    assert b"hunter2" not in messages[1]["body"]
