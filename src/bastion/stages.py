@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import operator
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
@@ -110,6 +111,8 @@ to await is a plain function, and makes no coroutine."""
 
 _START: Final = "http.response.start"
 _BODY: Final = "http.response.body"
+_NAME: Final = operator.itemgetter(0)
+"""A header line's name."""
 
 
 class Stage(Protocol):
@@ -299,47 +302,48 @@ class Flow:
         message to send, or, once a hook needs I/O, an awaitable of it (of None when a
         stage answered instead), so the usual response makes no coroutine.
 
-        Header edits go to one list of the run's own, in a message of its own (the
-        first edit copies both; a message hook may hand back others, and the next
-        edit copies again), so the application's message and list stay as sent.
+        Header edits work on one list, `headers`, copied from the application's at the
+        first edit that changes it (`owned`), and put into a message of the run's own
+        only when a message hook is next or the run ends: the application's message
+        and list stay as sent, and consecutive edits make no message in between.
         """
         hooks = self.hooks
-        owned: Message | None = None  # the message the run made, and its list
-        owned_headers: RawHeaders | None = None
-        for index in range(level - 1, -1, -1):
-            entry = hooks[index]  # the common ops first
-            if entry[0] is EDIT:
-                current = message.get("headers", ())
-                headers = entry[1](current)
-                if headers is current:
-                    continue  # nothing to change: the message goes on as it is
+        entries = reversed(hooks) if level == len(hooks) else reversed(hooks[:level])
+        current = message.get("headers", ())  # the lines `message` carries
+        headers = current  # the lines as edited so far
+        owned = False  # whether `headers` is a list of the run's own
+        index = level
+        for entry in entries:
+            index -= 1
+            if entry[0] is EDIT:  # the common ops first
+                edited = entry[1](headers)
+                if edited is not headers:
+                    headers, owned = edited, True  # a new list (`HeaderEdit`)
             elif entry[0] is EXTEND:
-                headers = message.get("headers", ())
-                if headers is not owned_headers or message is not owned:
-                    headers = list(headers)
+                if not owned:
+                    headers, owned = list(headers), True
                 headers.extend(entry[1])
-            elif entry[0] is None:
-                decided = entry[1](message)
-                if decided.__class__ is dict or isinstance(decided, Mapping):
-                    message = decided  # a Message, by the test
-                    continue
-                return self._edit_start_after(decided, index)
             elif entry[0] is DEFAULT:
                 line = entry[1]
-                headers = message.get("headers", ())
-                if _is_set(headers, line[0]):
-                    continue  # the header was set: the message goes on as it is
-                if headers is not owned_headers or message is not owned:
-                    headers = list(headers)
-                headers.append(line)
-            else:
-                message = entry[0](message)
-                continue
-            if message is owned:
-                message["headers"] = headers
-            else:
-                message = owned = {**message, "headers": headers}
-            owned_headers = headers
+                if not _is_set(headers, line[0]):
+                    if not owned:
+                        headers, owned = list(headers), True
+                    headers.append(line)
+            else:  # a message hook: it gets the message as edited so far
+                if headers is not current:
+                    message = {**message, "headers": headers}
+                    current = headers
+                if entry[0] is None:
+                    decided = entry[1](message)
+                    if decided.__class__ is not dict and not isinstance(decided, Mapping):
+                        return self._edit_start_after(decided, index)
+                    message = decided  # a Message, by the test
+                else:
+                    message = entry[0](message)
+                current = headers = message.get("headers", ())
+                owned = False  # the hook's list: copied before the next change
+        if headers is not current:
+            message = {**message, "headers": headers}
         return message
 
     async def _edit_start_after(
@@ -355,11 +359,13 @@ class Flow:
 
 
 def _is_set(headers: RawHeaders, name: bytes) -> bool:
-    """Whether `headers` has a line of `name` (lower-case), in any case. Only a name
-    of the same length is lower-cased: a `map` over `operator.methodcaller("lower")`
-    costs several times this loop."""
+    """Whether `headers` has a line of `name` (lower-case), in any case. The usual
+    answer, no name of its length, is C calls only (a loop costs several times as
+    much); only a name of the same length is lower-cased."""
     size = len(name)
-    for present, _ in headers:  # noqa: SIM110 - a loop, not a generator: hot path
+    if size not in map(len, map(_NAME, headers)):
+        return False
+    for present, _ in headers:  # noqa: SIM110 - a loop, not a generator
         if len(present) == size and present.lower() == name:
             return True
     return False
