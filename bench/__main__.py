@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from bench import http, inprocess, memory, ratelimit, ws
+from bench import http, inprocess, instructions, memory, ratelimit, ws
 from bench.inprocess import BenchmarkError
 from bench.report import Parts, kept_tried_section, render_document
 
-PARTS: Final = ("inprocess", "http", "ws", "ratelimit", "memory")
+PARTS: Final = ("inprocess", "instructions", "http", "ws", "ratelimit", "memory")
 
 
 def _parts(text: str) -> tuple[str, ...]:
@@ -40,6 +40,11 @@ def run(parts: tuple[str, ...], *, smoke: bool) -> Parts:
         smoke=smoke,
         inprocess=inprocess.run_benchmark(inprocess.SMOKE if smoke else inprocess.FULL)
         if wanted("inprocess")
+        else None,
+        instructions=instructions.run_instructions(
+            instructions.SMOKE if smoke else instructions.FULL
+        )
+        if wanted("instructions")
         else None,
         http=http.run_http(http.SMOKE if smoke else http.FULL) if wanted("http") else None,
         ws=ws.run_ws(ws.SMOKE if smoke else ws.FULL) if wanted("ws") else None,

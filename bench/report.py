@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-from bench import http, inprocess, memory, ratelimit, ws
+from bench import http, inprocess, instructions, memory, ratelimit, ws
 
 PACKAGES: Final = (
     "bastion-asgi",
@@ -54,6 +54,7 @@ class Parts:
 
     smoke: bool
     inprocess: inprocess.Results | None = None
+    instructions: instructions.Results | None = None
     http: http.Results | None = None
     ws: ws.Results | None = None
     ratelimit: ratelimit.Results | None = None
@@ -141,6 +142,22 @@ def budget_lines(parts: Parts) -> list[BudgetLine]:
         )
     else:
         lines.append(BudgetLine("In-process ratios and µs", "not run", None))
+    counted = parts.instructions
+    if counted is not None:
+        # The in-process ratios again, in instructions: the same on every run and
+        # machine of the same interpreter (bench/instructions.py). Not the budget's
+        # own terms (medians of time), so shown beside them.
+        for route, ceiling in (("GET /hello", 2.0), ("POST /submit", 1.5)):
+            ours = counted.per_request[("Bastion + Starlette", route)]
+            base = counted.per_request[("Starlette", route)]
+            lines.append(
+                BudgetLine(
+                    f"The same in instructions (callgrind): {route}, Bastion + Starlette "
+                    f"<= {ceiling:.1f}x plain Starlette",
+                    f"{ours / base:.2f}x ({ours / 1000:,.0f}k vs {base / 1000:,.0f}k)",
+                    ours / base <= ceiling,
+                )
+            )
     hp = parts.http
     if hp is not None and not hp.counts.concurrent:
         for route, floor in (("GET /hello", 0.7), ("POST /submit", 0.6)):
@@ -226,6 +243,11 @@ def render_document(parts: Parts, tried: str = TRIED_PLACEHOLDER) -> str:
     ]
     if parts.inprocess is not None:
         sections += ["## In-process (direct ASGI calls)\n", inprocess.render_table(parts.inprocess)]
+    if parts.instructions is not None:
+        sections += [
+            "## In-process, in instructions (callgrind)\n",
+            instructions.render_instructions(parts.instructions),
+        ]
     if parts.http is not None:
         sections += ["## Over HTTP (wrk against uvicorn)\n", http.render_http(parts.http)]
     if parts.ws is not None:

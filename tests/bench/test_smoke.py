@@ -27,7 +27,7 @@ from bench.report import TRIED_HEADING
 from bench.servers import IMPLEMENTATIONS, serving
 
 from bastion.types import Receive, Scope, Send
-from bench import http, inprocess, memory, ratelimit, ws
+from bench import http, inprocess, instructions, memory, ratelimit, ws
 from tests.support.redis import require_tool
 
 
@@ -54,6 +54,52 @@ def test_inprocess_smoke_has_every_variant_and_route() -> None:
             assert cell.requests == SMOKE.rounds * SMOKE.calls
             assert cell.calls_per_request > 0
     assert "Every response was 200." in table
+
+
+def require_valgrind() -> None:
+    if instructions.valgrind() is not None:
+        return
+    reason = "valgrind is not installed (Debian: apt-get install valgrind)"
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def test_instructions_smoke_counts_every_stack_and_route() -> None:
+    require_valgrind()
+    results = instructions.run_instructions(instructions.SMOKE)
+    assert set(results.per_request) == {
+        (variant, route.name) for variant in instructions.VARIANTS for route in ROUTES
+    }
+    # Each stack runs more code than the application inside it, on every route.
+    for route in ROUTES:
+        counts = {
+            variant: results.per_request[(variant, route.name)] for variant in instructions.VARIANTS
+        }
+        assert 0 < counts["raw ASGI"] < counts["Starlette"] < counts["peer stack + Starlette"]
+        assert counts["raw ASGI"] < counts["Bastion + raw ASGI"]
+        assert counts["Starlette"] < counts["Bastion + Starlette"] < counts["Bastion + FastAPI"]
+    table = instructions.render_instructions(results)
+    assert table.count("| Bastion + Starlette |") == len(ROUTES)
+
+
+def test_instructions_child_aborts_on_a_failed_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The child's loop, in this process (no valgrind needed): a stack that answers 500
+    # stops the count, as in the timed part.
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    monkeypatch.setattr("bench.instructions.STACKS", {"raw ASGI": lambda: failing})
+    monkeypatch.setattr("bench.instructions.VARIANTS", ("raw ASGI",))
+    with pytest.raises(BenchmarkError, match="status 500"):
+        asyncio.run(instructions._child(instructions.SMOKE))
+
+
+def test_instructions_without_valgrind_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bench.instructions.valgrind", lambda: None)
+    with pytest.raises(BenchmarkError, match="valgrind is not installed"):
+        instructions.run_instructions(instructions.SMOKE)
 
 
 def test_inprocess_failed_request_aborts(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,10 +26,10 @@ from bastion.types import Message, RawHeaders
 pytestmark = pytest.mark.anyio
 
 
-def reference_edit_start(flow: Flow, message: Message, level: int) -> Message | Awaitable[Any]:
+def reference_edit_start(flow: Flow, message: Any, level: int) -> Any:
     """`Flow._edit_start` as it was before the one-list run (bastion be819b2)."""
     hooks = flow.hooks
-    owned: Message | None = None
+    owned: Any = None
     owned_headers: Any = None
     for index in range(level - 1, -1, -1):
         entry: Any = hooks[index]
@@ -44,11 +44,12 @@ def reference_edit_start(flow: Flow, message: Message, level: int) -> Message | 
                 headers = list(headers)
             headers.extend(entry[1])
         elif entry[0] is None:
-            decided = entry[1](message)
+            decided: Any = entry[1](message)
             if decided.__class__ is dict or isinstance(decided, Mapping):
-                message = decided
+                message = decided  # a Message, by the test
                 continue
-            return decided  # the awaitable (not reached: the table's I/O hooks decide)
+            awaitable: Awaitable[Any] = decided  # not reached: the table's I/O hooks decide
+            return awaitable
         elif entry[0] is DEFAULT:
             line = entry[1]
             headers = message.get("headers", ())
@@ -142,10 +143,13 @@ def start_message(headers: Any) -> Message:
 
 
 def flow_with(hooks: list[Any]) -> Flow:
-    async def nothing(message: Message) -> None:  # pragma: no cover - never sent to
+    async def receive() -> Message:  # pragma: no cover - never called
         raise AssertionError
 
-    flow = Flow({"type": "http", "headers": []}, nothing, nothing)
+    async def send(message: Message) -> None:  # pragma: no cover - never called
+        raise AssertionError
+
+    flow = Flow({"type": "http", "headers": []}, receive, send)
     flow.hooks.extend(hooks)
     return flow
 
