@@ -38,13 +38,16 @@ async def test_the_remembered_bucket_is_the_joined_key(
     layer = RateLimitMiddleware(app, RateLimitSettings(limits=limits), store=store)
     statuses = [(await call(layer, Request(client=USER))).status for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
-    part, ban_key, bucket = layer._clients[USER[0]]
+    part, ban_key, bucket, ban_digest, bucket_digest = layer._clients[USER[0]]
     rule = layer._rules.lookup("GET", "/")
     assert rule is not None
     first = rule.rates[0]
     if remembered:
         assert bucket == first.key_prefix + part
         assert memory._digest(bucket) in store._data  # the bucket the requests counted in
+        # ... and the digests the layer steps are the store's names of the two keys
+        assert (ban_digest, bucket_digest) == (memory._digest(ban_key), memory._digest(bucket))
     else:
         assert bucket is None
+        assert (ban_digest, bucket_digest) == (None, b"")
     assert ban_key.endswith(part)

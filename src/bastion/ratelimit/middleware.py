@@ -34,7 +34,11 @@ steps, and every other store, are awaited as before, and a test holds the two
 paths to the same verdicts and headers. What a request derives from constants is
 remembered in bounded memos, cleared when full so that a spray of addresses only
 churns them: a client address's key parts (`CLIENT_MEMO_ENTRIES`) and a rule's
-`RateLimit` lines by their figures (`LINES_MEMO_ENTRIES`).
+`RateLimit` lines by their figures (`LINES_MEMO_ENTRIES`). When the limits are one
+catch-all rate counted by client (`_only`, the default), the client memo also holds
+the store's digests of the client's ban and bucket keys, and the request is one
+store step on them (`MemoryStore.gcra_unless_digest_now`); a test holds that path
+to the general ones (tests/ratelimit/test_only_path.py).
 """
 
 from __future__ import annotations
@@ -89,9 +93,10 @@ OUTAGE_REPORT_INTERVAL_SECONDS: Final = 1.0
 # restarts and fail-overs take seconds.
 OUTAGE_RETRY_AFTER: Final = (b"retry-after", b"5")
 # Client addresses whose key parts (`client_key`, the ban key, the catch-all bucket
-# key) the layer remembers: every request of a client asks for the same ones.
-# Cleared when full, so a spray of addresses only churns it (4,096 addresses and
-# three keys each: about 1.5 MB).
+# key, and over a memory store the digests of the last two) the layer remembers:
+# every request of a client asks for the same ones. Cleared when full, so a spray
+# of addresses only churns it (4,096 addresses, three keys and two digests each:
+# about 2 MB).
 CLIENT_MEMO_ENTRIES: Final = 4096
 # `RateLimit` lines remembered per rule (`_Rule.lines`): a client's figures repeat
 # from one request to the next (a quota far from spent, a bucket that is full again).
@@ -113,8 +118,9 @@ class _LimitedRate:
 
 
 _Line: TypeAlias = tuple[bytes, bytes]
-# A client's key part, ban key, and catch-all bucket key (`_client_keys`).
-_ClientKeys: TypeAlias = tuple[str, str, str | None]
+# A client's key part, ban key, catch-all bucket key, and the memory store's digests
+# of the ban key and the bucket key (`_client_keys`).
+_ClientKeys: TypeAlias = tuple[str, str, str | None, bytes | None, bytes]
 _ceil: Final = math.ceil
 
 
@@ -286,6 +292,13 @@ class RateLimitMiddleware:
         # request's bucket is that prefix and the client's part (`_client_keys`).
         first = self._catch_all.rates[0] if self._catch_all is not None else None
         self._catch_all_prefix = first.key_prefix if first is not None and first.by_client else ""
+        # The rule of every request when it is that catch-all with one rate, over a
+        # memory store stepped synchronously: `enter` then steps the digests of the
+        # client's ban and bucket keys remembered with its key parts (`_client_keys`).
+        only = self._catch_all if self._steps is not None and self._catch_all_prefix else None
+        self._only: tuple[_Rule, GCRALimit] | None = (
+            (only, only.rates[0].limit) if only is not None and only.single else None
+        )
         self._clients: dict[str | None, _ClientKeys] = {}
         """Client address to its key parts (`_client_keys`)."""
         # Neither concurrency limits nor login routes: nothing to await after the rates.
@@ -314,17 +327,42 @@ class RateLimitMiddleware:
             return self._enter(flow)
         scope = flow.scope
         context = scope.get(SCOPE_KEY) or get_context(scope)
-        state = RateLimitState()
-        context.rate_limit = state
-        rule = self._catch_all or self._rules.lookup(
-            scope.get("method", "WEBSOCKET"), scope["path"]
-        )
         client = context.client  # `context.client_host`, inlined
         host = client[0] if client else None
         keys = self._clients.get(host)
         if keys is None:
             keys = self._client_keys(host)
-        client_part, ban_key, catch_all_bucket = keys
+        only = self._only
+        if only is not None:
+            # One catch-all rate counted by client: the ban check and its step, on the
+            # digests remembered with the client's key parts (`_client_keys`).
+            catch_all, limit = only
+            try:
+                first = steps.gcra_unless_digest_now(keys[3], keys[4], limit)
+            except StoreError:
+                state = context.rate_limit = RateLimitState(store_unavailable=True)
+                return self._failed(flow, state)
+            if first is None:
+                return self._enter(flow)  # banned: answered there (nothing was written)
+            state = context.rate_limit = RateLimitState(catch_all.first_rates, (first,))
+            # As below, for one rate.
+            allowed, _, remaining, _, reset_after = first
+            reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
+            lines = catch_all.lines.get((remaining, reset))
+            if lines is None:
+                lines = _lines(catch_all, remaining, reset)
+            if not allowed:
+                return self._refused_rate(flow, state, lines, first)
+            if self._plain:  # `_rest`, inlined
+                if scope["type"] == "http":
+                    flow.hooks.append((EXTEND, lines))
+                return None
+            return self._rest(flow, state, lines)
+        state = context.rate_limit = RateLimitState()
+        rule = self._catch_all or self._rules.lookup(
+            scope.get("method", "WEBSOCKET"), scope["path"]
+        )
+        client_part, ban_key, catch_all_bucket = keys[0], keys[1], keys[2]
         jailed = self.jail is not None
         try:
             if rule is None:
@@ -408,7 +446,8 @@ class RateLimitMiddleware:
         extra_headers: Sequence[_Line] | None = None
         try:
             client = context.client  # `context.client_host`, inlined
-            client_part, ban_key, _ = self._client_keys(client[0] if client else None)
+            keys = self._client_keys(client[0] if client else None)
+            client_part, ban_key = keys[0], keys[1]
             guard: str | None = None
             if self.jail is not None:
                 guard = ban_key
@@ -505,7 +544,9 @@ class RateLimitMiddleware:
     def _client_keys(self, host: str | None) -> _ClientKeys:
         """The client's key part (`client_key`), ban key (`Jail.ban_key`) and, when
         the limits are one catch-all rule whose first rate counts by client, the key
-        of that rate's bucket (else None).
+        of that rate's bucket (else None); when that rule is `enter`'s `_only`, the
+        store's digests of the ban key (None without bans) and of the bucket key
+        (`MemoryStore.digest_now`), else None and b"" (unused).
 
         Remembered for addresses of a sane length (a spray of addresses churns the
         memo: `CLIENT_MEMO_ENTRIES`); a longer host, which no IP address is, is keyed
@@ -513,7 +554,15 @@ class RateLimitMiddleware:
         """
         part = client_key(host, self._grouping)
         prefix = self._catch_all_prefix
-        keys = (part, Jail.ban_key(part), prefix + part if prefix else None)
+        ban_key = Jail.ban_key(part)
+        bucket = prefix + part if prefix else None
+        steps = self._steps
+        keys: _ClientKeys
+        if self._only is not None and steps is not None and bucket is not None:
+            guard = steps.digest_now(ban_key) if self.jail is not None else None
+            keys = (part, ban_key, bucket, guard, steps.digest_now(bucket))
+        else:
+            keys = (part, ban_key, bucket, None, b"")
         if host is None or len(host) <= _MEMO_MAX_HOST:
             clients = self._clients
             if len(clients) >= CLIENT_MEMO_ENTRIES:

@@ -59,8 +59,12 @@ every `_SWEEP_EVERY_WRITES` writes, an eviction at the bound, a rebuild. Nothing
 it waits, so the store also offers it synchronously (`get_now`, `gcra_now`,
 `gcra_unless_now`: the rate-limit layer then makes no coroutine per request), with
 the digests of recent keys remembered (`_DIGEST_MEMO_ENTRIES`: BLAKE2b was the
-largest part of a step). A subclass that overrides `get`, `gcra` or `gcra_unless`
-is never stepped that way (`steps_synchronously`), so its overrides stay in play.
+largest part of a step); a caller that remembers them itself (the rate-limit
+layer, with each client's key parts) steps by digest (`digest_now`,
+`gcra_unless_digest_now`, which also inlines `_gcra` for a bucket that is the most
+recently used entry, one client's requests in a row). A subclass that overrides
+`get`, `gcra` or `gcra_unless` is never stepped that way (`steps_synchronously`),
+so its overrides stay in play.
 """
 
 from __future__ import annotations
@@ -446,6 +450,79 @@ class MemoryStore:
         if guard in self._data and self._live(guard, now) is not None:
             return None
         return self._gcra(digest, limit, now)
+
+    def digest_now(self, key: str) -> bytes:
+        """The name the store keeps `key` under, for a caller that steps the same key
+        on every request and remembers it (`gcra_unless_digest_now`). Validated as
+        every step validates its key: a bad key raises `ValueError`."""
+        return _digest(key)
+
+    def gcra_unless_digest_now(
+        self, guard: bytes | None, digest: bytes, limit: GCRALimit
+    ) -> GCRAResult | None:
+        """`gcra_unless_now` on keys already digested (`digest_now`), with no guard when
+        `guard` is None: the rate-limit layer's step when its client memo holds them.
+
+        The usual step, a bucket that is the most recently used entry (one client's
+        requests in a row), is `_gcra`'s, inlined here: no Python call; anything else
+        is `_gcra` itself. Held to `gcra_unless_now` by a test over every case
+        (tests/stores/test_memory_digest_step.py).
+        """
+        if self._closed:
+            raise StoreError("memory store is closed")
+        clock = self._clock  # as in `gcra_now`
+        now = clock()
+        data = self._data
+        if guard is not None and guard in data and self._live(guard, now) is not None:
+            return None
+        entry = data.get(digest)
+        if entry.__class__ is not float or digest != self._newest:
+            return self._gcra(digest, limit, now)
+        # `_gcra` inlined for a bucket that is the most recently used entry: it is
+        # written in place (no recency to move, no dict slot spent), as there.
+        now_us = _round_float(now * _MICROSECONDS_FLOAT)  # `round(now * MICROSECONDS)`
+        interval = limit.emission_interval_us
+        window = limit.burst_tolerance_us + interval
+        cost = limit.cost
+        if entry / MICROSECONDS <= now:  # expired: `_gcra`'s stale bucket, a fresh one
+            new_tat = now_us + cost * interval
+            if new_tat - window > now_us or cost == 0:
+                return self._gcra(digest, limit, now)  # dropped, not replaced: the general way
+            data[digest] = float(new_tat)
+            # As `_settle` (the write counts towards the sweep, as in `_gcra`):
+            self._writes_to_sweep -= 1
+            if self._writes_to_sweep <= 0:
+                self._sweep(now)
+            if self._entries > self.max_entries or self._bytes > self.max_bytes:
+                self._shrink(digest)
+            if self._deleted >= self._compact_at:
+                self._compact()
+        else:
+            tat = int(entry) if entry > now_us else now_us
+            new_tat = tat + cost * interval
+            if new_tat - window > now_us:  # refused: nothing stored, nothing moves
+                return _new_tuple(
+                    GCRAResult,
+                    (
+                        False,
+                        window // interval,
+                        max(0, (now_us + window - tat) // interval),
+                        (new_tat - window - now_us) / MICROSECONDS,
+                        (tat - now_us) / MICROSECONDS,
+                    ),
+                )
+            if cost:
+                data[digest] = float(new_tat)  # in place, with no settling (as `_gcra`)
+        return _new_tuple(
+            GCRAResult,
+            (
+                True,
+                window // interval,
+                (now_us + window - new_tat) // interval,
+                0.0,
+                (new_tat - now_us) / MICROSECONDS,
+            ),
+        )
 
     def _remember(self, key: str) -> _Digest:
         """The key's digest (`_digest`: validated, so a bad key raises and is not
