@@ -65,6 +65,7 @@ def require_valgrind() -> None:
     pytest.skip(reason)
 
 
+@pytest.mark.timeout(900)  # valgrind runs the interpreter's start-up some 50 times slower
 def test_instructions_smoke_counts_every_stack_and_route() -> None:
     require_valgrind()
     results = instructions.run_instructions(instructions.SMOKE)

@@ -532,8 +532,12 @@ def whole_body_fits(
         return True
     if syntax != "urlencoded" or size < 2 or body[0] in _NOT_PLAIN_FIRST or not body[1]:
         return False
-    fields = 1 + body.count(b"&") + body.count(b";")
-    return fields <= limits.max_form_fields and size <= limits.max_form_part_bytes
+    if size > limits.max_form_part_bytes:
+        return False
+    # Each separator is a byte: a body shorter than the field limit has no more
+    # fields than it allows, counted or not.
+    max_fields = limits.max_form_fields
+    return size < max_fields or 1 + body.count(b"&") + body.count(b";") <= max_fields
 
 
 class _NoInspector:

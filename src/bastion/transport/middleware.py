@@ -56,6 +56,21 @@ _HSTS_NAME: Final = b"strict-transport-security"
 # Distinct (Host, forwarded host) pairs remembered: a site's own names and ports
 # number a handful; anything beyond is a spray, which empties the memo.
 _HOST_MEMO_SIZE: Final = 256
+# The default port of both secure schemes (`https` and `wss`, `DEFAULT_PORTS`).
+_SECURE_DEFAULT_PORT: Final = 443
+
+
+class _Remembered:
+    """An allowed host, as the remembered-host path of `TransportMiddleware.enter`
+    writes it into the request context: its port over a secure scheme worked out
+    when it was remembered (`port or DEFAULT_PORTS[scheme]`, the same for both)."""
+
+    __slots__ = ("host", "port", "secure_port")
+
+    def __init__(self, host: HostPort) -> None:
+        self.host = host.host
+        self.port = host.port
+        self.secure_port = host.port or _SECURE_DEFAULT_PORT
 
 
 class TransportMiddleware:
@@ -104,7 +119,7 @@ class TransportMiddleware:
         self._host_memo: dict[tuple[tuple[str, ...], str | None], HostVerdict] = {}
         # The same, for the common case only: one `Host` line, no proxy trusted, the
         # host allowed. Keyed by the line's bytes, so `enter` reads no facts.
-        self._allowed_host_memo: dict[bytes, HostPort] = {}
+        self._allowed_host_memo: dict[bytes, _Remembered] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in _GUARDED_SCOPES or not self.settings.enabled:
@@ -123,9 +138,11 @@ class TransportMiddleware:
         # of the full path below, without reading the facts. Inline, not a call:
         # this is every request of a running site.
         raw_hosts = flow.headers.get(b"host")
-        allowed = None
-        if raw_hosts is not None and len(raw_hosts) == 1:
-            allowed = self._allowed_host_memo.get(raw_hosts[0])
+        allowed = (
+            self._allowed_host_memo.get(raw_hosts[0])
+            if raw_hosts is not None and len(raw_hosts) == 1
+            else None
+        )
         if allowed is not None:
             scheme: str = scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")
             secure = scheme in _SECURE_SCHEMES
@@ -138,9 +155,13 @@ class TransportMiddleware:
                     context.client = (str(client[0]), int(client[1])) if client else None
                 context.scheme = scheme
                 context.host = allowed.host
-                context.port = allowed.port or DEFAULT_PORTS.get(scheme)
-                if secure and self._hsts_hook is not None and scope["type"] != "websocket":
-                    flow.hooks.append(self._hsts_hook)
+                if secure:
+                    context.port = allowed.secure_port
+                    hook = self._hsts_hook
+                    if hook is not None and scope["type"] != "websocket":
+                        flow.hooks.append(hook)
+                else:
+                    context.port = allowed.port or DEFAULT_PORTS.get(scheme)
                 return None
         facts = TransportFacts.from_index(
             scope, flow.headers, read_proxy_headers=self._read_proxy_headers
@@ -168,7 +189,7 @@ class TransportMiddleware:
             memo = self._allowed_host_memo
             if len(memo) >= _HOST_MEMO_SIZE:
                 memo.clear()
-            memo[facts.host_lines[0].encode("latin-1")] = host
+            memo[facts.host_lines[0].encode("latin-1")] = _Remembered(host)
         if resolved is not None:
             self._rewrite_scope(flow, facts, resolved, host)
         if self._hsts_hook is not None and scheme in _SECURE_SCHEMES and not facts.is_websocket:
