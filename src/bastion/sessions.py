@@ -24,13 +24,14 @@ session cannot see (`session["cart"].append(x)`): assign again, or set
 Performance: a request that carries no session cookie never touches the store (nor
 awaits anything to load its new session, nor, if the application leaves that session
 alone, to save it), and a session is written back only when it changed, was rotated,
-or its idle clock needs moving (at most once per `touch_interval_seconds`). A request
-with no `Cookie` line is decided by one dictionary probe, and a `Cookie` line that does
-not contain the session cookie's name is not split at all (only other applications'
-cookies), which decides exactly as the full parse (`cookie_from_lines`); a new
-session is made as a dict is (`Session` has no `__init__` of its own), and the hook
-that saves the session as the response starts is one closure per request, with the
-save itself a method.
+or its idle clock needs moving (at most once per `touch_interval_seconds`). A
+request with no `Cookie` line is decided by one dictionary probe, and a `Cookie`
+line that does not contain the session cookie's name is not split at all (only other
+applications' cookies; the parser is not even called when it is the only `Cookie`
+line), which decides exactly as the full parse (`cookie_from_lines`); a new session
+is made as a dict is (`Session` has no `__init__` of its own), and the hook that
+saves the session as the response starts is one function per request, its state
+bound as defaults rather than closure cells, with the save itself a method.
 
 References: OWASP Session Management Cheat Sheet
 https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html ;
@@ -625,15 +626,44 @@ class SessionMiddleware:
         # that name has no `Cookie` line in any case (the common case): nothing to
         # parse, and neither cookie reader would find an id.
         if b"cookie" in headers:
-            if flow.headers_lowercase:
-                untrusted_id = cookie_from_lines(headers[b"cookie"], self._cookie_name)
-            else:  # `read_cookie` matches the name exactly, as sent
-                untrusted_id = read_cookie(flow.scope["headers"], self._cookie_name)
-            if untrusted_id is not None and looks_like_session_id(untrusted_id):
-                return self._load(flow, untrusted_id)
+            lines = headers[b"cookie"]
+            # One line without the cookie's name anywhere in it (only other
+            # applications' cookies) holds no pair of that name, for either reader
+            # (`read_cookie` reads a subset of these lines): no id, and no call.
+            if len(lines) != 1 or self._cookie_name in lines[0]:
+                if flow.headers_lowercase:
+                    untrusted_id = cookie_from_lines(lines, self._cookie_name)
+                else:  # `read_cookie` matches the name exactly, as sent
+                    untrusted_id = read_cookie(flow.scope["headers"], self._cookie_name)
+                if untrusted_id is not None and looks_like_session_id(untrusted_id):
+                    return self._load(flow, untrusted_id)
         session = Session()  # `self.manager.new_session()`, inlined: most requests
         session._manager = self.manager
-        self._attach(flow, session)
+        # `_attach(flow, session)`, inlined, with the hook of a new session.
+        scope = flow.scope
+        scope["session"] = session
+        (scope.get(SCOPE_KEY) or get_context(scope)).session = session
+        if scope["type"] == "websocket":
+            return None  # a handshake cannot set cookies
+        hooks = flow.hooks
+
+        # `_attach`'s hook, with its state bound as defaults (one tuple) instead of
+        # closure cells (one cell per name, on every call of `enter`).
+        def commit(
+            message: Message,
+            session: Session = session,
+            layer: SessionMiddleware = self,
+            flow: Flow = flow,
+            level: int = len(hooks),
+            scope: Scope = scope,
+        ) -> Message | Awaitable[Message | None]:
+            if session._id is None and not (
+                session.modified or session.rotate_requested or session.logout_requested
+            ):
+                return message  # a new session left untouched: see `_attach`
+            return layer._save(flow, level, scope, session, message)
+
+        hooks.append((None, commit))
         return None
 
     async def _load(self, flow: Flow, untrusted_id: str) -> bool:
@@ -652,9 +682,17 @@ class SessionMiddleware:
         (scope.get(SCOPE_KEY) or get_context(scope)).session = session
         if scope["type"] == "websocket":
             return  # a handshake cannot set cookies
-        level = len(flow.hooks)
+        hooks = flow.hooks
 
-        def commit(message: Message) -> Message | Awaitable[Message | None]:
+        # The hook's state is bound as defaults (one tuple), not closure cells.
+        def commit(
+            message: Message,
+            session: Session = session,
+            layer: SessionMiddleware = self,
+            flow: Flow = flow,
+            level: int = len(hooks),
+            scope: Scope = scope,
+        ) -> Message | Awaitable[Message | None]:
             if session._id is None and not (
                 session.modified or session.rotate_requested or session.logout_requested
             ):
@@ -662,9 +700,9 @@ class SessionMiddleware:
                 # it nor add a header (its first three cases need one of these), so
                 # the message goes on with no coroutine made.
                 return message
-            return self._save(flow, level, scope, session, message)
+            return layer._save(flow, level, scope, session, message)
 
-        flow.hooks.append((None, commit))
+        hooks.append((None, commit))
 
     async def _save(
         self, flow: Flow, level: int, scope: Scope, session: Session, message: Message

@@ -37,6 +37,7 @@ from bastion.context import SCOPE_KEY, get_context
 from bastion.events import KIND_AUTHN_FAIL, KIND_SYS_AVAILABILITY, EventEmitter
 from bastion.exceptions import StoreError
 from bastion.responses import Refuser, send_generic
+from bastion.sessions import Session
 from bastion.stages import Flow, run_stages
 from bastion.stores.base import Store
 from bastion.stores.memory import MemoryStore
@@ -145,7 +146,12 @@ class AuthenticationMiddleware:
         roles_key = self._session_roles_key  # None when the session is no source
         if roles_key is not None:
             session = scope.get("session")
-            if getattr(session, "user_id", None) is not None:  # `session.login` was called
+            # `getattr(session, "user_id", None)`, a plain read on Bastion's own session.
+            if (
+                session.user_id
+                if session.__class__ is Session
+                else getattr(session, "user_id", None)
+            ) is not None:  # `session.login` was called
                 set_principal(scope, session_principal(session, roles_key))
                 return None
         # `set_principal(scope, None)`, inlined: anonymous is the common case.

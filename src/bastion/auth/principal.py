@@ -80,13 +80,18 @@ class AnonymousUser:
         return ""
 
 
+_NO_SCOPES: Final[tuple[str, ...]] = ()
+
+
 class AuthCredentials:
     """`scope["auth"]` (Starlette's `AuthCredentials` shape): the granted scopes."""
 
     __slots__ = ("scopes",)
 
-    def __init__(self, scopes: Iterable[str] = ()) -> None:
-        self.scopes: list[str] = sorted(scopes)
+    def __init__(self, scopes: Iterable[str] = _NO_SCOPES) -> None:
+        # A new empty list for the anonymous caller (every request without
+        # credentials), as `sorted(())` gives, without the call.
+        self.scopes: list[str] = [] if scopes is _NO_SCOPES else sorted(scopes)
 
 
 ANONYMOUS: Final = AnonymousUser()

@@ -1,20 +1,21 @@
 """The ASGI adapter: feeds the core, reads the token when asked, acts on the verdict.
 
-Per request: `check_common_request` answers safe methods and browsers' same-origin
-posts from the header index (`bastion.stages.Flow.headers`); any other request is
-turned into `RequestFacts` and decided by `check_request`. When it asks
-for the token, take it from the token header or, failing that, from the form body:
-the body is read only then, at most `max_body_bytes` of it, and the very same
+Per request: `check_common_request` (inlined in `enter`) answers safe methods and
+browsers' same-origin posts from the header index (`bastion.stages.Flow.headers`);
+any other request is turned into `RequestFacts` and decided by `check_request`. When
+it asks for the token, take it from the token header or, failing that, from the form
+body: the body is read only then, at most `max_body_bytes` of it, and the very same
 messages are replayed to the app before anything else it receives. The session's
 CSRF secret comes from Bastion's session layer, which must run outside this one;
 without it, requests that need a token are refused (`no-session`).
 
-Speed: the common requests cost a few lookups in the header index, with no facts
-and no verdict built; the `Vary` line is one header edit built at import
-(`_ADD_VARY`), which the flow applies to its own copy of the response's lines, with
-no closure or message copy of this layer's per request. Neither cookies nor the
-body are read unless the token is needed, which the design asks only of requests
-with neither Fetch Metadata nor `Origin`.
+Speed: the common requests cost a few lookups in the header index, with no facts and
+no verdict built (`enter` inlines `check_common_request`: no call for them, and
+tests/csrf/test_enter_parity.py runs the attack table through both); the `Vary` line
+is one header edit built at import (`_ADD_VARY`), which the flow applies to its own
+copy of the response's lines, with no closure or message copy of this layer's per
+request. Neither cookies nor the body are read unless the token is needed, which the
+design asks only of requests with neither Fetch Metadata nor `Origin`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from typing import Any, Final
 from pydantic import SecretStr
 
 from bastion.context import SCOPE_KEY, get_context
-from bastion.csrf.core import RequestFacts, Verdict, check_common_request, check_request
+from bastion.csrf.core import (
+    FETCH_SITE_PASSES,
+    METHOD_OVERRIDE_HEADERS,
+    METHOD_OVERRIDE_PARAMETER,
+    SAFE_METHODS,
+    RequestFacts,
+    Verdict,
+    check_request,
+)
 from bastion.csrf.forms import token_from_form
 from bastion.csrf.reasons import REASON_BODY_TOO_LARGE, REASON_NO_SESSION
 from bastion.csrf.settings import CSRFSettings, compile_policy
@@ -105,9 +114,10 @@ def append_vary(headers: Iterable[tuple[bytes, bytes]], names: Iterable[bytes]) 
 
 def _vary_on_sources(headers: RawHeaders) -> RawHeaders:
     """`append_vary(headers, VARY_NAMES)`, with no set built when the app sent no
-    `Vary` (the usual case): then the line is simply appended, to a new list."""
+    `Vary` (the usual case): then the line is simply appended, to a new list. Only a
+    name of four characters is lower-cased (as `bastion.stages._is_set` does)."""
     for name, _ in headers:
-        if name.lower() == b"vary":
+        if len(name) == 4 and name.lower() == b"vary":
             return append_vary(headers, VARY_NAMES)
     return [*headers, *_VARY_LINES]
 
@@ -206,15 +216,29 @@ class CSRFMiddleware:
         scope = flow.scope
         scope[TOKENS_SCOPE_KEY] = self.tokens
         headers = flow.headers
-        # Safe methods and browsers' same-origin posts, decided without the facts.
-        verdict = check_common_request(
-            scope["method"], scope["path"], scope.get("query_string", b""), headers, self.policy
-        )
-        if verdict is None:
-            facts = RequestFacts.from_index(scope, headers)
-            verdict = check_request(facts, self.policy)
-            if not verdict.allowed:
-                return self._enter_checking(flow, facts, verdict)
+        # `check_common_request`, inlined (the two requests nearly every browser
+        # sends); whatever it leaves to `check_request` goes there.
+        if scope["method"] in SAFE_METHODS:
+            query = scope.get("query_string", b"")
+            if METHOD_OVERRIDE_HEADERS.isdisjoint(headers) and (
+                not query or (METHOD_OVERRIDE_PARAMETER not in query.lower() and b"%" not in query)
+            ):
+                return None  # ALLOW: a safe method nothing overrides, no `Vary`
+        else:
+            sites = headers.get(b"sec-fetch-site")
+            if (
+                sites is not None
+                and len(sites) == 1
+                and sites[0] in FETCH_SITE_PASSES
+                and b"authorization" not in headers
+                and scope["path"] not in self.policy.exempt_paths
+            ):
+                flow.hooks.append(_ADD_VARY)  # ALLOW_VARIES: step 3 on Sec-Fetch-Site
+                return None
+        facts = RequestFacts.from_index(scope, headers)
+        verdict = check_request(facts, self.policy)
+        if not verdict.allowed:
+            return self._enter_checking(flow, facts, verdict)
         if verdict.varies:
             flow.hooks.append(_ADD_VARY)
         return None
