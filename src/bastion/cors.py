@@ -41,9 +41,10 @@ exact origin, `*`), so an actual request only picks one. With the default settin
 there is nothing to decide, and `Origin` is not parsed. Otherwise the edit chosen
 for an `Origin` value is remembered by its raw bytes, in a memo bounded in entries
 and key size (cleared when full), since nothing else of the request changes it;
-preflights are always decided afresh. The edit lower-cases only the response header
-names whose first byte could start `Vary` or `Access-Control-`, and copies the lines
-whole unless an app-set CORS line must go or a `Vary` line lacks `Origin`.
+preflights are always decided afresh. The edit skips the response header names
+known to be neither `Vary` nor `Access-Control-*` (a bounded memo, `_PLAIN_NAMES`),
+lower-cases only the others whose first byte could start one of those, and copies
+the lines whole unless an app-set CORS line must go or a `Vary` line lacks `Origin`.
 
 `monitor_only`: a preflight that would be refused is reported (`action="monitored"`)
 and passed on to the app unchanged, and app-set `Access-Control-*` headers are kept
@@ -164,6 +165,15 @@ _VARIES_ON_ORIGIN: Final = re.compile(rb"(?:\A|,)[ \t]*(?:origin|\*)[ \t]*(?:,|\
 # keys of one decision except pattern grants (a closure and a few tuples each).
 _MEMO_MAX_ORIGINS: Final = 256
 _MEMO_MAX_ORIGIN_BYTES: Final = 268
+
+# Response header names seen that are neither `Vary` nor `Access-Control-*`, in any
+# case: the response edits skip them with one set lookup. A name's verdict never
+# changes, so one memo serves every instance; it is bounded like the one above (an
+# answer's names may echo what a client sent), in entries and in name length (every
+# registered response header name is shorter).
+_PLAIN_NAMES: Final[set[bytes]] = set()
+_PLAIN_NAMES_ENTRIES: Final = 64
+_PLAIN_NAMES_MAX_BYTES: Final = 64
 
 
 # --- The core --------------------------------------------------------------------
@@ -511,11 +521,29 @@ def strip_app_cors(headers: RawHeaders) -> RawHeaders:
     """The response edit of a policy that grants nothing: the application's own
     `Access-Control-*` lines removed, and nothing added. No response of such a
     policy depends on the request's `Origin`, so none carries `Vary: Origin`. The
-    usual response has no such line and goes on as it is (the same list)."""
+    usual response has no such line and goes on as it is (the same list); a name
+    known to be neither (`_PLAIN_NAMES`) costs one set lookup."""
+    plain = _PLAIN_NAMES
     for name, _ in headers:
+        if name in plain:
+            continue
         if name[:1] in _CORS_NAME_STARTS and name.lower().startswith(_CORS_PREFIX):
             return [line for line in headers if not line[0].lower().startswith(_CORS_PREFIX)]
+        _remember_plain(name)
     return headers
+
+
+def _remember_plain(name: bytes) -> None:
+    """Add `name` to `_PLAIN_NAMES` when it is neither `Vary` nor `Access-Control-*`
+    (in any case), bytes and not too long; a full memo is emptied first."""
+    if name.__class__ is not bytes or len(name) > _PLAIN_NAMES_MAX_BYTES:
+        return
+    lower = name.lower()
+    if lower == b"vary" or lower.startswith(_CORS_PREFIX):
+        return
+    if len(_PLAIN_NAMES) >= _PLAIN_NAMES_ENTRIES:
+        _PLAIN_NAMES.clear()
+    _PLAIN_NAMES.add(name)
 
 
 def build_response_edit(
@@ -525,22 +553,27 @@ def build_response_edit(
 
     Most responses need neither a removal nor a merge: no `Access-Control-*` line,
     and no `Vary` line, or only lines already naming `Origin` (as the csrf layer's
-    does). The edit checks that in one pass, lower-casing only the names that start
-    as those two do, and then returns the lines with the grant appended (and
-    `Vary: Origin` when no line had it). Any other `Vary` or `Access-Control-*`
-    line sends the response through `rewrite_headers`.
+    does). The edit checks that in one pass, skipping the names known to be
+    neither (`_PLAIN_NAMES`) and lower-casing only the names that start as those
+    two do, and then returns the lines with the grant appended (and `Vary: Origin`
+    when no line had it). Any other `Vary` or `Access-Control-*` line sends the
+    response through `rewrite_headers`.
     """
     with_vary = (_VARY_ORIGIN, *grant)
 
     def edit(headers: RawHeaders) -> RawHeaders:
+        plain = _PLAIN_NAMES
         varies_on_origin = False
         for name, value in headers:
+            if name in plain:
+                continue
             if name[:1] in _EDITED_NAME_STARTS:
                 lower = name.lower()
                 if lower == b"vary" and _VARIES_ON_ORIGIN.search(value) is not None:
                     varies_on_origin = True
                 elif lower == b"vary" or (lower.startswith(_CORS_PREFIX) and not keep_app_cors):
                     return rewrite_headers(headers, grant, keep_app_cors=keep_app_cors)
+            _remember_plain(name)
         if varies_on_origin:
             return [*headers, *grant]
         return [*headers, *with_vary]
@@ -707,22 +740,22 @@ class CORSMiddleware:
         if origin_lines is None:
             flow.hooks.append(self._ungranted_hook)
             return None
-        # All lines comma-joined (`Flow.header`), inlined: this runs on every request.
-        untrusted_origin = origin_lines[0] if len(origin_lines) == 1 else b", ".join(origin_lines)
         if flow.scope["method"] == "OPTIONS":
             untrusted_method = flow.header(_ACRM)
             if untrusted_method is not None:
                 private_network = flow.header(_ACRPN)
                 preflight = PreflightRequest(
-                    untrusted_origin,
+                    b", ".join(origin_lines),  # all lines comma-joined, as `Flow.header`
                     untrusted_method,
                     flow.header(_ACRH),
                     private_network is not None and private_network.lower() == b"true",
                 )
                 return self._preflight(flow, preflight)
-        if self._grants_nothing:
+        if self._grants_nothing:  # before the `Origin` value is read: nothing to decide
             flow.hooks.append(self._ungranted_hook)
             return None
+        # All lines comma-joined (`Flow.header`), inlined: this runs on every request.
+        untrusted_origin = origin_lines[0] if len(origin_lines) == 1 else b", ".join(origin_lines)
         hook = self._hooks_by_origin.get(untrusted_origin)
         flow.hooks.append(hook if hook is not None else self._remember_actual(untrusted_origin))
         return None

@@ -39,7 +39,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Final, Literal
+from types import MethodType
+from typing import Final, Literal, TypeAlias
 
 from bastion.context import SCOPE_KEY, get_context
 from bastion.events import (
@@ -70,7 +71,7 @@ from bastion.headers.reports import (
 from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
 from bastion.stages import EDIT, Flow, Hook, run_stages
-from bastion.types import ASGIApp, Receive, Scope, Send
+from bastion.types import ASGIApp, RawHeaders, Receive, Scope, Send
 
 LAYER: Final = "headers"
 # More digits than any length under our cap can have; also keeps `int()` away from
@@ -108,6 +109,22 @@ def _declared_too_large(content_length: bytes | None, max_bytes: int) -> bool:
     return len(text) > _MAX_LENGTH_DIGITS or int(text) > max_bytes
 
 
+_Merge: TypeAlias = "partial[RawHeaders]"
+"""`merge_for_response` with its header set and nonce bound: what is left to pass
+is the request context and the response's lines."""
+_Plan: TypeAlias = tuple[Hook | None, _Merge]
+"""One header set as `HeadersMiddleware.enter` uses it: the response edit, built
+once, when its CSP has no nonce slot (else None), and the set's `_Merge`, which
+`enter` binds to the request's context (the nonce is read there)."""
+
+
+def _plan(header_set: HeaderSet) -> _Plan:
+    edit: Hook | None = None
+    if header_set.lines is not None:
+        edit = (EDIT, partial(merge_for_response, header_set, "", None))
+    return edit, partial(merge_for_response, header_set, "")
+
+
 class HeadersMiddleware:
     """Adds security headers and a per-request CSP nonce; receives CSP reports."""
 
@@ -124,14 +141,12 @@ class HeadersMiddleware:
         self.settings = settings or HeadersSettings()
         default, routes = compile_header_sets(self.settings)
         self._enabled = self.settings.enabled
-        self._default = default
-        self._routes: RouteTable[HeaderSet] = RouteTable(routes)
+        # What `enter` needs of each set, looked up with the route (`_Plan`).
+        self._default_plan = _plan(default)
+        self._routes: RouteTable[_Plan] = RouteTable(
+            {pattern: _plan(header_set) for pattern, header_set in routes.items()}
+        )
         self._has_routes = bool(self._routes)
-        # The response edit of each set whose CSP has no nonce, built once.
-        self._edits: dict[int, Hook] = {
-            id(header_set): (EDIT, partial(merge_for_response, header_set, "", None))
-            for header_set in (default, *routes.values())
-        }
         self._report_path = self.settings.csp_report_path
         self._max_report_bytes = self.settings.csp_report_max_bytes
         self._max_reports = self.settings.csp_report_max_reports
@@ -156,11 +171,11 @@ class HeadersMiddleware:
         path: str = scope["path"]
         if path == self._report_path:
             return self._answer_reports(flow)
-        header_set = self._default
+        edit, merge = self._default_plan
         if self._has_routes:
-            header_set = self._routes.lookup(scope["method"], path) or self._default
-        if header_set.lines is not None:  # no nonce slot: the set's edit is built
-            flow.hooks.append(self._edits[id(header_set)])
+            edit, merge = self._routes.lookup(scope["method"], path) or self._default_plan
+        if edit is not None:  # no nonce slot: the set's edit is built
+            flow.hooks.append(edit)
             return None
         context = scope.get(SCOPE_KEY) or get_context(scope)
         # The nonce is drawn when first read (a template, or a page's header): an
@@ -169,7 +184,9 @@ class HeadersMiddleware:
         # CSP reaches the browser.
         if context.nonce_source is None:
             context.nonce_source = new_nonce
-        flow.hooks.append((EDIT, partial(merge_for_response, header_set, "", context)))
+        # The set's merge bound to this request's context: a bound method is one small
+        # object, where a partial made per request would copy all its arguments.
+        flow.hooks.append((EDIT, MethodType(merge, context)))
         return None
 
     async def _answer_reports(self, flow: Flow) -> bool:

@@ -20,8 +20,9 @@ Threats, one header each (OWASP HTTP Headers Cheat Sheet):
 Every header is overridable per route (`bastion.routes` patterns), and every set of
 headers is compiled once, at construction, into a `HeaderSet` of encoded tuples plus
 a `CSPTemplate`; `merge_headers` is the whole per-response work: one pass over the
-application's lines with one table lookup each, then the set's lines, precomputed
-whole (CSP included) unless its CSP has a nonce slot.
+application's lines with one table lookup each (one set lookup for a name it keeps,
+remembered), then the set's lines, precomputed whole (CSP included) unless its CSP
+has a nonce slot.
 
 What the application set itself is kept unless `enforce` is on: the application
 knows that one response (a CSP for a page with its own policy, a CORP for a public
@@ -158,6 +159,10 @@ DEFAULT_RESOURCE_TYPES: Final = (
 # `ResourceTypes.memo`: distinct raw `Content-Type` values remembered, and the longest.
 _RESOURCE_MEMO_ENTRIES: Final = 64
 _RESOURCE_MEMO_MAX_BYTES: Final = 128
+# `HeaderSet.plain`: distinct header names of the application's answers remembered,
+# and the longest (every registered response header name is shorter).
+_PLAIN_MEMO_ENTRIES: Final = 64
+_PLAIN_MEMO_MAX_BYTES: Final = 64
 # The headers that act on a rendered page only (or on the browsing context around
 # it): left out of the resource set. What stays: nosniff, CORP, X-Frame-Options, a
 # `default-src 'none'` CSP, and any other header the settings add.
@@ -651,7 +656,11 @@ class HeaderSet:
     to do with an application line of each lower-case name (one lookup per line:
     strip, managed, or the `Content-Type`), and `lines` is everything the set adds
     to an answer that set none of `managed` (`static`, the CSP, `appended`), or None
-    when the CSP has a nonce slot and is rendered per response.
+    when the CSP has a nonce slot and is rendered per response. `plain` remembers
+    the names `merge_for_response` keeps as they are (lower-case, not in `kinds`),
+    so the usual line costs one set lookup: a name's verdict never changes, and the
+    memo is emptied when full (`_PLAIN_MEMO_ENTRIES`), as an answer's names may echo
+    what a client sent.
     """
 
     static: tuple[tuple[bytes, bytes], ...]
@@ -665,6 +674,7 @@ class HeaderSet:
     resource_types: ResourceTypes | None = None
     kinds: Mapping[bytes, int] = field(default_factory=dict, compare=False)
     lines: tuple[tuple[bytes, bytes], ...] | None = None
+    plain: set[bytes] = field(default_factory=set, compare=False)
 
     @property
     def needs_nonce(self) -> bool:
@@ -852,12 +862,60 @@ def merge_for_response(
 ) -> RawHeaders:
     """`merge_headers`, with the response's headers last: the headers layer binds
     the first three once (`functools.partial`, positional, so a call makes no
-    keyword dictionary) and the flow hands it the application's lines.
+    keyword dictionary; the context through a bound method, `HeadersMiddleware`)
+    and the flow hands it the application's lines.
 
-    One pass over the application's lines, one lookup each (`HeaderSet.kinds`);
-    then, when the application set none of our names, the set's precomputed
-    `lines` in one `extend` (a CSP without a nonce slot is rendered already).
+    The usual answer (a list whose every name is kept as it is, `HeaderSet.plain`,
+    or is `content-type`) is told by one loop of set lookups; its lines are then
+    copied in one call and the set's precomputed `lines` added in the same list
+    display (a CSP without a nonce slot is rendered already). Any other answer
+    takes `_merge_lines`: one pass, one lookup per line (`HeaderSet.kinds`).
     """
+    if app_headers.__class__ is list:  # read twice
+        plain, kinds = header_set.plain, header_set.kinds
+        content_type: bytes | None = None
+        content_types_seen = 0
+        for name, value in app_headers:
+            if name in plain:
+                continue
+            kind = kinds.get(name)
+            if kind is None and name.islower():  # kept as it is: remembered
+                if len(name) <= _PLAIN_MEMO_MAX_BYTES:
+                    if len(plain) >= _PLAIN_MEMO_ENTRIES:
+                        plain.clear()
+                    plain.add(name)
+                continue
+            if kind != _CONTENT_TYPE:
+                break  # a name to strip, to check against the set's, or not lower-case
+            content_type = value
+            content_types_seen += 1
+        else:
+            # Every line is kept, and the `content-type` lines are all the lines
+            # `_merge_lines`, and its enforcing pass, would count.
+            resource_types = header_set.resource_types
+            if content_types_seen == 1 and content_type is not None and resource_types is not None:
+                matched = resource_types.memo.get(content_type)  # `match`'s memo, inlined
+                if matched is None:
+                    matched = resource_types.match(content_type)
+                if matched:
+                    header_set = header_set.resource or header_set
+            # `tuple` returns a tuple line itself, and makes one of a list pair, as the
+            # general pass does.
+            lines = header_set.lines
+            if lines is not None:
+                return [*map(tuple, app_headers), *lines]
+            return _add_set([*map(tuple, app_headers)], header_set, nonce, context, None)
+    return _merge_lines(header_set, nonce, context, app_headers)
+
+
+def _merge_lines(
+    header_set: HeaderSet,
+    nonce: str,
+    context: RequestContext | None,
+    app_headers: Iterable[Any],
+) -> RawHeaders:
+    """`merge_for_response` for any answer: one pass over the application's lines,
+    one lookup each (`HeaderSet.kinds`), then the set's lines (`_add_set`)."""
     resource_types = header_set.resource_types
     if resource_types is not None and header_set.enforce:
         # Enforcing drops the application's lines of the chosen set's names, so the
@@ -910,6 +968,19 @@ def merge_for_response(
         if lines is not None:
             result.extend(lines)
             return result
+    return _add_set(result, header_set, nonce, context, present)
+
+
+def _add_set(
+    result: RawHeaders,
+    header_set: HeaderSet,
+    nonce: str,
+    context: RequestContext | None,
+    present: set[bytes] | None,
+) -> RawHeaders:
+    """`result` (the application's lines kept) with the set's lines added, but those
+    of the names in `present` (set by the application): the CSP rendered here."""
+    if present is None:
         result.extend(header_set.static)
     else:
         result.extend(item for item in header_set.static if item[0] not in present)
