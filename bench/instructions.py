@@ -15,8 +15,9 @@ function nothing else here calls) after each phase; callgrind writes and resets 
 counts before each such call (`--dump-before`), so every second dump holds exactly the
 measured requests. Every response's status is checked, as in the timed part. The
 counts include the harness's own call (`call_once`, a few hundred instructions, the
-same for every stack) and exclude nothing the stack does (the garbage collector's
-passes fall where they fall: counts move by well under 1% between runs).
+same for every stack) and exclude nothing the stack does. With the hash seed fixed,
+two runs agree to a few dozen instructions per request (the garbage collector's
+passes are part of it, and fall at the same requests).
 
 `python -m bench.instructions` prints the table alone.
 """
