@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from bastion.events import EventEmitter
+from bastion.exceptions import StoreError
 from bastion.ratelimit import RateLimitMiddleware, RateLimitSettings
 from bastion.ratelimit.middleware import CLIENT_MEMO_ENTRIES
 from bastion.ratelimit.reasons import REASON_BANNED, REASON_RATE_LIMITED
@@ -198,3 +199,52 @@ async def test_a_spray_churns_the_memo_and_the_digests_stay_right(case: str) -> 
     assert (await call(layer, Request())).status == 403
     clock.advance(61)  # the ban is over
     assert (await call(layer, Request())).status == 200
+
+
+class _ReadOnly(MemoryStore):
+    """A store under maintenance: its synchronous steps fail (a fault injected there)."""
+
+    def gcra_unless_now(self, guard_key: str, key: str, limit: Any) -> Any:
+        raise StoreError("maintenance")
+
+    def gcra_now(self, key: str, limit: Any) -> Any:
+        raise StoreError("maintenance")
+
+
+class _CountingStep(MemoryStore):
+    """A store that counts its inlined step (`_gcra`), and otherwise steps as usual."""
+
+    steps = 0
+
+    def _gcra(self, digest: Any, limit: Any, now: float) -> Any:
+        type(self).steps += 1
+        return super()._gcra(digest, limit, now)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(_ReadOnly, id="ratelimit-only-overridden-sync-steps"),
+        pytest.param(_CountingStep, id="ratelimit-only-overridden-inlined-step"),
+    ],
+)
+def test_a_store_that_overrides_a_synchronous_step_is_stepped_through_it(make: Any) -> None:
+    store = make(clock=FakeClock())
+    assert store.steps_synchronously
+    assert not store.steps_by_digest
+    layer = RateLimitMiddleware(
+        app, RateLimitSettings.model_validate({"limits": {"*": ["3/minute"]}}), store=store
+    )
+    assert layer._only is None  # the general synchronous path, which calls the overrides
+    instance = MemoryStore(clock=FakeClock())
+    instance.gcra_now = lambda key, limit: MemoryStore.gcra_now(instance, key, limit)  # type: ignore[method-assign]
+    assert not instance.steps_by_digest
+    assert MemoryStore().steps_by_digest
+
+
+@pytest.mark.parametrize("fail_open", [True, False], ids=["open", "closed"])
+async def test_a_fault_injected_in_the_synchronous_step_is_honoured(fail_open: bool) -> None:
+    settings = {"limits": {"*": ["3/minute"]}, "fail_open": fail_open}
+    seen, _, _ = await _run(lambda clock: _ReadOnly(clock=clock), settings, [Request(), Request()])
+    assert [s.status for s in seen] == ([200, 200] if fail_open else [503, 503])
+    assert all(s.state is not None and s.state.store_unavailable for s in seen)

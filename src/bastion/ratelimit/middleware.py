@@ -295,7 +295,13 @@ class RateLimitMiddleware:
         # The rule of every request when it is that catch-all with one rate, over a
         # memory store stepped synchronously: `enter` then steps the digests of the
         # client's ban and bucket keys remembered with its key parts (`_client_keys`).
-        only = self._catch_all if self._steps is not None and self._catch_all_prefix else None
+        # A store whose synchronous steps are overridden is stepped through them
+        # (`MemoryStore.steps_by_digest`).
+        only = (
+            self._catch_all
+            if self._steps is not None and self._steps.steps_by_digest and self._catch_all_prefix
+            else None
+        )
         self._only: tuple[_Rule, GCRALimit] | None = (
             (only, only.rates[0].limit) if only is not None and only.single else None
         )

@@ -409,6 +409,26 @@ class MemoryStore:
             )
         )
 
+    @property
+    def steps_by_digest(self) -> bool:
+        """Whether `digest_now` and `gcra_unless_digest_now` may stand for `gcra_now`
+        and `gcra_unless_now`: `steps_synchronously`, and none of the synchronous
+        steps (nor `_gcra`, which the digest step inlines) overridden by a subclass or
+        the instance. A store that overrides one of them (a fault injected in
+        `gcra_unless_now`, say) is stepped through it, as before the digest steps.
+        """
+        return self.steps_synchronously and all(
+            getattr(bound, "__func__", None) is method and getattr(bound, "__self__", None) is self
+            for bound, method in (
+                (self.get_now, _MEMORY_GET_NOW),
+                (self.gcra_now, _MEMORY_GCRA_NOW),
+                (self.gcra_unless_now, _MEMORY_GCRA_UNLESS_NOW),
+                (self.digest_now, _MEMORY_DIGEST_NOW),
+                (self.gcra_unless_digest_now, _MEMORY_GCRA_UNLESS_DIGEST_NOW),
+                (self._gcra, _MEMORY_STEP),
+            )
+        )
+
     def get_now(self, key: str) -> bytes | None:
         """`get`, synchronously (see `steps_synchronously`)."""
         digest = self._digests.get(key)
@@ -788,6 +808,12 @@ _MICROSECONDS_FLOAT: Final = float(MICROSECONDS)
 _MEMORY_GET: Final = MemoryStore.get
 _MEMORY_GCRA: Final = MemoryStore.gcra
 _MEMORY_GCRA_UNLESS: Final = MemoryStore.gcra_unless
+_MEMORY_GET_NOW: Final = MemoryStore.get_now
+_MEMORY_GCRA_NOW: Final = MemoryStore.gcra_now
+_MEMORY_GCRA_UNLESS_NOW: Final = MemoryStore.gcra_unless_now
+_MEMORY_DIGEST_NOW: Final = MemoryStore.digest_now
+_MEMORY_GCRA_UNLESS_DIGEST_NOW: Final = MemoryStore.gcra_unless_digest_now
+_MEMORY_STEP: Final = MemoryStore._gcra
 
 
 def _expiry(now: float, ttl: float | None) -> float:
