@@ -521,16 +521,7 @@ class MemoryStore:
             tat = int(entry) if entry > now_us else now_us
             new_tat = tat + cost * interval
             if new_tat - window > now_us:  # refused: nothing stored, nothing moves
-                return _new_tuple(
-                    GCRAResult,
-                    (
-                        False,
-                        window // interval,
-                        max(0, (now_us + window - tat) // interval),
-                        (new_tat - window - now_us) / MICROSECONDS,
-                        (tat - now_us) / MICROSECONDS,
-                    ),
-                )
+                return _refused(tat, new_tat, now_us, window, interval)
             if cost:
                 data[digest] = float(new_tat)  # in place, with no settling (as `_gcra`)
         return _new_tuple(
@@ -668,16 +659,7 @@ class MemoryStore:
                 if self._deleted >= self._compact_at:
                     self._compact()
             if new_tat - window > now_us:
-                return _new_tuple(
-                    GCRAResult,
-                    (
-                        False,
-                        window // interval,
-                        max(0, (now_us + window - tat) // interval),
-                        (new_tat - window - now_us) / MICROSECONDS,
-                        (tat - now_us) / MICROSECONDS,
-                    ),
-                )
+                return _refused(tat, new_tat, now_us, window, interval)
         elif entry is not None and digest == self._newest:
             data[digest] = float(new_tat)  # already the most recently used: in place
         else:
@@ -798,6 +780,22 @@ class MemoryStore:
 
 # `GCRAResult(...)` without its Python-level `__new__`: one C call (gcra.py).
 _new_tuple: Final = tuple.__new__
+
+
+def _refused(tat: int, new_tat: int, now_us: int, window: int, interval: int) -> GCRAResult:
+    """A refused step's result, as `gcra_step` gives it (off the hot path: a refusal)."""
+    return _new_tuple(
+        GCRAResult,
+        (
+            False,
+            window // interval,
+            max(0, (now_us + window - tat) // interval),
+            (new_tat - window - now_us) / MICROSECONDS,
+            (tat - now_us) / MICROSECONDS,
+        ),
+    )
+
+
 # `round(x)` of a float, called directly: the builtin looks `__round__` up and binds
 # it first, twice the cost. Its argument is a float even from a clock that reads
 # whole seconds as an `int` (times the float `_MICROSECONDS_FLOAT`), and the same
