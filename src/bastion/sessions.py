@@ -48,6 +48,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -576,6 +577,26 @@ class SessionManager:
 # --- the adapter --------------------------------------------------------------------
 
 
+def _commit(
+    session: Session,
+    layer: SessionMiddleware,
+    flow: Flow,
+    level: int,
+    scope: Scope,
+    message: Message,
+) -> Message | Awaitable[Message | None]:
+    """The save hook `SessionMiddleware` registers as the response starts, its state
+    bound with `functools.partial` (one C object per request, no closure cells)."""
+    if session._id is None and not (
+        session.modified or session.rotate_requested or session.logout_requested
+    ):
+        # A new session left untouched: `manager.commit` would neither save it nor
+        # add a header (its first three cases need one of these), so the message
+        # goes on with no coroutine made.
+        return message
+    return layer._save(flow, level, scope, session, message)
+
+
 class SessionMiddleware:
     """Loads the session before the app runs, saves it when the response starts.
 
@@ -645,25 +666,7 @@ class SessionMiddleware:
         (scope.get(SCOPE_KEY) or get_context(scope)).session = session
         if scope["type"] == "websocket":
             return None  # a handshake cannot set cookies
-        hooks = flow.hooks
-
-        # `_attach`'s hook, with its state bound as defaults (one tuple) instead of
-        # closure cells (one cell per name, on every call of `enter`).
-        def commit(
-            message: Message,
-            session: Session = session,
-            layer: SessionMiddleware = self,
-            flow: Flow = flow,
-            level: int = len(hooks),
-            scope: Scope = scope,
-        ) -> Message | Awaitable[Message | None]:
-            if session._id is None and not (
-                session.modified or session.rotate_requested or session.logout_requested
-            ):
-                return message  # a new session left untouched: see `_attach`
-            return layer._save(flow, level, scope, session, message)
-
-        hooks.append((None, commit))
+        flow.hooks.append((None, partial(_commit, session, self, flow, len(flow.hooks), scope)))
         return None
 
     async def _load(self, flow: Flow, untrusted_id: str) -> bool:
@@ -682,27 +685,7 @@ class SessionMiddleware:
         (scope.get(SCOPE_KEY) or get_context(scope)).session = session
         if scope["type"] == "websocket":
             return  # a handshake cannot set cookies
-        hooks = flow.hooks
-
-        # The hook's state is bound as defaults (one tuple), not closure cells.
-        def commit(
-            message: Message,
-            session: Session = session,
-            layer: SessionMiddleware = self,
-            flow: Flow = flow,
-            level: int = len(hooks),
-            scope: Scope = scope,
-        ) -> Message | Awaitable[Message | None]:
-            if session._id is None and not (
-                session.modified or session.rotate_requested or session.logout_requested
-            ):
-                # A new session left untouched: `manager.commit` would neither save
-                # it nor add a header (its first three cases need one of these), so
-                # the message goes on with no coroutine made.
-                return message
-            return layer._save(flow, level, scope, session, message)
-
-        hooks.append((None, commit))
+        flow.hooks.append((None, partial(_commit, session, self, flow, len(flow.hooks), scope)))
 
     async def _save(
         self, flow: Flow, level: int, scope: Scope, session: Session, message: Message
