@@ -28,6 +28,16 @@ def _parts(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def default_parts() -> tuple[str, ...]:
+    """Every part, but the instruction counts when valgrind is not installed: a plain
+    `python -m bench` then runs the rest (and says so); `--only instructions` asks
+    for them and fails without it."""
+    if instructions.valgrind() is not None:
+        return PARTS
+    print("bench: valgrind not found, instruction counts left out", file=sys.stderr)
+    return tuple(part for part in PARTS if part != "instructions")
+
+
 def run(parts: tuple[str, ...], *, smoke: bool) -> Parts:
     """Run `parts` (full or smoke counts); raises `BenchmarkError` on a failed request."""
 
@@ -61,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny counts, for CI")
     parser.add_argument(
-        "--only", type=_parts, default=PARTS, help=f"comma-separated parts: {','.join(PARTS)}"
+        "--only", type=_parts, default=None, help=f"comma-separated parts: {','.join(PARTS)}"
     )
     parser.add_argument("--out", type=Path, help="also write the markdown document here")
     args = parser.parse_args(argv)
     try:
-        parts = run(args.only, smoke=args.smoke)
+        parts = run(args.only or default_parts(), smoke=args.smoke)
     except BenchmarkError as error:
         print(f"benchmark aborted: {error}", file=sys.stderr)
         return 1

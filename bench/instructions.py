@@ -7,7 +7,8 @@ does neither: under `valgrind --tool=callgrind` it is the same on every run of t
 same interpreter and packages, whatever else the machine is doing. This part counts
 them for the in-process requests of the budget's stacks, as the ratios the budget
 states (to plain Starlette, to the raw app), and `python -m bench` reports it next to
-the timings when valgrind is installed (Debian: `valgrind`).
+the timings when valgrind is installed (Debian: `valgrind`; without it, the other parts
+run and this one is left out, `bench.__main__.default_parts`).
 
 How: one child process, under callgrind, builds the stacks and, for each stack and
 route, sends warm-up requests, then the measured ones, calling `os.getppid()` (a C

@@ -30,8 +30,8 @@ line that does not contain the session cookie's name is not split at all (only o
 applications' cookies; the parser is not even called when it is the only `Cookie`
 line), which decides exactly as the full parse (`cookie_from_lines`); a new session
 is made as a dict is (`Session` has no `__init__` of its own), and the hook that
-saves the session as the response starts is one function per request, its state
-bound as defaults rather than closure cells, with the save itself a method.
+saves the session as the response starts is one module function (`_commit`) bound
+per request with `functools.partial`, with the save itself a method.
 
 References: OWASP Session Management Cheat Sheet
 https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html ;

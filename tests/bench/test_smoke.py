@@ -97,6 +97,17 @@ def test_instructions_child_aborts_on_a_failed_request(monkeypatch: pytest.Monke
         asyncio.run(instructions._child(instructions.SMOKE))
 
 
+def test_default_parts_leave_out_the_counts_without_valgrind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench.__main__ import PARTS, default_parts
+
+    monkeypatch.setattr("bench.instructions.valgrind", lambda: None)
+    assert default_parts() == tuple(part for part in PARTS if part != "instructions")
+    monkeypatch.setattr("bench.instructions.valgrind", lambda: "/usr/bin/valgrind")
+    assert default_parts() == PARTS
+
+
 def test_instructions_without_valgrind_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("bench.instructions.valgrind", lambda: None)
     with pytest.raises(BenchmarkError, match="valgrind is not installed"):
