@@ -58,7 +58,6 @@ https://asgi.readthedocs.io/en/latest/specs/main.html#middleware
 from __future__ import annotations
 
 import enum
-import itertools
 import operator
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
@@ -211,11 +210,6 @@ class Flow:
             lowered.setdefault(name.lower(), []).append(value)
         self.headers = lowered
         self.headers_lowercase = False
-
-    @property
-    def header_bytes(self) -> int:
-        """The bytes of every header name and value (no line overhead): C calls only."""
-        return sum(map(len, itertools.chain.from_iterable(self.scope["headers"])))
 
     def header(self, name: bytes) -> bytes | None:
         """All lines of one header, comma-joined (RFC 9110 section 5.3), or None:

@@ -63,7 +63,11 @@ def index(headers: RawHeaders) -> Flow:
 
 
 def by_the_checks(flow: Flow, limits: BodyLimits) -> tuple[str, BodyPlan, int | None]:
-    head = read_head_index(flow.headers, len(flow.scope["headers"]), flow.header_bytes)
+    head = read_head_index(
+        flow.headers,
+        len(flow.scope["headers"]),
+        sum(len(name) + len(value) for name, value in flow.scope["headers"]),
+    )
     plan = plan_body(head, limits)
     return check_declared_body(head, limits, plan), plan, head.content_length
 

@@ -498,8 +498,8 @@ class LimitsMiddleware:
         headers = flow.headers
         raw = scope["headers"]
         count = len(raw)
-        # `Flow.header_bytes`, inlined (a property read is a slow lookup and a call),
-        # as the length of the names and values joined: fewer steps in C than a sum.
+        # The bytes of every name and value, as the length of them joined: fewer
+        # steps in C than a sum of their lengths.
         size = len(_join(_chain(raw))) + HEADER_LINE_OVERHEAD_BYTES * count
         max_count, max_bytes = self._max_header_count, self._max_header_bytes
         reason = (
