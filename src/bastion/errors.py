@@ -40,7 +40,7 @@ import html
 import json
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Final
 
 from pydantic import Field
@@ -212,8 +212,14 @@ class _ResponseGuard:
     held_body: list[bytes] | None = None  # made by the first held chunk
     held_size = 0
 
-    async def hold(self, message: Message) -> None:
-        await self.layer.hold(self.scope, self, message)
+    def hold(self, message: Message) -> Awaitable[None]:
+        return self.layer.hold(self.scope, self, message)
+
+    def failed(self, exc: Exception) -> Awaitable[None]:
+        return self.layer._on_exception(self.scope, self, exc)
+
+    def finish(self) -> Awaitable[None]:
+        return self.layer._finish(self.scope, self)
 
 
 class _PassValidationGuard(_ResponseGuard):
@@ -279,20 +285,16 @@ class ErrorsMiddleware:
             return
         await self._finish(scope, guard)
 
-    async def guard_stages(
+    def guard_stages(
         self, stages: Sequence[Stage], app: ASGIApp, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        """`guard_http` around `run_stages(stages, app)`, with no `send` wrapper: the
-        flow applies the guard to each message itself. `Shield`'s HTTP path."""
+    ) -> Awaitable[None]:
+        """`guard_http` around `run_stages(stages, app)`, with no `send` wrapper and no
+        coroutine of its own: the flow applies the guard to each message itself, and
+        `run_stages` hands what escapes to the guard (`failed`, `finish`). `Shield`'s
+        HTTP path."""
         guard = self._guard_type()
         guard.send, guard.layer, guard.scope = send, self, scope
-        try:
-            await run_stages(stages, app, scope, receive, send, guard)
-        except Exception as exc:  # this layer exists to catch everything
-            await self._on_exception(scope, guard, exc)
-            return
-        if guard.held_start is not None:  # `_finish`'s test, without its coroutine
-            await self._finish(scope, guard)
+        return run_stages(stages, app, scope, receive, send, guard)
 
     async def _finish(self, scope: Scope, guard: _ResponseGuard) -> None:
         if guard.held_start is not None and guard.held_start is not _REPLACED:

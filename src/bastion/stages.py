@@ -40,7 +40,10 @@ per-request lists instead of nested closures:
 * a stage that wraps `receive` replaces `flow.receive` (only when it must);
 * the errors layer's response guard (`bastion.errors`), outermost, is no `send`
   wrapper of its own: the flow's `send` applies its check to every message that
-  leaves the flow (`Flow.guard`), one branch per message while nothing is held.
+  leaves the flow (`Flow.guard`), one branch per message while nothing is held,
+  and `run_stages` hands what escapes the run to it (`ResponseGuard.failed`);
+  `Flow.send` is a plain function returning the server's `send`'s awaitable, so
+  the usual message makes no coroutine of the flow's.
 
 * a `websocket` scope runs the same stages (`enter_websocket`), and then the
   application gets the server's `send` and the flow's `receive` themselves: the
@@ -59,7 +62,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -114,6 +117,20 @@ _NAME: Final = operator.itemgetter(0)
 """A header line's name."""
 
 
+class _Done:
+    """An awaitable already done: what `Flow.send` returns for a message it drops or
+    holds back without I/O (its usual return is the server's `send`'s awaitable)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that finishes at once: `await` gets None
+
+
+_DONE: Final = _Done()
+
+
 class Stage(Protocol):
     """One layer's request phase (see the module docstring)."""
 
@@ -134,7 +151,16 @@ class ResponseGuard(Protocol):
     completed: bool
     hold_validation: bool
 
-    async def hold(self, message: Message) -> None: ...
+    def hold(self, message: Message) -> Awaitable[None]: ...
+
+    def failed(self, exc: Exception) -> Awaitable[None]:
+        """Answer an exception that escaped the stages and the application (log it,
+        and send the generic 500 unless the response had started)."""
+        ...
+
+    def finish(self) -> Awaitable[None]:
+        """The run is over with a response start still held: answer it (a 500)."""
+        ...
 
 
 class Flow:
@@ -219,57 +245,61 @@ class Flow:
             return None
         return lines[0] if len(lines) == 1 else b", ".join(lines)
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """The flow's `send`: a plain function returning what is to be awaited, the
+        server's `send`'s own awaitable in the usual case, so a message costs no
+        coroutine of the flow's (ASGI only awaits what `send` returns)."""
         if self.dropped:
-            return
+            return _DONE
         message_type = message["type"]
         if message_type == _START:
             if self.hooks:
                 edited = self._edit_start(message, len(self.hooks))
-                if edited.__class__ is dict or isinstance(edited, Mapping):
-                    message = edited  # a Message, by the test
-                else:  # a hook needed I/O: its awaitable
-                    answered = await edited
-                    if answered is None:
-                        return  # the hook's stage answered instead
-                    message = answered
+                if edited.__class__ is not dict and not isinstance(edited, Mapping):
+                    return self._send_when_edited(edited)  # a hook needed I/O
+                message = edited  # a Message, by the test
             self.started = True
         guard = self.guard
         if guard is None:
-            await self._send(message)
-            return
+            return self._send(message)
         # The errors guard, inlined (`_guarded_send`): this runs on every message.
         if guard.held_start is None:
             if message_type == _START:
                 status = message["status"]
                 if status >= 500 or (status == 422 and guard.hold_validation):
                     guard.held_start = message
-                    return
+                    return _DONE
                 guard.started = True
             elif message_type == _BODY and not message.get("more_body"):
                 guard.completed = True
-            await self._send(message)
-            return
-        await guard.hold(message)
+            return self._send(message)
+        return guard.hold(message)
 
-    async def _guarded_send(self, message: Message) -> None:
+    async def _send_when_edited(self, edited: Awaitable[Message | None]) -> None:
+        """`send`'s rest for a response start whose hooks needed I/O."""
+        message = await edited
+        if message is None:
+            return  # the hook's stage answered instead
+        self.started = True
+        await self._guarded_send(message)
+
+    def _guarded_send(self, message: Message) -> Awaitable[None]:
         """A message that left the flow, through the errors guard when there is one."""
         guard = self.guard
         if guard is None:
-            await self._send(message)
-        elif guard.held_start is not None:
-            await guard.hold(message)
-        else:
-            message_type = message["type"]
-            if message_type == _START:
-                status = message["status"]
-                if status >= 500 or (status == 422 and guard.hold_validation):
-                    guard.held_start = message
-                    return
-                guard.started = True
-            elif message_type == _BODY and not message.get("more_body"):
-                guard.completed = True
-            await self._send(message)
+            return self._send(message)
+        if guard.held_start is not None:
+            return guard.hold(message)
+        message_type = message["type"]
+        if message_type == _START:
+            status = message["status"]
+            if status >= 500 or (status == 422 and guard.hold_validation):
+                guard.held_start = message
+                return _DONE
+            guard.started = True
+        elif message_type == _BODY and not message.get("more_body"):
+            guard.completed = True
+        return self._send(message)
 
     def sender(self, level: int) -> Send:
         """A `send` through the hooks below `level` only, and never dropped: what a
@@ -374,40 +404,50 @@ async def run_stages(
     guard: ResponseGuard | None = None,
 ) -> None:
     """Run `stages` in order, then `app`, as the equivalent middleware chain would;
-    under the errors layer's `guard` when given (its exception handling is the
-    caller's, around this)."""
-    flow = Flow(scope, receive, send, guard)
-    exits = flow.exits
+    under the errors layer's `guard` when given, which answers what escapes
+    (`ResponseGuard.failed`) and a response start still held at the end, as the
+    errors middleware around the chain would (one coroutine for both)."""
     error: BaseException | None = None
     try:
-        for stage in stages:
-            pending = stage.enter(flow)
-            if pending is not None and await pending:
-                break
-        else:
-            await app(flow.scope, flow.receive, flow.send)
-    except BaseException as exc:  # handed to the exits below, then re-raised
-        if not exits:
-            raise
-        error = exc
-    # The exits unwind innermost first, as the `try` blocks of a chain would.
-    while exits:
-        outcome = exits.pop()(error)
-        if outcome is None or isinstance(outcome, BaseException):
-            error = outcome
-        else:
-            error = await outcome
-        outcome = None  # the error it handed back: kept by `error` alone (no cycle below)
-    # The stages' hooks and wrappers refer back to the flow (a closure over it, a
-    # `receive` wrapper that keeps it): unhooked now, the request's objects are freed
-    # as it ends instead of waiting, in reference cycles, for the garbage collector.
-    flow.hooks.clear()
-    flow.receive = receive
-    if error is not None:
+        flow = Flow(scope, receive, send, guard)
+        exits = flow.exits
         try:
-            raise error
-        finally:
-            error = None  # the traceback keeps this frame: no cycle through it
+            for stage in stages:
+                pending = stage.enter(flow)
+                if pending is not None and await pending:
+                    break
+            else:
+                await app(flow.scope, flow.receive, flow.send)
+        except BaseException as exc:  # handed to the exits below, then re-raised
+            if not exits:
+                raise
+            error = exc
+        # The exits unwind innermost first, as the `try` blocks of a chain would.
+        while exits:
+            outcome = exits.pop()(error)
+            if outcome is None or isinstance(outcome, BaseException):
+                error = outcome
+            else:
+                error = await outcome
+            outcome = None  # the error it handed back: kept by `error` alone (no cycle below)
+        # The stages' hooks and wrappers refer back to the flow (a closure over it, a
+        # `receive` wrapper that keeps it): unhooked now, the request's objects are
+        # freed as it ends instead of waiting, in reference cycles, for the garbage
+        # collector.
+        flow.hooks.clear()
+        flow.receive = receive
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None  # the traceback keeps this frame: no cycle through it
+    except Exception as exc:  # the errors layer exists to catch everything
+        if guard is None:
+            raise
+        await guard.failed(exc)
+        return
+    if guard is not None and guard.held_start is not None:
+        await guard.finish()
 
 
 async def enter_websocket(

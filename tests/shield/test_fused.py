@@ -115,7 +115,7 @@ async def call(
         "root_path": "",
         "query_string": b"",
         "headers": headers
-        if any(k == b"host" for k, _ in headers)
+        if any(line[0] == b"host" for line in headers)
         else [(b"host", b"testserver"), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 443),
@@ -214,6 +214,11 @@ CASES = [
     pytest.param("GET", "/admin", [], b"", id="fused-policy-refusal"),
     pytest.param("GET", "/boom", [], b"", id="fused-exception-in-app"),
     pytest.param("GET", "/limited", "broken", b"", id="fused-exception-in-stage"),
+    # A header name that is no bytes (no server sends one): the flow reads the lines
+    # before any stage runs, and what that raises is answered as any other failure.
+    pytest.param(
+        "GET", "/", [(bytearray(b"x-odd"), b"1")], b"", id="fused-malformed-scope-headers"
+    ),
 ]
 
 
@@ -267,6 +272,7 @@ EXPECTED_STATUS = {
     "fused-policy-refusal": 401,
     "fused-exception-in-app": 500,
     "fused-exception-in-stage": 500,
+    "fused-malformed-scope-headers": 500,
 }
 
 
