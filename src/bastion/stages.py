@@ -62,8 +62,8 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from typing import Final, Literal, Protocol, TypeAlias
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
@@ -332,38 +332,41 @@ class Flow:
         and list stay as sent, and consecutive edits make no message in between.
         """
         hooks = self.hooks
-        entries = reversed(hooks) if level == len(hooks) else reversed(hooks[:level])
+        # Each entry unpacked as it comes (cheaper than indexing it per test): typed
+        # loosely here, since no checker ties an entry's `arg` to its `op`.
+        entries: Iterator[tuple[Any, Any]] = (
+            reversed(hooks) if level == len(hooks) else reversed(hooks[:level])
+        )
         current = message.get("headers", ())  # the lines `message` carries
         headers = current  # the lines as edited so far
         owned = False  # whether `headers` is a list of the run's own
-        index = level
-        for entry in entries:
-            index -= 1
-            if entry[0] is EDIT:  # the common ops first
-                edited = entry[1](headers)
+        for op, arg in entries:
+            if op is EDIT:  # the common ops first
+                edited = arg(headers)
                 if edited is not headers:
                     headers, owned = edited, True  # a new list (`HeaderEdit`)
-            elif entry[0] is EXTEND:
+            elif op is EXTEND:
                 if not owned:
                     headers, owned = list(headers), True
-                headers.extend(entry[1])
-            elif entry[0] is DEFAULT:
-                line = entry[1]
-                if not _is_set(headers, line[0]):
+                headers.extend(arg)
+            elif op is DEFAULT:
+                if not _is_set(headers, arg[0]):
                     if not owned:
                         headers, owned = list(headers), True
-                    headers.append(line)
+                    headers.append(arg)
             else:  # a message hook: it gets the message as edited so far
                 if headers is not current:
                     message = {**message, "headers": headers}
                     current = headers
-                if entry[0] is None:
-                    decided = entry[1](message)
+                if op is None:
+                    decided: Message | Awaitable[Message | None] = arg(message)
                     if decided.__class__ is not dict and not isinstance(decided, Mapping):
-                        return self._edit_start_after(decided, index)
+                        # The hooks left to run are those the iterator has not reached:
+                        # as many as it has left (the current one's index).
+                        return self._edit_start_after(decided, operator.length_hint(entries))
                     message = decided  # a Message, by the test
                 else:
-                    message = entry[0](message)
+                    message = op(message)
                 current = headers = message.get("headers", ())
                 owned = False  # the hook's list: copied before the next change
         if headers is not current:
