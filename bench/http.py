@@ -9,6 +9,19 @@ asyncio) and each stack, one uvicorn process serves the stack; the benchmark the
 3. runs wrk on each route for a fixed time (threads and connections in `Counts`),
    reading the server's CPU time (`psutil`, user + system) before and after.
 
+The budget's pairs (Bastion + Starlette over plain Starlette, httptools + uvloop,
+GET /hello and POST /submit) are measured apart, in pairs. This machine has slow
+phases: for seconds at a time, at arbitrary moments, the same code runs about 1.5x
+slower. Two cells measured minutes apart, once each, can land one in a slow phase
+and the other not, and their ratio then moves by a third from run to run. So both
+servers stay up at once (one wrk at a time, never both loaded), and each route is
+measured in adjacent pairs of shorter runs, alternating which server goes first;
+a repetition's ratio comes from its own pair, and the budget figure is the median
+of those ratios (`ratio`), with their min-max (`paired`). A slow phase that hits
+one run of one pair moves that repetition's ratio, not the median. The per-stack
+table keeps one cell for every stack, route and implementation: for the paired
+ones, the medians over their repetitions.
+
 wrk runs a generated Lua script: the request (method, path, headers, body: the same
 bytes as in-process, see `bench.client`) and a `done` hook that prints the totals,
 the status-error count and the latency percentiles as one line. A cell with any
@@ -16,7 +29,7 @@ non-2xx/3xx answer, or any connect, read or write error, stops the run.
 
 The smoke mode starts every server at once and runs every wrk at once, for one
 second, over all routes in turn: it proves each stack answers 200 under wrk, and
-its figures mean nothing.
+its figures mean nothing (so it measures no pairs).
 
 Not covered: HTTP/2, TLS, several workers, keep-alive off (wrk keeps connections
 open). wrk and the server share the machine's cores, as they would in most CI runs.
@@ -26,9 +39,10 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import statistics
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -43,6 +57,11 @@ from bench.servers import IMPLEMENTATIONS, Server, serving
 # in-process table measures.
 HTTP_STACKS: Final = tuple(name for name in INPROCESS_STACKS if name != "Bastion + FastAPI")
 ALL_ROUTES: Final = "all routes"
+# The budget's pairs (issue #8): `PAIR_STACK`'s req/s over `PAIR_BASE`'s.
+PAIR_IMPLEMENTATION: Final = "httptools+uvloop"
+PAIR_STACK: Final = "Bastion + Starlette"
+PAIR_BASE: Final = "Starlette"
+PAIR_ROUTES: Final = ("GET /hello", "POST /submit")
 _RESULT_MARK: Final = "BENCH_RESULT"
 _WRK_TIMEOUT_MARGIN_SECONDS: Final = 60
 
@@ -55,13 +74,36 @@ class Counts:
     connections: int
     concurrent: bool
     """Smoke mode: every server and every wrk at once, all routes in one run."""
+    paired_repetitions: int
+    """Adjacent pairs per budget route (0: the budget pairs get single cells too)."""
+    paired_seconds: int
+    """wrk's time for each run of a pair."""
 
 
+# Nine pairs of 2 s per route: an odd count, so the median is one repetition's ratio,
+# an unspoilt one while at most four are spoilt by slow phases; short runs, so a pair
+# spans 4 s and a phase more often covers both of its runs or neither. (Simulated
+# with 1.5x slow phases of 2-10 s on average over 20-50% of the time, the median of
+# 9 x 2 s fell within 5% of the true ratio in 66-100% of runs, of 4 x 3 s in
+# 41-93%, of one 5 s cell each in 24-76%.) 2 routes x 9 pairs x 2 runs x 2 s = 72 s,
+# in place of the four 5 s cells (20 s) they replace.
 FULL: Final = Counts(
-    duration_seconds=5, warmup_seconds=1, threads=2, connections=64, concurrent=False
+    duration_seconds=5,
+    warmup_seconds=1,
+    threads=2,
+    connections=64,
+    concurrent=False,
+    paired_repetitions=9,
+    paired_seconds=2,
 )
 SMOKE: Final = Counts(
-    duration_seconds=1, warmup_seconds=0, threads=1, connections=4, concurrent=True
+    duration_seconds=1,
+    warmup_seconds=0,
+    threads=1,
+    connections=4,
+    concurrent=True,
+    paired_repetitions=0,
+    paired_seconds=0,
 )
 
 
@@ -79,9 +121,100 @@ class Cell:
 
 
 @dataclass(frozen=True, slots=True)
+class Spread:
+    median: float
+    low: float
+    high: float
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """The median of `values`, with their min and max."""
+    return Spread(statistics.median(values), min(values), max(values))
+
+
+@dataclass(frozen=True, slots=True)
+class Repetition:
+    """One adjacent pair of runs on one route: the stack's cell and the base's."""
+
+    first: str
+    """The stack whose wrk ran first."""
+    stack: Cell
+    base: Cell
+
+    @property
+    def ratio(self) -> float:
+        return self.stack.requests_per_second / self.base.requests_per_second
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.stack.cpu_us_per_request / self.base.cpu_us_per_request
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """`stack` against `base` on one route and implementation, in repetitions."""
+
+    implementation: str
+    stack: str
+    base: str
+    route: str
+    repetitions: tuple[Repetition, ...]
+
+    @property
+    def ratio(self) -> Spread:
+        """The stack's req/s over the base's: each repetition's own ratio, then the median."""
+        return spread([repetition.ratio for repetition in self.repetitions])
+
+    @property
+    def cpu_ratio(self) -> Spread:
+        """The stack's server CPU per request over the base's, paired the same way."""
+        return spread([repetition.cpu_ratio for repetition in self.repetitions])
+
+    def cells(self) -> tuple[Cell, Cell]:
+        """The stack's and the base's cell for the per-stack table: medians over the runs."""
+        return (
+            _median_cell([repetition.stack for repetition in self.repetitions]),
+            _median_cell([repetition.base for repetition in self.repetitions]),
+        )
+
+
+def _median_cell(cells: Sequence[Cell]) -> Cell:
+    first = cells[0]
+    return Cell(
+        implementation=first.implementation,
+        stack=first.stack,
+        route=first.route,
+        requests=sum(cell.requests for cell in cells),
+        requests_per_second=statistics.median(cell.requests_per_second for cell in cells),
+        p50_ms=statistics.median(cell.p50_ms for cell in cells),
+        p99_ms=statistics.median(cell.p99_ms for cell in cells),
+        cpu_us_per_request=statistics.median(cell.cpu_us_per_request for cell in cells),
+        timeouts=sum(cell.timeouts for cell in cells),
+    )
+
+
+def schedule(
+    repetitions: int, routes: Sequence[str], stack: str, base: str
+) -> Iterator[tuple[str, tuple[str, str]]]:
+    """`(route, (first, second))` in run order.
+
+    Repetition by repetition, every route in turn, so each route's pairs spread over
+    the whole phase rather than sharing one stretch of it; the base goes first on
+    even repetitions and the stack on odd ones, so whatever going first or second
+    does (a phase starting or ending within the pair) does not always fall on the
+    same side.
+    """
+    for repetition in range(repetitions):
+        order = (base, stack) if repetition % 2 == 0 else (stack, base)
+        for route in routes:
+            yield route, order
+
+
+@dataclass(frozen=True, slots=True)
 class Results:
     counts: Counts
     cells: list[Cell]
+    pairs: tuple[Pair, ...] = ()
 
 
 def wrk_path() -> str:
@@ -259,13 +392,20 @@ class _WrkRun:
         )
 
 
-def run_http(counts: Counts = FULL, stacks: Sequence[str] = HTTP_STACKS) -> Results:
-    """Every stack on every server implementation; raises `BenchmarkError` on a failure."""
+def run_http(
+    counts: Counts = FULL,
+    stacks: Sequence[str] = HTTP_STACKS,
+    implementations: Sequence[str] = tuple(IMPLEMENTATIONS),
+) -> Results:
+    """Every stack on every server implementation; raises `BenchmarkError` on a failure.
+
+    The budget's pairs are measured when the counts ask for them and the stacks and
+    implementations include them."""
     wrk_path()
     token = bearer_token()
-    pairs = [(stack, impl) for impl in IMPLEMENTATIONS for stack in stacks]
+    wanted = [(stack, impl) for impl in implementations for stack in stacks]
     if counts.concurrent:
-        with serving(pairs) as servers:
+        with serving(wanted) as servers:
             for server in servers:
                 preflight(server, _requests_for(server, token))
             runs = [
@@ -279,21 +419,82 @@ def run_http(counts: Counts = FULL, stacks: Sequence[str] = HTTP_STACKS) -> Resu
                 for server in servers
             ]
             return Results(counts, [run.finish() for run in runs])
+    pairs = (
+        run_pairs(counts, token)
+        if counts.paired_repetitions
+        and {PAIR_STACK, PAIR_BASE} <= set(stacks)
+        and PAIR_IMPLEMENTATION in implementations
+        else ()
+    )
+    paired_cells = {
+        (cell.implementation, cell.stack, cell.route): cell
+        for pair in pairs
+        for cell in pair.cells()
+    }
     cells: list[Cell] = []
-    for pair in pairs:
-        with serving([pair]) as (server,):
+    for stack, implementation in wanted:
+        with serving([(stack, implementation)]) as (server,):
             requests = _requests_for(server, token)
             preflight(server, requests)
             if counts.warmup_seconds:
                 _WrkRun(server, requests, ALL_ROUTES, counts, counts.warmup_seconds).finish()
             for request in requests:
-                run = _WrkRun(server, [request], request.name, counts, counts.duration_seconds)
-                cells.append(run.finish())
-    return Results(counts, cells)
+                cell = paired_cells.get((implementation, stack, request.name))
+                if cell is None:
+                    run = _WrkRun(server, [request], request.name, counts, counts.duration_seconds)
+                    cell = run.finish()
+                cells.append(cell)
+    return Results(counts, cells, pairs)
+
+
+def run_pairs(counts: Counts, token: str) -> tuple[Pair, ...]:
+    """The budget's pairs: both servers up, each checked and warmed up as in `run_http`,
+    then `counts.paired_repetitions` adjacent pairs per route in `schedule`'s order,
+    one wrk at a time."""
+    stacks = (PAIR_BASE, PAIR_STACK)
+    repetitions: dict[str, list[Repetition]] = {route: [] for route in PAIR_ROUTES}
+    with serving([(stack, PAIR_IMPLEMENTATION) for stack in stacks]) as servers:
+        by_stack = {server.stack: server for server in servers}
+        requests = {
+            server.stack: {request.name: request for request in _requests_for(server, token)}
+            for server in servers
+        }
+        for server in servers:
+            everything = list(requests[server.stack].values())
+            preflight(server, everything)
+            if counts.warmup_seconds:
+                _WrkRun(server, everything, ALL_ROUTES, counts, counts.warmup_seconds).finish()
+        for route, order in schedule(counts.paired_repetitions, PAIR_ROUTES, PAIR_STACK, PAIR_BASE):
+            measured = {
+                stack: _WrkRun(
+                    by_stack[stack], [requests[stack][route]], route, counts, counts.paired_seconds
+                ).finish()
+                for stack in order
+            }
+            repetitions[route].append(
+                Repetition(order[0], measured[PAIR_STACK], measured[PAIR_BASE])
+            )
+    return tuple(
+        Pair(PAIR_IMPLEMENTATION, PAIR_STACK, PAIR_BASE, route, tuple(runs))
+        for route, runs in repetitions.items()
+    )
+
+
+def paired(results: Results, implementation: str, stack: str, route: str, base: str) -> Pair | None:
+    """The paired measurement of `stack` against `base`, if this run made one."""
+    key = (implementation, stack, route, base)
+    return next(
+        (p for p in results.pairs if (p.implementation, p.stack, p.route, p.base) == key), None
+    )
 
 
 def ratio(results: Results, implementation: str, stack: str, route: str, base: str) -> float | None:
-    """`stack`'s req/s over `base`'s, same server implementation and route."""
+    """`stack`'s req/s over `base`'s, same server implementation and route: the median
+    of the paired repetitions' ratios where the two were measured in pairs, else the
+    ratio of their cells."""
+    pair = paired(results, implementation, stack, route, base)
+    if pair is not None:
+        return pair.ratio.median
     index = {(c.implementation, c.stack, c.route): c for c in results.cells}
     cell, other = (
         index.get((implementation, stack, route)),
@@ -331,7 +532,33 @@ def render_http(results: Results) -> str:
     timeouts = sum(cell.timeouts for cell in results.cells)
     if timeouts:
         lines += ["", f"wrk counted {timeouts} timeouts (requests slower than 2 s)."]
+    if results.pairs:
+        lines += ["", *_pair_lines(results)]
     return "\n".join(lines) + "\n"
+
+
+def _pair_lines(results: Results) -> list[str]:
+    c = results.counts
+    lines = [
+        f"The budget's pairs: both servers up at once, {c.paired_repetitions} repetitions of "
+        f"{c.paired_seconds} s per route, one wrk at a time, the base first in the 1st, 3rd, "
+        "... repetition and second in the others. A repetition's ratio comes from its own "
+        "adjacent pair of runs; the figure is their median (the x Starlette above), and "
+        "these stacks' cells above on these routes show medians over their runs.",
+        "",
+        "| uvicorn | stack over base | route | req/s ratio | min-max | each repetition "
+        "| server CPU µs/req ratio | min-max |",
+        "|---|---|---|---:|---:|---|---:|---:|",
+    ]
+    for pair in results.pairs:
+        rate, cpu = pair.ratio, pair.cpu_ratio
+        each = ", ".join(f"{repetition.ratio:.2f}" for repetition in pair.repetitions)
+        lines.append(
+            f"| {pair.implementation} | {pair.stack} over {pair.base} | {pair.route} "
+            f"| {rate.median:.2f} | {rate.low:.2f}-{rate.high:.2f} | {each} "
+            f"| {cpu.median:.2f} | {cpu.low:.2f}-{cpu.high:.2f} |"
+        )
+    return lines
 
 
 def _ratio_text(value: float | None) -> str:
