@@ -5,11 +5,19 @@ requests, built once as scopes and copied fresh for every call. Every response's
 status is checked: a variant whose requests fail aborts the run, since its timing
 would measure a refusal, not the stack.
 
-Timing: the variants run round-robin (round 1 of every variant and route, then round
-2, ...) so that drift in the machine (frequency scaling, other load) spreads over all
-of them instead of landing on one. Each call is timed alone with `perf_counter_ns`;
-a cell reports the median over all calls of all rounds, and the min-max of the
-per-round medians (how stable the figure was, not the outliers of single calls).
+Timing: many short rounds; in each, every variant runs every route once, each call
+timed alone with `perf_counter_ns` after a few untimed ones (`Counts.settle`). The
+virtual machines this runs on have slow phases: for seconds at a time the same code
+runs some 1.5 times slower, starting and ending at arbitrary moments. A ratio of two
+cells measured seconds apart can land in two phases, so the budget's comparisons are
+paired (`BUDGET_PAIRS`): within a round, the reference and Bastion on it run
+adjacently on the same route, in blocks that alternate which goes first (ABBA in one
+round, BAAB in the next) so a drift within the pair cancels. A round gives one ratio
+(or difference) of the two round medians; the figure is the median of those over the
+rounds, with their min-max. Every other ratio of the table is taken the same way,
+per round, though only the pairs are adjacent. A cell's own "median" is over all its
+calls, and its min-max that of its per-round medians (how stable the figure was, not
+the outliers of single calls).
 
 Call counts: the number of Python 'call' profile events per request (function entries
 and coroutine resumptions; C functions excluded), counted with `sys.setprofile` over
@@ -22,7 +30,7 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final
@@ -58,20 +66,41 @@ INPROCESS_STACKS: Final = (
     "Bastion + Starlette",
     "Bastion + FastAPI",
 )
+# The budget's comparisons, (reference, Bastion on it): timed adjacently in each round.
+BUDGET_PAIRS: Final = (
+    ("Starlette", "Bastion + Starlette"),
+    ("raw ASGI", "Bastion + raw ASGI"),
+)
+# About 2 ms per call against tens of µs for the rest: fewer calls per round keep a
+# round short (a reference only, in no budget pair).
+SLOW_VARIANTS: Final = frozenset({"Django"})
 
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """How much to run: `rounds` x `calls` per variant and route, interleaved."""
+    """How much to run: `rounds` x `calls` per variant and route (`slow_calls` for
+    `SLOW_VARIANTS`); a budget pair's calls of a round in `blocks` alternating blocks.
+
+    `settle` untimed calls open every stretch of timed calls: a stack that runs after
+    another takes a few tens of calls to get back to its steady speed (Bastion +
+    Starlette's first calls on GET /hello some 25% slower, Starlette's some 5%), a
+    cost of the benchmark's switching that a server running one stack never pays."""
 
     rounds: int
     calls: int
+    slow_calls: int
+    blocks: int
+    settle: int
     warmup: int
     profiled: int
 
 
-FULL: Final = Counts(rounds=5, calls=1000, warmup=100, profiled=5)
-SMOKE: Final = Counts(rounds=2, calls=5, warmup=2, profiled=2)
+# Many rounds, so the median over rounds stays put when a few straddle a change of
+# phase; few calls, so a pair's round on GET /hello lasts some 10 ms, inside a phase.
+FULL: Final = Counts(
+    rounds=20, calls=300, slow_calls=50, blocks=2, settle=50, warmup=100, profiled=5
+)
+SMOKE: Final = Counts(rounds=2, calls=5, slow_calls=5, blocks=2, settle=1, warmup=2, profiled=2)
 
 Route = Request
 ROUTES: Final = build_requests(ORIGIN, bearer_token())
@@ -171,6 +200,71 @@ def _check(variant: str, route: Route, status: int) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One stretch of a round: `calls` timed calls of one variant on one route."""
+
+    variant: str
+    route: Route
+    calls: int
+
+
+def _blocks(calls: int, blocks: int) -> list[int]:
+    """`calls` split into `blocks` sizes as equal as can be."""
+    size, extra = divmod(calls, blocks)
+    return [size + 1 if index < extra else size for index in range(blocks)]
+
+
+def schedule(variants: Sequence[str], round_index: int, counts: Counts) -> Iterator[Slot]:
+    """The order of one round: the budget pairs first, each pair adjacent on each
+    route in alternating blocks (the first block's leader alternates from round to
+    round, and the leader alternates from block to block); then every other variant
+    on every route, in the table's order."""
+    paired = [pair for pair in BUDGET_PAIRS if set(pair) <= set(variants)]
+    for reference, ours in paired:
+        for route in ROUTES:
+            for block, calls in enumerate(_blocks(counts.calls, counts.blocks)):
+                order = (reference, ours) if (round_index + block) % 2 == 0 else (ours, reference)
+                for variant in order:
+                    yield Slot(variant, route, calls)
+    in_pairs = {variant for pair in paired for variant in pair}
+    for variant in variants:
+        if variant in in_pairs:
+            continue
+        calls = counts.slow_calls if variant in SLOW_VARIANTS else counts.calls
+        for route in ROUTES:
+            yield Slot(variant, route, calls)
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """One figure per round (a ratio or a difference of two cells' round medians),
+    summarised: the median over rounds and the min-max."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+
+def _summarise(per_round: Sequence[float]) -> Paired:
+    return Paired(statistics.median(per_round), min(per_round), max(per_round), len(per_round))
+
+
+def paired_ratio(ours: Sequence[float], reference: Sequence[float]) -> Paired:
+    """Per round, `ours` over `reference` (their round medians), over the rounds.
+
+    Each round's two medians were measured close in time, so a slow phase of the
+    machine lifts both; a median of all calls of each cell instead compares whatever
+    phases each cell happened to fall in."""
+    return _summarise([o / r for o, r in zip(ours, reference, strict=True)])
+
+
+def paired_difference_us(ours_ns: Sequence[float], reference_ns: Sequence[float]) -> Paired:
+    """Per round, `ours` minus `reference` (round medians in ns), in µs, over the rounds."""
+    return _summarise([(o - r) / 1000 for o, r in zip(ours_ns, reference_ns, strict=True)])
+
+
 @dataclass(slots=True)
 class Cell:
     """Measurements of one variant on one route."""
@@ -194,6 +288,20 @@ class Results:
     counts: Counts
     variants: list[str]
     cells: dict[tuple[str, str], Cell]
+
+    def ratio(self, variant: str, reference: str, route: str) -> Paired:
+        """`variant` over `reference` on `route`, round by round."""
+        return paired_ratio(
+            self.cells[(variant, route)].round_medians_ns,
+            self.cells[(reference, route)].round_medians_ns,
+        )
+
+    def added_us(self, variant: str, reference: str, route: str) -> Paired:
+        """What `variant` adds to `reference` on `route`, in µs, round by round."""
+        return paired_difference_us(
+            self.cells[(variant, route)].round_medians_ns,
+            self.cells[(reference, route)].round_medians_ns,
+        )
 
 
 async def _count_calls(
@@ -226,19 +334,24 @@ async def _run(counts: Counts) -> Results:
         for route in ROUTES:
             for _ in range(counts.warmup):
                 _check(name, route, await call_once(app, scopes[route.name], route.body))
-    for _ in range(counts.rounds):
-        for name, app in variants.items():
-            for route in ROUTES:
-                scope, body, cell = scopes[route.name], route.body, cells[(name, route.name)]
-                timings = []
-                for _ in range(counts.calls):
-                    start = time.perf_counter_ns()
-                    status = await call_once(app, scope, body)
-                    timings.append(time.perf_counter_ns() - start)
-                    _check(name, route, status)
-                cell.timings_ns.extend(timings)
-                cell.round_medians_ns.append(statistics.median(timings))
-                cell.requests += len(timings)
+    for round_index in range(counts.rounds):
+        this_round: dict[tuple[str, str], list[int]] = {key: [] for key in cells}
+        for slot in schedule(list(variants), round_index, counts):
+            app, route = variants[slot.variant], slot.route
+            scope, body = scopes[route.name], route.body
+            timings = this_round[(slot.variant, route.name)]
+            for _ in range(counts.settle):
+                _check(slot.variant, route, await call_once(app, scope, body))
+            for _ in range(slot.calls):
+                start = time.perf_counter_ns()
+                status = await call_once(app, scope, body)
+                timings.append(time.perf_counter_ns() - start)
+                _check(slot.variant, route, status)
+        for key, timings in this_round.items():
+            cell = cells[key]
+            cell.timings_ns.extend(timings)
+            cell.round_medians_ns.append(statistics.median(timings))
+            cell.requests += len(timings)
     for name, app in variants.items():
         for route in ROUTES:
             calls = await _count_calls(name, app, route, scopes[route.name], counts.profiled)
@@ -252,11 +365,15 @@ def run_benchmark(counts: Counts = FULL) -> Results:
 
 
 def render_table(results: Results) -> str:
-    """The results as a markdown table, one row per variant and route."""
+    """The results as markdown: one row per variant and route, then the budget pairs."""
     c = results.counts
+    slow = ", ".join(sorted(SLOW_VARIANTS & set(results.variants)))
     lines = [
-        f"In-process ASGI calls: {c.rounds} rounds x {c.calls} calls per variant and route, "
-        f"interleaved; Python {sys.version.split()[0]}. Every response was 200.",
+        f"In-process ASGI calls: {c.rounds} rounds x {c.calls} calls per variant and route"
+        f"{f' ({slow}: {c.slow_calls})' if slow else ''}, interleaved; "
+        f"Python {sys.version.split()[0]}. Every response was 200. "
+        '"median": over all calls; "x raw", "x Starlette": median over rounds of '
+        "the ratio of the two round medians.",
         "",
         "| variant | route | median µs | round medians min-max µs | x raw | x Starlette "
         "| Python calls/req |",
@@ -265,12 +382,29 @@ def render_table(results: Results) -> str:
     for variant in results.variants:
         for route in ROUTES:
             cell = results.cells[(variant, route.name)]
-            raw = results.cells[("raw ASGI", route.name)].median_us
-            starlette = results.cells[("Starlette", route.name)].median_us
+            raw = results.ratio(variant, "raw ASGI", route.name).median
+            starlette = results.ratio(variant, "Starlette", route.name).median
             low, high = cell.spread_us
             lines.append(
                 f"| {variant} | {route.name} | {cell.median_us:.1f} | {low:.1f}-{high:.1f} "
-                f"| {cell.median_us / raw:.2f} | {cell.median_us / starlette:.2f} "
-                f"| {cell.calls_per_request:.0f} |"
+                f"| {raw:.2f} | {starlette:.2f} | {cell.calls_per_request:.0f} |"
+            )
+    lines += [
+        "",
+        f"Budget pairs, timed adjacently in each round ({c.blocks} blocks alternating "
+        "which goes first): per round, the ratio and the difference of the two round "
+        f"medians; the median of {c.rounds} rounds, and their min-max.",
+        "",
+        "| pair | route | ratio | rounds min-max | added µs | rounds min-max µs |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for reference, ours in BUDGET_PAIRS:
+        for route in ROUTES:
+            ratio = results.ratio(ours, reference, route.name)
+            added = results.added_us(ours, reference, route.name)
+            lines.append(
+                f"| {ours} vs {reference} | {route.name} | {ratio.median:.2f}x "
+                f"| {ratio.low:.2f}-{ratio.high:.2f} | {added.median:+.1f} "
+                f"| {added.low:+.1f} to {added.high:+.1f} |"
             )
     return "\n".join(lines) + "\n"
