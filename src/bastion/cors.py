@@ -522,13 +522,19 @@ def strip_app_cors(headers: RawHeaders) -> RawHeaders:
     `Access-Control-*` lines removed, and nothing added. No response of such a
     policy depends on the request's `Origin`, so none carries `Vary: Origin`. The
     usual response has no such line and goes on as it is (the same list); a name
-    known to be neither (`_PLAIN_NAMES`) costs one set lookup."""
+    known to be neither (`_PLAIN_NAMES`) costs one set lookup, and a lower-case
+    `vary` line, which that memo never holds, one comparison."""
     plain = _PLAIN_NAMES
     for name, _ in headers:
         if name in plain:
             continue
-        if name[:1] in _CORS_NAME_STARTS and name.lower().startswith(_CORS_PREFIX):
-            return [line for line in headers if not line[0].lower().startswith(_CORS_PREFIX)]
+        if name[:1] in _CORS_NAME_STARTS:
+            if name.lower().startswith(_CORS_PREFIX):
+                return [line for line in headers if not line[0].lower().startswith(_CORS_PREFIX)]
+        elif name == b"vary":
+            # Never memoised (the grant edits act on it), and nothing for this edit:
+            # the csrf layer's line, on most posts, costs no call.
+            continue
         _remember_plain(name)
     return headers
 
