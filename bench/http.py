@@ -50,7 +50,7 @@ from typing import Final
 import psutil
 
 from bench.client import Request, bearer_token, build_requests
-from bench.inprocess import INPROCESS_STACKS, BenchmarkError
+from bench.inprocess import INPROCESS_STACKS, BenchmarkError, Paired, summarise
 from bench.servers import IMPLEMENTATIONS, Server, serving
 
 # The in-process stacks, in their order, less Bastion + FastAPI, which only the
@@ -121,18 +121,6 @@ class Cell:
 
 
 @dataclass(frozen=True, slots=True)
-class Spread:
-    median: float
-    low: float
-    high: float
-
-
-def spread(values: Sequence[float]) -> Spread:
-    """The median of `values`, with their min and max."""
-    return Spread(statistics.median(values), min(values), max(values))
-
-
-@dataclass(frozen=True, slots=True)
 class Repetition:
     """One adjacent pair of runs on one route: the stack's cell and the base's."""
 
@@ -161,14 +149,14 @@ class Pair:
     repetitions: tuple[Repetition, ...]
 
     @property
-    def ratio(self) -> Spread:
+    def ratio(self) -> Paired:
         """The stack's req/s over the base's: each repetition's own ratio, then the median."""
-        return spread([repetition.ratio for repetition in self.repetitions])
+        return summarise([repetition.ratio for repetition in self.repetitions])
 
     @property
-    def cpu_ratio(self) -> Spread:
+    def cpu_ratio(self) -> Paired:
         """The stack's server CPU per request over the base's, paired the same way."""
-        return spread([repetition.cpu_ratio for repetition in self.repetitions])
+        return summarise([repetition.cpu_ratio for repetition in self.repetitions])
 
     def cells(self) -> tuple[Cell, Cell]:
         """The stack's and the base's cell for the per-stack table: medians over the runs."""

@@ -247,7 +247,8 @@ class Paired:
     rounds: int
 
 
-def _summarise(per_round: Sequence[float]) -> Paired:
+def summarise(per_round: Sequence[float]) -> Paired:
+    """The median of `per_round`, with the min, the max and how many there were."""
     return Paired(statistics.median(per_round), min(per_round), max(per_round), len(per_round))
 
 
@@ -257,12 +258,12 @@ def paired_ratio(ours: Sequence[float], reference: Sequence[float]) -> Paired:
     Each round's two medians were measured close in time, so a slow phase of the
     machine lifts both; a median of all calls of each cell instead compares whatever
     phases each cell happened to fall in."""
-    return _summarise([o / r for o, r in zip(ours, reference, strict=True)])
+    return summarise([o / r for o, r in zip(ours, reference, strict=True)])
 
 
 def paired_difference_us(ours_ns: Sequence[float], reference_ns: Sequence[float]) -> Paired:
     """Per round, `ours` minus `reference` (round medians in ns), in µs, over the rounds."""
-    return _summarise([(o - r) / 1000 for o, r in zip(ours_ns, reference_ns, strict=True)])
+    return summarise([(o - r) / 1000 for o, r in zip(ours_ns, reference_ns, strict=True)])
 
 
 @dataclass(slots=True)

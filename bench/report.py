@@ -164,11 +164,20 @@ def budget_lines(parts: Parts) -> list[BudgetLine]:
     if hp is not None and not hp.counts.concurrent:
         for route, floor in (("GET /hello", 0.7), ("POST /submit", 0.6)):
             value = http.ratio(hp, "httptools+uvloop", "Bastion + Starlette", route, "Starlette")
+            pair = http.paired(hp, "httptools+uvloop", "Bastion + Starlette", route, "Starlette")
+            measured = "not run" if value is None else f"{value:.2f}x"
+            if pair is not None:
+                spread, cpu = pair.ratio, pair.cpu_ratio
+                measured += (
+                    f" (paired, median of {spread.rounds} repetitions; "
+                    f"{spread.low:.2f} to {spread.high:.2f}; server CPU per request "
+                    f"{cpu.median:.2f}x)"
+                )
             lines.append(
                 BudgetLine(
                     f"HTTP {route} (uvicorn httptools+uvloop), Bastion + Starlette req/s "
                     f">= {floor:.1f}x plain Starlette",
-                    "not run" if value is None else f"{value:.2f}x",
+                    measured,
                     None if value is None else value >= floor,
                 )
             )

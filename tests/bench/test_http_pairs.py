@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from bench.inprocess import Paired, summarise
+from bench.report import Parts, budget_lines
 
 from bench import http
 from tests.bench.test_smoke import require_wrk
@@ -52,8 +54,8 @@ def pair_of(speeds: list[tuple[float, float]]) -> http.Pair:
 
 
 def test_spread_is_the_median_with_min_and_max() -> None:
-    assert http.spread([3.0, 1.0, 2.0]) == http.Spread(2.0, 1.0, 3.0)
-    assert http.spread([4.0, 1.0, 2.0, 3.0]) == http.Spread(2.5, 1.0, 4.0)
+    assert summarise([3.0, 1.0, 2.0]) == Paired(2.0, 1.0, 3.0, 3)
+    assert summarise([4.0, 1.0, 2.0, 3.0]) == Paired(2.5, 1.0, 4.0, 4)
 
 
 def test_one_slow_reference_repetition_leaves_the_paired_ratio_alone() -> None:
@@ -178,3 +180,18 @@ def test_no_pairs_without_both_stacks_or_their_server() -> None:
     results = http.run_http(only_once, stacks=(BASE,), implementations=(IMPLEMENTATION,))
     assert results.pairs == ()
     assert len(results.cells) == 3
+
+
+def test_the_budget_line_quotes_the_paired_median_and_its_spread() -> None:
+    """The report's HTTP verdict is the pairs' median, with their spread beside it."""
+    pair = pair_of([(1.0, 1.0), (1.0, SLOW), (1.0, 1.0)])  # one slow reference run
+    results = http.Results(
+        http.FULL, [pair.repetitions[0].stack, pair.repetitions[0].base], (pair,)
+    )
+    line = next(
+        line
+        for line in budget_lines(Parts(smoke=False, http=results))
+        if line.budget.startswith(f"HTTP {ROUTE}")
+    )
+    assert line.measured.startswith("0.80x (paired, median of 3 repetitions; 0.80 to 1.20;")
+    assert line.passed is True
