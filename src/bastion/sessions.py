@@ -29,9 +29,12 @@ request with no `Cookie` line is decided by one dictionary probe, and a `Cookie`
 line that does not contain the session cookie's name is not split at all (only other
 applications' cookies; the parser is not even called when it is the only `Cookie`
 line), which decides exactly as the full parse (`cookie_from_lines`); a new session
-is made as a dict is (`Session` has no `__init__` of its own), and the hook that
-saves the session as the response starts is one module function (`_commit`) bound
-per request with `functools.partial`, with the save itself a method.
+is made as a dict is (`Session` has no `__init__` of its own). The hook that saves
+the session as the response starts is one module function (`_commit`) bound with
+`functools.partial`, with the save itself a method; a new session's layer only keeps
+its place among the flow's hooks (`_SAVE_LATER`, a header edit that appends nothing),
+and the session puts the hook there on its first change (`Session._save_later`), so
+a request that leaves its new session alone makes no hook at all.
 
 References: OWASP Session Management Cheat Sheet
 https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html ;
@@ -46,6 +49,7 @@ import json
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -64,7 +68,7 @@ from bastion.events import (
 from bastion.exceptions import ConfigurationError, StoreError
 from bastion.responses import send_generic
 from bastion.sections import LayerSettings
-from bastion.stages import Flow, run_stages
+from bastion.stages import EXTEND, Flow, Hook, run_stages
 from bastion.stores.base import Store
 from bastion.stores.memory import MemoryStore
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -288,12 +292,68 @@ class Session(dict[str, Any]):
     _id: str | None = None
     _record: SessionRecord | None = None
     _csrf_secret: str | None = None
-    modified: bool = False
-    rotate_requested: bool = False
-    logout_requested: bool = False
+    _modified: bool = False
+    _rotate_requested: bool = False
+    _logout_requested: bool = False
+    _unsaved: tuple[weakref.ref[Flow], int, SessionMiddleware] | None = None
+    """A new session's request, while its save hook waits for the first change that
+    `_commit` looks for (`_save_later`): the flow (weakly, since the flow's scope holds
+    the session), the place kept for the hook, and the layer."""
     login_requested: bool = False
     roles_changed: tuple[list[str], list[str]] | None = None
     user_id: str | None = None
+
+    # A change that `_commit` looks for: a new session's save hook is registered by
+    # the first (`_save_later`), so an untouched session costs its request no hook.
+    @property
+    def modified(self) -> bool:
+        """Whether the data changed (set it after changing a value in place)."""
+        return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = value
+        if value and self._unsaved is not None:
+            self._save_later()
+
+    @property
+    def rotate_requested(self) -> bool:
+        """Whether a new id is to be issued as the response starts (`rotate`)."""
+        return self._rotate_requested
+
+    @rotate_requested.setter
+    def rotate_requested(self, value: bool) -> None:
+        self._rotate_requested = value
+        if value and self._unsaved is not None:
+            self._save_later()
+
+    @property
+    def logout_requested(self) -> bool:
+        """Whether the session is to end as the response starts (`logout`)."""
+        return self._logout_requested
+
+    @logout_requested.setter
+    def logout_requested(self, value: bool) -> None:
+        self._logout_requested = value
+        if value and self._unsaved is not None:
+            self._save_later()
+
+    def _save_later(self) -> None:
+        """Put the save hook in the place its layer kept for it among the flow's hooks
+        (`_SAVE_LATER`), unless the response has started (a change after that was
+        never saved: the hook ran as the response started) or the request is over."""
+        unsaved = self._unsaved
+        if unsaved is None:
+            return
+        self._unsaved = None
+        flow_ref, level, layer = unsaved
+        flow = flow_ref()
+        if flow is None or flow.started:
+            return
+        hooks = flow.hooks
+        if level < len(hooks) and hooks[level] is _SAVE_LATER:
+            # `flow.scope` is the scope the layer saw: no stage inside it replaces it.
+            hooks[level] = (None, partial(_commit, self, layer, flow, level, flow.scope))
 
     # Every mutator marks the session modified.
     def __setitem__(self, key: str, value: Any) -> None:
@@ -576,6 +636,11 @@ class SessionManager:
 
 # --- the adapter --------------------------------------------------------------------
 
+_SAVE_LATER: Final[Hook] = (EXTEND, ())
+"""The place a new session's save hook keeps among the flow's hooks until the session
+first changes (`Session._save_later`): a header edit that appends nothing, so the
+hooks outside it keep their levels (`Flow.sender`)."""
+
 
 def _commit(
     session: Session,
@@ -585,8 +650,9 @@ def _commit(
     scope: Scope,
     message: Message,
 ) -> Message | Awaitable[Message | None]:
-    """The save hook `SessionMiddleware` registers as the response starts, its state
-    bound with `functools.partial` (one C object per request, no closure cells)."""
+    """The save hook of `SessionMiddleware` (registered as a loaded session is
+    attached, or by a new session's first change), its state bound with
+    `functools.partial` (one C object, no closure cells)."""
     if session._id is None and not (
         session.modified or session.rotate_requested or session.logout_requested
     ):
@@ -666,7 +732,9 @@ class SessionMiddleware:
         (scope.get(SCOPE_KEY) or get_context(scope)).session = session
         if scope["type"] == "websocket":
             return None  # a handshake cannot set cookies
-        flow.hooks.append((None, partial(_commit, session, self, flow, len(flow.hooks), scope)))
+        hooks = flow.hooks
+        session._unsaved = (weakref.ref(flow), len(hooks), self)
+        hooks.append(_SAVE_LATER)
         return None
 
     async def _load(self, flow: Flow, untrusted_id: str) -> bool:

@@ -176,6 +176,7 @@ class Flow:
     """
 
     __slots__ = (
+        "__weakref__",  # a new session's save waits for its first change (`bastion.sessions`)
         "_send",
         "dropped",
         "exits",
