@@ -113,8 +113,6 @@ to await is a plain function, and makes no coroutine."""
 
 _START: Final = "http.response.start"
 _BODY: Final = "http.response.body"
-_NAME: Final = operator.itemgetter(0)
-"""A header line's name."""
 
 
 class _Done:
@@ -387,12 +385,9 @@ class Flow:
 
 
 def _is_set(headers: RawHeaders, name: bytes) -> bool:
-    """Whether `headers` has a line of `name` (lower-case), in any case. The usual
-    answer, no name of its length, is C calls only (a loop costs several times as
-    much); only a name of the same length is lower-cased."""
+    """Whether `headers` has a line of `name` (lower-case), in any case: only a name
+    of the same length is lower-cased."""
     size = len(name)
-    if size not in map(len, map(_NAME, headers)):
-        return False
     for present, _ in headers:  # noqa: SIM110 - a loop, not a generator
         if len(present) == size and present.lower() == name:
             return True
