@@ -214,7 +214,9 @@ class Flow:
     def index_headers(self) -> None:
         """Read `scope["headers"]` into `headers` (again, after a stage replaced them)."""
         raw: RawHeaders = self.scope["headers"]
-        index = {name: [value] for name, value in raw}
+        index: dict[bytes, list[bytes]] = {}
+        for name, value in raw:  # a loop, not a comprehension: no frame of its own
+            index[name] = [value]
         if len(index) != len(raw):  # a name repeated: all its lines, in order
             index = {}
             for name, value in raw:
