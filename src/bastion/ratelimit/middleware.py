@@ -37,8 +37,11 @@ churns them: a client address's key parts (`CLIENT_MEMO_ENTRIES`) and a rule's
 `RateLimit` lines by their figures (`LINES_MEMO_ENTRIES`). When the limits are one
 catch-all rate counted by client (`_only`, the default), the client memo also holds
 the store's digests of the client's ban and bucket keys, and the request is one
-store step on them (`MemoryStore.gcra_unless_digest_now`); a test holds that path
-to the general ones (tests/ratelimit/test_only_path.py).
+store step on them (`MemoryStore.gcra_unless_digest_now`); while that step answers
+with the very result the last allowed request got (the store shares the result of
+a step on an empty bucket), the state's results and the response's lines derived
+from it are reused (`_only_last`). Tests hold that path to the general ones
+(tests/ratelimit/test_only_path.py, tests/ratelimit/test_fast_only_last.py).
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ from bastion.ratelimit.reasons import (
 from bastion.ratelimit.settings import RateLimitSettings
 from bastion.responses import Refuser, header_value
 from bastion.routes import RouteTable
-from bastion.stages import EXTEND, Flow, run_stages
+from bastion.stages import EXTEND, Flow, Hook, run_stages
 from bastion.stores import MemoryStore, Store
 from bastion.stores.gcra import GCRALimit, GCRAResult, parse_limit
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -121,6 +124,10 @@ _Line: TypeAlias = tuple[bytes, bytes]
 # A client's key part, ban key, catch-all bucket key, and the memory store's digests
 # of the ban key and the bucket key (`_client_keys`).
 _ClientKeys: TypeAlias = tuple[str, str, str | None, bytes | None, bytes]
+# The last allowed result on `_only`'s path, the state's results, the response's
+# lines and their header hook (`RateLimitMiddleware._only_last`).
+_Derived: TypeAlias = tuple[GCRAResult | None, tuple[GCRAResult, ...], tuple[_Line, _Line], Hook]
+_NO_LINE: Final[_Line] = (b"", b"")
 _ceil: Final = math.ceil
 
 
@@ -307,6 +314,10 @@ class RateLimitMiddleware:
         )
         self._clients: dict[str | None, _ClientKeys] = {}
         """Client address to its key parts (`_client_keys`)."""
+        self._only_last: _Derived = (None, (), (_NO_LINE, _NO_LINE), (EXTEND, ()))
+        """On `_only`'s path, the last allowed result and what `enter` derived from it
+        (the state's results, the response's lines and their hook), reused while the
+        store answers with that same (immutable) result: one entry, replaced whole."""
         # Neither concurrency limits nor login routes: nothing to await after the rates.
         self._plain = not (self._has_concurrency or self._has_login_routes)
 
@@ -350,7 +361,18 @@ class RateLimitMiddleware:
                 return self._failed(flow, state)
             if first is None:
                 return self._enter(flow)  # banned: answered there (nothing was written)
-            state = context.rate_limit = RateLimitState(catch_all.first_rates, (first,))
+            derived = self._only_last
+            if first is derived[0]:
+                # The very result the last allowed request got (the store shares the
+                # result of a step on an empty bucket): what was derived from it.
+                state = context.rate_limit = RateLimitState(catch_all.first_rates, derived[1])
+                if self._plain:  # `_rest`, inlined
+                    if scope["type"] == "http":
+                        flow.hooks.append(derived[3])
+                    return None
+                return self._rest(flow, state, derived[2])
+            firsts = (first,)
+            state = context.rate_limit = RateLimitState(catch_all.first_rates, firsts)
             # As below, for one rate.
             allowed, _, remaining, _, reset_after = first
             reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
@@ -359,9 +381,11 @@ class RateLimitMiddleware:
                 lines = _lines(catch_all, remaining, reset)
             if not allowed:
                 return self._refused_rate(flow, state, lines, first)
+            hook: Hook = (EXTEND, lines)
+            self._only_last = (first, firsts, lines, hook)
             if self._plain:  # `_rest`, inlined
                 if scope["type"] == "http":
-                    flow.hooks.append((EXTEND, lines))
+                    flow.hooks.append(hook)
                 return None
             return self._rest(flow, state, lines)
         state = context.rate_limit = RateLimitState()

@@ -62,9 +62,10 @@ the digests of recent keys remembered (`_DIGEST_MEMO_ENTRIES`: BLAKE2b was the
 largest part of a step); a caller that remembers them itself (the rate-limit
 layer, with each client's key parts) steps by digest (`digest_now`,
 `gcra_unless_digest_now`, which also inlines `_gcra` for a bucket that is the most
-recently used entry, one client's requests in a row). A subclass that overrides
-`get`, `gcra` or `gcra_unless` is never stepped that way (`steps_synchronously`),
-so its overrides stay in play.
+recently used entry, one client's requests in a row, and answers a step on an
+empty bucket, whose result never varies, with one shared result: `_full_step`).
+A subclass that overrides `get`, `gcra` or `gcra_unless` is never stepped that way
+(`steps_synchronously`), so its overrides stay in play.
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ _Value: TypeAlias = bytes | int | _Index
 # A bare float is a GCRA TAT in microseconds (it expires then); else (expires_at, value).
 _Entry: TypeAlias = float | tuple[float, _Value]
 
+# A rate (None: none yet), what a step on its empty bucket adds to now (in
+# microseconds), and that step's result (None: not a plain write; `_full_step`).
+_FullStep: TypeAlias = tuple[GCRALimit | None, int, GCRAResult | None]
+
 _blake2b = hashlib.blake2b
 
 
@@ -220,6 +225,8 @@ class MemoryStore:
         self._closed = False
         # Validated key to its digest, for the synchronous steps (`_DIGEST_MEMO_ENTRIES`).
         self._digests: dict[str, _Digest] = {}
+        # The digest step's empty-bucket step of the last rate it saw (`_full_step`).
+        self._full: _FullStep = (None, 0, None)
 
     def __len__(self) -> int:
         """Entries held, counting each owner-index member as one."""
@@ -485,8 +492,11 @@ class MemoryStore:
 
         The usual step, a bucket that is the most recently used entry (one client's
         requests in a row), is `_gcra`'s, inlined here: no Python call; anything else
-        is `_gcra` itself. Held to `gcra_unless_now` by a test over every case
-        (tests/stores/test_memory_digest_step.py).
+        is `_gcra` itself. When that bucket is empty again (its TAT has passed: a
+        client that keeps below the rate), the result is the same every time, and
+        the one built by `_full_step` is returned, equal to what `_gcra` builds. Held
+        to `gcra_unless_now` by tests over every case (tests/stores/
+        test_memory_digest_step.py, tests/stores/test_fast_full_bucket.py).
         """
         if self._closed:
             raise StoreError("memory store is closed")
@@ -501,14 +511,14 @@ class MemoryStore:
         # `_gcra` inlined for a bucket that is the most recently used entry: it is
         # written in place (no recency to move, no dict slot spent), as there.
         now_us = _round_float(now * _MICROSECONDS_FLOAT)  # `round(now * MICROSECONDS)`
-        interval = limit.emission_interval_us
-        window = limit.burst_tolerance_us + interval
-        cost = limit.cost
         if entry / MICROSECONDS <= now:  # expired: `_gcra`'s stale bucket, a fresh one
-            new_tat = now_us + cost * interval
-            if new_tat - window > now_us or cost == 0:
+            full = self._full
+            if full[0] is not limit:
+                full = self._full_step(limit)
+            result = full[2]
+            if result is None:
                 return self._gcra(digest, limit, now)  # dropped, not replaced: the general way
-            data[digest] = float(new_tat)
+            data[digest] = float(now_us + full[1])
             # As `_settle` (the write counts towards the sweep, as in `_gcra`):
             self._writes_to_sweep -= 1
             if self._writes_to_sweep <= 0:
@@ -517,13 +527,16 @@ class MemoryStore:
                 self._shrink(digest)
             if self._deleted >= self._compact_at:
                 self._compact()
-        else:
-            tat = int(entry) if entry > now_us else now_us
-            new_tat = tat + cost * interval
-            if new_tat - window > now_us:  # refused: nothing stored, nothing moves
-                return _refused(tat, new_tat, now_us, window, interval)
-            if cost:
-                data[digest] = float(new_tat)  # in place, with no settling (as `_gcra`)
+            return result
+        interval = limit.emission_interval_us
+        window = limit.burst_tolerance_us + interval
+        cost = limit.cost
+        tat = int(entry) if entry > now_us else now_us
+        new_tat = tat + cost * interval
+        if new_tat - window > now_us:  # refused: nothing stored, nothing moves
+            return _refused(tat, new_tat, now_us, window, interval)
+        if cost:
+            data[digest] = float(new_tat)  # in place, with no settling (as `_gcra`)
         return _new_tuple(
             GCRAResult,
             (
@@ -534,6 +547,24 @@ class MemoryStore:
                 (new_tat - now_us) / MICROSECONDS,
             ),
         )
+
+    def _full_step(self, limit: GCRALimit) -> _FullStep:
+        """What a step of `limit` on an empty bucket does (`gcra_step` with no state):
+        it stores now plus `cost * interval`, and its result is the same whenever it
+        is taken, so it is built once and shared (a `GCRAResult` is immutable). None
+        for a rate whose empty bucket is not simply written (cost 0, or a cost over
+        the burst). Remembered for the last rate asked (`_full`)."""
+        interval = limit.emission_interval_us
+        window = limit.burst_tolerance_us + interval
+        step = limit.cost * interval
+        result = None
+        if step - window <= 0 and limit.cost:
+            result = _new_tuple(
+                GCRAResult,
+                (True, window // interval, (window - step) // interval, 0.0, step / MICROSECONDS),
+            )
+        self._full = full = (limit, step, result)
+        return full
 
     def _remember(self, key: str) -> _Digest:
         """The key's digest (`_digest`: validated, so a bad key raises and is not
