@@ -355,6 +355,14 @@ class Session(dict[str, Any]):
             # `flow.scope` is the scope the layer saw: no stage inside it replaces it.
             hooks[level] = (None, partial(_commit, self, layer, flow, level, flow.scope))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy or a pickle keeps: everything but `_unsaved`, so only the
+        request's own session fills the place kept for its save hook (a copy changed
+        first would take it; a weak reference cannot be pickled)."""
+        state = dict(vars(self))
+        state.pop("_unsaved", None)
+        return state
+
     # Every mutator marks the session modified.
     def __setitem__(self, key: str, value: Any) -> None:
         self.modified = True

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -115,18 +115,10 @@ _START: Final = "http.response.start"
 _BODY: Final = "http.response.body"
 
 
-class _Done:
-    """An awaitable already done: what `Flow.send` returns for a message it drops or
-    holds back without I/O (its usual return is the server's `send`'s awaitable)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[None, None, None]:
-        return
-        yield  # a generator that finishes at once: `await` gets None
-
-
-_DONE: Final = _Done()
+async def _sent_nothing() -> None:
+    """What `Flow.send` returns for a message it drops or holds back without I/O: a
+    coroutine, as what a `send` returns is (an application may hand it to
+    `asyncio.create_task`, or anyio's `start_soon` the `send` itself)."""
 
 
 class Stage(Protocol):
@@ -249,9 +241,12 @@ class Flow:
     def send(self, message: Message) -> Awaitable[None]:
         """The flow's `send`: a plain function returning what is to be awaited, the
         server's `send`'s own awaitable in the usual case, so a message costs no
-        coroutine of the flow's (ASGI only awaits what `send` returns)."""
+        coroutine of the flow's; a coroutine when the server's `send` makes one (as
+        ASGI servers' do), whatever the message, so it can be handed to
+        `asyncio.create_task`. The hooks run as `send` is called, not as its result
+        is awaited (an application awaits it at once)."""
         if self.dropped:
-            return _DONE
+            return _sent_nothing()
         message_type = message["type"]
         if message_type == _START:
             if self.hooks:
@@ -269,7 +264,7 @@ class Flow:
                 status = message["status"]
                 if status >= 500 or (status == 422 and guard.hold_validation):
                     guard.held_start = message
-                    return _DONE
+                    return _sent_nothing()
                 guard.started = True
             elif message_type == _BODY and not message.get("more_body"):
                 guard.completed = True
@@ -296,7 +291,7 @@ class Flow:
             status = message["status"]
             if status >= 500 or (status == 422 and guard.hold_validation):
                 guard.held_start = message
-                return _DONE
+                return _sent_nothing()
             guard.started = True
         elif message_type == _BODY and not message.get("more_body"):
             guard.completed = True
@@ -347,9 +342,10 @@ class Flow:
                 if edited is not headers:
                     headers, owned = edited, True  # a new list (`HeaderEdit`)
             elif op is EXTEND:
-                if not owned:
-                    headers, owned = list(headers), True
-                headers.extend(arg)
+                if arg:  # no lines (a place kept: `bastion.sessions`) change nothing
+                    if not owned:
+                        headers, owned = list(headers), True
+                    headers.extend(arg)
             elif op is DEFAULT:
                 if not _is_set(headers, arg[0]):
                     if not owned:

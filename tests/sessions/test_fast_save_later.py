@@ -12,6 +12,8 @@ session's); the messages sent, the store's writes and the events must be the sam
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 from collections.abc import Callable
 from functools import partial
@@ -64,6 +66,24 @@ def _delete_item(session: Session) -> None:
     del session["k"]
 
 
+def _copy_changed_first(session: Session) -> None:
+    copy.copy(session)["draft"] = 1  # a copy changed first takes nothing of the save
+    session["user"] = "alice"
+
+
+def _deepcopy_changed_first(session: Session) -> None:
+    copy.deepcopy(session)["draft"] = 1
+    session["user"] = "alice"
+
+
+def _only_a_copy_changed(session: Session) -> None:
+    copy.copy(session)["draft"] = 1
+
+
+def _pickled(session: Session) -> None:
+    assert dict(pickle.loads(pickle.dumps(session))) == dict(session)  # noqa: S301 - its own bytes
+
+
 CHANGES: dict[str, Callable[[Session], Any]] = {
     "untouched": lambda session: None,
     "read-only": lambda session: (session.get("k"), "k" in session, dict(session)),
@@ -81,6 +101,10 @@ CHANGES: dict[str, Callable[[Session], Any]] = {
     "logged-out": lambda session: session.logout(),
     "csrf-secret-drawn": lambda session: session.csrf_secret(),
     "roles-changed": lambda session: session.change_roles(["admin"]),
+    "copy-changed-first": _copy_changed_first,
+    "deepcopy-changed-first": _deepcopy_changed_first,
+    "only-a-copy-changed": _only_a_copy_changed,
+    "pickled": _pickled,
 }
 MOMENTS = ("before-start", "after-start", "after-body", "after-return")
 
@@ -214,3 +238,24 @@ async def test_an_untouched_session_leaves_only_its_place(monkeypatch: pytest.Mo
     assert hook is _SAVE_LATER
     assert unsaved is not None
     assert unsaved[0]() is None  # the flow is gone with the request: nothing keeps it
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        {"type": "http.response.start", "status": 200},
+        {"type": "http.response.start", "status": 200, "headers": ((b"x-app", b"1"),)},
+    ],
+    ids=["start-without-headers", "start-with-tuple-headers"],
+)
+async def test_an_untouched_session_sends_the_start_as_the_app_did(start: Message) -> None:
+    """The place kept for the hook is an edit that changes nothing: the very message
+    the application sent goes out (no copy, no `headers` added)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    store, sink = WatchedStore(clock=FakeClock()), RecordingSink()
+    sent = await exchange(alone(app, store, sink), [], "before-start", "untouched")
+    assert sent[0] is start

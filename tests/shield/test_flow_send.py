@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Generator
 
+import anyio
 import pytest
 
 from bastion.errors import ErrorsMiddleware
+from bastion.shield import Shield
 from bastion.stages import EXTEND, Flow
-from bastion.types import Message, Scope
+from bastion.types import Message, Receive, Scope, Send
+from tests.shield.test_fused import call, settings
 
 pytestmark = pytest.mark.anyio
 
@@ -125,3 +128,36 @@ async def test_an_io_hook_that_answers_sends_nothing_more() -> None:
     await flow.send(START)
     assert server.delivered == []
     assert not flow.started
+
+
+@pytest.mark.parametrize(
+    "case", ["dropped", "held-503", "passed"], ids=["send-dropped", "send-held", "send-passed"]
+)
+async def test_what_send_returns_is_a_coroutine_when_the_servers_is(case: str) -> None:
+    """An application may hand `send(...)` to `asyncio.create_task`, which takes only
+    a coroutine: every message gets one (the server's own, or the flow's)."""
+    delivered: list[Message] = []
+
+    async def server_send(message: Message) -> None:
+        delivered.append(message)
+
+    guard = ErrorsMiddleware(lambda s, r, se: None)._guard_type()  # type: ignore[arg-type, return-value]
+    flow = Flow(scope(), nothing, server_send, guard)
+    flow.dropped = case == "dropped"
+    status = 503 if case == "held-503" else 200
+    await asyncio.create_task(flow.send({**START, "status": status}))  # type: ignore[arg-type]
+    assert [m["status"] for m in delivered] == ([200] if case == "passed" else [])
+
+
+async def test_an_app_may_send_from_tasks_under_shield() -> None:
+    """`asyncio.create_task(send(...))` and anyio's `start_soon(send, ...)`, with a 503
+    the errors layer holds back until its body: the app's answer goes out as sent."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": 503, "headers": []}
+        await asyncio.create_task(send(start))  # type: ignore[arg-type]
+        async with anyio.create_task_group() as group:
+            group.start_soon(send, {"type": "http.response.body", "body": b"busy"})  # type: ignore[arg-type]
+
+    exchange = await call(Shield(app, settings()), "GET", "/", [])
+    assert [m.get("status", m.get("body")) for m in exchange.messages] == [503, b"busy"]
