@@ -1,26 +1,19 @@
-"""The remembered host's secure port, worked out when the host is remembered.
+"""The remembered host's port, over every scheme and scope type.
 
-`_Remembered.secure_port` stands for `port or DEFAULT_PORTS[scheme]` over both
-secure schemes: it holds only while they share their default port. The parity
-cases (the full path against the remembered one, `test_remembered_parity`) are
-run here over the port shapes a remembered host can have, on both secure
-schemes, and with the host remembered over the other scheme first.
+The parity cases (the full path against the remembered one,
+`test_remembered_parity`) are run here over the port shapes a remembered host can
+have, on both secure schemes, and with the host remembered over the other scheme
+first.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bastion.hosts import DEFAULT_PORTS
-from bastion.transport.middleware import _SECURE_DEFAULT_PORT, _SECURE_SCHEMES
 from tests.conftest import RecordingSink
 from tests.transport.test_remembered_parity import Case, _answer, _layer
 
 pytestmark = pytest.mark.anyio
-
-
-def test_secure_schemes_share_the_remembered_default_port() -> None:
-    assert {DEFAULT_PORTS[scheme] for scheme in _SECURE_SCHEMES} == {_SECURE_DEFAULT_PORT}
 
 
 HOSTS = [b"bank.example", b"bank.example:443", b"bank.example:8443", b"api.bank.example:80"]

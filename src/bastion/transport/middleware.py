@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Final
 
-from bastion.context import SCOPE_KEY, get_context
+from bastion.context import SCOPE_KEY, RequestContext, get_context
 from bastion.events import EventEmitter
 from bastion.hosts import DEFAULT_PORTS, HostPort
 from bastion.responses import Refuser
@@ -56,21 +56,24 @@ _HSTS_NAME: Final = b"strict-transport-security"
 # Distinct (Host, forwarded host) pairs remembered: a site's own names and ports
 # number a handful; anything beyond is a spray, which empties the memo.
 _HOST_MEMO_SIZE: Final = 256
-# The default port of both secure schemes (`https` and `wss`, `DEFAULT_PORTS`).
-_SECURE_DEFAULT_PORT: Final = 443
+# The schemes the remembered-host path of `enter` serves: what ASGI servers send.
+_REMEMBERED_SCHEMES: Final = frozenset(DEFAULT_PORTS)
 
 
-class _Remembered:
-    """An allowed host, as the remembered-host path of `TransportMiddleware.enter`
-    writes it into the request context: its port over a secure scheme worked out
-    when it was remembered (`port or DEFAULT_PORTS[scheme]`, the same for both)."""
+class _Pass:
+    """What the full path of `TransportMiddleware.enter` did for a request that
+    passed with no proxy trusted: the scheme, host and port it wrote into the
+    request context, and the response hook it added (HSTS, or None). Remembered
+    under the request's one `Host` line, scope type and scheme, of which (with the
+    settings) it is a pure function; it holds nothing else of the request."""
 
-    __slots__ = ("host", "port", "secure_port")
+    __slots__ = ("hook", "host", "port", "scheme")
 
-    def __init__(self, host: HostPort) -> None:
-        self.host = host.host
-        self.port = host.port
-        self.secure_port = host.port or _SECURE_DEFAULT_PORT
+    def __init__(self, scheme: str, host: str | None, port: int | None, hook: Hook | None) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.hook = hook
 
 
 class TransportMiddleware:
@@ -118,8 +121,9 @@ class TransportMiddleware:
         # Process-wide memo of a pure function, not request state (see `_check_host`).
         self._host_memo: dict[tuple[tuple[str, ...], str | None], HostVerdict] = {}
         # The same, for the common case only: one `Host` line, no proxy trusted, the
-        # host allowed. Keyed by the line's bytes, so `enter` reads no facts.
-        self._allowed_host_memo: dict[bytes, _Remembered] = {}
+        # request passed. Keyed by the line's bytes, then by the scope's type and
+        # scheme, so `enter` reads no facts and decides nothing (see `_remember`).
+        self._allowed_host_memo: dict[bytes, dict[str, dict[str, _Pass]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in _GUARDED_SCOPES or not self.settings.enabled:
@@ -133,35 +137,31 @@ class TransportMiddleware:
         redirected). Nothing is changed before the checks have all passed, so the
         refusing path starts over from the same state."""
         scope = flow.scope
-        # A request whose one `Host` line was allowed before (the memo is only
-        # filled when no proxy is trusted, so the peer is the client): the outcome
-        # of the full path below, without reading the facts. Inline, not a call:
-        # this is every request of a running site.
-        raw_hosts = flow.headers.get(b"host")
-        allowed = (
-            self._allowed_host_memo.get(raw_hosts[0])
-            if raw_hosts is not None and len(raw_hosts) == 1
-            else None
-        )
-        if allowed is not None:
-            scheme: str = scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")
-            secure = scheme in _SECURE_SCHEMES
-            if secure or not self._require_https:
-                context = scope.get(SCOPE_KEY)
-                if context is None:
-                    context = get_context(scope)  # its client is the scope's already
-                else:
+        # A request that passed before with the same one `Host` line, scope type and
+        # scheme (remembered only when no proxy is trusted, so the peer is the
+        # client): the outcome of the full path below, without reading the facts.
+        # Inline, not a call: this is every request of a running site. Subscripts,
+        # not `get`: a miss (no `Host` line or several, a line or scheme that did
+        # not pass, no scheme) raises and takes the full path, which refuses or
+        # remembers it.
+        if not self._read_proxy_headers:
+            try:
+                (host_line,) = flow.headers[b"host"]
+                passed = self._allowed_host_memo[host_line][scope["type"]][scope["scheme"]]
+            except (KeyError, ValueError):
+                pass
+            else:
+                if SCOPE_KEY in scope:
+                    context = scope[SCOPE_KEY]
                     client = scope.get("client")
                     context.client = (str(client[0]), int(client[1])) if client else None
-                context.scheme = scheme
-                context.host = allowed.host
-                if secure:
-                    context.port = allowed.secure_port
-                    hook = self._hsts_hook
-                    if hook is not None and scope["type"] != "websocket":
-                        flow.hooks.append(hook)
-                else:
-                    context.port = allowed.port or DEFAULT_PORTS.get(scheme)
+                    context.scheme = passed.scheme
+                else:  # made from the scope: its client, and its scheme (`passed.scheme`)
+                    context = get_context(scope)
+                context.host = passed.host
+                context.port = passed.port
+                if passed.hook is not None:
+                    flow.hooks.append(passed.hook)
                 return None
         facts = TransportFacts.from_index(
             scope, flow.headers, read_proxy_headers=self._read_proxy_headers
@@ -185,16 +185,35 @@ class TransportMiddleware:
         context.client, context.scheme = client, scheme
         context.host = host.host
         context.port = host.port or DEFAULT_PORTS.get(scheme)
-        if resolved is None and len(facts.host_lines) == 1:
-            memo = self._allowed_host_memo
-            if len(memo) >= _HOST_MEMO_SIZE:
-                memo.clear()
-            memo[facts.host_lines[0].encode("latin-1")] = _Remembered(host)
+        hook = self._hsts_hook if scheme in _SECURE_SCHEMES and not facts.is_websocket else None
+        if hook is not None:
+            flow.hooks.append(hook)
         if resolved is not None:
             self._rewrite_scope(flow, facts, resolved, host)
-        if self._hsts_hook is not None and scheme in _SECURE_SCHEMES and not facts.is_websocket:
-            flow.hooks.append(self._hsts_hook)
+        elif len(facts.host_lines) == 1:
+            self._remember(scope, facts.host_lines[0], context, hook)
         return None
+
+    def _remember(
+        self, scope: Scope, host_line: str, context: RequestContext, hook: Hook | None
+    ) -> None:
+        """Remember what the full path of `enter` just did for a request that passed
+        with one `Host` line and no proxy trusted (`_Pass`), under the scheme it
+        wrote into the context: a request that gave none (or "") had that scheme's
+        outcome. Only the schemes servers send, so a line has a few entries per
+        scope type; the memo is bounded as `_check_host`'s (a spray empties it).
+        """
+        scheme = context.scheme
+        if scheme not in _REMEMBERED_SCHEMES:
+            return
+        memo = self._allowed_host_memo
+        key = host_line.encode("latin-1")
+        passes = memo.get(key)
+        if passes is None:
+            if len(memo) >= _HOST_MEMO_SIZE:
+                memo.clear()
+            passes = memo[key] = {scope_type: {} for scope_type in _GUARDED_SCOPES}
+        passes[scope["type"]][scheme] = _Pass(scheme, context.host, context.port, hook)
 
     async def _enter_refusing(
         self,
