@@ -263,8 +263,11 @@ class EventEmitter:
         )
 
     def emit(self, event: SecurityEvent) -> None:
+        sinks = self.sinks
+        if not sinks:  # nobody to hand a record to: none is stamped or redacted
+            return
         record = self.to_record(event)
-        for sink in self.sinks:
+        for sink in sinks:
             sink.handle(record)
 
     def to_record(self, event: SecurityEvent) -> dict[str, object]:

@@ -175,3 +175,15 @@ def test_pii_scan_only_sees_the_truncated_value() -> None:
     # Values are truncated before the scan, so the work is bounded whatever the input.
     assert isinstance(cleaned, str)
     assert len(cleaned) <= MAX_VALUE_CHARS + len("...")
+
+
+def test_an_emitter_without_sinks_stamps_nothing() -> None:
+    """No sink, no record: the event is neither stamped nor redacted (an emitter with
+    no sinks is how events are turned off, as the benchmark's stacks do)."""
+
+    def no_clock() -> datetime:
+        raise AssertionError("a record was stamped for no sink")
+
+    EventEmitter([], clock=no_clock).emit(
+        SecurityEvent(kind="authn_fail", reason="bad-token", layer="auth", action="blocked")
+    )
