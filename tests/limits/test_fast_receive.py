@@ -19,6 +19,7 @@ import itertools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -153,62 +154,45 @@ def test_generated_heads_match_the_joined_length(raw: list[tuple[bytes, bytes]])
 Server = Callable[[Sequence[Message]], Callable[[], Awaitable[Message]]]
 
 
-def holding(messages: Sequence[Message]) -> Callable[[], Awaitable[Message]]:
-    """A server that holds every message (a coroutine that never waits)."""
+def coroutine_server(
+    messages: Sequence[Message], *, wait: float | None = None
+) -> Callable[[], Awaitable[Message]]:
+    """A server whose `receive` is a coroutine: it holds every message (`wait` None),
+    or waits `wait` seconds first (0: a loop turn)."""
     queue = list(messages)
 
     async def receive() -> Message:
+        if wait is not None:
+            await asyncio.sleep(wait)
         return queue.pop(0) if queue else {"type": "http.disconnect"}
 
     return receive
 
 
-def waiting(messages: Sequence[Message]) -> Callable[[], Awaitable[Message]]:
-    """A server whose coroutine waits a loop turn for every message."""
-    queue = list(messages)
-
-    async def receive() -> Message:
-        await asyncio.sleep(0)
-        return queue.pop(0) if queue else {"type": "http.disconnect"}
-
-    return receive
-
-
-def future(messages: Sequence[Message]) -> Callable[[], Awaitable[Message]]:
-    """A server whose `receive` returns a future, set on the next loop turn."""
+def future_server(
+    messages: Sequence[Message], *, wait: float = 0.0
+) -> Callable[[], Awaitable[Message]]:
+    """A server whose `receive` returns a future, set on the next loop turn, or
+    `wait` seconds later."""
     queue = list(messages)
 
     def receive() -> asyncio.Future[Message]:
         result: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         message = queue.pop(0) if queue else {"type": "http.disconnect"}
-        result.get_loop().call_soon(result.set_result, message)
+        if wait:
+            result.get_loop().call_later(wait, result.set_result, message)
+        else:
+            result.get_loop().call_soon(result.set_result, message)
         return result
 
     return receive
 
 
-def slow(messages: Sequence[Message]) -> Callable[[], Awaitable[Message]]:
-    """A server whose coroutine waits a hundredth of a second for every message."""
-    queue = list(messages)
-
-    async def receive() -> Message:
-        await asyncio.sleep(0.01)
-        return queue.pop(0) if queue else {"type": "http.disconnect"}
-
-    return receive
-
-
-def slow_future(messages: Sequence[Message]) -> Callable[[], Awaitable[Message]]:
-    """A server whose `receive` returns a future, set a hundredth of a second later."""
-    queue = list(messages)
-
-    def receive() -> asyncio.Future[Message]:
-        result: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        message = queue.pop(0) if queue else {"type": "http.disconnect"}
-        result.get_loop().call_later(0.01, result.set_result, message)
-        return result
-
-    return receive
+holding = coroutine_server
+waiting = partial(coroutine_server, wait=0.0)
+future = future_server
+slow = partial(coroutine_server, wait=0.01)
+slow_future = partial(future_server, wait=0.01)
 
 
 SERVERS = [
