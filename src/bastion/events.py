@@ -171,9 +171,21 @@ class SecurityEvent:
 
 
 class EventSink(Protocol):
-    """Receives redacted, JSON-ready records. Must not raise."""
+    """Receives redacted, JSON-ready records. Must not raise.
+
+    A sink that takes only some events may also define `accepts(kind, action)`
+    (`Filter`; it must not raise either): the emitter asks every such sink before it
+    builds a record, and an event no sink accepts is neither stamped nor redacted.
+    It is given the event's kind and action only, Bastion's own constants: no sink
+    sees a field of an event before it is redacted. A sink without `accepts` takes
+    every event.
+    """
 
     def handle(self, record: Mapping[str, object]) -> None: ...
+
+
+Filter = Callable[[str, Action], bool]
+"""A sink's `accepts(kind, action)`: whether it wants a record of such an event."""
 
 
 def _normalise_key(name: str) -> str:
@@ -235,6 +247,12 @@ class LoggingSink:
     def __init__(self, logger_name: str = "bastion.security") -> None:
         self.logger = logging.getLogger(logger_name)
 
+    def accepts(self, kind: str, action: Action) -> bool:
+        """Whether the logger writes such an event now (its level may change at any
+        time, so this is asked per event): under the standard library's default
+        level, WARNING, an allowed event is not built only to be dropped."""
+        return self.logger.isEnabledFor(logging.INFO if action == "allowed" else logging.WARNING)
+
     def handle(self, record: Mapping[str, object]) -> None:
         level = logging.INFO if record.get("action") == "allowed" else logging.WARNING
         if self.logger.isEnabledFor(level):
@@ -251,9 +269,24 @@ class EventEmitter:
         redactor: Redactor | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.sinks: tuple[EventSink, ...] = tuple(sinks) if sinks is not None else (LoggingSink(),)
+        self.sinks = tuple(sinks) if sinks is not None else (LoggingSink(),)
         self.redactor = redactor or Redactor()
         self._clock = clock or _utc_now
+
+    @property
+    def sinks(self) -> tuple[EventSink, ...]:
+        """The sinks every record goes to; assign a new tuple to add one (`Shield`
+        adds the jail's)."""
+        return self._sinks
+
+    @sinks.setter
+    def sinks(self, sinks: Iterable[EventSink]) -> None:
+        self._sinks: tuple[EventSink, ...] = tuple(sinks)
+        # Each sink's `accepts`, or None for a sink that takes every event: looked
+        # up once here, not per event.
+        self._filters: tuple[Filter | None, ...] = tuple(
+            getattr(sink, "accepts", None) for sink in self._sinks
+        )
 
     @classmethod
     def from_settings(cls, settings: EventSettings) -> EventEmitter:
@@ -263,11 +296,18 @@ class EventEmitter:
         )
 
     def emit(self, event: SecurityEvent) -> None:
-        sinks = self.sinks
-        if not sinks:  # nobody to hand a record to: none is stamped or redacted
+        """Hand a record of `event` to every sink that accepts it; with none (no sink,
+        or none that wants this kind and action), no record is stamped or redacted."""
+        kind, action = event.kind, event.action
+        takers = [
+            sink
+            for sink, accepts in zip(self._sinks, self._filters, strict=True)
+            if accepts is None or accepts(kind, action)
+        ]
+        if not takers:
             return
         record = self.to_record(event)
-        for sink in sinks:
+        for sink in takers:
             sink.handle(record)
 
     def to_record(self, event: SecurityEvent) -> dict[str, object]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -187,3 +188,97 @@ def test_an_emitter_without_sinks_stamps_nothing() -> None:
     EventEmitter([], clock=no_clock).emit(
         SecurityEvent(kind="authn_fail", reason="bad-token", layer="auth", action="blocked")
     )
+
+
+class RefusalsOnly(RecordingSink):
+    """A sink that declares which events it takes, and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[object, ...]] = []
+
+    def accepts(self, *given: object) -> bool:
+        self.asked.append(given)
+        return given[1] == "blocked"
+
+
+def _stamp_counter() -> tuple[list[int], Callable[[], datetime]]:
+    stamped: list[int] = []
+
+    def clock() -> datetime:
+        stamped.append(1)
+        return FIXED
+
+    return stamped, clock
+
+
+ALLOWED = SecurityEvent(kind="closed", reason="closed", layer="websocket", action="allowed")
+BLOCKED = SecurityEvent(
+    kind="authn_fail", reason="bad-token", layer="auth", action="blocked", client="203.0.113.9"
+)
+
+
+def test_no_record_is_built_for_an_event_no_sink_accepts() -> None:
+    stamped, clock = _stamp_counter()
+    sink = RefusalsOnly()
+    emitter = EventEmitter([sink], clock=clock)
+    emitter.emit(ALLOWED)
+    assert (stamped, sink.records) == ([], [])
+    emitter.emit(BLOCKED)
+    assert len(stamped) == 1
+    assert sink.reasons() == ["bad-token"]
+
+
+def test_a_filter_is_given_the_kind_and_action_only() -> None:
+    """Sinks never see an unredacted field: `accepts` gets two of Bastion's constants."""
+    sink = RefusalsOnly()
+    EventEmitter([sink]).emit(BLOCKED)
+    assert sink.asked == [("authn_fail", "blocked")]
+
+
+def test_a_sink_without_a_filter_takes_every_event_beside_one_with_it() -> None:
+    stamped, clock = _stamp_counter()
+    selective, everything = RefusalsOnly(), RecordingSink()
+    emitter = EventEmitter([selective, everything], clock=clock)
+    emitter.emit(ALLOWED)
+    emitter.emit(BLOCKED)
+    assert everything.reasons() == ["closed", "bad-token"]
+    assert selective.reasons() == ["bad-token"]
+    assert len(stamped) == 2  # one record per event, shared by the sinks that take it
+
+
+def test_sinks_added_later_are_asked_too() -> None:
+    """`Shield` adds the jail's sink by assigning a new tuple: the filters follow it."""
+    stamped, clock = _stamp_counter()
+    emitter = EventEmitter([], clock=clock)
+    selective = RefusalsOnly()
+    emitter.sinks = (*emitter.sinks, selective)
+    emitter.emit(ALLOWED)
+    assert stamped == []
+    everything = RecordingSink()
+    emitter.sinks = (*emitter.sinks, everything)
+    emitter.emit(ALLOWED)
+    assert (len(stamped), everything.reasons(), selective.records) == (1, ["closed"], [])
+
+
+@pytest.mark.parametrize(
+    ("level", "allowed_taken", "blocked_taken"),
+    [
+        pytest.param(logging.INFO, True, True, id="logger-at-info"),
+        pytest.param(logging.WARNING, False, True, id="logger-at-warning"),
+        pytest.param(logging.ERROR, False, False, id="logger-at-error"),
+    ],
+)
+def test_the_logging_sink_accepts_what_its_logger_writes(
+    level: int, allowed_taken: bool, blocked_taken: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = LoggingSink()
+    stamped, clock = _stamp_counter()
+    with caplog.at_level(level, logger="bastion.security"):
+        assert sink.accepts("closed", "allowed") is allowed_taken
+        assert sink.accepts("authn_fail", "blocked") is blocked_taken
+        emitter = EventEmitter([sink], clock=clock)
+        emitter.emit(ALLOWED)
+        emitter.emit(BLOCKED)
+    assert len(stamped) == allowed_taken + blocked_taken
+    assert len(caplog.records) == allowed_taken + blocked_taken

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Final, TypeAlias
 
-from bastion.events import EventEmitter, SecurityEvent
+from bastion.events import Action, EventEmitter, SecurityEvent
 from bastion.exceptions import StoreError
 from bastion.ratelimit.keys import ClientGrouping, client_key
 from bastion.ratelimit.reasons import KIND_BY_REASON, LAYER, REASON_BANNED
@@ -279,6 +279,11 @@ class JailSink:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def accepts(self, kind: str, action: Action) -> bool:
+        """Only refusals can count toward a ban (`counts_toward_ban` decides on the
+        record): no record is built for the jail of any other event."""
+        return action == "blocked" and not kind.startswith("sys_")
 
     def handle(self, record: Mapping[str, object]) -> None:
         if not counts_toward_ban(record):
