@@ -12,8 +12,14 @@ message rate no run reaches, so it checks and paces every message without refusi
 * Handshakes per second: `handshakes` sequential connections, each opened (101
   checked by the client: anything else raises) and closed cleanly.
 
-Rounds run round-robin over the stacks; a cell is the median of its rounds. Any
-refused handshake, wrong echo or early close stops the run.
+This kind of machine has slow phases (the same code about 1.5x slower for seconds at
+a time, `bench.inprocess`), so the ratios are paired, as in the other timed parts:
+in every round the budget's two stacks (the unguarded app and Bastion with the guard)
+are measured back to back on each figure, the leader alternating from round to round,
+and a ratio is the median over rounds of each round's own ratio (`Results.paired`).
+The other stacks run after the pair in each round, their ratios taken per round too.
+A cell's rate is the median of its rounds. Any refused handshake, wrong echo or early
+close stops the run.
 """
 
 from __future__ import annotations
@@ -21,16 +27,16 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 from websockets.typing import Origin
 
 from bench.client import WS_MESSAGE
-from bench.inprocess import BenchmarkError
+from bench.inprocess import BenchmarkError, Paired, paired_ratio
 from bench.servers import Server, serving
 
 IMPLEMENTATION: Final = "httptools+uvloop"
@@ -52,8 +58,13 @@ class Counts:
     handshakes: int
 
 
-FULL: Final = Counts(rounds=3, messages=5000, handshakes=300)
-SMOKE: Final = Counts(rounds=1, messages=20, handshakes=5)
+# Many short rounds, so that the median over rounds stays put when a few straddle a
+# change of the machine's phase (a pair of cells lasts about half a second).
+FULL: Final = Counts(rounds=9, messages=2000, handshakes=200)
+SMOKE: Final = Counts(rounds=2, messages=20, handshakes=5)
+
+Figure = Literal["messages", "handshakes"]
+FIGURES: Final[tuple[Figure, ...]] = ("messages", "handshakes")
 
 
 @dataclass(slots=True)
@@ -61,6 +72,10 @@ class Cell:
     stack: str
     messages_per_second: list[float] = field(default_factory=list)
     handshakes_per_second: list[float] = field(default_factory=list)
+
+    def rates(self, what: Figure) -> list[float]:
+        """One rate per round, in round order."""
+        return self.messages_per_second if what == "messages" else self.handshakes_per_second
 
     @property
     def messages_median(self) -> float:
@@ -76,11 +91,28 @@ class Results:
     counts: Counts
     cells: dict[str, Cell]
 
-    def ratio(self, stack: str, base: str, what: str) -> float:
-        cell, other = self.cells[stack], self.cells[base]
-        if what == "messages":
-            return cell.messages_median / other.messages_median
-        return cell.handshakes_median / other.handshakes_median
+    def paired(self, stack: str, base: str, what: Figure) -> Paired:
+        """`stack`'s rate over `base`'s, round by round, summarised over the rounds."""
+        return paired_ratio(self.cells[stack].rates(what), self.cells[base].rates(what))
+
+    def ratio(self, stack: str, base: str, what: Figure) -> float:
+        """The median over rounds of each round's ratio (`paired`)."""
+        return self.paired(stack, base, what).median
+
+
+def schedule(stacks: Sequence[str], round_index: int) -> Iterator[tuple[str, Figure]]:
+    """The order of one round: on each figure, the budget's pair back to back (the
+    unguarded app first in even rounds, Bastion first in odd ones), then every other
+    stack in the table's order."""
+    pair = (UNGUARDED, GUARDED) if round_index % 2 == 0 else (GUARDED, UNGUARDED)
+    for what in FIGURES:
+        for stack in pair:
+            if stack in stacks:
+                yield stack, what
+    for stack in stacks:
+        if stack not in pair:
+            for what in FIGURES:
+                yield stack, what
 
 
 def _uri(server: Server) -> tuple[str, Origin]:
@@ -124,14 +156,18 @@ async def handshake_rate(server: Server, handshakes: int) -> float:
 
 async def _measure(servers: Sequence[Server], counts: Counts) -> dict[str, Cell]:
     cells = {server.stack: Cell(server.stack) for server in servers}
+    by_stack = {server.stack: server for server in servers}
     for server in servers:  # warm-up, and a first check that every stack echoes
         await message_rate(server, min(counts.messages, 50))
         await handshake_rate(server, min(counts.handshakes, 5))
-    for _ in range(counts.rounds):
-        for server in servers:
-            cell = cells[server.stack]
-            cell.messages_per_second.append(await message_rate(server, counts.messages))
-            cell.handshakes_per_second.append(await handshake_rate(server, counts.handshakes))
+    for round_index in range(counts.rounds):
+        for stack, what in schedule(list(by_stack), round_index):
+            server = by_stack[stack]
+            if what == "messages":
+                rate = await message_rate(server, counts.messages)
+            else:
+                rate = await handshake_rate(server, counts.handshakes)
+            cells[stack].rates(what).append(rate)
     return cells
 
 
@@ -144,18 +180,26 @@ def render_ws(results: Results) -> str:
     c = results.counts
     lines = [
         f"uvicorn {IMPLEMENTATION}, `websockets` client on the same machine; {c.rounds} "
-        f"round(s) of {c.messages} echo round trips on one connection and {c.handshakes} "
-        "sequential handshakes per stack, median of rounds. Ratios are over the raw ASGI "
-        "echo app (no guard). Every handshake was accepted and every echo matched.",
+        f"rounds of {c.messages} echo round trips on one connection and {c.handshakes} "
+        "sequential handshakes per stack; rates are medians of rounds. Ratios are over the "
+        "raw ASGI echo app (no guard): the median over rounds of each round's ratio, the "
+        "unguarded app and Bastion measured back to back in every round (min-max over "
+        "rounds in brackets). Every handshake was accepted and every echo matched.",
         "",
         "| stack | messages/s | x unguarded | handshakes/s | x unguarded |",
         "|---|---:|---:|---:|---:|",
     ]
     for stack, cell in results.cells.items():
+        messages = results.paired(stack, UNGUARDED, "messages")
+        handshakes = results.paired(stack, UNGUARDED, "handshakes")
         lines.append(
-            f"| {stack} | {cell.messages_median:,.0f} "
-            f"| {results.ratio(stack, UNGUARDED, 'messages'):.2f} "
-            f"| {cell.handshakes_median:,.0f} "
-            f"| {results.ratio(stack, UNGUARDED, 'handshakes'):.2f} |"
+            f"| {stack} | {cell.messages_median:,.0f} | {_ratio_cell(messages)} "
+            f"| {cell.handshakes_median:,.0f} | {_ratio_cell(handshakes)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _ratio_cell(paired: Paired) -> str:
+    if paired.low == paired.high:
+        return f"{paired.median:.2f}"
+    return f"{paired.median:.2f} ({paired.low:.2f}-{paired.high:.2f})"
