@@ -237,7 +237,7 @@ def cookie_from_lines(lines: Iterable[bytes], name: bytes) -> str | None:
     """
     found: list[bytes] = []
     for value in lines:
-        if name not in value:
+        if value.find(name) < 0:  # not `in`: `SessionMiddleware.enter` says why
             continue
         for pair in value.split(b";"):
             cookie_name, sep, cookie_value = pair.strip().partition(b"=")
@@ -725,7 +725,10 @@ class SessionMiddleware:
             # One line without the cookie's name anywhere in it (only other
             # applications' cookies) holds no pair of that name, for either reader
             # (`read_cookie` reads a subset of these lines): no id, and no call.
-            if len(lines) != 1 or self._cookie_name in lines[0]:
+            # `find`, not `in`: CPython 3.11's `bytes in bytes` first tries the
+            # operand as an integer and raises and clears a TypeError (~1.9k
+            # instructions), on a line nearly every browser request carries.
+            if len(lines) != 1 or lines[0].find(self._cookie_name) >= 0:
                 if flow.headers_lowercase:
                     untrusted_id = cookie_from_lines(lines, self._cookie_name)
                 else:  # `read_cookie` matches the name exactly, as sent

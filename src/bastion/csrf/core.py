@@ -210,7 +210,11 @@ def query_overrides(query_string: bytes) -> list[bytes]:
     parsers accept either. Erring towards finding an override only makes a request
     be checked, never skipped.
     """
-    if METHOD_OVERRIDE_PARAMETER not in query_string.lower() and b"%" not in query_string:
+    # `find`, not `in`: CPython 3.11's `bytes in bytes` first tries the operand as
+    # an integer, raising and clearing a TypeError (about 1.9k instructions), and
+    # the middleware's inlined copy of this test runs on every safe request with a
+    # query string.
+    if query_string.lower().find(METHOD_OVERRIDE_PARAMETER) < 0 and query_string.find(b"%") < 0:
         return []
     found: list[bytes] = []
     for count, pair in enumerate(query_string.replace(b";", b"&").split(b"&")):
@@ -336,9 +340,9 @@ def check_common_request(
     if method in SAFE_METHODS:
         if METHOD_OVERRIDE_HEADERS.isdisjoint(headers) and (
             not untrusted_query
-            or (
-                METHOD_OVERRIDE_PARAMETER not in untrusted_query.lower()
-                and b"%" not in untrusted_query
+            or (  # `find`, not `in`: `query_overrides`
+                untrusted_query.lower().find(METHOD_OVERRIDE_PARAMETER) < 0
+                and untrusted_query.find(b"%") < 0
             )
         ):
             return ALLOW
