@@ -284,9 +284,7 @@ class EventEmitter:
         self._sinks: tuple[EventSink, ...] = tuple(sinks)
         # Each sink's `accepts`, or None for a sink that takes every event: looked
         # up once here, not per event.
-        self._filters: tuple[Filter | None, ...] = tuple(
-            getattr(sink, "accepts", None) for sink in self._sinks
-        )
+        self._filters: tuple[Filter | None, ...] = tuple(map(_filter_of, self._sinks))
 
     @classmethod
     def from_settings(cls, settings: EventSettings) -> EventEmitter:
@@ -326,6 +324,13 @@ class EventEmitter:
         if event.details:
             record["details"] = clean(event.details)
         return record
+
+
+def _filter_of(sink: EventSink) -> Filter | None:
+    """The sink's `accepts`; None when it has none (an attribute of that name that is
+    not callable is some other thing of the sink's: it takes every event)."""
+    accepts = getattr(sink, "accepts", None)
+    return accepts if callable(accepts) else None
 
 
 def _utc_now() -> datetime:

@@ -282,3 +282,14 @@ def test_the_logging_sink_accepts_what_its_logger_writes(
         emitter.emit(BLOCKED)
     assert len(stamped) == allowed_taken + blocked_taken
     assert len(caplog.records) == allowed_taken + blocked_taken
+
+
+def test_an_attribute_named_accepts_that_is_not_callable_filters_nothing() -> None:
+    """A sink of the user's may have an `accepts` of its own that is no filter."""
+
+    class Tagged(RecordingSink):
+        accepts = frozenset({"blocked"})
+
+    sink = Tagged()
+    EventEmitter([sink]).emit(ALLOWED)
+    assert sink.reasons() == ["closed"]
