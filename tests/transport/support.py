@@ -11,7 +11,9 @@ the scope it was given, over HTTP (`GET /where`) and over a WebSocket (`/ws`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,7 +22,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from bastion.context import SCOPE_KEY, RequestContext
+from bastion.transport import TransportMiddleware
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
+from tests.conftest import RecordingSink
 
 
 def make_scope(
@@ -80,6 +85,59 @@ async def run(app: ASGIApp, scope: Scope, incoming: Sequence[Message] = ()) -> l
 
     await app(scope, receive, send)
     return sent
+
+
+_REQUEST_ID = re.compile(rb"request id: [0-9a-f]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What one request through the transport layer shows (`observe`)."""
+
+    messages: list[Message]
+    """What the layer sent, with the request id in a refusal's body masked."""
+    events: list[dict[str, object]]
+    """The events it emitted, without the request id and time."""
+    seen: list[tuple[Scope, tuple[Any, ...]]]
+    """The scope the application was called with, and the context fields asked for
+    (none when the layer answered)."""
+
+
+async def observe(
+    layer: TransportMiddleware,
+    sink: RecordingSink,
+    scope: Scope,
+    context_fields: Callable[[RequestContext], tuple[Any, ...]],
+) -> Observed:
+    """Call `layer` once on `scope` in front of an application that answers 200 and
+    records its scope and `context_fields` of the request's context; `sink` is the
+    layer's event sink (cleared first)."""
+    seen: list[tuple[Scope, tuple[Any, ...]]] = []
+
+    async def app(app_scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((app_scope, context_fields(app_scope[SCOPE_KEY])))
+        if app_scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"app"})
+        else:
+            await send({"type": "websocket.accept"})
+
+    layer.app = app
+    sink.records.clear()
+    incoming: list[Message] = (
+        [{"type": "websocket.connect"}] if scope["type"] == "websocket" else []
+    )
+    messages = [
+        {**message, "body": _REQUEST_ID.sub(b"<id>", message["body"])}
+        if "body" in message
+        else message
+        for message in await run(layer, scope, incoming)
+    ]
+    events = [
+        {key: value for key, value in record.items() if key not in ("request_id", "timestamp")}
+        for record in sink.records
+    ]
+    return Observed(messages, events, seen)
 
 
 # --- the URL application ----------------------------------------------------------------

@@ -19,7 +19,6 @@ spray of hosts, or of schemes under one host, stays within its bound.
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,12 +46,11 @@ from bastion.transport.allowed_hosts import LOCAL_HOSTS
 from bastion.transport.middleware import _HOST_MEMO_SIZE
 from bastion.types import Message, Receive, Scope, Send
 from tests.conftest import RecordingSink
-from tests.transport.support import run
+from tests.transport.support import observe
 
 pytestmark = pytest.mark.anyio
 
 ALLOWED = ("bank.example", "*.bank.example", "[::1]", "127.0.0.1")
-_REQUEST_ID = re.compile(rb"request id: [0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -141,47 +139,33 @@ def reference(values: dict[str, Any], request: Request) -> Decision:
 async def answer(layer: TransportMiddleware, sink: RecordingSink, request: Request) -> Any:
     """Everything one request shows: its decision, and the messages, events and the
     application's scope and context in full."""
-    seen: list[tuple[Scope, tuple[Any, ...]]] = []
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        context = scope[SCOPE_KEY]
-        fields = (context.client, context.scheme, context.host, context.port)
-        seen.append((scope, (*fields, context.refused_by, context.nonce_source)))
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"app"})
-        else:
-            await send({"type": "websocket.accept"})
-
-    layer.app = app
-    sink.records.clear()
     scope = request.scope()
-    incoming: list[Message] = (
-        [{"type": "websocket.connect"}] if request.scope_type == "websocket" else []
+    observed = await observe(
+        layer,
+        sink,
+        scope,
+        lambda context: (
+            context.client,
+            context.scheme,
+            context.host,
+            context.port,
+            context.refused_by,
+            context.nonce_source,
+        ),
     )
-    messages = [
-        {**message, "body": _REQUEST_ID.sub(b"<id>", message["body"])}
-        if "body" in message
-        else message
-        for message in await run(layer, scope, incoming)
-    ]
-    start = next((m for m in messages if m["type"] == "http.response.start"), None)
+    start = next((m for m in observed.messages if m["type"] == "http.response.start"), None)
     headers = dict(start["headers"]) if start is not None else {}
     decision = Decision(
-        seen[0][1][:4] if seen else None,
+        observed.seen[0][1][:4] if observed.seen else None,
         start["status"] if start is not None else None,
         headers.get(b"location"),
         b"strict-transport-security" in headers,
     )
-    events = [
-        {key: value for key, value in record.items() if key not in ("request_id", "timestamp")}
-        for record in sink.records
-    ]
     app_view = [
         (app_scope is scope, app_scope["headers"], app_scope.get("scheme"), fields)
-        for app_scope, fields in seen
+        for app_scope, fields in observed.seen
     ]
-    return decision, messages, events, app_view
+    return decision, observed.messages, observed.events, app_view
 
 
 async def hooks_of(layer: TransportMiddleware, request: Request) -> list[Any]:

@@ -9,7 +9,6 @@ setting that path reads.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +17,12 @@ import pytest
 from bastion.context import SCOPE_KEY, get_context
 from bastion.events import EventEmitter
 from bastion.transport import TransportMiddleware, TransportSettings
-from bastion.types import Message, Receive, Scope, Send
+from bastion.types import Receive, Scope, Send
 from tests.conftest import RecordingSink
-from tests.transport.support import make_scope, run
+from tests.transport.support import make_scope, observe
 
 pytestmark = pytest.mark.anyio
 
-_REQUEST_ID = re.compile(rb"request id: [0-9a-f]+")
 _CONTEXT_FIELDS = ("client", "scheme", "host", "port", "refused_by", "nonce_source")
 
 
@@ -103,35 +101,12 @@ def _scope(case: Case) -> Scope:
 
 async def _answer(layer: TransportMiddleware, sink: RecordingSink, case: Case) -> Any:
     """Everything one request shows of the layer's decision."""
-    seen: list[tuple[Scope, tuple[Any, ...]]] = []
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        context = scope[SCOPE_KEY]
-        seen.append((scope, tuple(getattr(context, name) for name in _CONTEXT_FIELDS)))
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"app"})
-        else:
-            await send({"type": "websocket.accept"})
-
-    layer.app = app
-    sink.records.clear()
     scope = _scope(case)
-    incoming: list[Message] = (
-        [{"type": "websocket.connect"}] if case.scope_type == "websocket" else []
+    observed = await observe(
+        layer, sink, scope, lambda context: tuple(getattr(context, n) for n in _CONTEXT_FIELDS)
     )
-    messages = [
-        {**message, "body": _REQUEST_ID.sub(b"<id>", message["body"])}
-        if "body" in message
-        else message
-        for message in await run(layer, scope, incoming)
-    ]
-    events = [
-        {key: value for key, value in record.items() if key not in ("request_id", "timestamp")}
-        for record in sink.records
-    ]
-    app_view = [(app_scope is scope, fields) for app_scope, fields in seen]
-    return messages, events, app_view
+    app_view = [(app_scope is scope, fields) for app_scope, fields in observed.seen]
+    return observed.messages, observed.events, app_view
 
 
 def _layer(sink: RecordingSink, case: Case) -> TransportMiddleware:
