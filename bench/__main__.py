@@ -13,11 +13,19 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from bench import http, inprocess, instructions, memory, ratelimit, ws
+from bench import http, http_instructions, inprocess, instructions, memory, ratelimit, ws
 from bench.inprocess import BenchmarkError
 from bench.report import Parts, kept_tried_section, render_document
 
-PARTS: Final = ("inprocess", "instructions", "http", "ws", "ratelimit", "memory")
+PARTS: Final = (
+    "inprocess",
+    "instructions",
+    "http",
+    "httpinstructions",
+    "ws",
+    "ratelimit",
+    "memory",
+)
 
 
 def _parts(text: str) -> tuple[str, ...]:
@@ -29,13 +37,22 @@ def _parts(text: str) -> tuple[str, ...]:
 
 
 def default_parts() -> tuple[str, ...]:
-    """Every part, but the instruction counts when valgrind is not installed: a plain
-    `python -m bench` then runs the rest (and says so); `--only instructions` asks
-    for them and fails without it."""
-    if instructions.valgrind() is not None:
-        return PARTS
-    print("bench: valgrind not found, instruction counts left out", file=sys.stderr)
-    return tuple(part for part in PARTS if part != "instructions")
+    """Every part, but the instruction counts when their tools are not installed
+    (valgrind; and wrk for those over HTTP): a plain `python -m bench` then runs the
+    rest (and says so); `--only instructions,httpinstructions` asks for them and fails
+    without them."""
+    left_out: set[str] = set()
+    if instructions.valgrind() is None:
+        print("bench: valgrind not found, instruction counts left out", file=sys.stderr)
+        left_out.add("instructions")
+    missing = http_instructions.missing_tools()
+    if missing:
+        print(
+            f"bench: {', '.join(missing)} not found, instruction counts over HTTP left out",
+            file=sys.stderr,
+        )
+        left_out.add("httpinstructions")
+    return tuple(part for part in PARTS if part not in left_out)
 
 
 def run(parts: tuple[str, ...], *, smoke: bool) -> Parts:
@@ -57,6 +74,11 @@ def run(parts: tuple[str, ...], *, smoke: bool) -> Parts:
         if wanted("instructions")
         else None,
         http=http.run_http(http.SMOKE if smoke else http.FULL) if wanted("http") else None,
+        http_instructions=http_instructions.run_http_instructions(
+            http_instructions.SMOKE if smoke else http_instructions.FULL
+        )
+        if wanted("httpinstructions")
+        else None,
         ws=ws.run_ws(ws.SMOKE if smoke else ws.FULL) if wanted("ws") else None,
         ratelimit=ratelimit.run_ratelimit(ratelimit.SMOKE if smoke else ratelimit.FULL)
         if wanted("ratelimit")

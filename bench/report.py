@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-from bench import http, inprocess, instructions, memory, ratelimit, ws
+from bench import http, http_instructions, inprocess, instructions, memory, ratelimit, ws
 
 PACKAGES: Final = (
     "bastion-asgi",
@@ -46,6 +46,10 @@ TRIED_PLACEHOLDER: Final = (
 # The budget's ceiling for the added cost of Bastion on a raw ASGI app, per GET.
 RAW_GET_BUDGET_US: Final = 10.0
 MEMORY_BUDGET_BYTES_PER_ENTRY: Final = 200
+# The budget's HTTP floors: Bastion + Starlette's req/s over plain Starlette's.
+HTTP_FLOORS: Final = (("GET /hello", 0.7), ("POST /submit", 0.6))
+# The budget's WebSocket floors: Bastion (guard on) over the unguarded app.
+WS_FLOORS: Final[tuple[tuple[ws.Figure, float], ...]] = (("messages", 0.9), ("handshakes", 0.8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class Parts:
     inprocess: inprocess.Results | None = None
     instructions: instructions.Results | None = None
     http: http.Results | None = None
+    http_instructions: http_instructions.Results | None = None
     ws: ws.Results | None = None
     ratelimit: ratelimit.Results | None = None
     memory: memory.Results | None = None
@@ -162,7 +167,7 @@ def budget_lines(parts: Parts) -> list[BudgetLine]:
             )
     hp = parts.http
     if hp is not None and not hp.counts.concurrent:
-        for route, floor in (("GET /hello", 0.7), ("POST /submit", 0.6)):
+        for route, floor in HTTP_FLOORS:
             value = http.ratio(hp, "httptools+uvloop", "Bastion + Starlette", route, "Starlette")
             pair = http.paired(hp, "httptools+uvloop", "Bastion + Starlette", route, "Starlette")
             measured = "not run" if value is None else f"{value:.2f}x"
@@ -183,15 +188,31 @@ def budget_lines(parts: Parts) -> list[BudgetLine]:
             )
     else:
         lines.append(BudgetLine("HTTP req/s ratios", "not run (or smoke)", None))
+    counted_http = parts.http_instructions
+    if counted_http is not None:
+        # The HTTP floors again, in instructions inside the server process: Starlette's
+        # count over Bastion + Starlette's is the req/s ratio of a server whose time
+        # goes into them (bench/http_instructions.py), the same on every run.
+        for route, floor in HTTP_FLOORS:
+            ours = counted_http.per_request[(http_instructions.BASTION_STARLETTE, route)]
+            base = counted_http.per_request[(http_instructions.STARLETTE, route)]
+            lines.append(
+                BudgetLine(
+                    f"The same in instructions inside uvicorn: HTTP {route}, Bastion + "
+                    f"Starlette >= {floor:.1f}x",
+                    f"{base / ours:.2f}x ({ours / 1000:,.0f}k vs {base / 1000:,.0f}k per request)",
+                    base / ours >= floor,
+                )
+            )
     wp = parts.ws
     if wp is not None:
-        for what, floor in (("messages", 0.9), ("handshakes", 0.8)):
-            value = wp.ratio(ws.GUARDED, ws.UNGUARDED, what)
+        for what, floor in WS_FLOORS:
+            paired = wp.paired(ws.GUARDED, ws.UNGUARDED, what)
             lines.append(
                 BudgetLine(
                     f"WebSocket {what}/s, Bastion (guard on) >= {floor:.1f}x the unguarded app",
-                    f"{value:.2f}x",
-                    value >= floor,
+                    _paired_text(paired, ".2f", "x"),
+                    paired.median >= floor,
                 )
             )
     else:
@@ -261,6 +282,11 @@ def render_document(parts: Parts, tried: str = TRIED_PLACEHOLDER) -> str:
         ]
     if parts.http is not None:
         sections += ["## Over HTTP (wrk against uvicorn)\n", http.render_http(parts.http)]
+    if parts.http_instructions is not None:
+        sections += [
+            "## Over HTTP, in instructions (callgrind inside uvicorn)\n",
+            http_instructions.render_http_instructions(parts.http_instructions),
+        ]
     if parts.ws is not None:
         sections += ["## WebSocket\n", ws.render_ws(parts.ws)]
     if parts.ratelimit is not None:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,10 @@ class Server:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     attempts: int = 0
+    prefix: tuple[str, ...] = ()
+    """A command uvicorn's runs under (`bench.http_instructions`: valgrind)."""
+    environment: tuple[tuple[str, str], ...] = ()
+    """Variables set for the server on top of ours."""
 
     @property
     def pid(self) -> int:
@@ -71,10 +75,24 @@ def _free_port() -> int:
         return port
 
 
-def start(stack: str, implementation: str, log_directory: Path) -> Server:
-    """Start uvicorn serving `stack`; returns at once (see `wait_until_serving`)."""
+def start(
+    stack: str,
+    implementation: str,
+    log_directory: Path,
+    *,
+    prefix: Sequence[str] = (),
+    environment: Mapping[str, str] | None = None,
+) -> Server:
+    """Start uvicorn serving `stack`, under the command `prefix` if any, with
+    `environment` added to its variables; returns at once (see `wait_until_serving`)."""
     safe = "".join(c if c.isalnum() else "-" for c in f"{stack}-{implementation}")
-    server = Server(stack, implementation, log_directory / f"{safe}.log")
+    server = Server(
+        stack,
+        implementation,
+        log_directory / f"{safe}.log",
+        prefix=tuple(prefix),
+        environment=tuple((environment or {}).items()),
+    )
     _launch(server)
     return server
 
@@ -83,6 +101,7 @@ def _launch(server: Server) -> None:
     server.port = _free_port()
     server.attempts += 1
     command = [
+        *server.prefix,
         sys.executable,
         "-m",
         "uvicorn",
@@ -100,9 +119,14 @@ def _launch(server: Server) -> None:
     python_path = os.pathsep.join(
         p for p in (str(REPOSITORY), os.environ.get("PYTHONPATH", "")) if p
     )
-    env = {**os.environ, STACK_VARIABLE: server.stack, "PYTHONPATH": python_path}
+    env = {
+        **os.environ,
+        STACK_VARIABLE: server.stack,
+        "PYTHONPATH": python_path,
+        **dict(server.environment),
+    }
     with server.log.open("ab") as log:
-        server.process = subprocess.Popen(  # noqa: S603  # our own interpreter, fixed arguments
+        server.process = subprocess.Popen(  # noqa: S603  # our interpreter (and prefix), fixed arguments
             command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=REPOSITORY
         )
 
@@ -114,9 +138,9 @@ def _log_tail(server: Server) -> str:
         return ""
 
 
-def wait_until_serving(server: Server) -> None:
+def wait_until_serving(server: Server, timeout: float = START_TIMEOUT_SECONDS) -> None:
     """Block until the server answers a request (any status); raise if it died."""
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         process = server.process
         if process is None or process.poll() is not None:

@@ -1,8 +1,9 @@
 """The benchmark suite's smoke mode: every part runs, every request gets the expected status.
 
-Real parts throughout: uvicorn servers on 127.0.0.1, wrk, the `websockets` client, a
-real `redis-server`. Never asserts on timings: they depend on the machine. With
-`CI=true` a missing wrk or redis-server fails the test; elsewhere it skips.
+Real parts throughout: uvicorn servers on 127.0.0.1 (under valgrind for the counts
+over HTTP), wrk, the `websockets` client, a real `redis-server`. Never asserts on
+timings: they depend on the machine. With `CI=true` a missing wrk, valgrind or
+redis-server fails the test; elsewhere it skips.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bench.report import TRIED_HEADING
 from bench.servers import IMPLEMENTATIONS, serving
 
 from bastion.types import Receive, Scope, Send
-from bench import http, inprocess, instructions, memory, ratelimit, ws
+from bench import http, http_instructions, inprocess, instructions, memory, ratelimit, ws
 from tests.support.redis import require_tool
 
 
@@ -97,15 +98,45 @@ def test_instructions_child_aborts_on_a_failed_request(monkeypatch: pytest.Monke
         asyncio.run(instructions._child(instructions.SMOKE))
 
 
-def test_default_parts_leave_out_the_counts_without_valgrind(
+def test_default_parts_leave_out_the_counts_without_their_tools(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from bench.__main__ import PARTS, default_parts
 
+    counted = ("instructions", "httpinstructions")
     monkeypatch.setattr("bench.instructions.valgrind", lambda: None)
-    assert default_parts() == tuple(part for part in PARTS if part != "instructions")
+    assert "valgrind" in http_instructions.missing_tools()
+    assert default_parts() == tuple(part for part in PARTS if part not in counted)
     monkeypatch.setattr("bench.instructions.valgrind", lambda: "/usr/bin/valgrind")
+    monkeypatch.setattr("bench.http_instructions.missing_tools", lambda: ["wrk"])
+    assert default_parts() == tuple(part for part in PARTS if part != "httpinstructions")
+    monkeypatch.setattr("bench.http_instructions.missing_tools", list)
     assert default_parts() == PARTS
+
+
+@pytest.mark.server
+@pytest.mark.timeout(300)  # five servers started under valgrind, one after the other
+def test_http_instructions_smoke_counts_every_stack_and_route() -> None:
+    require_valgrind()
+    require_wrk()
+    results = http_instructions.run_http_instructions(http_instructions.SMOKE)
+    assert set(results.per_request) == {
+        (stack, route)
+        for stack in http_instructions.COUNTED_STACKS
+        for route in http_instructions.ROUTE_NAMES
+    }
+    raw, lines = http_instructions.RAW, "raw ASGI + Bastion's lines"
+    for route in http_instructions.ROUTE_NAMES:
+        counts = {
+            stack: results.per_request[(stack, route)] for stack in http_instructions.COUNTED_STACKS
+        }
+        # The server writes more lines for the same app; Bastion does that and more.
+        assert 0 < counts[raw] < counts[lines] < counts["Bastion + raw ASGI"]
+        assert counts["Starlette"] < counts["Bastion + Starlette"]
+        assert results.added_lines[route] >= 6
+    table = http_instructions.render_http_instructions(results)
+    assert table.count("| Bastion + Starlette |") == len(http_instructions.ROUTE_NAMES)
+    assert "of which" in table
 
 
 def test_instructions_without_valgrind_aborts(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from bench.inprocess import Paired
+from bench.report import Parts, budget_lines
 
 from bench import ws
 
@@ -78,3 +79,13 @@ def test_the_table_quotes_the_spread_of_the_rounds() -> None:
     table = ws.render_ws(_results([1000.0, 1000.0, 900.0], [850.0, 800.0, 810.0]))
     assert f"| {ws.GUARDED} | 810 | 0.85 (0.80-0.90) | 810 | 0.85 (0.80-0.90) |" in table
     assert f"| {ws.UNGUARDED} | 1,000 | 1.00 | 1,000 | 1.00 |" in table
+
+
+def test_the_budget_lines_quote_the_paired_median_and_its_spread() -> None:
+    results = _results([1000.0, 1000.0, 900.0], [850.0, 790.0, 810.0])
+    lines = {line.budget: line for line in budget_lines(Parts(smoke=False, ws=results))}
+    handshakes = lines["WebSocket handshakes/s, Bastion (guard on) >= 0.8x the unguarded app"]
+    assert handshakes.measured == "0.85x (paired, median of 3 rounds; rounds 0.79 to 0.90)"
+    assert handshakes.passed is True
+    messages = lines["WebSocket messages/s, Bastion (guard on) >= 0.9x the unguarded app"]
+    assert messages.passed is False
