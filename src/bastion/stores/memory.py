@@ -65,7 +65,9 @@ layer, with each client's key parts) steps by digest (`digest_now`,
 recently used entry, one client's requests in a row, and answers a step on an
 empty bucket, whose result never varies, with one shared result: `_full_step`).
 A subclass that overrides `get`, `gcra` or `gcra_unless` is never stepped that way
-(`steps_synchronously`), so its overrides stay in play.
+(`steps_synchronously`), so its overrides stay in play. `incr` on a live counter
+(the WebSocket guard's connection slots, twice per socket) is inlined likewise, on
+a remembered digest.
 """
 
 from __future__ import annotations
@@ -81,8 +83,11 @@ from typing import Final, TypeAlias
 from bastion.exceptions import StoreError
 from bastion.stores.base import (
     DEFAULT_MAX_KEYS_PER_OWNER,
+    MAX_COUNTER,
     MAX_KEY_BYTES,
+    MAX_TTL_SECONDS,
     MAX_VALUE_BYTES,
+    MIN_COUNTER,
     check_amount,
     check_counter,
     check_key,
@@ -123,11 +128,12 @@ _COMPACT_MIN_DELETIONS: Final = 1024
 # at the head of the dict (up to the deletions since the last rebuild), so a longer
 # snapshot spreads that scan over more evictions; 1,024 digests cost about 40 KB.
 _COLD_SNAPSHOT: Final = 1024
-# Digests the synchronous steps remember (`get_now`, `gcra_now`, `gcra_unless_now`):
-# a rate-limit key recurs on every request of its client, and BLAKE2b is the largest
-# part of a step. Cleared when full, so a spray of distinct keys only churns it: at
-# most this many keys (each at most `MAX_KEY_BYTES`) and their digests, about 1 MB
-# with the rate limiter's keys of 60 characters.
+# Digests the synchronous steps (`get_now`, `gcra_now`, `gcra_unless_now`) and
+# `incr` remember: a rate-limit key recurs on every request of its client, a
+# connection counter on every socket of its client, and BLAKE2b is the largest part
+# of a step. Cleared when full, so a spray of distinct keys only churns it: at most
+# this many keys (each at most `MAX_KEY_BYTES`) and their digests, about 1 MB with
+# the rate limiter's keys of 60 characters.
 _DIGEST_MEMO_ENTRIES: Final = 4096
 _OWNER_PREFIX: Final = "\x00owner:"
 _NEVER: Final = math.inf
@@ -223,7 +229,8 @@ class MemoryStore:
         self._compact_at = _COMPACT_MIN_DELETIONS
         self._writes_to_sweep = _SWEEP_EVERY_WRITES
         self._closed = False
-        # Validated key to its digest, for the synchronous steps (`_DIGEST_MEMO_ENTRIES`).
+        # Validated key to its digest, for the synchronous steps and `incr`
+        # (`_DIGEST_MEMO_ENTRIES`).
         self._digests: dict[str, _Digest] = {}
         # The digest step's empty-bucket step of the last rate it saw (`_full_step`).
         self._full: _FullStep = (None, 0, None)
@@ -273,11 +280,44 @@ class MemoryStore:
         return True
 
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
-        digest = _digest(key)
-        check_amount(amount)
-        ttl = check_ttl(ttl_seconds)
+        """`Store.incr`. Its usual step, a live counter stepped by a plain `int` (a
+        WebSocket's connection slot, taken then given back), is `_live` then `_put`
+        inlined, on the key's remembered digest (`_remember`), with the amount and a
+        numeric TTL checked in line (anything else through `check_amount` and
+        `check_ttl`, which raise as before); every other step goes the general way
+        below. tests/stores/test_memory_incr.py holds the two to the same results,
+        errors and store state."""
+        digest = self._digests.get(key) if key.__class__ is str else None
+        if digest is None:
+            digest = self._remember(key)  # validated: a bad key raises, as `_digest`
+        if amount.__class__ is not int or not MIN_COUNTER <= amount <= MAX_COUNTER:
+            check_amount(amount)
+        ttl = ttl_seconds
+        if not (
+            (ttl_seconds.__class__ is float or ttl_seconds.__class__ is int)
+            and 0 < ttl_seconds <= MAX_TTL_SECONDS
+        ):
+            ttl = check_ttl(ttl_seconds)  # None, or raises (NaN and inf fail the test above)
         now = self._now()
-        entry = self._data.get(digest)
+        data = self._data
+        entry = data.get(digest)
+        if isinstance(entry, tuple) and isinstance(entry[1], int) and entry[0] > now:
+            if digest != self._newest:  # as `_live`: out, and back in last
+                del data[digest]
+                data[digest] = entry
+                self._newest = digest
+                self._cold_live.discard(digest)
+                self._deleted += 1
+                if self._deleted >= self._compact_at:
+                    self._compact()
+                    data = self._data
+            result = entry[1] + amount
+            if not MIN_COUNTER <= result <= MAX_COUNTER:
+                check_counter(result)  # raises
+            # As `_put` on the most recently used key: in place, at the same size.
+            data[digest] = (entry[0], result)
+            self._settle(digest, now)
+            return result
         current = self._live(digest, now)
         if current is None or entry is None:
             result = check_counter(amount)

@@ -112,8 +112,15 @@ class BearerOffer:
     reason: str = ""
 
 
+# What a handshake that offers no subprotocol offers, the usual case: one shared value
+# (a `BearerOffer` is immutable), not one built per connection.
+_NOTHING_OFFERED: Final = BearerOffer(None, ())
+
+
 def split_bearer(subprotocols: Sequence[str]) -> BearerOffer:
     """Take `bearer, <token>` out of the offered subprotocols."""
+    if not subprotocols:
+        return _NOTHING_OFFERED
     names = tuple(subprotocols)
     if BEARER_SUBPROTOCOL not in names:
         return BearerOffer(None, names)

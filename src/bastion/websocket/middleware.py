@@ -27,8 +27,9 @@ One connection, in order:
    session still exists and that no ban predicate refuses, else closes with 1008:
    revocation costs one store read per connection per interval, never one per
    message, and reaches a live socket at most one interval late. The task starts
-   at the first tick (a timer until then), so a socket shorter than a tick costs
-   none.
+   at the first tick, so a socket shorter than a tick costs none; the idle timer
+   fires first at that tick and starts it (one timer per connection, not two),
+   unless the idle timeout is the shorter, when the tick has a timer of its own.
    It also keeps the connection's slots alive: `incr` gives a counter its TTL on
    creation only, so without a refresh a socket that outlives
    `connection_count_ttl_seconds` would lose its slot and the caps would stop
@@ -36,6 +37,14 @@ One connection, in order:
    counter, and re-takes the slot if the counter vanished (evicted, store restart).
 4. Whatever ends the connection (client close, abrupt disconnect, the app's close,
    the guard's close, an exception, cancellation), `finally` gives the slots back.
+
+What the handshake costs is paid by every connection, so the repeatable parts are
+remembered in bounded memos, each emptied when full so that a spray of distinct
+values only churns it: the origin verdict by exactly the facts that decide it
+(`ORIGIN_MEMO_ENTRIES`), and a client address's counter key (`CLIENT_MEMO_ENTRIES`).
+The `Origin` and `Host` lines are found with C-level scans of the header names when
+they all came lower-cased (as ASGI servers send them), so a browser's dozen header
+lines cost no Python loop.
 
 Connection observers (`ConnectionObserver`, such as the Prometheus sink in
 `bastion.metrics`) are told when the app accepts a socket and, in the same
@@ -48,8 +57,9 @@ wiring and the guard knows nothing of Prometheus.
 A connection the guard closes gets `websocket.disconnect` from `receive`, and its
 later sends are dropped, so the application winds down as if the client had left.
 
-Per-connection state lives in `_Connection`, created in `__call__`; the middleware
-itself holds only what was compiled at construction.
+Per-connection state lives in `_Connection`, created in `_serve`, whose methods are
+the `receive` and `send` the application gets; the middleware itself holds only what
+was compiled at construction and the memos.
 """
 
 from __future__ import annotations
@@ -57,15 +67,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import operator
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from bastion.context import get_context
+from bastion.context import RequestContext, get_context
 from bastion.events import (
     KIND_AUTHN_FAIL,
     KIND_AUTHZ_FAIL,
@@ -112,6 +123,21 @@ and every `revocation_check_seconds`. May raise `StoreError` (the guard fails cl
 CLIENT_COUNT_PREFIX: Final = "ws:conns:client:"
 PRINCIPAL_COUNT_PREFIX: Final = "ws:conns:principal:"
 PRINCIPAL_RATE_PREFIX: Final = "ws:principal:"
+# Distinct origin verdicts remembered: a site's pages open sockets from a handful of
+# origins, under a handful of its own names; anything beyond is a spray, which
+# empties the memo (as the transport layer's `Host` memo, of the same size).
+ORIGIN_MEMO_ENTRIES: Final = 256
+# Longest `Origin` or `Host` line whose verdict is remembered: a serialised origin is
+# a scheme, a host of at most 253 characters (RFC 1035) or an IPv6 literal, and a
+# port, well under this. Longer lines are decided afresh, so an entry holds at most
+# two lines of this size, however long the lines a client sends.
+ORIGIN_MEMO_MAX_LINE_BYTES: Final = 320
+# Client addresses whose counter key (a SHA-256) is remembered: the active clients of
+# one process, as the rate-limit layer's client memo (`CLIENT_MEMO_ENTRIES` there).
+CLIENT_MEMO_ENTRIES: Final = 4096
+# Longest client remembered: an IPv6 address with a zone id is shorter; a longer
+# client (no IP address is) is hashed each time, so the memo's size stays bounded.
+_CLIENT_MEMO_MAX_CHARS: Final = 64
 # After the guard closes, how long and how many messages it reads while the client's
 # close reply arrives: RFC 6455 section 7.1.1 has the server wait for it; a peer
 # that keeps flooding is cut off at either bound.
@@ -125,6 +151,13 @@ _ERROR_INVALID: Final = json.dumps({"error": "invalid-message"})
 _Violation: TypeAlias = tuple[int, str, str, str | None]
 """A message violation: close code, event kind, reason, and the error frame that
 answers it instead of a close (None: close)."""
+_OriginMemoKey: TypeAlias = tuple[
+    tuple[bytes, ...], bytes | None, str, str | None, int | None, bool
+]
+"""What decides a handshake's origin verdict (`_check_origin`): the `Origin` lines,
+the one `Host` line (None when the host was validated, or not one line), the
+request's scheme, validated host and port, and whether a session authenticates it."""
+_header_name: Final = operator.itemgetter(0)
 
 
 @runtime_checkable
@@ -160,27 +193,181 @@ def _principal_identity(principal: object) -> str:
     return str(name if name is not None else principal)
 
 
-def _origin_lines(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
-    return [value for key, value in headers if key.lower() == b"origin"]
+def _lower_names(headers: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+    """The header names, lower-cased, in order.
+
+    ASGI servers send names lower-cased (the spec asks them to), so the usual list is
+    taken as it is, after one C-level check that no name has an upper-case letter;
+    only a list where one does is lower-cased name by name.
+    """
+    names: list[bytes] = list(map(_header_name, headers))
+    try:
+        joined = b"\n".join(names)
+    except TypeError:  # a name that is not bytes (against the ASGI spec): one by one
+        return [name.lower() for name in names]
+    if joined.lower() == joined:
+        return names
+    return [name.lower() for name in names]
 
 
-def _host_line(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    hosts = [value for key, value in headers if key.lower() == b"host"]
-    return hosts[0] if len(hosts) == 1 else None
+def _lines(
+    headers: Sequence[tuple[bytes, bytes]], names: list[bytes], name: bytes
+) -> tuple[bytes, ...]:
+    """The values of the header lines called `name`, in order, from the lower-cased
+    `names` of `headers` (`_lower_names`): C-level scans when it appears at most once."""
+    count = names.count(name)
+    if count == 0:
+        return ()
+    if count == 1:
+        return (headers[names.index(name)][1],)
+    return tuple(line[1] for line, each in zip(headers, names, strict=True) if each == name)
+
+
+def _ticket_params(query_string: bytes) -> list[str] | None:
+    """The `ticket` parameters of the handshake's query string, as `parse_qs` reads
+    them, or None when it has none.
+
+    `parse_qs` turns `+` into a space and un-escapes `%XX` in each name, and does
+    nothing else to it; so a query in which neither `ticket` nor `%` appears has no
+    parameter of that name, and is not parsed (most sockets carry no query, or only
+    the app's own parameters). `find`, not `in`: CPython 3.11's `bytes in bytes`
+    first tries the operand as an integer and raises and clears a TypeError.
+    """
+    if query_string.find(b"ticket") < 0 and query_string.find(b"%") < 0:
+        return None
+    return parse_qs(query_string.decode("latin-1")).get("ticket")
+
+
+@dataclass(frozen=True, slots=True)
+class _MessageRules:
+    """What every message of every connection is held to, compiled from the settings
+    once, when the guard is built: each connection reads it through one attribute."""
+
+    monitor_only: bool
+    idle_seconds: float
+    max_bytes: int
+    # A code point is 1 to 4 bytes in UTF-8 (a lone surrogate, passed through, 3):
+    # text of up to this many characters cannot be too big, so is not encoded.
+    short_text: int
+    connection_limit: GCRALimit
+    # Each message violation as `_Connection.violate` takes it.
+    too_big: _Violation
+    too_fast: _Violation
+    principal_too_fast: _Violation
+    invalid: _Violation
+
+    @classmethod
+    def from_settings(cls, s: WebSocketSettings) -> _MessageRules:
+        drop_error = _ERROR_RATE if s.on_rate_limit == "drop" else None
+        invalid_error = _ERROR_INVALID if s.on_invalid_message == "error-frame" else None
+        return cls(
+            monitor_only=s.monitor_only,
+            idle_seconds=s.idle_timeout_seconds,
+            max_bytes=s.max_message_bytes,
+            short_text=s.max_message_bytes // 4,
+            connection_limit=GCRALimit.from_seconds(
+                1 / s.messages_per_second, (s.message_burst - 1) / s.messages_per_second
+            ),
+            too_big=(
+                r.CLOSE_MESSAGE_TOO_BIG,
+                KIND_INPUT_VALIDATION,
+                r.REASON_MESSAGE_TOO_BIG,
+                None,
+            ),
+            too_fast=(
+                r.CLOSE_POLICY_VIOLATION,
+                KIND_EXCESS_RATE,
+                r.REASON_CONNECTION_RATE,
+                drop_error,
+            ),
+            principal_too_fast=(
+                r.CLOSE_POLICY_VIOLATION,
+                KIND_EXCESS_RATE,
+                r.REASON_PRINCIPAL_RATE,
+                drop_error,
+            ),
+            invalid=(
+                r.CLOSE_INVALID_PAYLOAD,
+                KIND_INPUT_VALIDATION,
+                r.REASON_INVALID_MESSAGE,
+                invalid_error,
+            ),
+        )
 
 
 class _Connection:
-    """The live state of one guarded socket."""
+    """One guarded socket: its live state, and the `receive` and `send` the app gets.
+
+    The app's `receive` and `send` are this object's bound methods rather than
+    closures made per connection: closures whose cells held the connection, reachable
+    again from the connection (its timer holds the callback), would put every
+    connection in reference cycles that only the cyclic garbage collector frees, and
+    traverses until then. Nothing refers back to a connection once `finish` has
+    dropped its timers, so reference counting frees it when it ends.
+    """
+
+    __slots__ = (
+        "_receive",
+        "_send",
+        "accepted",
+        "app_closed",
+        "client_gone",
+        "close_code",
+        "guard",
+        "guard_closed",
+        "held",
+        "idle_timer",
+        "last_activity",
+        "later_checks_needed",
+        "lock",
+        "loop",
+        "offer",
+        "principal",
+        "principal_rate_key",
+        "receiver",
+        "route",
+        "rules",
+        "schema",
+        "scope",
+        "started",
+        "tat_us",
+        "waking",
+        "watch_timer",
+        "watcher",
+        "watcher_due",
+    )
 
     def __init__(
-        self, guard: WebSocketGuardMiddleware, scope: Scope, send: Send, route: str
+        self,
+        guard: WebSocketGuardMiddleware,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        route: str,
+        offer: BearerOffer,
+        principal: str | None,
+        held: list[str],
+        schema: type[BaseModel] | None,
     ) -> None:
         self.guard = guard
+        self.rules = guard.message_rules
         self.scope = scope
         self.route = route
+        self.offer = offer
+        self.principal = principal
+        self.held = held
+        self.schema = schema
+        self.principal_rate_key = (
+            hashed_key(PRINCIPAL_RATE_PREFIX, principal) if principal is not None else None
+        )
+        self.later_checks_needed = self.principal_rate_key is not None or schema is not None
+        self._receive = receive
         self._send = send
+        self.loop = asyncio.get_running_loop()
         self.lock = asyncio.Lock()
-        self.closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # The close code once the socket is closing (by the guard or the client).
+        self.close_code: int | None = None
         self.accepted = False
         self.app_closed = False
         self.guard_closed = False
@@ -188,18 +375,94 @@ class _Connection:
         self.tat_us: int | None = None
         self.last_activity = time.monotonic()
         self.idle_timer: asyncio.TimerHandle | None = None
+        # The watcher (section 3 of the module docstring): when it is due to start,
+        # by `time.monotonic` (None: not due from the idle timer), the timer that
+        # starts it when the idle timer cannot, and the task once started.
+        self.watcher_due: float | None = None
+        self.watch_timer: asyncio.TimerHandle | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.started = guard.clock()  # the watcher's refreshes count from here
         # The task waiting in the server's `receive` for the app, and whether the
         # guard has asked it to stop waiting (see `wake`).
         self.receiver: asyncio.Task[object] | None = None
         self.waking = False
 
+    # --- timers ----------------------------------------------------------------------
+
+    def start_timers(self, first_tick: float | None) -> None:
+        """Arm the idle timer and have the watcher start at `first_tick` (None: no
+        watcher): from the idle timer's first firing when the tick comes no later
+        than the idle deadline can (the usual settings), else from a timer of its own."""
+        idle = self.rules.idle_seconds
+        if first_tick is None:
+            self.idle_timer = self.loop.call_later(idle, self.on_idle)
+        elif first_tick <= idle:
+            self.watcher_due = self.last_activity + first_tick
+            self.idle_timer = self.loop.call_later(first_tick, self.on_idle)
+        else:
+            self.watch_timer = self.loop.call_later(first_tick, self.start_watcher)
+            self.idle_timer = self.loop.call_later(idle, self.on_idle)
+
+    def start_watcher(self) -> None:
+        self.watch_timer = None
+        self.watcher = self.loop.create_task(self.guard._watch(self))
+
+    def on_idle(self) -> None:
+        """The idle deadline, per connection: re-armed lazily, not per message; its
+        first firing may be the watcher's first tick (`start_timers`)."""
+        self.idle_timer = None
+        now = time.monotonic()
+        due = self.watcher_due
+        if due is not None:
+            if now < due:  # early by the loop clock's resolution: not yet due
+                self.idle_timer = self.loop.call_later(due - now, self.on_idle)
+                return
+            self.watcher_due = None
+            if self.close_code is None:
+                self.start_watcher()
+        if self.close_code is not None or self.app_closed:
+            return  # closing already: the server finishes the closing handshake
+        left = self.last_activity + self.rules.idle_seconds - now
+        if left > 0:
+            self.idle_timer = self.loop.call_later(left, self.on_idle)
+        else:
+            # Waiting for the client: wake the wait, which closes. Otherwise the
+            # app is busy; its next `receive` finds the deadline passed.
+            self.wake()
+
+    def finish(self) -> None:
+        """Stop the timers and the watcher; tell the observers an accepted socket ended."""
+        if self.watch_timer is not None:
+            self.watch_timer.cancel()
+            self.watch_timer = None
+        if self.watcher is not None:
+            self.watcher.cancel()
+            self.watcher = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if self.accepted:
+            for observer in self.guard.observers:
+                observer.websocket_closed(self.route)
+
+    # --- the app's send, and the guard's close ---------------------------------------
+
     async def send(self, message: Message) -> None:
+        """The app's `send`: the accept echoes no token; nothing goes out after a close."""
+        if message["type"] == "websocket.accept":
+            message = {
+                **message,
+                "subprotocol": choose_subprotocol(message.get("subprotocol"), self.offer),
+            }
+        await self.send_now(message)
+
+    async def send_now(self, message: Message) -> None:
         async with self.lock:
-            if self.closed.done():
+            if self.close_code is not None:
                 return  # the guard closed the socket: the app's late sends go nowhere
             if message["type"] == "websocket.accept" and not self.accepted:
-                # Counted before the send: `_serve`'s `finally` uncounts whatever
-                # the send does next (raises, is cancelled).
+                # Counted before the send: `finish` uncounts whatever the send does
+                # next (raises, is cancelled).
                 self.accepted = True
                 for observer in self.guard.observers:
                     observer.websocket_opened(self.route)
@@ -212,9 +475,9 @@ class _Connection:
     ) -> None:
         """Close from the guard (once), emit the event, and wake the app's receive."""
         async with self.lock:
-            if self.closed.done() or self.app_closed:
+            if self.close_code is not None or self.app_closed:
                 return
-            self.closed.set_result(code)
+            self.close_code = code
             self.guard_closed = True
             self.wake()
             self.guard.refuser.event(
@@ -228,7 +491,9 @@ class _Connection:
                 await self._send({"type": "websocket.close", "code": code})
 
     async def error_frame(self, text: str) -> None:
-        await self.send({"type": "websocket.send", "text": text})
+        await self.send_now({"type": "websocket.send", "text": text})
+
+    # --- the app's receive -----------------------------------------------------------
 
     def wake(self) -> None:
         """Interrupt the app's wait for the client's next message, if it is waiting.
@@ -263,6 +528,116 @@ class _Connection:
                 task.uncancel()
             return None
         return message
+
+    async def receive(self) -> Message:
+        """The app's `receive`: the client's messages that pass, or the disconnect."""
+        while True:
+            if self.close_code is not None:
+                return {"type": "websocket.disconnect", "code": self.close_code}
+            if self.idle_timer is None and not self.app_closed:
+                # The deadline passed while the app was busy (or never came).
+                left = self.last_activity + self.rules.idle_seconds - time.monotonic()
+                if left <= 0:
+                    await self.close(
+                        r.CLOSE_GOING_AWAY, KIND_CLOSED, r.REASON_IDLE, action="allowed"
+                    )
+                    continue
+                self.idle_timer = self.loop.call_later(left, self.on_idle)
+            message = await self.receive_from(self._receive)
+            if message is None:  # woken: the guard closed, or the idle deadline
+                if self.close_code is None and not self.app_closed:
+                    await self.close(
+                        r.CLOSE_GOING_AWAY, KIND_CLOSED, r.REASON_IDLE, action="allowed"
+                    )
+                continue
+            now = self.last_activity = time.monotonic()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                if self.close_code is not None:
+                    continue  # sent before the client saw our close: dropped
+                data: str | bytes | None = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                violation = self.first_checks(data, now)
+                if violation is None and self.later_checks_needed:
+                    violation = await self.later_checks(data)
+                # The first violation decides (monitor-only passes the message on).
+                if violation is not None and await self.violate(*violation):
+                    continue
+                return message
+            if kind == "websocket.disconnect":
+                self.client_gone = True
+                if self.close_code is not None:
+                    continue
+                self.guard.refuser.event(
+                    self.scope,
+                    kind=KIND_CLOSED,
+                    reason=r.REASON_CLOSED,
+                    action="allowed",
+                    details={"close_code": message.get("code", 1005)},
+                )
+                self.close_code = int(message.get("code", 1005))
+                return message
+            if self.close_code is not None:
+                continue
+            return message
+
+    def first_checks(self, data: str | bytes, now: float) -> _Violation | None:
+        """Size and the connection's bucket: in memory, on every message."""
+        rules = self.rules
+        if isinstance(data, str):
+            if len(data) > rules.short_text and (
+                len(data) > rules.max_bytes
+                or len(data.encode("utf-8", "surrogatepass")) > rules.max_bytes
+            ):
+                return rules.too_big
+        elif len(data) > rules.max_bytes:
+            return rules.too_big
+        allowed, self.tat_us = take_token(
+            self.tat_us, round(now * MICROSECONDS), rules.connection_limit
+        )
+        return None if allowed else rules.too_fast
+
+    async def later_checks(self, data: str | bytes) -> _Violation | None:
+        """The principal's rate in the store and the route's schema, when set."""
+        guard = self.guard
+        if self.principal_rate_key is not None:
+            try:
+                result = await guard.store.gcra(
+                    self.principal_rate_key,
+                    emission_interval_seconds=guard._principal_interval,
+                    burst_tolerance_seconds=guard._principal_tolerance,
+                )
+            except StoreError:
+                # Rate limits fail open (design): the per-connection bucket still holds.
+                guard.refuser.event(
+                    self.scope,
+                    kind=KIND_SYS_AVAILABILITY,
+                    reason=r.REASON_STORE_DOWN,
+                    action="allowed",
+                )
+            else:
+                if not result.allowed:
+                    return self.rules.principal_too_fast
+        if self.schema is not None:
+            try:
+                self.schema.model_validate_json(data)
+            except ValidationError:
+                return self.rules.invalid
+        return None
+
+    async def violate(self, code: int, kind: str, reason: str, error: str | None) -> bool:
+        """Act on a message violation; True if the message is dropped."""
+        refuser = self.guard.refuser
+        if self.rules.monitor_only:
+            refuser.event(self.scope, kind=kind, reason=reason, details={"close_code": code})
+            return False
+        if error is not None:
+            refuser.event(self.scope, kind=kind, reason=reason, details={"dropped": True})
+            await self.error_frame(error)
+            return True
+        await self.close(code, kind, reason)
+        return True
 
 
 class WebSocketGuardMiddleware:
@@ -319,13 +694,18 @@ class WebSocketGuardMiddleware:
             if origin is not None:  # validated by the settings
                 allowed.add(origin)
         self.origin_policy = OriginPolicy(frozenset(allowed), s.allow_same_origin)
-        self.connection_limit = GCRALimit.from_seconds(
-            1 / s.messages_per_second, (s.message_burst - 1) / s.messages_per_second
-        )
+        self.message_rules = _MessageRules.from_settings(s)
         self._principal_interval = 1 / s.principal_messages_per_second
         self._principal_tolerance = (
             s.principal_message_burst - 1
         ) / s.principal_messages_per_second
+        # The watcher's tick: the shorter of `revocation_check_seconds` and the refresh
+        # interval, so a refresh is never more than a tick late.
+        self._refresh_seconds = s.connection_count_ttl_seconds / _REFRESHES_PER_TTL
+        self._tick = min(s.revocation_check_seconds, self._refresh_seconds)
+        # Process-wide memos of pure functions, not connection state (module docstring).
+        self._origin_memo: dict[_OriginMemoKey, str] = {}
+        self._client_keys: dict[str, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.tickets is not None:
@@ -333,11 +713,12 @@ class WebSocketGuardMiddleware:
         if scope["type"] != "websocket" or not self.settings.enabled:
             await self.app(scope, receive, send)
             return
-        handshake = await self._handshake(scope, send)
+        context = get_context(scope)
+        handshake = await self._handshake(scope, send, context)
         if handshake is None:
             return
         app_scope, offer, principal_name = handshake
-        held = await self._reserve(scope, send, principal_name)
+        held = await self._reserve(scope, send, context, principal_name)
         if held is None:
             return
         try:
@@ -352,19 +733,14 @@ class WebSocketGuardMiddleware:
         return await self.refuser(scope, send, status=status, kind=kind, reason=reason)
 
     async def _handshake(
-        self, scope: Scope, send: Send
+        self, scope: Scope, send: Send, context: RequestContext
     ) -> tuple[Scope, BearerOffer, str | None] | None:
-        context = get_context(scope)
-        headers = scope.get("headers", [])
         path = scope.get("path", "")
         access = self.access.lookup("WEBSOCKET", path) or self.settings.default_access
         session = scope.get("session")
         session_user = getattr(session, "user_id", None)
-        origin_reason = check_origin(
-            _origin_lines(headers),
-            own_origin(context.scheme, context.host, context.port, _host_line(headers)),
-            self.origin_policy,
-            cookie_authenticated=session_user is not None,
+        origin_reason = self._check_origin(
+            scope.get("headers", []), context, cookie_authenticated=session_user is not None
         )
         if origin_reason and await self._refuse(
             scope, send, 403, KIND_MALICIOUS_CSRF, origin_reason
@@ -383,9 +759,7 @@ class WebSocketGuardMiddleware:
                 reason = r.REASON_BEARER_INVALID
             principal = verified
         elif not reason:
-            untrusted_tickets = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(
-                "ticket"
-            )
+            untrusted_tickets = _ticket_params(scope.get("query_string", b""))
             if untrusted_tickets is not None:
                 reason, principal = await self._check_ticket(untrusted_tickets)
             elif session_user is not None:
@@ -408,21 +782,83 @@ class WebSocketGuardMiddleware:
         principal_name = _principal_identity(principal) if principal is not None else None
         if principal is not None:
             context.principal = principal
-        try:
-            banned = await self._banned(context.client_host, principal_name)
-        except StoreError:
-            # A ban we cannot read fails closed, as the live check does.
-            if await self._refuse(scope, send, 503, KIND_SYS_AVAILABILITY, r.REASON_STORE_DOWN):
+        if self.ban_checks:
+            try:
+                banned = await self._banned(context.client_host, principal_name)
+            except StoreError:
+                # A ban we cannot read fails closed, as the live check does.
+                if await self._refuse(scope, send, 503, KIND_SYS_AVAILABILITY, r.REASON_STORE_DOWN):
+                    return None
+                banned = False
+            if banned and await self._refuse(scope, send, 403, KIND_AUTHZ_FAIL, r.REASON_BANNED):
                 return None
-            banned = False
-        if banned and await self._refuse(scope, send, 403, KIND_AUTHZ_FAIL, r.REASON_BANNED):
-            return None
         app_scope = scope
         if offer.untrusted_token is not None:
             # The app never sees the token among the subprotocols it may choose from.
             app_scope = dict(scope)
             app_scope["subprotocols"] = list(offer.subprotocols)
         return app_scope, offer, principal_name
+
+    def _check_origin(
+        self,
+        headers: Sequence[tuple[bytes, bytes]],
+        context: RequestContext,
+        *,
+        cookie_authenticated: bool,
+    ) -> str:
+        """`check_origin` on this handshake's facts (`own_origin` from the validated
+        host, else the one `Host` line), remembered: a site's sockets come from the
+        same few origins all day.
+
+        The verdict is a pure function of the memo's key (`_OriginMemoKey`) and of
+        the origin policy, which is fixed, so a remembered verdict is the verdict. A
+        memo entry holds at most two lines of `ORIGIN_MEMO_MAX_LINE_BYTES` (longer
+        ones are decided afresh), and the memo at most `ORIGIN_MEMO_ENTRIES` of them.
+        """
+        if headers.__class__ is not list and headers.__class__ is not tuple:
+            headers = list(headers)  # scanned twice, and indexed
+        names = _lower_names(headers)
+        origins = _lines(headers, names, b"origin")
+        untrusted_host: bytes | None = None
+        if context.host is None:  # else `own_origin` never reads the `Host` line
+            hosts = _lines(headers, names, b"host")
+            untrusted_host = hosts[0] if len(hosts) == 1 else None
+        memo_key: _OriginMemoKey = (
+            origins,
+            untrusted_host,
+            context.scheme,
+            context.host,
+            context.port,
+            cookie_authenticated,
+        )
+        memo = self._origin_memo
+        try:
+            reason = memo.get(memo_key)
+        except TypeError:  # a line that is not `bytes` (against the ASGI spec): unhashable
+            return self._decide_origin(origins, untrusted_host, context, cookie_authenticated)
+        if reason is None:
+            reason = self._decide_origin(origins, untrusted_host, context, cookie_authenticated)
+            if len(origins) <= 1 and (
+                max(map(len, origins), default=0) <= ORIGIN_MEMO_MAX_LINE_BYTES
+                and len(untrusted_host or b"") <= ORIGIN_MEMO_MAX_LINE_BYTES
+            ):
+                if len(memo) >= ORIGIN_MEMO_ENTRIES:
+                    memo.clear()  # a spray churns the memo, never grows it
+                memo[memo_key] = reason
+        return reason
+
+    def _decide_origin(
+        self,
+        origins: tuple[bytes, ...],
+        untrusted_host: bytes | None,
+        context: RequestContext,
+        cookie_authenticated: bool,
+    ) -> str:
+        """`check_origin` on the facts `_check_origin` gathered, afresh."""
+        own = own_origin(context.scheme, context.host, context.port, untrusted_host)
+        return check_origin(
+            origins, own, self.origin_policy, cookie_authenticated=cookie_authenticated
+        )
 
     async def _check_ticket(self, untrusted: list[str]) -> tuple[str, object | None]:
         if self.tickets is None or len(untrusted) != 1:
@@ -449,13 +885,26 @@ class WebSocketGuardMiddleware:
 
     # --- connection caps -------------------------------------------------------------
 
-    async def _reserve(self, scope: Scope, send: Send, principal: str | None) -> list[str] | None:
+    def _client_count_key(self, client: str) -> str:
+        """The client's counter key, remembered (`CLIENT_MEMO_ENTRIES`): `hashed_key`."""
+        key = self._client_keys.get(client)
+        if key is None:
+            key = hashed_key(CLIENT_COUNT_PREFIX, client)
+            if len(client) <= _CLIENT_MEMO_MAX_CHARS:
+                memo = self._client_keys
+                if len(memo) >= CLIENT_MEMO_ENTRIES:
+                    memo.clear()  # a spray churns the memo, never grows it
+                memo[client] = key
+        return key
+
+    async def _reserve(
+        self, scope: Scope, send: Send, context: RequestContext, principal: str | None
+    ) -> list[str] | None:
         """Take one slot per counter; None when full (and refused)."""
-        client = get_context(scope).client_host or "unknown"
         s = self.settings
         wanted = [
             (
-                hashed_key(CLIENT_COUNT_PREFIX, client),
+                self._client_count_key(context.client_host or "unknown"),
                 s.max_connections_per_client,
                 r.REASON_CLIENT_CONNECTIONS,
             )
@@ -526,190 +975,21 @@ class WebSocketGuardMiddleware:
         principal: str | None,
         held: list[str],
     ) -> None:
-        route = self._route_labels.lookup("WEBSOCKET", scope.get("path", ""))
-        conn = _Connection(self, scope, send, route or DEFAULT_ROUTE_LABEL)
-        loop = asyncio.get_running_loop()
-        # Everything a message needs is looked up once, here, for the connection.
-        s = self.settings
-        schema = self.schemas.lookup("WEBSOCKET", scope.get("path", ""))
-        monitor = s.monitor_only
-        idle = s.idle_timeout_seconds
-        max_bytes = s.max_message_bytes
-        # A code point is 1 to 4 bytes in UTF-8 (a lone surrogate, passed through, 3):
-        # text of up to this many characters cannot be too big, so is not encoded.
-        short_text = max_bytes // 4
-        connection_limit = self.connection_limit
-        drop_error = _ERROR_RATE if s.on_rate_limit == "drop" else None
-        invalid_error = _ERROR_INVALID if s.on_invalid_message == "error-frame" else None
-        principal_rate_key = (
-            hashed_key(PRINCIPAL_RATE_PREFIX, principal) if principal is not None else None
+        path = scope.get("path", "")
+        conn = _Connection(
+            self,
+            scope,
+            receive,
+            send,
+            route=self._route_labels.lookup("WEBSOCKET", path) or DEFAULT_ROUTE_LABEL,
+            offer=offer,
+            principal=principal,
+            held=held,
+            schema=self.schemas.lookup("WEBSOCKET", path) if self.schemas else None,
         )
-
-        def on_idle() -> None:
-            """The idle deadline, per connection: re-armed lazily, not per message."""
-            conn.idle_timer = None
-            if conn.closed.done() or conn.app_closed:
-                return  # closing already: the server finishes the closing handshake
-            left = conn.last_activity + idle - time.monotonic()
-            if left > 0:
-                conn.idle_timer = loop.call_later(left, on_idle)
-            else:
-                # Waiting for the client: wake the wait, which closes. Otherwise the
-                # app is busy; its next `receive` finds the deadline passed.
-                conn.wake()
-
-        async def guarded_send(message: Message) -> None:
-            if message["type"] == "websocket.accept":
-                chosen = choose_subprotocol(message.get("subprotocol"), offer)
-                message = {**message, "subprotocol": chosen}
-            await conn.send(message)
-
-        async def violate(code: int, kind: str, reason: str, error: str | None) -> bool:
-            """Act on a message violation; True if the message is dropped."""
-            if monitor:
-                self.refuser.event(scope, kind=kind, reason=reason, details={"close_code": code})
-                return False
-            if error is not None:
-                self.refuser.event(scope, kind=kind, reason=reason, details={"dropped": True})
-                await conn.error_frame(error)
-                return True
-            await conn.close(code, kind, reason)
-            return True
-
-        # Each message violation as `violate` takes it: (code, kind, reason, error frame).
-        too_big: _Violation = (
-            r.CLOSE_MESSAGE_TOO_BIG,
-            KIND_INPUT_VALIDATION,
-            r.REASON_MESSAGE_TOO_BIG,
-            None,
-        )
-        too_fast: _Violation = (
-            r.CLOSE_POLICY_VIOLATION,
-            KIND_EXCESS_RATE,
-            r.REASON_CONNECTION_RATE,
-            drop_error,
-        )
-        principal_too_fast: _Violation = (
-            r.CLOSE_POLICY_VIOLATION,
-            KIND_EXCESS_RATE,
-            r.REASON_PRINCIPAL_RATE,
-            drop_error,
-        )
-        invalid: _Violation = (
-            r.CLOSE_INVALID_PAYLOAD,
-            KIND_INPUT_VALIDATION,
-            r.REASON_INVALID_MESSAGE,
-            invalid_error,
-        )
-        later_checks_needed = principal_rate_key is not None or schema is not None
-
-        def first_checks(data: str | bytes, now: float) -> _Violation | None:
-            """Size and the connection's bucket: in memory, on every message."""
-            if isinstance(data, str):
-                if len(data) > short_text and (
-                    len(data) > max_bytes or len(data.encode("utf-8", "surrogatepass")) > max_bytes
-                ):
-                    return too_big
-            elif len(data) > max_bytes:
-                return too_big
-            allowed, conn.tat_us = take_token(
-                conn.tat_us, round(now * MICROSECONDS), connection_limit
-            )
-            return None if allowed else too_fast
-
-        async def later_checks(data: str | bytes) -> _Violation | None:
-            """The principal's rate in the store and the route's schema, when set."""
-            if principal_rate_key is not None:
-                try:
-                    result = await self.store.gcra(
-                        principal_rate_key,
-                        emission_interval_seconds=self._principal_interval,
-                        burst_tolerance_seconds=self._principal_tolerance,
-                    )
-                except StoreError:
-                    # Rate limits fail open (design): the per-connection bucket still holds.
-                    self.refuser.event(
-                        scope,
-                        kind=KIND_SYS_AVAILABILITY,
-                        reason=r.REASON_STORE_DOWN,
-                        action="allowed",
-                    )
-                else:
-                    if not result.allowed:
-                        return principal_too_fast
-            if schema is not None:
-                try:
-                    schema.model_validate_json(data)
-                except ValidationError:
-                    return invalid
-            return None
-
-        async def guarded_receive() -> Message:
-            while True:
-                if conn.closed.done():
-                    return {"type": "websocket.disconnect", "code": conn.closed.result()}
-                if conn.idle_timer is None and not conn.app_closed:
-                    # The deadline passed while the app was busy (or never came).
-                    left = conn.last_activity + idle - time.monotonic()
-                    if left <= 0:
-                        await conn.close(
-                            r.CLOSE_GOING_AWAY, KIND_CLOSED, r.REASON_IDLE, action="allowed"
-                        )
-                        continue
-                    conn.idle_timer = loop.call_later(left, on_idle)
-                message = await conn.receive_from(receive)
-                if message is None:  # woken: the guard closed, or the idle deadline
-                    if not conn.closed.done() and not conn.app_closed:
-                        await conn.close(
-                            r.CLOSE_GOING_AWAY, KIND_CLOSED, r.REASON_IDLE, action="allowed"
-                        )
-                    continue
-                now = conn.last_activity = time.monotonic()
-                kind = message["type"]
-                if kind == "websocket.receive":
-                    if conn.closed.done():
-                        continue  # sent before the client saw our close: dropped
-                    data: str | bytes | None = message.get("text")
-                    if data is None:
-                        data = message.get("bytes") or b""
-                    violation = first_checks(data, now)
-                    if violation is None and later_checks_needed:
-                        violation = await later_checks(data)
-                    # The first violation decides (monitor-only passes the message on).
-                    if violation is not None and await violate(*violation):
-                        continue
-                    return message
-                if kind == "websocket.disconnect":
-                    conn.client_gone = True
-                    if conn.closed.done():
-                        continue
-                    self.refuser.event(
-                        scope,
-                        kind=KIND_CLOSED,
-                        reason=r.REASON_CLOSED,
-                        action="allowed",
-                        details={"close_code": message.get("code", 1005)},
-                    )
-                    conn.closed.set_result(int(message.get("code", 1005)))
-                    return message
-                if conn.closed.done():
-                    continue
-                return message
-
-        # The watcher's first tick is a timer: a task only for a socket that lives
-        # that long (a short one costs no task), its checks due from then on.
-        watcher: asyncio.Task[None] | None = None
-        started = self.clock()
-
-        def start_watcher() -> None:
-            nonlocal watcher
-            watcher = loop.create_task(self._watch(conn, principal, held, started))
-
-        first_tick = self._watch_tick(scope, principal, held)
-        watch_timer = loop.call_later(first_tick, start_watcher) if first_tick else None
-        conn.idle_timer = loop.call_later(idle, on_idle)
+        conn.start_timers(self._watch_tick(scope, principal, held))
         try:
-            await self.app(scope, guarded_receive, guarded_send)
+            await self.app(scope, conn.receive, conn.send)
             if conn.guard_closed and not conn.client_gone:
                 # Read what the client sent before it saw our close, until its
                 # disconnect: a server whose inbound queue is full (hypercorn's is
@@ -720,15 +1000,7 @@ class WebSocketGuardMiddleware:
                             if (await receive())["type"] == "websocket.disconnect":
                                 break
         finally:
-            if watch_timer is not None:
-                watch_timer.cancel()
-            if watcher is not None:
-                watcher.cancel()
-            if conn.idle_timer is not None:
-                conn.idle_timer.cancel()
-            if conn.accepted:
-                for observer in self.observers:
-                    observer.websocket_closed(conn.route)
+            conn.finish()
 
     def _session_key(self, scope: Scope, principal: str | None) -> str | None:
         # The guard only needs the session's store key, to ask whether it still exists.
@@ -736,34 +1008,26 @@ class WebSocketGuardMiddleware:
         return getattr(session, "store_key", None) if principal is not None else None
 
     def _watch_tick(self, scope: Scope, principal: str | None, held: list[str]) -> float | None:
-        """The watcher's tick, or None when it has nothing to watch.
+        """The watcher's tick (`_tick`), or None when it has nothing to watch; a tick
+        with nothing due costs no store call."""
+        if held or self.ban_checks or self._session_key(scope, principal) is not None:
+            return self._tick
+        return None
 
-        One tick is the shorter of `revocation_check_seconds` and the refresh
-        interval, so a refresh is never more than a tick late; a tick with nothing
-        due costs no store call.
-        """
-        revoking = self._session_key(scope, principal) is not None or bool(self.ban_checks)
-        if not revoking and not held:
-            return None
-        refresh_seconds = self.settings.connection_count_ttl_seconds / _REFRESHES_PER_TTL
-        return min(self.settings.revocation_check_seconds, refresh_seconds)
-
-    async def _watch(
-        self, conn: _Connection, principal: str | None, held: list[str], started: float
-    ) -> None:
+    async def _watch(self, conn: _Connection) -> None:
         """Close the socket once its session is gone or a ban applies, and keep its
         connection slots alive (bounded by the connection's life: cancelled when the
         app returns). Started one tick (`_watch_tick`) after the connection was, at
-        `started` by the guard's clock; checks, then sleeps a tick.
+        `conn.started` by the guard's clock; checks, then sleeps a tick.
         """
+        principal, held = conn.principal, conn.held
         session_key = self._session_key(conn.scope, principal)
         client = get_context(conn.scope).client_host
         revoking = session_key is not None or bool(self.ban_checks)
-        refresh_seconds = self.settings.connection_count_ttl_seconds / _REFRESHES_PER_TTL
-        tick = min(self.settings.revocation_check_seconds, refresh_seconds)
-        last_refresh = started
+        refresh_seconds, tick = self._refresh_seconds, self._tick
+        last_refresh = conn.started
         first = True
-        while not conn.closed.done():
+        while conn.close_code is None:
             if not first:
                 await asyncio.sleep(tick)
             first = False
