@@ -293,6 +293,11 @@ class EventEmitter:
             redactor=Redactor(settings.redact_fields, settings.redact_pii),
         )
 
+    def wants(self, kind: str, action: Action) -> bool:
+        """Whether any sink takes an event of this kind and action: a layer asks
+        before it gathers an event's facts (`bastion.responses.Refuser.event`)."""
+        return any(accepts is None or accepts(kind, action) for accepts in self._filters)
+
     def emit(self, event: SecurityEvent) -> None:
         """Hand a record of `event` to every sink that accepts it; with none (no sink,
         or none that wants this kind and action), no record is stamped or redacted."""

@@ -154,13 +154,16 @@ class Refuser:
         action: Action | None = None,
         details: dict[str, object] | None = None,
     ) -> None:
+        action = action or ("monitored" if self.monitor_only else "blocked")
+        if not self.events.wants(kind, action):
+            return  # no sink takes it: no event built, no request id drawn for it
         context = get_context(scope)
         self.events.emit(
             SecurityEvent(
                 kind=kind,
                 reason=reason,
                 layer=self.layer,
-                action=action or ("monitored" if self.monitor_only else "blocked"),
+                action=action,
                 status=status,
                 request_id=context.request_id,
                 client=context.client_host,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bastion import context as context_module
 from bastion.events import (
     MAX_VALUE_CHARS,
     REDACTED,
@@ -16,6 +17,7 @@ from bastion.events import (
     Redactor,
     SecurityEvent,
 )
+from bastion.responses import Refuser
 from tests.conftest import RecordingSink
 
 FIXED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -293,3 +295,51 @@ def test_an_attribute_named_accepts_that_is_not_callable_filters_nothing() -> No
     sink = Tagged()
     EventEmitter([sink]).emit(ALLOWED)
     assert sink.reasons() == ["closed"]
+
+
+@pytest.mark.parametrize(
+    ("sinks", "allowed", "blocked"),
+    [
+        pytest.param([], False, False, id="no-sink"),
+        pytest.param([RefusalsOnly()], False, True, id="refusals-only"),
+        pytest.param([RefusalsOnly(), RecordingSink()], True, True, id="one-takes-everything"),
+    ],
+)
+def test_wants_says_whether_any_sink_takes_the_event(
+    sinks: list[RecordingSink], allowed: bool, blocked: bool
+) -> None:
+    emitter = EventEmitter(sinks)
+    assert emitter.wants("closed", "allowed") is allowed
+    assert emitter.wants("authn_fail", "blocked") is blocked
+
+
+@pytest.mark.parametrize(
+    ("sinks", "built"),
+    [
+        pytest.param([RefusalsOnly()], False, id="refuser-event-no-taker"),
+        pytest.param([RecordingSink()], True, id="refuser-event-taken"),
+    ],
+)
+def test_a_refusers_event_no_sink_takes_is_not_built(
+    sinks: list[RecordingSink], built: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Refuser.event` asks first: an allowed event nobody takes draws no request id
+    and reads no context; one that a sink takes is complete."""
+    drawn: list[str] = []
+    real = context_module.new_request_id
+
+    def counting() -> str:
+        drawn.append("id")
+        return real()
+
+    monkeypatch.setattr(context_module, "new_request_id", counting)
+    scope: dict[str, object] = {"type": "websocket", "path": "/ws", "headers": []}
+    Refuser("websocket", EventEmitter(sinks)).event(
+        scope, kind="session_websocket_closed", reason="closed", action="allowed"
+    )
+    assert drawn == (["id"] if built else [])
+    records = [record for sink in sinks for record in sink.records]
+    assert len(records) == built
+    if built:
+        assert records[0]["request_id"]
+        assert records[0]["method"] == "WEBSOCKET"
