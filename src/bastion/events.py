@@ -22,13 +22,14 @@ CWE-117 https://cwe.mitre.org/data/definitions/117.html
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -250,7 +251,10 @@ class LoggingSink:
     def accepts(self, kind: str, action: Action) -> bool:
         """Whether the logger writes such an event now (its level may change at any
         time, so this is asked per event): under the standard library's default
-        level, WARNING, an allowed event is not built only to be dropped."""
+        level, WARNING, an allowed event is not built only to be dropped. A subclass
+        with a `handle` of its own takes every event (it may not log at all)."""
+        if type(self).handle is not LoggingSink.handle:
+            return True
         return self.logger.isEnabledFor(logging.INFO if action == "allowed" else logging.WARNING)
 
     def handle(self, record: Mapping[str, object]) -> None:
@@ -332,10 +336,17 @@ class EventEmitter:
 
 
 def _filter_of(sink: EventSink) -> Filter | None:
-    """The sink's `accepts`; None when it has none (an attribute of that name that is
-    not callable is some other thing of the sink's: it takes every event)."""
+    """The sink's `accepts`; None when it has none. An attribute of that name that
+    cannot be called as `accepts(kind, action)` is some other thing of the sink's
+    (checked here, once, not as events come): that sink takes every event."""
     accepts = getattr(sink, "accepts", None)
-    return accepts if callable(accepts) else None
+    if not callable(accepts):
+        return None
+    try:
+        inspect.signature(accepts).bind(KIND_SYS_STARTUP, "allowed")
+    except (TypeError, ValueError):  # another signature, or none to be read
+        return None
+    return cast(Filter, accepts)
 
 
 def _utc_now() -> datetime:

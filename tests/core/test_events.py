@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import pytest
@@ -343,3 +343,36 @@ def test_a_refusers_event_no_sink_takes_is_not_built(
     if built:
         assert records[0]["request_id"]
         assert records[0]["method"] == "WEBSOCKET"
+
+
+def test_a_logging_sink_subclass_with_its_own_handle_takes_every_event() -> None:
+    """A user's sink built on `LoggingSink` that writes records elsewhere is not
+    filtered by a logger it does not use (the standard library's default WARNING
+    would otherwise drop every allowed event before it)."""
+
+    class Elsewhere(LoggingSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reasons: list[str] = []
+
+        def handle(self, record: Mapping[str, object]) -> None:
+            self.reasons.append(str(record["reason"]))
+
+    sink = Elsewhere()
+    EventEmitter([sink]).emit(ALLOWED)
+    assert sink.reasons == ["closed"]
+
+
+def test_an_accepts_of_another_signature_filters_nothing() -> None:
+    """A sink's own `accepts(record)` is no filter: it is not called with two
+    arguments as events come (which would raise in the request's path)."""
+
+    class OwnMeaning(RecordingSink):
+        def accepts(self, record: Mapping[str, object]) -> bool:
+            raise AssertionError("not a filter: never called by the emitter")
+
+    sink = OwnMeaning()
+    emitter = EventEmitter([sink])
+    assert emitter.wants("closed", "allowed")
+    emitter.emit(ALLOWED)
+    assert sink.reasons() == ["closed"]

@@ -27,10 +27,17 @@ from hypothesis import strategies as st
 
 from bastion.context import get_context
 from bastion.events import KIND_AUTHN_FAIL, EventEmitter
+from bastion.hosts import parse_origin
 from bastion.types import Receive, Scope, Send
 from bastion.websocket import BearerOffer, WebSocketGuardMiddleware, WebSocketSettings
 from bastion.websocket import reasons as r
-from bastion.websocket.core import check_origin, hashed_key, own_origin, split_bearer
+from bastion.websocket.core import (
+    OriginPolicy,
+    check_origin,
+    hashed_key,
+    own_origin,
+    split_bearer,
+)
 from bastion.websocket.middleware import (
     CLIENT_COUNT_PREFIX,
     CLIENT_MEMO_ENTRIES,
@@ -206,6 +213,26 @@ def test_a_spray_of_origins_keeps_the_memo_bounded() -> None:
     assert newest in middleware._origin_memo
     same = [(b"host", b"app.example"), (b"origin", b"https://app.example")]
     assert verdict(middleware, same, "wss", None, None, True) == ""
+
+
+def test_a_new_origin_policy_is_not_answered_from_the_old_ones_memo() -> None:
+    """ws-origin-memo-policy-change: verdicts remembered under one policy are forgotten
+    when another is assigned (a partner origin allowed after a foreign verdict)."""
+    middleware = WebSocketGuardMiddleware(no_app, events=EventEmitter([]))
+    partner = [(b"host", b"app.example"), (b"origin", b"https://partner.example")]
+    assert verdict(middleware, partner, "wss", None, None, False) == r.REASON_FOREIGN_ORIGIN
+    allowed = parse_origin("https://partner.example")
+    assert allowed is not None
+    middleware.origin_policy = OriginPolicy(frozenset({allowed}), allow_same_origin=True)
+    assert middleware._origin_memo == {}
+    assert verdict(middleware, partner, "wss", None, None, False) == ""
+
+
+def test_the_connection_limit_is_the_message_rules_one() -> None:
+    middleware = WebSocketGuardMiddleware(
+        no_app, WebSocketSettings(messages_per_second=7, message_burst=3)
+    )
+    assert middleware.connection_limit is middleware.message_rules.connection_limit
 
 
 @pytest.mark.parametrize(

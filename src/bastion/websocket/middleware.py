@@ -693,6 +693,9 @@ class WebSocketGuardMiddleware:
             origin = parse_origin(text)
             if origin is not None:  # validated by the settings
                 allowed.add(origin)
+        # Process-wide memos of pure functions, not connection state (module docstring).
+        self._origin_memo: dict[_OriginMemoKey, str] = {}
+        self._client_keys: dict[str, str] = {}
         self.origin_policy = OriginPolicy(frozenset(allowed), s.allow_same_origin)
         self.message_rules = _MessageRules.from_settings(s)
         self._principal_interval = 1 / s.principal_messages_per_second
@@ -703,9 +706,23 @@ class WebSocketGuardMiddleware:
         # interval, so a refresh is never more than a tick late.
         self._refresh_seconds = s.connection_count_ttl_seconds / _REFRESHES_PER_TTL
         self._tick = min(s.revocation_check_seconds, self._refresh_seconds)
-        # Process-wide memos of pure functions, not connection state (module docstring).
-        self._origin_memo: dict[_OriginMemoKey, str] = {}
-        self._client_keys: dict[str, str] = {}
+
+    @property
+    def origin_policy(self) -> OriginPolicy:
+        """The origins a handshake may come from (the settings' allowlist, and
+        whether the request's own origin is allowed)."""
+        return self._origin_policy
+
+    @origin_policy.setter
+    def origin_policy(self, policy: OriginPolicy) -> None:
+        # The remembered verdicts were decided under the policy being replaced.
+        self._origin_policy = policy
+        self._origin_memo.clear()
+
+    @property
+    def connection_limit(self) -> GCRALimit:
+        """Each connection's message rate (`message_rules`)."""
+        return self.message_rules.connection_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.tickets is not None:
@@ -811,7 +828,8 @@ class WebSocketGuardMiddleware:
         same few origins all day.
 
         The verdict is a pure function of the memo's key (`_OriginMemoKey`) and of
-        the origin policy, which is fixed, so a remembered verdict is the verdict. A
+        the origin policy, whose assignment empties the memo, so a remembered verdict
+        is the verdict. A
         memo entry holds at most two lines of `ORIGIN_MEMO_MAX_LINE_BYTES` (longer
         ones are decided afresh), and the memo at most `ORIGIN_MEMO_ENTRIES` of them.
         """
@@ -857,7 +875,7 @@ class WebSocketGuardMiddleware:
         """`check_origin` on the facts `_check_origin` gathered, afresh."""
         own = own_origin(context.scheme, context.host, context.port, untrusted_host)
         return check_origin(
-            origins, own, self.origin_policy, cookie_authenticated=cookie_authenticated
+            origins, own, self._origin_policy, cookie_authenticated=cookie_authenticated
         )
 
     async def _check_ticket(self, untrusted: list[str]) -> tuple[str, object | None]:
