@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from bastion.exceptions import StoreError
 from bastion.stores import MemoryStore, memory
 from bastion.stores.gcra import GCRALimit, GCRAResult, parse_limit
+from tests.stores.memory_state import assert_same_state, make_periodic_work_frequent
 from tests.stores.test_contract import BAD_KEYS
 from tests.support.clock import FakeClock
 
@@ -81,24 +82,12 @@ class Pair:
         self.check()
 
     def check(self) -> None:
-        a, b = self.by_digest, self.by_key
-        assert list(a._data.items()) == list(b._data.items())
-        assert (len(a), a.size_bytes, a._newest) == (len(b), b.size_bytes, b._newest)
-        assert (a._deleted, a._compact_at, a._writes_to_sweep) == (
-            b._deleted,
-            b._compact_at,
-            b._writes_to_sweep,
-        )
-        assert (a._cold, a._cold_next, a._cold_live) == (b._cold, b._cold_next, b._cold_live)
+        assert_same_state(self.by_digest, self.by_key)
 
 
 @pytest.fixture
 def small(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sweeps, rebuilds and cold-end snapshots every few writes, not every thousand."""
-    monkeypatch.setattr(memory, "_COLD_SNAPSHOT", 2)
-    monkeypatch.setattr(memory, "_COMPACT_MIN_DELETIONS", 3)
-    monkeypatch.setattr(memory, "_SWEEP_EVERY_WRITES", 3)
-    monkeypatch.setattr(memory, "_SWEEP_BATCH", 2)
+    make_periodic_work_frequent(monkeypatch)
 
 
 # (operation, arguments): ("step", guard or None, key, limit name, inlined?),

@@ -30,6 +30,7 @@ from bastion.stores.base import (
     check_ttl,
     parse_counter,
 )
+from tests.stores.memory_state import assert_same_state, make_periodic_work_frequent
 from tests.stores.test_contract import BAD_KEYS
 from tests.support.clock import FakeClock
 
@@ -126,15 +127,7 @@ class Pair:
         self.check()
 
     def check(self) -> None:
-        a, b = self.fast, self.general
-        assert list(a._data.items()) == list(b._data.items())
-        assert (len(a), a.size_bytes, a._newest) == (len(b), b.size_bytes, b._newest)
-        assert (a._deleted, a._compact_at, a._writes_to_sweep) == (
-            b._deleted,
-            b._compact_at,
-            b._writes_to_sweep,
-        )
-        assert (a._cold, a._cold_next, a._cold_live) == (b._cold, b._cold_next, b._cold_live)
+        assert_same_state(self.fast, self.general)
 
 
 async def _outcome(step: Any) -> object:
@@ -144,14 +137,6 @@ async def _outcome(step: Any) -> object:
     except (TypeError, ValueError, StoreError) as error:
         return (type(error), str(error))
     return (type(result), result)
-
-
-def _small(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sweeps, rebuilds and cold-end snapshots every few writes, not every thousand."""
-    monkeypatch.setattr(memory, "_COLD_SNAPSHOT", 2)
-    monkeypatch.setattr(memory, "_COMPACT_MIN_DELETIONS", 3)
-    monkeypatch.setattr(memory, "_SWEEP_EVERY_WRITES", 3)
-    monkeypatch.setattr(memory, "_SWEEP_BATCH", 2)
 
 
 # (operation, arguments): ("incr", key, amount, ttl, inlined?), ("advance", seconds),
@@ -256,7 +241,7 @@ async def _run(pair: Pair, op: _Op) -> bool | None:
 async def test_incr_is_the_general_step(
     ops: Sequence[_Op], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _small(monkeypatch)
+    make_periodic_work_frequent(monkeypatch)
     pair = Pair(max_entries=4)
     for op in ops:
         inlined = await _run(pair, op)
@@ -289,7 +274,7 @@ def test_incr_is_the_general_step_over_any_operations(
     ops: list[_Op], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Any mix of increments, values, buckets, refreshes and time, at a bound of four."""
-    _small(monkeypatch)
+    make_periodic_work_frequent(monkeypatch)
 
     async def run() -> None:
         pair = Pair(max_entries=4)
