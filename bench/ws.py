@@ -59,8 +59,8 @@ class Counts:
 
 
 # Many short rounds, so that the median over rounds stays put when a few straddle a
-# change of the machine's phase (a pair of cells lasts about half a second).
-FULL: Final = Counts(rounds=9, messages=2000, handshakes=200)
+# change of the machine's phase (a pair of cells lasts about a second).
+FULL: Final = Counts(rounds=9, messages=4000, handshakes=200)
 SMOKE: Final = Counts(rounds=2, messages=20, handshakes=5)
 
 Figure = Literal["messages", "handshakes"]
