@@ -3,7 +3,9 @@
 Each layer describes what happened as a `SecurityEvent` with a stable `kind` from the
 OWASP Logging Vocabulary and a stable `reason` (the layer's `REASON_*` constant). The
 `EventEmitter` redacts the event centrally, before any sink sees it, then hands the
-plain record to every sink. Sinks never see a secret, so no sink can leak one.
+plain record to every sink that accepts it (a sink may say which kinds and actions it
+takes; an event none takes is never built). Sinks never see a secret, so no sink can
+leak one.
 
 Threats handled here:
 
