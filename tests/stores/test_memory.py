@@ -60,6 +60,21 @@ async def test_eviction_is_least_recently_used(clock: FakeClock) -> None:
     assert [await store.get(key) for key in ("a", "c", "d")] == [b"1", b"1", b"1"]
 
 
+async def test_a_key_used_after_the_cold_snapshot_is_not_the_next_evicted(
+    clock: FakeClock,
+) -> None:
+    """The eviction order is read from a snapshot of the cold end: a key used after
+    the snapshot was taken leaves it (`_mark_newest`), or the next eviction would
+    take the most recently used key."""
+    store = MemoryStore(max_entries=3, clock=clock)
+    for key in ("a", "b", "c"):
+        await store.set(key, b"1", None)
+    await store.set("d", b"1", None)  # the snapshot [a, b, c, d] is taken; a goes
+    assert await store.get("b") == b"1"  # b is now the most recently used
+    await store.set("e", b"1", None)  # the oldest is c, not b
+    assert [await store.get(key) for key in ("b", "c", "d", "e")] == [b"1", None, b"1", b"1"]
+
+
 async def test_expired_entries_are_swept_without_a_thread(clock: FakeClock) -> None:
     store = MemoryStore(max_entries=100, clock=clock)
     writes = memory._SWEEP_EVERY_WRITES

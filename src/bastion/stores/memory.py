@@ -302,15 +302,9 @@ class MemoryStore:
         data = self._data
         entry = data.get(digest)
         if isinstance(entry, tuple) and isinstance(entry[1], int) and entry[0] > now:
-            if digest != self._newest:  # as `_live`: out, and back in last
-                del data[digest]
-                data[digest] = entry
-                self._newest = digest
-                self._cold_live.discard(digest)
-                self._deleted += 1
-                if self._deleted >= self._compact_at:
-                    self._compact()
-                    data = self._data
+            if digest != self._newest:  # as `_live`
+                self._mark_newest(digest, entry)
+                data = self._data  # rebuilt, should the move have compacted it
             result = entry[1] + amount
             if not MIN_COUNTER <= result <= MAX_COUNTER:
                 check_counter(result)  # raises
@@ -640,16 +634,21 @@ class MemoryStore:
         if expires_at <= now:
             self._discard(digest)
             return None
-        if digest != self._newest:  # mark it most recently used: out, and back in last
-            data = self._data
-            del data[digest]
-            data[digest] = entry
-            self._newest = digest
-            self._cold_live.discard(digest)
-            self._deleted += 1
-            if self._deleted >= self._compact_at:
-                self._compact()
+        if digest != self._newest:
+            self._mark_newest(digest, entry)
         return value
+
+    def _mark_newest(self, digest: _Digest, entry: _Entry) -> None:
+        """Mark a live entry the most recently used: out of the dict, and back in last
+        (the deletion counted toward the next rebuild, which may happen now)."""
+        data = self._data
+        del data[digest]
+        data[digest] = entry
+        self._newest = digest
+        self._cold_live.discard(digest)
+        self._deleted += 1
+        if self._deleted >= self._compact_at:
+            self._compact()
 
     def _put(self, digest: _Digest, entry: _Entry, now: float) -> None:
         data = self._data
@@ -722,13 +721,7 @@ class MemoryStore:
             if stale:
                 self._discard(digest)
             elif entry is not None and digest != self._newest:
-                del data[digest]
-                data[digest] = entry
-                self._newest = digest
-                self._cold_live.discard(digest)
-                self._deleted += 1
-                if self._deleted >= self._compact_at:
-                    self._compact()
+                self._mark_newest(digest, entry)
             if new_tat - window > now_us:
                 return _refused(tat, new_tat, now_us, window, interval)
         elif entry is not None and digest == self._newest:
