@@ -111,6 +111,37 @@ _WEBSOCKET_STAGES: Final = (
     AuthorizationMiddleware,
 )
 
+_HSTS_NAME: Final = b"strict-transport-security"
+# Bastion's layers, as `_edits_inside` walks them.
+_LAYER_TYPES: Final = (
+    ErrorsMiddleware,
+    TransportMiddleware,
+    LimitsMiddleware,
+    HeadersMiddleware,
+    CORSMiddleware,
+    RateLimitMiddleware,
+    SessionMiddleware,
+    AuthenticationMiddleware,
+    CSRFMiddleware,
+    AuthorizationMiddleware,
+    WebSocketGuardMiddleware,
+)
+
+
+def _edits_inside(app: ASGIApp, name: bytes) -> bool:
+    """Whether a layer inside `app`, down to the application, may add or drop a
+    response line of `name`. Of the layers, only the headers layer touches names
+    its settings choose (`HeadersMiddleware.edited_names`); the others' lines are
+    their own (cookies, `Vary`, `RateLimit`, CORS, `WWW-Authenticate`). The walk
+    stops at the first object that is not one of Bastion's layers."""
+    layer = app
+    while isinstance(layer, _LAYER_TYPES):
+        if isinstance(layer, HeadersMiddleware) and name in layer.edited_names:
+            return True
+        layer = layer.app
+    return False
+
+
 # (section name, factory), outermost first.
 LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
     (
@@ -119,7 +150,15 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
             app, x.settings.errors, events=x.events, debug=x.settings.debug
         ),
     ),
-    ("transport", lambda app, x: TransportMiddleware(app, x.settings.transport, events=x.events)),
+    (
+        "transport",
+        lambda app, x: TransportMiddleware(
+            app,
+            x.settings.transport,
+            events=x.events,
+            inner_edits_hsts=_edits_inside(app, _HSTS_NAME),
+        ),
+    ),
     ("limits", lambda app, x: LimitsMiddleware(app, x.settings.limits, events=x.events)),
     ("headers", lambda app, x: HeadersMiddleware(app, x.settings.headers, events=x.events)),
     ("cors", lambda app, x: CORSMiddleware(app, x.settings.cors, events=x.events)),

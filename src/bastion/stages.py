@@ -88,6 +88,11 @@ class HeaderOp(enum.Enum):
     """Append the hook's lines, as they are."""
     DEFAULT = "default"
     """Append the hook's one line unless a header of its (lower-case) name is set."""
+    UNLESS_SENT = "unless-sent"
+    """`DEFAULT`, checked against the lines the run was handed (the application's,
+    or those of the stage that answered) rather than the lines as the inner hooks
+    left them: the same answer, scanning fewer lines, for a name that no stage
+    inside the hook's may add or drop (the transport layer's HSTS line, `Shield`)."""
     EDIT = "edit"
     """Replace the lines with what the hook's `HeaderEdit` returns."""
 
@@ -95,12 +100,13 @@ class HeaderOp(enum.Enum):
 EXTEND: Final = HeaderOp.EXTEND
 DEFAULT: Final = HeaderOp.DEFAULT
 EDIT: Final = HeaderOp.EDIT
+UNLESS_SENT: Final = HeaderOp.UNLESS_SENT
 
 Hook: TypeAlias = (
     tuple[StartHook, None]
     | tuple[None, AsyncStartHook]
     | tuple[Literal[HeaderOp.EXTEND], Sequence[tuple[bytes, bytes]]]
-    | tuple[Literal[HeaderOp.DEFAULT], tuple[bytes, bytes]]
+    | tuple[Literal[HeaderOp.DEFAULT, HeaderOp.UNLESS_SENT], tuple[bytes, bytes]]
     | tuple[Literal[HeaderOp.EDIT], HeaderEdit]
 )
 """One entry of `Flow.hooks`: a message hook, sync or async, or a header edit."""
@@ -334,6 +340,7 @@ class Flow:
             reversed(hooks) if level == len(hooks) else reversed(hooks[:level])
         )
         current = message.get("headers", ())  # the lines `message` carries
+        sent = current  # the lines the run was handed (`UNLESS_SENT`)
         headers = current  # the lines as edited so far
         owned = False  # whether `headers` is a list of the run's own
         for op, arg in entries:
@@ -346,6 +353,11 @@ class Flow:
                     if not owned:
                         headers, owned = list(headers), True
                     headers.extend(arg)
+            elif op is UNLESS_SENT:
+                if not _is_set(sent, arg[0]):
+                    if not owned:
+                        headers, owned = list(headers), True
+                    headers.append(arg)
             elif op is DEFAULT:
                 if not _is_set(headers, arg[0]):
                     if not owned:

@@ -10,6 +10,10 @@ I/O message hooks, a hook that replaces the message), on application headers in
 several shapes (none, lower-case, mixed case, a tuple, the set names present);
 and the application's message and list are never changed. `_is_set` is held to
 the loop it replaced over names in any case and over names that are no `bytes`.
+
+`UNLESS_SENT` (the transport layer's HSTS line in `Shield`) is held to `DEFAULT`
+over the same sequences, wherever no other hook of the run adds or drops its name,
+the condition under which `Shield` uses it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from bastion.stages import DEFAULT, EDIT, EXTEND, Flow, _is_set
+from bastion.stages import DEFAULT, EDIT, EXTEND, UNLESS_SENT, Flow, _is_set
 from bastion.types import Message, RawHeaders
 
 pytestmark = pytest.mark.anyio
@@ -172,6 +176,74 @@ def test_edit_start_matches_the_reference_run(app: str) -> None:
             assert (None if original is None else list(original)) == as_sent
             checked += 1
     assert checked > 1000
+
+
+# The hooks of the table that may add or drop a line of each `DEFAULT` hook's name.
+_TOUCHES: dict[str, set[str]] = {
+    "default-hsts": {"sync-replaces"},
+    "default-vary": {"edit-drops-vary", "sync-replaces"},
+    "default-edit-name": {"edit-changes", "sync-replaces"},
+}
+
+
+@pytest.mark.parametrize("app", sorted(APP_HEADERS))
+@pytest.mark.parametrize("default", sorted(_TOUCHES))
+def test_unless_sent_matches_default_when_no_inner_hook_touches_its_name(
+    app: str, default: str
+) -> None:
+    """Swap one `DEFAULT` hook for `UNLESS_SENT`: the run's message is the same
+    whenever the hooks inside it (run before it) neither add nor drop its name."""
+    _, line = HOOKS[default]
+    checked = 0
+    for sequence in SEQUENCES:
+        if default not in sequence:
+            continue
+        position = sequence.index(default)
+        # Hooks run innermost (last) first: those inside the swapped one come after it.
+        if _TOUCHES[default] & set(sequence[position + 1 :]) or sequence.count(default) > 1:
+            continue
+        hooks = [HOOKS[name] for name in sequence]
+        swapped = [*hooks[:position], (UNLESS_SENT, line), *hooks[position + 1 :]]
+        original = APP_HEADERS[app]
+        expected = flow_with(hooks)._edit_start(start_message(original), len(hooks))
+        got = flow_with(swapped)._edit_start(start_message(original), len(hooks))
+        assert got == expected, sequence
+        checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize(
+    ("inner", "app_headers", "expected"),
+    [
+        pytest.param(
+            (EXTEND, ((b"strict-transport-security", b"max-age=9"),)),
+            [],
+            [(b"strict-transport-security", b"max-age=9"), (b"strict-transport-security", b"1")],
+            id="unless-sent-ignores-an-inner-line",
+        ),
+        pytest.param(
+            (EDIT, lambda lines: []),
+            [(b"Strict-Transport-Security", b"max-age=5")],
+            [],
+            id="unless-sent-ignores-an-inner-strip",
+        ),
+        pytest.param(
+            (EXTEND, ((b"x-a", b"1"),)),
+            [(b"Strict-Transport-Security", b"max-age=5")],
+            [(b"Strict-Transport-Security", b"max-age=5"), (b"x-a", b"1")],
+            id="unless-sent-keeps-the-apps-line",
+        ),
+    ],
+)
+def test_unless_sent_looks_at_the_lines_as_sent_only(
+    inner: Any, app_headers: RawHeaders, expected: RawHeaders
+) -> None:
+    """What `UNLESS_SENT` is not: a check of the inner hooks' lines. That is why
+    `Shield` uses `DEFAULT` when an inner layer may set or strip the name."""
+    hooks = [(UNLESS_SENT, (b"strict-transport-security", b"1")), inner]
+    got = flow_with(hooks)._edit_start(start_message(app_headers), len(hooks))
+    assert isinstance(got, dict)
+    assert list(got["headers"]) == expected
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,7 @@ from bastion.headers.policy import (
     HeaderSet,
     HeadersSettings,
     compile_header_sets,
+    edited_names,
     merge_for_response,
 )
 from bastion.headers.reports import (
@@ -140,6 +141,8 @@ class HeadersMiddleware:
         self.app = app
         self.settings = settings or HeadersSettings()
         default, routes = compile_header_sets(self.settings)
+        self.edited_names = edited_names((default, *routes.values()))
+        """The response header names this layer may add, keep out or strip."""
         self._enabled = self.settings.enabled
         # What `enter` needs of each set, looked up with the route (`_Plan`).
         self._default_plan = _plan(default)

@@ -836,6 +836,19 @@ def compile_header_sets(settings: HeadersSettings) -> tuple[HeaderSet, dict[str,
     return default, routes
 
 
+def edited_names(header_sets: Iterable[HeaderSet]) -> frozenset[bytes]:
+    """Every response header name one of `header_sets` (or the resource set sent in
+    its place) may add, keep out or strip: the names the headers layer may change
+    in an answer. Any other line passes it as the application sent it."""
+    names: set[bytes] = set()
+    for header_set in header_sets:
+        for one in (header_set, header_set.resource):
+            if one is not None:
+                names |= one.managed | one.strip
+                names.update(name for name, _ in one.appended)
+    return frozenset(names)
+
+
 def merge_headers(
     app_headers: Iterable[Any],
     header_set: HeaderSet,

@@ -23,7 +23,7 @@ from bastion.context import SCOPE_KEY, RequestContext, get_context
 from bastion.events import EventEmitter
 from bastion.hosts import DEFAULT_PORTS, HostPort
 from bastion.responses import Refuser
-from bastion.stages import DEFAULT, Flow, Hook, run_stages
+from bastion.stages import DEFAULT, UNLESS_SENT, Flow, Hook, run_stages
 from bastion.transport.allowed_hosts import (
     LOCAL_HOSTS,
     AllowedHosts,
@@ -105,7 +105,13 @@ class TransportMiddleware:
         settings: TransportSettings | None = None,
         *,
         events: EventEmitter | None = None,
+        inner_edits_hsts: bool = False,
     ) -> None:
+        """`inner_edits_hsts`: whether a stage inside this one, in the same `Shield`,
+        may add or drop a `Strict-Transport-Security` line (the headers layer's, when
+        its settings name that header). Then the HSTS default is checked against the
+        response as those stages left it; otherwise against the response as it was
+        sent, which is the same answer for a shorter scan."""
         self.app = app
         self.settings = settings = settings or TransportSettings()
         self._allowed = AllowedHosts.from_patterns(settings.allowed_hosts or LOCAL_HOSTS)
@@ -116,7 +122,9 @@ class TransportMiddleware:
         self._hsts = (_HSTS_NAME, hsts.encode("ascii")) if hsts else None
         # The response-start hook of a secure response: HSTS, unless the app set
         # it (keep the app's own policy if it set one; never send two).
-        self._hsts_hook: Hook | None = (DEFAULT, self._hsts) if self._hsts is not None else None
+        self._hsts_hook: Hook | None = None
+        if self._hsts is not None:
+            self._hsts_hook = (DEFAULT if inner_edits_hsts else UNLESS_SENT, self._hsts)
         self._refuse = Refuser(LAYER, events, monitor_only=settings.monitor_only)
         # Process-wide memo of a pure function, not request state (see `_check_host`).
         self._host_memo: dict[tuple[tuple[str, ...], str | None], HostVerdict] = {}
