@@ -164,9 +164,9 @@ def bastion_lines() -> dict[str, tuple[Header, ...]]:
     uvicorn would build for the benchmark's request, and keeping the lines of its
     response that the raw app's own response lacks: whatever Bastion adds today,
     without a list to keep in step with it. A line whose value changes from request
-    to request is taken from this one response: the `ratelimit` line's remaining
-    count (the same length while the never-tripping rate stays far from its limit),
-    and a session cookie had Bastion set one (it sets none on these routes). The run
+    to request would be taken from this one response: a session cookie had Bastion
+    set one, or the `RateLimit` lines had the rate come near its limit (it sets none
+    on these routes, and the never-tripping rate stays far from its limit). The run
     happens in a thread of its own with its own event loop: servers build their stack
     from inside a running loop.
     """

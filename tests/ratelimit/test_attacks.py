@@ -70,6 +70,7 @@ async def test_rate_limit_headers(
         store,
         events,
         limits={"/json": ["10/minute; name=default", "100/day; name=daily"], "/": []},
+        response_headers="always",
     )
     ok = await request(app, "GET", "/json")
     assert ok.status_code == 200

@@ -27,7 +27,16 @@ from bastion.ratelimit.reasons import REASON_BANNED, REASON_RATE_LIMITED
 from bastion.stores import MemoryStore, Store
 from tests.conftest import RecordingSink
 from tests.ratelimit.harness import ATTACKER, USER
-from tests.ratelimit.test_sync_path import OverriddenStore, Request, Seen, app, call
+from tests.ratelimit.test_sync_path import (
+    RESPONSE_HEADERS,
+    OverriddenStore,
+    Request,
+    Seen,
+    app,
+    call,
+    has_lines,
+    should_have_lines,
+)
 from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -134,9 +143,11 @@ def _stores(bound: int) -> tuple[Any, Any]:
         ),
     ],
 )
+@pytest.mark.parametrize("response_headers", RESPONSE_HEADERS)
 async def test_the_short_path_decides_as_the_general_paths(
-    settings: dict[str, Any], bound: int, seed: int
+    settings: dict[str, Any], bound: int, seed: int, response_headers: str
 ) -> None:
+    settings = {**settings, "response_headers": response_headers}
     requests = _requests(seed, 400)
     requests.append(Request(client=(_HOSTS[0], 1), then=_close))  # the store goes down
     requests.append(Request(client=(_HOSTS[1], 1)))
@@ -156,6 +167,7 @@ async def test_the_short_path_decides_as_the_general_paths(
     assert short == general == awaited
     assert short_events == general_events == awaited_events
     assert list(short_store._data.items()) == list(general_store._data.items())
+    assert [has_lines(s) for s in short] == [should_have_lines(s, response_headers) for s in short]
 
 
 @pytest.mark.parametrize("fail_open", [True, False], ids=["open", "closed"])

@@ -3,10 +3,11 @@
 Over a `MemoryStore`, `RateLimitMiddleware.enter` decides the usual request without a
 coroutine; over any other store (Redis, or a memory store whose `gcra` is overridden,
 as fault injection does) every step is awaited. Each scenario below runs the same
-requests, on the same fake clock, through both, and the two must agree request by
-request: status, `RateLimit-Policy`, `RateLimit`, `Retry-After`, the
-`RateLimitState` the app reads, and the events. The scenarios also pin the expected
-statuses, so that agreement is never agreement on nothing.
+requests, on the same fake clock, through both, under each value of
+`response_headers`, and the two must agree request by request: status,
+`RateLimit-Policy`, `RateLimit`, `Retry-After`, the `RateLimitState` the app reads,
+and the events. The scenarios also pin the expected statuses, so that agreement is
+never agreement on nothing.
 
 The memos (client address to key parts, the store's key digests, the `RateLimit`
 lines) are sprayed with attacker-chosen addresses past their bounds, beside a
@@ -311,10 +312,18 @@ SCENARIOS = [
 ]
 
 
+RESPONSE_HEADERS = ["always", "near_limit", "refused"]
+
+
+@pytest.mark.parametrize("response_headers", RESPONSE_HEADERS)
 @pytest.mark.parametrize(("settings", "requests", "statuses"), SCENARIOS)
 async def test_the_sync_path_decides_as_the_awaited_path(
-    settings: dict[str, Any], requests: list[Request], statuses: list[int | str]
+    settings: dict[str, Any],
+    requests: list[Request],
+    statuses: list[int | str],
+    response_headers: str,
 ) -> None:
+    settings = {**settings, "response_headers": response_headers}
     sync_clock, awaited_clock = FakeClock(), FakeClock()
     sync_store = MemoryStore(clock=sync_clock)
     awaited_store = OverriddenStore(clock=awaited_clock)
@@ -327,16 +336,44 @@ async def test_the_sync_path_decides_as_the_awaited_path(
     assert [s.status for s in seen] == statuses
     assert seen == awaited
     assert events == awaited_events
+    expected = [should_have_lines(s, response_headers) for s in seen]
+    assert [has_lines(s) for s in seen] == expected
 
 
+def has_lines(seen: Seen) -> bool:
+    present = {"ratelimit-policy", "ratelimit"} & seen.headers.keys()
+    assert len(present) != 1  # both lines or neither
+    return bool(present)
+
+
+def should_have_lines(seen: Seen, response_headers: str) -> bool:
+    """The setting's rule, written out from the state the app reads: an HTTP response
+    of a limited route carries the lines when a rate refused it, or `always`, or,
+    `near_limit`, when one stepped rate has less than half its quota left (the login
+    guard's refusal too: its rates allowed it)."""
+    state = seen.state
+    assert state is not None
+    if not isinstance(seen.status, int) or not state.results:
+        return False
+    if not state.results[-1].allowed or response_headers == "always":
+        return True
+    stepped = zip(state.rates, state.results, strict=True)
+    near = any(2 * result.remaining < rate.count for rate, result in stepped)
+    return response_headers == "near_limit" and near
+
+
+@pytest.mark.parametrize("response_headers", RESPONSE_HEADERS)
 async def test_the_sync_path_decides_as_the_awaited_path_on_redis(
-    redis_standalone: RedisServer,
+    redis_standalone: RedisServer, response_headers: str
 ) -> None:
     """The same requests over a real Redis (whose clock is its own: rates of an hour,
     so that the few milliseconds the test takes round away)."""
     from bastion.stores.redis import RedisStore
 
-    settings = {"limits": {"*": ["3/hour; name=hourly"], "/json": ["2/hour", "5/day"]}}
+    settings = {
+        "limits": {"*": ["3/hour; name=hourly"], "/json": ["2/hour", "5/day"]},
+        "response_headers": response_headers,
+    }
     requests = [Request() for _ in range(4)] + [Request("/json") for _ in range(3)]
     requests += [Request(client=USER), Request(then=ban_attacker), Request(client=USER)]
     statuses = [200, 200, 200, 429, 200, 200, 429, 200, 403, 200]
@@ -353,6 +390,8 @@ async def test_the_sync_path_decides_as_the_awaited_path_on_redis(
     # by those microseconds, nothing else (the headers round them away).
     assert [_rounded(s) for s in seen] == [_rounded(s) for s in on_redis]
     assert events == redis_events
+    expected = [should_have_lines(s, response_headers) for s in on_redis]
+    assert [has_lines(s) for s in on_redis] == expected
 
 
 def _rounded(seen: Seen) -> tuple[object, ...]:

@@ -8,8 +8,9 @@ refused.
 Defence: one atomic GCRA step per rate in the shared store, keyed by the client
 network resolved through trusted proxies only (IPv6 grouped by /64), or by the
 principal, the API key, the route or a callable; 429 with `Retry-After` and the IETF
-`RateLimit` fields; growing delays and per-client lockout on login routes that an
-attacker cannot turn against the real user; a ban for clients that pile up refusals
+`RateLimit` fields (on allowed responses too once a client nears a limit, by
+default: `response_headers`); growing delays and per-client lockout on login routes
+that an attacker cannot turn against the real user; a ban for clients that pile up refusals
 in any layer; a cap on in-flight requests per client on expensive routes.
 Not covered: volumetric floods (the network's job, before any Python runs), and
 distributed attacks below every per-client threshold (`requires_challenge` on the

@@ -11,6 +11,17 @@ seconds until the quota is whole again (GCRA's `reset_after`), rounded up so a c
 that waits `t` seconds is never refused for waiting too little. `Retry-After` is
 delay-seconds (RFC 9110 section 10.2.3), rounded up and at least 1.
 
+When they are sent (`ResponseHeaders`, the `ratelimit.response_headers` setting): a
+refusal by a rate (429) always carries both fields with `Retry-After` (under
+`monitor_only`, the response served in its place carries the two fields); an allowed
+response carries them always, only near a limit (the default), or never. The draft's security
+considerations warn that the fields disclose capacity to untrusted parties. A client
+far from its limit has no use for them, one near it gets them in time to slow down,
+and every refused client gets them; meanwhile the usual response is spared their
+bytes and the server's work per header line (uvicorn's httptools protocol runs two
+regular expressions on each). Peers send none by default (slowapi, Flask-Limiter).
+"Near" is `lines_below`, the one place the rule is written.
+
 Reference: draft-ietf-httpapi-ratelimit-headers (sections 3 and 4)
 https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/ ;
 RFC 9651 sections 3.1 and 3.3.3 (Lists, Strings).
@@ -20,9 +31,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, TypeAlias
 
-from bastion.ratelimit.rates import Rate
+from bastion.ratelimit.rates import MAX_COUNT, Rate
 from bastion.stores.gcra import GCRAResult
+
+ResponseHeaders: TypeAlias = Literal["always", "near_limit", "refused"]
+"""Which responses of a limited route carry `RateLimit-Policy` and `RateLimit`."""
+
+
+def lines_below(rate: Rate, when: ResponseHeaders) -> int:
+    """An allowed response carries the fields when `remaining` of one of its rates is
+    below this (built once per rate, so that the request's test is one comparison).
+
+    `near_limit`: less than half of the quota remains, `2 * remaining < q` (`q` being
+    `rate.count`, the policy's quota). `always`: every remaining is below it (at most
+    `burst - 1`, and `burst <= MAX_COUNT`). `refused`: none is (an allowed step never
+    leaves a negative remaining).
+    """
+    if when == "always":
+        return MAX_COUNT
+    if when == "near_limit":
+        return (rate.count + 1) // 2
+    return 0
 
 
 def sf_string(text: str) -> str:

@@ -7,8 +7,10 @@ Per request, in this order:
    step are one store call (`Store.gcra_unless`: one round trip, one Lua script on
    Redis), else a `get` of its own;
 2. the route's rates: one atomic GCRA step per rate (`Store.gcra`), stopping at the
-   first refusal, which is answered 429 with `Retry-After`; every response of a
-   limited route carries `RateLimit-Policy` and `RateLimit`;
+   first refusal, which is answered 429 with `Retry-After`, `RateLimit-Policy` and
+   `RateLimit`; an allowed response carries those two as `response_headers` says
+   (by default only near a limit: `bastion.ratelimit.headers`), and when it carries
+   none the request registers no header hook at all;
 3. per-client concurrency on the routes that set it (`Store.incr` +1 before, -1 on
    every exit: return, exception, cancellation);
 4. login routes: the `LoginGuard` verdict before the app runs, and the app's status
@@ -34,13 +36,14 @@ steps, and every other store, are awaited as before, and a test holds the two
 paths to the same verdicts and headers. What a request derives from constants is
 remembered in bounded memos, cleared when full so that a spray of addresses only
 churns them: a client address's key parts (`CLIENT_MEMO_ENTRIES`) and a rule's
-`RateLimit` lines by their figures (`LINES_MEMO_ENTRIES`). When the limits are one
-catch-all rate counted by client (`_only`, the default), the client memo also holds
-the store's digests of the client's ban and bucket keys, and the request is one
-store step on them (`MemoryStore.gcra_unless_digest_now`); while that step answers
-with the very result the last allowed request got (the store shares the result of
-a step on an empty bucket), the state's results and the response's lines derived
-from it are reused (`_only_last`). Tests hold that path to the general ones
+`RateLimit` lines by their figures (`LINES_MEMO_ENTRIES`), built only for a response
+that carries them. When the limits are one catch-all rate counted by client
+(`_only`, the default), the client memo also holds the store's digests of the
+client's ban and bucket keys, and the request is one store step on them
+(`MemoryStore.gcra_unless_digest_now`); while that step answers with the very result
+the last allowed request got (the store shares the result of a step on an empty
+bucket), the state's results and the response's lines derived from it (or that it
+has none) are reused (`_only_last`). Tests hold that path to the general ones
 (tests/ratelimit/test_only_path.py, tests/ratelimit/test_fast_only_last.py).
 """
 
@@ -57,6 +60,7 @@ from bastion.context import SCOPE_KEY, get_context
 from bastion.events import EventEmitter, default_emitter
 from bastion.exceptions import ConfigurationError, StoreError
 from bastion.ratelimit.headers import (
+    lines_below,
     policy_value,
     ratelimit_prefix,
     ratelimit_value_prefixed,
@@ -118,16 +122,17 @@ class _LimitedRate:
     burst_tolerance_seconds: float
     limit: GCRALimit  # the two above, validated once (`parse_limit`), for the memory store
     by_client: bool  # counted by the client's network (`key=client`)
+    lines_below: int  # an allowed response carries the lines below this `remaining`
 
 
 _Line: TypeAlias = tuple[bytes, bytes]
 # A client's key part, ban key, catch-all bucket key, and the memory store's digests
 # of the ban key and the bucket key (`_client_keys`).
 _ClientKeys: TypeAlias = tuple[str, str, str | None, bytes | None, bytes]
+_Lines: TypeAlias = tuple[_Line, _Line]  # `RateLimit-Policy` and `RateLimit`
 # The last allowed result on `_only`'s path, the state's results, the response's
-# lines and their header hook (`RateLimitMiddleware._only_last`).
-_Derived: TypeAlias = tuple[GCRAResult | None, tuple[GCRAResult, ...], tuple[_Line, _Line], Hook]
-_NO_LINE: Final[_Line] = (b"", b"")
+# lines and their header hook, None when it carries none (`_only_last`).
+_Derived: TypeAlias = tuple[GCRAResult | None, tuple[GCRAResult, ...], _Lines | None, Hook | None]
 _ceil: Final = math.ceil
 
 
@@ -139,13 +144,27 @@ class _Rule:
     plain_rates: tuple[Rate, ...]
     single: bool = field(init=False)  # one rate
     first_rates: tuple[Rate, ...] = field(init=False)  # `plain_rates[:1]`
-    lines: dict[tuple[int, int], tuple[_Line, _Line]] = field(default_factory=dict, compare=False)
+    first_below: int = field(init=False)  # `rates[0].lines_below`
+    lines: dict[tuple[int, int], _Lines] = field(default_factory=dict, compare=False)
     """The response's two lines when one rate was stepped, by its `remaining` and
     rounded-up `reset` (`_lines`): bounded by `LINES_MEMO_ENTRIES`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "single", len(self.rates) == 1)
         object.__setattr__(self, "first_rates", self.plain_rates[:1])
+        object.__setattr__(self, "first_below", self.rates[0].lines_below)
+
+    def carries_lines(self, results: Sequence[GCRAResult]) -> bool:
+        """Whether an allowed response whose rates were stepped to `results` carries
+        the lines: one of them has less than `lines_below` remaining."""
+        return any(
+            result.remaining < limited.lines_below
+            for limited, result in zip(self.rates, results, strict=False)
+        )
+
+    def all_lines(self, results: Sequence[GCRAResult]) -> _Lines:
+        """The response's two lines for the rates stepped to `results`."""
+        return self.policy_header, (b"ratelimit", ratelimit_value_prefixed(self.prefixes, results))
 
 
 @dataclass(slots=True)
@@ -167,7 +186,7 @@ class _OutageReport:
     """Failures since the last report (the event's `details.failures`)."""
 
 
-def _lines(rule: _Rule, remaining: int, reset: int) -> tuple[_Line, _Line]:
+def _lines(rule: _Rule, remaining: int, reset: int) -> _Lines:
     """The response's lines for one stepped rate (`ratelimit_value`), remembered in
     the rule's bounded memo."""
     value = rule.prefixes[0] + b"%d;t=%d" % (max(0, remaining), max(0, reset))
@@ -198,6 +217,7 @@ def _compile_rules(settings: RateLimitSettings) -> RouteTable[_Rule]:
                     burst_tolerance_seconds,
                     parse_limit(emission_interval_seconds, burst_tolerance_seconds),
                     rate.key == "client",
+                    lines_below(rate, settings.response_headers),
                 )
             )
         rules[pattern] = _Rule(
@@ -314,7 +334,7 @@ class RateLimitMiddleware:
         )
         self._clients: dict[str | None, _ClientKeys] = {}
         """Client address to its key parts (`_client_keys`)."""
-        self._only_last: _Derived = (None, (), (_NO_LINE, _NO_LINE), (EXTEND, ()))
+        self._only_last: _Derived = (None, (), None, None)
         """On `_only`'s path, the last allowed result and what `enter` derived from it
         (the state's results, the response's lines and their hook), reused while the
         store answers with that same (immutable) result: one entry, replaced whole."""
@@ -367,14 +387,18 @@ class RateLimitMiddleware:
                 # result of a step on an empty bucket): what was derived from it.
                 state = context.rate_limit = RateLimitState(catch_all.first_rates, derived[1])
                 if self._plain:  # `_rest`, inlined
-                    if scope["type"] == "http":
-                        flow.hooks.append(derived[3])
+                    reused = derived[3]
+                    if reused is not None and scope["type"] == "http":
+                        flow.hooks.append(reused)
                     return None
                 return self._rest(flow, state, derived[2])
             firsts = (first,)
             state = context.rate_limit = RateLimitState(catch_all.first_rates, firsts)
             # As below, for one rate.
             allowed, _, remaining, _, reset_after = first
+            if allowed and remaining >= catch_all.first_below:
+                self._only_last = (first, firsts, None, None)  # far from the limit: no lines
+                return None if self._plain else self._rest(flow, state, None)
             reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
             lines = catch_all.lines.get((remaining, reset))
             if lines is None:
@@ -417,31 +441,32 @@ class RateLimitMiddleware:
                 else:
                     first = steps.gcra_now(key, limited.limit)
             # One unpacking: a named tuple's fields are not fast attributes.
-            allowed, _, remaining, _, reset_after = last = first
+            allowed, _, remaining, _, reset_after = first
+            lines = None  # far from every limit: none
             if rule.single or not allowed:
                 state.rates = rule.first_rates
                 state.results = (first,)
-                reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
-                lines = rule.lines.get((remaining, reset))
-                if lines is None:
-                    lines = _lines(rule, remaining, reset)
+                if not allowed or remaining < rule.first_below:
+                    reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
+                    lines = rule.lines.get((remaining, reset))
+                    if lines is None:
+                        lines = _lines(rule, remaining, reset)
+                    if not allowed:
+                        return self._refused_rate(flow, state, lines, first)
             else:
                 results = self._step_more(steps, scope, rule, client_part, first)
                 state.rates = rule.plain_rates[: len(results)]
                 state.results = results
                 last = results[-1]
-                allowed = last.allowed
-                lines = (
-                    rule.policy_header,
-                    (b"ratelimit", ratelimit_value_prefixed(rule.prefixes, results)),
-                )
-            if not allowed:
-                return self._refused_rate(flow, state, lines, last)
+                if not last.allowed:
+                    return self._refused_rate(flow, state, rule.all_lines(results), last)
+                if rule.carries_lines(results):
+                    lines = rule.all_lines(results)
         except StoreError:
             state.store_unavailable = True
             return self._failed(flow, state)
         if self._plain:  # `_rest`, inlined
-            if scope["type"] == "http":
+            if lines is not None and scope["type"] == "http":
                 flow.hooks.append((EXTEND, lines))
             return None
         return self._rest(flow, state, lines)
@@ -495,18 +520,17 @@ class RateLimitMiddleware:
                     results = await self._check_rates(scope, rule, client_part, None) or []
                 state.rates = rule.plain_rates[: len(results)]
                 state.results = tuple(results)
-                extra_headers = (
-                    rule.policy_header,
-                    (b"ratelimit", ratelimit_value_prefixed(rule.prefixes, results)),
-                )
-                refused = results[-1]
-                if not refused.allowed:
+                last = results[-1]
+                if not last.allowed:
+                    extra_headers = rule.all_lines(results)
                     headers = [
-                        (b"retry-after", retry_after_value(refused.retry_after_seconds)),
+                        (b"retry-after", retry_after_value(last.retry_after_seconds)),
                         *extra_headers,
                     ]
                     if await self._refuse(scope, send, REASON_RATE_LIMITED, headers):
                         return True
+                elif rule.carries_lines(results):
+                    extra_headers = rule.all_lines(results)
         except StoreError:
             state.store_unavailable = True
             if await self._store_failed(scope, send):

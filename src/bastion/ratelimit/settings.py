@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import Field, PlainSerializer, PlainValidator, field_validator, model_validator
 
+from bastion.ratelimit.headers import ResponseHeaders
 from bastion.ratelimit.jail import (
     DEFAULT_BAN_SECONDS,
     DEFAULT_BAN_THRESHOLD,
@@ -79,6 +80,15 @@ class RateLimitSettings(LayerSettings):
 
     ipv4_prefix_length: int = Field(default=DEFAULT_IPV4_PREFIX, ge=8, le=32)
     """IPv4 clients in one network share buckets."""
+
+    response_headers: ResponseHeaders = "near_limit"
+    """Which responses carry the IETF `RateLimit-Policy` and `RateLimit` fields. A
+    refusal (429) always does, with `Retry-After`. `"near_limit"` (default): an allowed
+    response too once less than half of one of its rates' quotas remains, early enough
+    for a client to slow down, while a client far from its limit is told nothing about
+    capacity (the draft's security considerations) and the usual response is spared
+    two header lines. `"always"`: every response of a limited route. `"refused"`:
+    refusals only. Peers (slowapi, Flask-Limiter) send none by default."""
 
     api_key_header: str = DEFAULT_API_KEY_HEADER
     """Header whose (hashed) value is the bucket of rates with `key=api_key`."""
