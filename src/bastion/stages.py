@@ -167,8 +167,9 @@ class Flow:
 
     Stages register with plain list appends, which cost no Python call on the hot
     path: `flow.hooks.append((hook, None))` or `((None, async_hook))`, a header
-    edit as `((EXTEND, lines))`, `((DEFAULT, line))` or `((EDIT, edit))`, and
-    `flow.exits.append(exit)`. `len(flow.hooks)` is a stage's level for `sender`.
+    edit as `((EXTEND, lines))`, `((DEFAULT, line))`, `((UNLESS_SENT, line))` or
+    `((EDIT, edit))`, and `flow.exits.append(exit)`. `len(flow.hooks)` is a stage's
+    level for `sender`.
     """
 
     __slots__ = (
@@ -340,6 +341,12 @@ class Flow:
             reversed(hooks) if level == len(hooks) else reversed(hooks[:level])
         )
         current = message.get("headers", ())  # the lines `message` carries
+        if current.__class__ is not list and current.__class__ is not tuple:
+            # Any other iterable of pairs (ASGI allows one, a generator say) is read
+            # once, here: every hook below may read the lines, and a second reading
+            # of a generator would find it empty.
+            current = [*current]
+            message = {**message, "headers": current}
         sent = current  # the lines the run was handed (`UNLESS_SENT`)
         headers = current  # the lines as edited so far
         owned = False  # whether `headers` is a list of the run's own

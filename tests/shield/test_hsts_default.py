@@ -12,6 +12,7 @@ two conflicting policies, of which browsers keep the first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -32,12 +33,16 @@ HTTPS = "https://testserver"
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answers with the HSTS line the query asks for (none by default)."""
+    """Answers with the HSTS line the query asks for (none by default), its header
+    lines as a generator when the path is `/generator` (ASGI allows any iterable)."""
     headers = [(b"content-type", b"text/plain")]
     query = scope["query_string"]
     if query.startswith(b"hsts="):
         headers.append((b"Strict-Transport-Security", query[5:]))
-    message: Message = {"type": "http.response.start", "status": 200, "headers": headers}
+    lines: Iterable[tuple[bytes, bytes]] = headers
+    if scope["path"] == "/generator":
+        lines = (line for line in headers)
+    message: Message = {"type": "http.response.start", "status": 200, "headers": lines}
     await send(message)
     await send({"type": "http.response.body", "body": b"ok"})
 
@@ -145,8 +150,56 @@ def test_shield_scans_only_the_sent_lines_unless_the_headers_layer_may_set_hsts(
     assert transport_op(shield(**sections)) is op
 
 
-def test_the_transport_layer_alone_scans_the_sent_lines() -> None:
-    """Alone, nothing runs inside its flow: the lines sent are the lines it sees."""
+def test_the_transport_layer_alone_checks_the_lines_as_left() -> None:
+    """Unless told that no stage inside it edits HSTS, the full check (the safe one:
+    alone, the lines it sees are the lines sent, and the two cost the same)."""
     layer = TransportMiddleware(app)
     assert layer._hsts_hook is not None
-    assert layer._hsts_hook[0] is UNLESS_SENT
+    assert layer._hsts_hook[0] is DEFAULT
+    told = TransportMiddleware(app, inner_edits_hsts=False)
+    assert told._hsts_hook is not None
+    assert told._hsts_hook[0] is UNLESS_SENT
+
+
+@pytest.mark.parametrize(
+    ("layer", "url", "expected"),
+    [
+        pytest.param(
+            lambda: shield(),
+            "/generator?hsts=max-age=5",
+            ["max-age=5"],
+            id="headers-generator-stack",
+        ),
+        pytest.param(
+            lambda: shield(cors={"enabled": False}),
+            "/generator?hsts=max-age=5",
+            ["max-age=5"],
+            id="headers-generator-no-cors",
+        ),
+        pytest.param(
+            lambda: shield(), "/generator", [TRANSPORT_HSTS], id="headers-generator-no-app-hsts"
+        ),
+        pytest.param(
+            lambda: TransportMiddleware(app, inner_edits_hsts=False),
+            "/generator?hsts=max-age=5",
+            ["max-age=5"],
+            id="headers-generator-transport-alone",
+        ),
+        pytest.param(
+            lambda: TransportMiddleware(app),
+            "/generator?hsts=max-age=5",
+            ["max-age=5"],
+            id="headers-generator-transport-alone-full-check",
+        ),
+    ],
+)
+async def test_header_lines_sent_as_a_generator_are_read_once(
+    layer: Any, url: str, expected: list[str]
+) -> None:
+    """A generator of lines is read once, whatever the hooks: the application's lines
+    all arrive, and the HSTS line is not doubled (browsers keep the first)."""
+    async with asgi_client(layer()) as client:
+        response = await client.get(HTTPS + url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain"
+    assert response.headers.get_list(HSTS) == expected

@@ -105,13 +105,15 @@ class TransportMiddleware:
         settings: TransportSettings | None = None,
         *,
         events: EventEmitter | None = None,
-        inner_edits_hsts: bool = False,
+        inner_edits_hsts: bool = True,
     ) -> None:
-        """`inner_edits_hsts`: whether a stage inside this one, in the same `Shield`,
-        may add or drop a `Strict-Transport-Security` line (the headers layer's, when
-        its settings name that header). Then the HSTS default is checked against the
-        response as those stages left it; otherwise against the response as it was
-        sent, which is the same answer for a shorter scan."""
+        """`inner_edits_hsts`: whether a stage run inside this one in the same flow
+        may add or drop a `Strict-Transport-Security` line. Then the HSTS default is
+        checked against the response as those stages left it (`DEFAULT`); when none
+        may, against the response as it was sent (`UNLESS_SENT`), the same answer
+        for a shorter scan. `Shield` knows which (the headers layer, when its
+        settings name that header) and says so; alone, or in a flow of unknown
+        stages, the full check is the safe one, and costs the same."""
         self.app = app
         self.settings = settings = settings or TransportSettings()
         self._allowed = AllowedHosts.from_patterns(settings.allowed_hosts or LOCAL_HOSTS)
