@@ -2,8 +2,9 @@
 
 Over real stores (the memory store's synchronous paths, SQLite and a real Redis, both
 awaited), one client spends a quota, and each named position is checked under each
-value: a response far from the limit, the last one with half the quota or more left
-and the first one with less (the boundary, `2 * remaining < q`), and the 429, which
+value: a response far from the limit, the last one with half the burst (here the
+quota) or more left and the first one with less (the boundary, `2 * remaining <
+burst`), and the 429, which
 carries the lines with `Retry-After` whatever the setting. The lines, when sent, are
 byte for byte those every response carried before the setting (`always`).
 """
@@ -250,11 +251,39 @@ def test_the_default_is_near_limit() -> None:
     assert Settings(mode="development").ratelimit.response_headers == "near_limit"
 
 
-@given(count=st.integers(1, MAX_COUNT), remaining=st.integers(0, MAX_COUNT - 1))
-def test_lines_below_is_the_half_quota_rule(count: int, remaining: int) -> None:
-    """`remaining < lines_below` holds exactly when the rule says; an allowed step
-    leaves at most `burst - 1`, so the burst that allows `remaining` is the worst."""
-    rate = Rate(count, 60, burst=remaining + 1)
-    assert (remaining < lines_below(rate, "near_limit")) is (2 * remaining < count)
+@given(
+    count=st.integers(1, MAX_COUNT),
+    burst=st.integers(1, MAX_COUNT),
+    remaining=st.integers(0, MAX_COUNT - 1),
+)
+def test_lines_below_is_the_half_burst_rule(count: int, burst: int, remaining: int) -> None:
+    """`remaining < lines_below` holds exactly when the rule says."""
+    rate = Rate(count, 60, burst=burst)
+    assert (remaining < lines_below(rate, "near_limit")) is (2 * remaining < burst)
     assert remaining < lines_below(rate, "always")
     assert not remaining < lines_below(rate, "refused")
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        # A burst of 2 on a count of 10: 1 left, then 0, then refused.
+        pytest.param(
+            "10/hour; burst=2; name=q", [False, True, True], id="ratelimit-lines-small-burst"
+        ),
+        # A burst of 8 on a count of 2: 7, 6, 5, 4 left carry none, then 3.
+        pytest.param(
+            "2/hour; burst=8; name=q",
+            [False, False, False, False, True],
+            id="ratelimit-lines-large-burst",
+        ),
+    ],
+)
+async def test_near_is_half_the_burst(
+    make_store: StoreFactory, rate: str, expected: list[bool]
+) -> None:
+    """A rate with a burst of its own: "near" is measured against the burst, the most
+    a client can have left, not against the count."""
+    settings = {"limits": {"*": [rate]}, "response_headers": "near_limit"}
+    seen = await _spend(make_store(), settings, len(expected))
+    assert [has_lines(s) for s in seen] == expected

@@ -349,7 +349,7 @@ def has_lines(seen: Seen) -> bool:
 def should_have_lines(seen: Seen, response_headers: str) -> bool:
     """The setting's rule, written out from the state the app reads: an HTTP response
     of a limited route carries the lines when a rate refused it, or `always`, or,
-    `near_limit`, when one stepped rate has less than half its quota left (the login
+    `near_limit`, when one stepped rate has less than half its burst left (the login
     guard's refusal too: its rates allowed it)."""
     state = seen.state
     assert state is not None
@@ -358,7 +358,7 @@ def should_have_lines(seen: Seen, response_headers: str) -> bool:
     if not state.results[-1].allowed or response_headers == "always":
         return True
     stepped = zip(state.rates, state.results, strict=True)
-    near = any(2 * result.remaining < rate.count for rate, result in stepped)
+    near = any(2 * result.remaining < rate.burst for rate, result in stepped)
     return response_headers == "near_limit" and near
 
 

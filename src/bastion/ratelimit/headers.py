@@ -14,8 +14,8 @@ delay-seconds (RFC 9110 section 10.2.3), rounded up and at least 1.
 When they are sent (`ResponseHeaders`, the `ratelimit.response_headers` setting): a
 refusal by a rate (429) always carries both fields with `Retry-After` (under
 `monitor_only`, the response served in its place carries the two fields); an allowed
-response carries them always, only near a limit (the default), or never. The draft's security
-considerations warn that the fields disclose capacity to untrusted parties. A client
+response carries them always, only near a limit (the default), or never. The draft's
+security considerations warn that the fields disclose capacity to untrusted parties. A client
 far from its limit has no use for them, one near it gets them in time to slow down,
 and every refused client gets them; meanwhile the usual response is spared their
 bytes and the server's work per header line (uvicorn's httptools protocol runs two
@@ -44,15 +44,18 @@ def lines_below(rate: Rate, when: ResponseHeaders) -> int:
     """An allowed response carries the fields when `remaining` of one of its rates is
     below this (built once per rate, so that the request's test is one comparison).
 
-    `near_limit`: less than half of the quota remains, `2 * remaining < q` (`q` being
-    `rate.count`, the policy's quota). `always`: every remaining is below it (at most
-    `burst - 1`, and `burst <= MAX_COUNT`). `refused`: none is (an allowed step never
-    leaves a negative remaining).
+    `near_limit`: less than half of what a client may have at most remains,
+    `2 * remaining < burst` (the burst is the quota `q` unless the rate sets one; a
+    bound on the count instead would send the lines on every response of a rate whose
+    burst is half its count or less, and only on the last units of a rate whose burst
+    is far above it). `always`: every remaining is below it (at most `burst - 1`, and
+    `burst <= MAX_COUNT`). `refused`: none is (an allowed step never leaves a negative
+    remaining).
     """
     if when == "always":
         return MAX_COUNT
     if when == "near_limit":
-        return (rate.count + 1) // 2
+        return (rate.burst + 1) // 2
     return 0
 
 

@@ -84,7 +84,8 @@ class RateLimitSettings(LayerSettings):
     response_headers: ResponseHeaders = "near_limit"
     """Which responses carry the IETF `RateLimit-Policy` and `RateLimit` fields. A
     refusal (429) always does, with `Retry-After`. `"near_limit"` (default): an allowed
-    response too once less than half of one of its rates' quotas remains, early enough
+    response too once less than half of one of its rates' burst remains (the burst is
+    the quota unless the rate sets one), early enough
     for a client to slow down, while a client far from its limit is told nothing about
     capacity (the draft's security considerations) and the usual response is spared
     two header lines. `"always"`: every response of a limited route. `"refused"`:
