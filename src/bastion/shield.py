@@ -93,6 +93,8 @@ class Shared:
     settings: Settings
     events: EventEmitter
     store: Store
+    app: ASGIApp
+    """The application the stack wraps (where a walk down the layers stops)."""
     jail: Jail | None = None
     """The stack's ban list, when the ratelimit layer and bans are on."""
 
@@ -112,33 +114,18 @@ _WEBSOCKET_STAGES: Final = (
 )
 
 _HSTS_NAME: Final = b"strict-transport-security"
-# Bastion's layers, as `_edits_inside` walks them.
-_LAYER_TYPES: Final = (
-    ErrorsMiddleware,
-    TransportMiddleware,
-    LimitsMiddleware,
-    HeadersMiddleware,
-    CORSMiddleware,
-    RateLimitMiddleware,
-    SessionMiddleware,
-    AuthenticationMiddleware,
-    CSRFMiddleware,
-    AuthorizationMiddleware,
-    WebSocketGuardMiddleware,
-)
 
 
-def _edits_inside(app: ASGIApp, name: bytes) -> bool:
-    """Whether a layer inside `app`, down to the application, may add or drop a
-    response line of `name`. Of the layers, only the headers layer touches names
-    its settings choose (`HeadersMiddleware.edited_names`); the others' lines are
-    their own (cookies, `Vary`, `RateLimit`, CORS, `WWW-Authenticate`). The walk
-    stops at the first object that is not one of Bastion's layers."""
-    layer = app
-    while isinstance(layer, _LAYER_TYPES):
+def _edits_inside(layer: ASGIApp, shared: Shared, name: bytes) -> bool:
+    """Whether a layer of the stack from `layer` down to the application may add or
+    drop a response line of `name`. Of the layers, only the headers layer touches
+    names its settings choose (`HeadersMiddleware.edited_names`); the others' lines
+    are their own (cookies, `Vary`, `RateLimit`, CORS, `WWW-Authenticate`). The
+    application's lines, whatever made them, are the lines sent."""
+    while layer is not shared.app:
         if isinstance(layer, HeadersMiddleware) and name in layer.edited_names:
             return True
-        layer = layer.app
+        layer = layer.app  # type: ignore[attr-defined]  # each layer keeps its `app`
     return False
 
 
@@ -156,7 +143,7 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
             app,
             x.settings.transport,
             events=x.events,
-            inner_edits_hsts=_edits_inside(app, _HSTS_NAME),
+            inner_edits_hsts=_edits_inside(app, x, _HSTS_NAME),
         ),
     ),
     ("limits", lambda app, x: LimitsMiddleware(app, x.settings.limits, events=x.events)),
@@ -268,7 +255,7 @@ class Shield:
                 self.store, limits.ban_policy(), grouping=limits.grouping(), events=self.events
             )
             self.events.sinks = (*self.events.sinks, JailSink(jail))
-        shared = Shared(self.settings, self.events, self.store, jail)
+        shared = Shared(self.settings, self.events, self.store, app, jail)
         stack: ASGIApp = app
         for name, build in reversed(LAYERS):
             if name in self.layers:
