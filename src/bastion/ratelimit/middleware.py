@@ -186,9 +186,14 @@ class _OutageReport:
     """Failures since the last report (the event's `details.failures`)."""
 
 
-def _lines(rule: _Rule, remaining: int, reset: int) -> _Lines:
-    """The response's lines for one stepped rate (`ratelimit_value`), remembered in
-    the rule's bounded memo."""
+def _lines(rule: _Rule, remaining: int, reset_after: float) -> _Lines:
+    """The response's lines for one stepped rate (`ratelimit_value`), by its
+    `remaining` and its `reset_after` rounded up, remembered in the rule's bounded
+    memo (built only for a response that carries them: near a limit, or refused)."""
+    reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
+    lines = rule.lines.get((remaining, reset))
+    if lines is not None:
+        return lines
     value = rule.prefixes[0] + b"%d;t=%d" % (max(0, remaining), max(0, reset))
     lines = (rule.policy_header, (b"ratelimit", value))
     memo = rule.lines
@@ -399,19 +404,16 @@ class RateLimitMiddleware:
             if allowed and remaining >= catch_all.first_below:
                 self._only_last = (first, firsts, None, None)  # far from the limit: no lines
                 return None if self._plain else self._rest(flow, state, None)
-            reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
-            lines = catch_all.lines.get((remaining, reset))
-            if lines is None:
-                lines = _lines(catch_all, remaining, reset)
+            near = _lines(catch_all, remaining, reset_after)
             if not allowed:
-                return self._refused_rate(flow, state, lines, first)
-            hook: Hook = (EXTEND, lines)
-            self._only_last = (first, firsts, lines, hook)
+                return self._refused_rate(flow, state, near, first)
+            hook: Hook = (EXTEND, near)
+            self._only_last = (first, firsts, near, hook)
             if self._plain:  # `_rest`, inlined
                 if scope["type"] == "http":
                     flow.hooks.append(hook)
                 return None
-            return self._rest(flow, state, lines)
+            return self._rest(flow, state, near)
         state = context.rate_limit = RateLimitState()
         rule = self._catch_all or self._rules.lookup(
             scope.get("method", "WEBSOCKET"), scope["path"]
@@ -447,10 +449,7 @@ class RateLimitMiddleware:
                 state.rates = rule.first_rates
                 state.results = (first,)
                 if not allowed or remaining < rule.first_below:
-                    reset = _ceil(reset_after - 1e-9)  # `ceil_seconds`, inlined
-                    lines = rule.lines.get((remaining, reset))
-                    if lines is None:
-                        lines = _lines(rule, remaining, reset)
+                    lines = _lines(rule, remaining, reset_after)
                     if not allowed:
                         return self._refused_rate(flow, state, lines, first)
             else:
