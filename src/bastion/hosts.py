@@ -8,6 +8,10 @@ past another. Parsing is strict: what does not parse is refused, never "cleaned 
   (the DNS root, `example.com.`) is removed so the two spellings are one host.
 * IPv6 literals appear in brackets (`[::1]:8443`, RFC 3986 section 3.2.2) and are
   kept in brackets, in their compressed form, so one address has one spelling.
+  A zone identifier (`[fe80::1%eth0]`) is refused: RFC 3986's IP-literal has none,
+  browsers never send one (WHATWG URL), and `ipaddress` takes any text after the
+  `%`, CR, LF and non-ASCII included, which would reach `Location`,
+  `Access-Control-Allow-Origin` and `Permissions-Policy` values.
 * A port is 1 to 5 digits, 1-65535; the default port of the scheme is made explicit
   so `https://a.example` and `https://a.example:443` are the same origin.
 * Anything else (`/`, `?`, `#`, `@`, `\\`, spaces, control characters, an empty label)
@@ -51,8 +55,8 @@ def normalise_host(untrusted_host: str) -> str | None:
     """The canonical spelling of a host name or IP literal, or None if invalid."""
     host = untrusted_host.lower()
     if host.startswith("["):
-        if not host.endswith("]"):
-            return None
+        if not host.endswith("]") or "%" in host:
+            return None  # unterminated, or a zone identifier (module docstring)
         try:
             address = ipaddress.IPv6Address(host[1:-1])
         except ValueError:

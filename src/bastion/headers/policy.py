@@ -209,6 +209,11 @@ _RESERVED_HEADERS: Final = frozenset(
         "te",
     }
 )
+# The cors layer's headers. This layer sits outside it and adds its lines after the
+# cors layer has stripped the application's, so an `extra_headers` grant here would
+# reach every response past the allowlist and its rules (`null` never trusted, no
+# `*` with credentials, `Vary: Origin`), unreported: grants belong to `cors`.
+_CORS_HEADER_PREFIX: Final = "access-control-"
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 section 5.6.2
 # RFC 9110 section 5.5: visible ASCII with inner spaces or tabs; never CR, LF or NUL.
 # obs-text (0x80-0xFF) is refused too: its meaning depends on the peer.
@@ -343,6 +348,11 @@ class HeaderPolicy(Section):
             name = _parse_header_name(str(raw_name), "extra_headers")
             if name in _RESERVED_HEADERS:
                 raise ValueError(f"extra_headers: {name!r} cannot be set here")
+            if name.startswith(_CORS_HEADER_PREFIX):
+                raise ValueError(
+                    f"extra_headers: {name!r} is a CORS grant; configure the cors section "
+                    "(allow_origins, allow_credentials, expose_headers) instead"
+                )
             if header_value is not None and (
                 not isinstance(header_value, str) or not _FIELD_VALUE.match(header_value)
             ):
