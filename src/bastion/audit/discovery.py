@@ -6,7 +6,11 @@ Defence: the routes come from every source available, merged:
 
 * the OpenAPI document (`/openapi.json`, when the target serves one), which also
   gives each body-taking operation a sample body built from its schema, so a
-  FastAPI form route answers its handler rather than 422;
+  FastAPI form route answers its handler rather than 422. The document comes
+  from the target, which may be hostile: a node of the wrong type counts as
+  absent, nesting too deep for the parser means no document, and a path that
+  does not start with "/" (`@internal.example/`, which appended to the target's
+  authority would name another host) is skipped;
 * the routing table of an in-process Starlette or FastAPI app, walking `Mount`
   and `Router` and through wrappers that keep the inner app in `.app` (`Shield`,
   every Bastion layer, Starlette middleware);
@@ -182,6 +186,12 @@ class TokenRecipe:
 # OpenAPI
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty one: a hostile or broken
+    document's list where an object belongs counts as absent."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _resolve(schema: Any, components: Mapping[str, Any]) -> Any:
     if isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str):
         name = schema["$ref"].rsplit("/", 1)[-1]
@@ -207,16 +217,19 @@ def sample_value(schema: Any, components: Mapping[str, Any], depth: int = 0) -> 
     for key in ("anyOf", "oneOf", "allOf"):
         options = schema.get(key)
         if isinstance(options, list) and options:
-            usable = [o for o in options if _resolve(o, components).get("type") != "null"]
+            usable = [o for o in options if _mapping(_resolve(o, components)).get("type") != "null"]
             return sample_value((usable or options)[0], components, depth + 1)
     kind = schema.get("type")
     if kind == "array":
         return [sample_value(schema.get("items", {}), components, depth + 1)]
     if kind == "object" or "properties" in schema:
-        properties = schema.get("properties", {})
-        required = schema.get("required") or list(properties)
+        properties = _mapping(schema.get("properties"))
+        required = schema.get("required")
+        names = required if isinstance(required, list) and required else list(properties)
         return {
-            name: sample_value(properties.get(name, {}), components, depth + 1) for name in required
+            name: sample_value(properties.get(name, {}), components, depth + 1)
+            for name in names
+            if isinstance(name, str)
         }
     if isinstance(kind, str):
         return _SAMPLES.get(kind, "audit")
@@ -225,16 +238,14 @@ def sample_value(schema: Any, components: Mapping[str, Any], depth: int = 0) -> 
 
 def sample_body(operation: Mapping[str, Any], components: Mapping[str, Any]) -> tuple[bytes, str]:
     """A request body for an OpenAPI operation: a form when it takes one, else JSON."""
-    content = operation.get("requestBody", {}).get("content", {})
-    if not isinstance(content, Mapping) or not content:
-        return b"", ""
+    content = _mapping(_mapping(operation.get("requestBody")).get("content"))
     for media, encode in (
         ("application/x-www-form-urlencoded", _form),
         ("multipart/form-data", _form),
         ("application/json", _json),
     ):
         if media in content:
-            value = sample_value(content[media].get("schema", {}), components)
+            value = sample_value(_mapping(content[media]).get("schema", {}), components)
             return encode(value)
     return b"", ""
 
@@ -251,13 +262,14 @@ def _json(value: Any) -> tuple[bytes, str]:
 
 def routes_from_openapi(document: Mapping[str, Any]) -> list[Route]:
     """Every operation of an OpenAPI 3 document, with sample bodies."""
-    components = document.get("components", {}).get("schemas", {})
+    components = _mapping(_mapping(document.get("components")).get("schemas"))
     routes: list[Route] = []
-    paths = document.get("paths", {})
-    if not isinstance(paths, Mapping):
-        return routes
-    for path, operations in paths.items():
-        if not isinstance(path, str) or not isinstance(operations, Mapping):
+    for path, operations in _mapping(document.get("paths")).items():
+        # The target wrote the path: one that does not start with "/" would be
+        # appended to its authority and name another host (`@internal.example/`).
+        if not isinstance(path, str) or not path.startswith("/"):
+            continue
+        if not isinstance(operations, Mapping):
             continue
         for method, operation in operations.items():
             if method.upper() not in HTTP_METHODS or not isinstance(operation, Mapping):
@@ -316,7 +328,7 @@ def openapi_document(text: str) -> Mapping[str, Any] | None:
     """The parsed document, or None when `text` is not an OpenAPI 3 document."""
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: `[[[[...` nested past the stack
         return None
     if isinstance(document, dict) and isinstance(document.get("paths"), dict):
         return document

@@ -36,16 +36,23 @@ PASSWORD_ENV: Final = "BASTION_AUDIT_PASSWORD"  # noqa: S105 - the variable's na
 
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
-    """A transient spinner on stderr with the current probe step (only on a terminal)."""
+    """A transient spinner on stderr with the current probe step (only on a terminal).
+
+    A step names routes the target chose (its OpenAPI paths): shown as plain text,
+    never Rich markup (`[/x]` would end the audit, `[link=...]` add a link), with
+    control characters as `\\xNN` (an escape sequence would drive the terminal).
+    """
     if not enabled:
         yield None
         return
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from bastion.audit.report.table import printable
+
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
@@ -53,7 +60,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
         task = progress.add_task("starting", total=None)
 
         def step(text: str) -> None:
-            progress.update(task, description=text[:100])
+            progress.update(task, description=printable(text[:100]).replace("\n", " "))
 
         yield step
 

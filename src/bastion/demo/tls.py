@@ -187,7 +187,7 @@ def ensure_certificate(
     moment = now or datetime.datetime.now(datetime.UTC)
     if settings.cert_file is not None or settings.key_file is not None:
         return _configured_certificate(settings)
-    directory = _private_data_dir(settings.data_dir)
+    directory = private_data_dir(settings.data_dir)
     cert_file, key_file = directory / CERT_FILE_NAME, directory / KEY_FILE_NAME
     stored = _load_private_pair(cert_file, key_file)
     if stored is not None and not reuse_problem(*stored, settings.host, moment):
@@ -243,7 +243,11 @@ def _configured_certificate(settings: DemoSettings) -> ServerCertificate:
     )
 
 
-def _private_data_dir(directory: Path) -> Path:
+def private_data_dir(directory: Path) -> Path:
+    """The demo's data directory, created 0700 if missing. One that exists must
+    belong to this user and be writable by it alone: the TLS key, the signing and
+    field keys and the JWK set live there, and whoever may write there could
+    replace them, or plant their own before the first start."""
     directory.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     info = directory.stat()
     if not stat.S_ISDIR(info.st_mode):
@@ -251,7 +255,7 @@ def _private_data_dir(directory: Path) -> Path:
     if info.st_mode & _FOREIGN_WRITE or info.st_uid != os.getuid():
         raise ConfigurationError(
             f"demo.data_dir: {directory} must belong to this user and be writable by it "
-            "alone (others could replace the TLS key); use a private directory (mode 0700)"
+            "alone (others could replace the keys); use a private directory (mode 0700)"
         )
     return directory
 

@@ -3,11 +3,14 @@
 Threat: the application (or Bastion itself) runs a library version with a published
 vulnerability, and a hostile or malformed advisory hides it or crashes the check.
 Defence: each advisory is parsed against the OSV schema; a malformed one is skipped
-with a warning, never a crash; a withdrawn advisory is ignored. Ranges are evaluated
-with the OSV algorithm over PEP 440 versions, explicit `versions` lists are honoured,
-and one finding is reported per vulnerability and package (an advisory whose id is an
-alias of one already reported, PYSEC and GHSA of one CVE, is dropped), with its fixed
-versions and severity.
+with a warning, never a crash; a withdrawn advisory is ignored. Ids and aliases must
+look like OSV ids (an alias that does not is dropped) and a file name in a warning
+has its control characters escaped, so what an export or a server wrote cannot drive
+the terminal the table or a warning is printed on (an escape sequence in an id).
+Ranges are evaluated with the OSV algorithm over PEP 440 versions, explicit
+`versions` lists are honoured, and one finding is reported per vulnerability and
+package (an advisory whose id is an alias of one already reported, PYSEC and GHSA of
+one CVE, is dropped), with its fixed versions and severity.
 
 Not covered: vendored code, non-PyPI ecosystems, `GIT` ranges, reachability of the
 vulnerable code.
@@ -30,6 +33,9 @@ from bastion.deps.severity import _RANK, Severity, severity_of
 
 ECOSYSTEM: Final = "PyPI"
 _NAME_SEPARATORS: Final = re.compile(r"[-_.]+")
+# OSV ids are `<PREFIX>-<id>` (GHSA-xxxx-xxxx-xxxx, PYSEC-2024-1, CVE-…): printed in
+# the table and put in URL paths, so nothing else is taken for one.
+ADVISORY_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class AdvisoryError(ValueError):
@@ -86,6 +92,12 @@ class Report:
     advisories_loaded: int = 0
 
 
+def shown(untrusted: str) -> str:
+    """A name from an export (a file or zip member name) fit for a terminal: control
+    and format characters escaped as Python writes them (`\\x1b`)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in untrusted)
+
+
 def normalise_name(name: str) -> str:
     """PEP 503: runs of `-`, `_`, `.` become one `-`, lower case."""
     return _NAME_SEPARATORS.sub("-", name).lower()
@@ -133,7 +145,9 @@ def parse_advisory(document: object) -> Advisory | None:
     """
     if not isinstance(document, Mapping) or not isinstance(document.get("id"), str):
         raise AdvisoryError("an advisory has no string id")
-    advisory_id: str = document["id"][:128]
+    advisory_id: str = document["id"]
+    if not ADVISORY_ID.match(advisory_id):
+        raise AdvisoryError("an advisory id is not an OSV id")
     if document.get("withdrawn"):
         return None
     aliases = document.get("aliases", [])
@@ -169,7 +183,7 @@ def parse_advisory(document: object) -> Advisory | None:
         return None
     return Advisory(
         advisory_id,
-        tuple(str(a) for a in aliases if isinstance(a, str)),
+        tuple(a for a in aliases if isinstance(a, str) and ADVISORY_ID.match(a)),
         str(summary).strip().splitlines()[0][:200] if str(summary).strip() else "",
         tuple(affected),
     )
@@ -259,7 +273,7 @@ def parse_documents(documents: Iterable[tuple[str, bytes]], report: Report) -> d
             advisory = parse_advisory(json.loads(raw))
         except (AdvisoryError, ValueError, RecursionError) as exc:
             reason = exc if isinstance(exc, AdvisoryError) else "not valid JSON"
-            report.warnings.append(f"skipped malformed advisory {source}: {reason}")
+            report.warnings.append(f"skipped malformed advisory {shown(source)}: {reason}")
             continue
         if advisory is not None:
             advisories[advisory.id] = advisory

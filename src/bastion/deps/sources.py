@@ -20,13 +20,21 @@ OSV schema https://ossf.github.io/osv-schema/ .
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bastion.deps.osv import ECOSYSTEM, Advisory, Installed, Report, normalise_name, parse_documents
+from bastion.deps.osv import (
+    ADVISORY_ID,
+    ECOSYSTEM,
+    Advisory,
+    Installed,
+    Report,
+    normalise_name,
+    parse_documents,
+    shown,
+)
 
 # The osv.dev PyPI export holds about twenty thousand advisories; ten times that
 # bounds a hostile or mistaken directory without refusing any real export.
@@ -45,9 +53,6 @@ MAX_ONLINE_ADVISORIES: Final = 5_000
 MAX_PAGES: Final = 10
 NETWORK_TIMEOUT_SECONDS: Final = 10.0
 DEFAULT_OSV_API: Final = "https://api.osv.dev"
-# OSV ids are `<PREFIX>-<id>` (GHSA-xxxx-xxxx-xxxx, PYSEC-2024-1, CVE-…); nothing else
-# may reach the URL path.
-_ADVISORY_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class OSVUnavailable(Exception):
@@ -79,7 +84,7 @@ def _read_export(path: Path, report: Report) -> Iterator[tuple[str, bytes]]:
             with member.open("rb") as handle:
                 raw = handle.read(MAX_ADVISORY_BYTES + 1)
             if len(raw) > MAX_ADVISORY_BYTES:
-                report.warnings.append(f"skipped oversized advisory {member.name}")
+                report.warnings.append(f"skipped oversized advisory {shown(member.name)}")
                 continue
             total += len(raw)
             if total > MAX_EXPORT_BYTES:
@@ -95,7 +100,7 @@ def _read_export(path: Path, report: Report) -> Iterator[tuple[str, bytes]]:
             with archive.open(info) as handle:
                 raw = handle.read(MAX_ADVISORY_BYTES + 1)
             if len(raw) > MAX_ADVISORY_BYTES:
-                report.warnings.append(f"skipped oversized advisory {info.filename[:100]}")
+                report.warnings.append(f"skipped oversized advisory {shown(info.filename[:100])}")
                 continue
             total += len(raw)
             if total > MAX_EXPORT_BYTES:
@@ -160,7 +165,7 @@ def query_osv(
                             raise OSVUnavailable("querybatch answer has the wrong shape")
                         for vuln in vulns:
                             vuln_id = vuln.get("id") if isinstance(vuln, dict) else None
-                            if not isinstance(vuln_id, str) or not _ADVISORY_ID.match(vuln_id):
+                            if not isinstance(vuln_id, str) or not ADVISORY_ID.match(vuln_id):
                                 raise OSVUnavailable("querybatch answer has an invalid id")
                             ids.add(vuln_id)
                         token = result.get("next_page_token")

@@ -359,6 +359,15 @@ def registrable_domain(host: str) -> str:
     return host
 
 
+def _script_host(src: str) -> str:
+    """The host name of a script URL; "" when it does not parse (`http://[x/`): the
+    page chose it, and one bad `src` must not end the whole audit."""
+    try:
+        return urllib.parse.urlsplit(src).hostname or ""
+    except ValueError:
+        return ""
+
+
 def check_sri(observation: Observation, page: PageScan) -> ObservedTest:
     """Upstream `subresource-integrity.js`: external scripts need HTTPS and `integrity`.
 
@@ -386,12 +395,7 @@ def check_sri(observation: Observation, page: PageScan) -> ObservedTest:
         relative_protocol = len(src) > 2 and src.startswith("//") and src[2] != "/"
         full_url = src.lower().startswith(("http://", "https://"))
         relative_origin = not relative_protocol and not full_url
-        if full_url:
-            same_domain = registrable_domain(urllib.parse.urlsplit(src).hostname or "") == (
-                page_domain
-            )
-        else:
-            same_domain = True
+        same_domain = not full_url or registrable_domain(_script_host(src)) == page_domain
         secure_origin = relative_origin or (same_domain and not relative_protocol)
         secure_scheme = (full_url and src.lower().startswith("https://")) or (
             relative_origin and page_url.scheme == "https"

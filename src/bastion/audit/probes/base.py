@@ -238,7 +238,7 @@ class ProbeContext:
         )
         try:
             value = json.loads(response.body).get(self.token.token_field)
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             value = None
         if response.status >= 400 or not isinstance(value, str):
             self.skip(f"token recipe at {self.token.path} answered {response.status}")

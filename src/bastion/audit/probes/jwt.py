@@ -78,7 +78,7 @@ def split_token(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         return None
     try:
         header, claims = json.loads(_unb64(parts[0])), json.loads(_unb64(parts[1]))
-    except ValueError:
+    except (ValueError, RecursionError):  # the target wrote the token: `[[[[...` too
         return None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         return None

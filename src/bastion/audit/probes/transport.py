@@ -37,7 +37,9 @@ from bastion.hosts import parse_host_header
 # The MDN HTTP Observatory's threshold for full HSTS credit: six months.
 MIN_HSTS_SECONDS: Final = 15_552_000
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_MAX_AGE: Final = re.compile(r"max-age\s*=\s*\"?(\d+)\"?", re.I)
+_MAX_AGE: Final = re.compile(r"max-age\s*=\s*\"?([0-9]+)\"?", re.I)
+# More digits than any real lifetime has; `int()` refuses past 4300 of them.
+_MAX_AGE_DIGITS: Final = 20
 
 HTTPS_REDIRECT: Final = Check(
     "transport.https-redirect",
@@ -76,7 +78,10 @@ def upgrades_to_https(status: int, location: str | None, base_url: str) -> bool:
     if status not in _REDIRECTS or not location:
         return False
     base = urlsplit(base_url)
-    target = urlsplit(urljoin(base_url, location.strip()))
+    try:
+        target = urlsplit(urljoin(base_url, location.strip()))
+    except ValueError:  # `https://[unclosed`: not a redirect anywhere
+        return False
     if target.scheme.lower() != "https":
         return False
     theirs = parse_host_header(target.netloc.rpartition("@")[2])
@@ -89,7 +94,7 @@ def hsts_max_age(response: HTTPResponse) -> int | None:
     if value is None:
         return None
     match = _MAX_AGE.search(value)
-    return int(match.group(1)) if match else None
+    return int(match.group(1)[:_MAX_AGE_DIGITS]) if match else None
 
 
 async def probe(ctx: ProbeContext) -> list[Finding]:

@@ -31,7 +31,7 @@ TABLE_WIDTH: Final = 120
 MAX_SKIPPED_SHOWN: Final = 8
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Control characters as `\\xNN`: a terminal would obey an escape sequence."""
     return "".join(
         f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" and c != "\n" else c for c in text
@@ -40,7 +40,7 @@ def _printable(text: str) -> str:
 
 def _cell(text: object) -> Text:
     # Text, never a markup string: the report quotes what the audited site sent.
-    return Text(_printable(str(text)))
+    return Text(printable(str(text)))
 
 
 def _summary_table(reports: Sequence[AuditReport]) -> Table:

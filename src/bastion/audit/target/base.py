@@ -173,7 +173,10 @@ def owns(target: Target, location: str, base_url: str) -> tuple[Scheme, str] | N
     another port of the same scheme, or with a scheme we cannot speak is None.
     """
     base = urlsplit(base_url)
-    parsed = urlsplit(location)
+    try:
+        parsed = urlsplit(location)
+    except ValueError:  # `http://[unclosed`: the target wrote it, it leads nowhere
+        return None
     scheme = (parsed.scheme or base.scheme).lower()
     netloc = parsed.netloc if parsed.scheme or parsed.netloc else base.netloc
     if scheme not in ("http", "https"):

@@ -46,8 +46,11 @@ class SetCookie:
     @property
     def is_deletion(self) -> bool:
         """Whether the line removes the cookie (`Max-Age=0` or less, or empty)."""
+        # Read as digits, never `int()`: the target wrote it, and `--1`, `²` or
+        # 5000 digits would raise rather than parse.
         max_age = self.attributes.get("max-age", "").strip()
-        if max_age.lstrip("-").isdigit() and int(max_age) <= 0:
+        digits = max_age.removeprefix("-")
+        if digits.isascii() and digits.isdigit() and (digits != max_age or not digits.strip("0")):
             return True
         return self.value == "" and "expires" in self.attributes
 

@@ -1,13 +1,17 @@
 """The live target: an `http(s)://` server reached over the network.
 
 Threat: an auditor that is itself harmful to the server or the person running it:
-it follows a redirect to another host, reads an endless or decompression-bomb body,
-hangs on a slow answer, sends cookies where they do not belong, or goes through a
-proxy the environment names.
+it follows a redirect to another host (an HTTP one, or a WebSocket handshake's),
+is sent to another host by a path the target chose (`@internal.example/` from its
+OpenAPI document), reads an endless or decompression-bomb body, hangs on a slow
+answer (a byte every few seconds resets any per-read timeout), sends cookies where
+they do not belong, or goes through a proxy the environment names.
 Defence: only the origin of the URL (and its other scheme on the default ports) is
-ever contacted; redirects are not followed; bodies are read up to `MAX_BODY_BYTES`
-raw and decoded with the same cap; the client keeps no cookies, ignores the
-environment (`trust_env=False`, no proxy) and verifies TLS unless told not to.
+ever contacted: a path must start with "/", and neither client follows a redirect;
+each request, body included, must finish within `timeout_seconds`; bodies are read
+up to `MAX_BODY_BYTES` raw and decoded with the same cap; the client keeps no
+cookies, ignores the environment (`trust_env=False`, no proxy) and verifies TLS
+unless told not to.
 
 Not covered: TLS configuration grading; HTTP/2 and HTTP/3 specifics.
 
@@ -17,6 +21,8 @@ websockets client https://websockets.readthedocs.io/en/stable/reference/asyncio/
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ssl
 import zlib
 from typing import TYPE_CHECKING
@@ -39,6 +45,7 @@ from bastion.hosts import parse_host_header
 
 if TYPE_CHECKING:
     import httpx
+    from websockets.asyncio.client import connect
 
 
 class URLTarget(Target):
@@ -83,6 +90,10 @@ class URLTarget(Target):
     def _url(self, path: str, scheme: Scheme) -> str:
         if not self.supports(scheme):
             raise TargetError(f"{self.label}: {scheme} is not reachable from this URL")
+        # Appended to the authority, anything else would name another one:
+        # `@internal.example/` or `:6379/` after `https://bank.example`.
+        if not path.startswith("/"):
+            raise TargetError("a path must start with '/'")
         return f"{scheme}://{self.host}{path}"
 
     async def _open(self) -> None:
@@ -113,20 +124,25 @@ class URLTarget(Target):
         if self._client is None:
             raise TargetError("URLTarget used outside `async with`")
         url = self._url(path, scheme)
-        request = self._client.build_request(
-            method.upper(), url, headers=list(headers), content=body
-        )
         try:
-            response = await self._client.send(request, stream=True)
-            try:
-                received = bytearray()
-                async for chunk in response.aiter_raw():
-                    received += chunk[: MAX_BODY_BYTES - len(received)]
-                    if len(received) >= MAX_BODY_BYTES:
-                        break
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
+            request = self._client.build_request(
+                method.upper(), url, headers=list(headers), content=body
+            )
+            # httpx's timeout bounds each read; this bounds the whole answer, which
+            # a server dripping a byte just inside the read timeout would stretch
+            # for days.
+            async with asyncio.timeout(self.timeout_seconds):
+                response = await self._client.send(request, stream=True)
+                try:
+                    received = bytearray()
+                    async for chunk in response.aiter_raw():
+                        received += chunk[: MAX_BODY_BYTES - len(received)]
+                        if len(received) >= MAX_BODY_BYTES:
+                            break
+                finally:
+                    await response.aclose()
+        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+            # InvalidURL: a path with a control character, from a route the target named.
             raise TargetError(f"{method} {path}: {type(exc).__name__}") from exc
         finally:
             # The transport keeps no cookies: the probes' jars decide.
@@ -137,8 +153,7 @@ class URLTarget(Target):
         return HTTPResponse(response.status_code, pairs, _decode_content(bytes(received), pairs))
 
     async def _websocket(self, path: str, headers: Headers, scheme: Scheme) -> WebSocketResult:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
         url = self._url(path, scheme).replace("http", "ws", 1)
         context: ssl.SSLContext | None = None
@@ -150,7 +165,7 @@ class URLTarget(Target):
         origin = next((v for k, v in headers if k.lower() == "origin"), None)
         others = [(k, v) for k, v in headers if k.lower() != "origin"]
         try:
-            async with connect(
+            async with _connect_once()(
                 url,
                 additional_headers=others,
                 origin=origin,  # type: ignore[arg-type]  # any text, as an attacker sends
@@ -165,8 +180,21 @@ class URLTarget(Target):
             return WebSocketResult(accepted=False, status=exc.response.status_code)
         except InvalidHandshake:
             return WebSocketResult(accepted=False)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, InvalidURI) as exc:
             raise TargetError(f"WS {path}: {type(exc).__name__}") from exc
+
+
+@functools.cache
+def _connect_once() -> type[connect]:
+    """`websockets`' `connect`, without its redirect following: it would go to any
+    host a `Location` names, and report a refused handshake as accepted."""
+    from websockets.asyncio.client import connect
+
+    class ConnectOnce(connect):
+        def process_redirect(self, exc: Exception) -> Exception | str:
+            return exc  # the 3xx ends the handshake, as `InvalidStatus`
+
+    return ConnectOnce
 
 
 def _authority(netloc: str) -> str:

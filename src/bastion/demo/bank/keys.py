@@ -1,10 +1,13 @@
 """The demo's keys and files in its data directory, created on first use.
 
 Threat: keys read or replaced by another local user, or a key file planted before
-the demo first runs.
-Defence: the data directory is created 0700 and every key file 0600, each created
-exclusively (`O_CREAT | O_EXCL`), so an existing file is read, never overwritten,
-and a new one is never readable by others, not even for a moment.
+the demo first runs (a known `secret-key` forges sessions, a `jwks.json` of the
+planter's own signs API tokens).
+Defence: the data directory is created 0700, and one that exists is refused unless
+it belongs to this user and no one else may write to it (as for the development
+certificate, and also when the certificate is configured); every key file is
+0600, each created exclusively (`O_CREAT | O_EXCL`), so an existing file is read,
+never overwritten, and a new one is never readable by others, not even for a moment.
 Not covered: the keys sit beside the data they protect, which is acceptable for a
 demo on a laptop only. A deployment gives them through Bastion's settings instead
 (`BASTION_SECRET_KEYS`, `BASTION_FIELD_ENCRYPTION__KEYS`, a secrets directory), and
@@ -31,6 +34,7 @@ from typing import Any, Final
 from joserfc.jwk import Key, KeySet, OKPKey
 
 from bastion.crypto import new_field_key
+from bastion.demo.tls import private_data_dir
 
 SECRET_KEY_FILE: Final = "secret-key"  # noqa: S105 - a file name, not a secret
 FIELD_KEY_FILE: Final = "field-key"
@@ -45,9 +49,9 @@ _MAX_KEY_FILE_BYTES: Final = 64 * 1024
 
 
 def ensure_data_dir(path: Path) -> Path:
-    """Create the data directory (0700) if needed; return it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+    """Create the data directory (0700) if needed, refuse one others may write to;
+    return it."""
+    return private_data_dir(path)
 
 
 def read_or_create(path: Path, make: Callable[[], str]) -> str:
