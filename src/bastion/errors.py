@@ -26,6 +26,10 @@ Defence, as the outermost layer:
    layer stops sending, so the server closes the connection with the response
    visibly incomplete (no final chunk, or fewer bytes than `Content-Length`). A
    truncated body that looked complete would be worse.
+5. The generic page carries its own locked-down lines (`GENERIC_HEADERS`), and, in
+   `Shield`, the transport layer's HSTS line on a secure request (`hsts`): the
+   layers inside, whose hooks would add it, are bypassed by a page sent from out
+   here, and an HTTPS answer without HSTS is a downgrade window.
 
 Not covered: what the application deliberately puts in a 2xx/4xx body.
 
@@ -77,7 +81,10 @@ LEAK_MARKERS: Final = (
 )
 # Django quotes the marker with HTML-escaped apostrophe in some versions.
 _ESCAPED_MARKERS: Final = tuple(html.escape(m.decode()).encode() for m in LEAK_MARKERS)
-_ALL_MARKERS: Final = tuple(dict.fromkeys(LEAK_MARKERS + _ESCAPED_MARKERS))
+# Frames in a JSON body (an error handler answering `traceback.format_tb(...)`, which
+# has no "Traceback" line) arrive with their quotes escaped: `File \"/app/main.py\"`.
+_JSON_MARKERS: Final = tuple(json.dumps(m.decode())[1:-1].encode() for m in LEAK_MARKERS)
+_ALL_MARKERS: Final = tuple(dict.fromkeys(LEAK_MARKERS + _ESCAPED_MARKERS + _JSON_MARKERS))
 
 # A debug page is a few tens of KiB; Starlette's is about 10 KiB. Holding back 256 KiB
 # at most bounds memory per failing request.
@@ -240,10 +247,16 @@ class ErrorsMiddleware:
         *,
         events: EventEmitter | None = None,
         debug: bool = False,
+        hsts: str = "",
     ) -> None:
+        """`hsts`: the `Strict-Transport-Security` value the generic page carries on a
+        secure request ("" for none: `bastion.transport.hsts_header_value`)."""
         self.app = app
         self.settings = settings or ErrorSettings()
         self.debug = debug
+        self._hsts: RawHeaders = (
+            [(b"strict-transport-security", hsts.encode("ascii"))] if hsts else []
+        )
         self._refuse = Refuser("errors", events, monitor_only=self.settings.monitor_only)
         self._limit = self.settings.max_inspected_bytes
         self.scrub_validation = not self.settings.insecure_pass_validation_input
@@ -390,6 +403,7 @@ class ErrorsMiddleware:
                 "status": status,
                 "headers": [
                     *GENERIC_HEADERS,
+                    *(self._hsts if context.is_secure else ()),
                     (b"content-type", content_type),
                     (b"content-length", str(length).encode()),
                 ],

@@ -11,11 +11,14 @@ Threats handled here:
 
 * Secret leakage through logs: values under sensitive keys (`Authorization`,
   `Cookie`, `Set-Cookie`, passwords, tokens, API keys, session ids, and any field the
-  user configures) are replaced by a fixed marker, at any depth of `details`.
+  user configures) are replaced by a fixed marker, at any depth of `details`; inside
+  any string value, secret-shaped text (`password=...`, `Bearer ...`, a JWT, the
+  password of a URL such as `postgres://app:pw@db`) is too (`scrub_text`).
 * Log forging (CWE-117): a client can put CR, LF or ANSI escapes in a path or header.
   Records are written as JSON with `ensure_ascii`, which escapes every control and
   non-ASCII character, so one event is always exactly one line.
-* Log flooding: every string value is truncated, and `details` nesting is bounded.
+* Log flooding: every string value and key is truncated, and `details` nesting and
+  the entries of each list or mapping are bounded.
 
 References: OWASP Logging Vocabulary
 https://cheatsheetseries.owasp.org/cheatsheets/Logging_Vocabulary_Cheat_Sheet.html ;
@@ -25,6 +28,7 @@ CWE-117 https://cwe.mitre.org/data/definitions/117.html
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import logging
 import re
@@ -62,6 +66,9 @@ KIND_SYS_AVAILABILITY: Final = "sys_availability"
 REDACTED: Final = "[redacted]"
 MAX_VALUE_CHARS: Final = 512  # long enough for any legitimate path or reason
 _MAX_DEPTH: Final = 4  # details are shallow by construction; deeper is cut
+# Details hold a few facts by construction; a list or mapping of more (an app's own
+# event echoing a request) is cut, so one event stays one bounded line.
+MAX_ITEMS: Final = 64
 
 # A key is sensitive when its normalised name contains one of these fragments...
 SENSITIVE_KEY_FRAGMENTS: Final = (
@@ -82,16 +89,21 @@ SENSITIVE_KEY_FRAGMENTS: Final = (
 SENSITIVE_KEYS: Final = frozenset({"session", "sessionid", "session_id", "sid", "jwt", "otp"})
 
 
-# Secrets inside free text (exception messages, tracebacks): `password=...`,
-# `Authorization: Bearer ...`, and anything shaped like a JWT. Each pattern is a fixed
-# prefix followed by a single character class, so matching is linear in the text.
+# Secrets inside free text (exception messages, tracebacks, event values):
+# `password=...`, `access_token=...`, `Authorization: Bearer ...`, and anything shaped
+# like a JWT. Each pattern is a fixed prefix followed by a single character class; the
+# name's own prefix (`access_`, `j` of `jsessionid`) is word characters only, which
+# cannot hold a word boundary, so each word is one start: matching stays linear.
 _TEXT_SECRETS: Final = (
     re.compile(
-        r"(?i)\b(authorization|password|passwd|pwd|passphrase|secret|token|api[_-]?key"
-        r"|sessionid|session_id|cookie)(\s*[=:]\s*)"
+        r"(?i)\b([A-Za-z0-9_]*(?:authorization|password|passwd|pwd|passphrase|secret|token"
+        r"|api[_-]?key|sessionid|session_id|cookie))(\s*[=:]\s*)"
         r"(\"[^\"\n]*\"|'[^'\n]*'|(?:(?:bearer|basic)[ \t]+)?[^\s,;&]+)"
     ),
     re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]+)"),
+    # The userinfo of a URL (`postgres://app:pw@db`, in a driver's exception): from
+    # `://` up to the `@`, never across a `/`, so each scan stops at the next one.
+    re.compile(r"(://)()[^/\s@?#]+(?=@)"),
 )
 _JWT_LIKE: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 
@@ -226,21 +238,27 @@ class Redactor:
         if isinstance(value, str):
             if len(value) > MAX_VALUE_CHARS:
                 value = value[:MAX_VALUE_CHARS] + "..."
+            value = scrub_text(value)
             return self.scrub_pii(value) if self._pii else value
         if depth >= _MAX_DEPTH:
             return "..."
         if isinstance(value, Mapping):
-            return {
-                str(key): REDACTED if self.is_sensitive(str(key)) else self.clean(item, depth + 1)
-                for key, item in value.items()
-            }
+            cleaned: dict[str, object] = {}
+            for key, item in itertools.islice(value.items(), MAX_ITEMS):
+                name = str(key)
+                safe = REDACTED if self.is_sensitive(name) else self.clean(item, depth + 1)
+                cleaned[name[:MAX_VALUE_CHARS]] = safe
+            if len(value) > MAX_ITEMS:
+                cleaned["..."] = f"{len(value) - MAX_ITEMS} more"
+            return cleaned
         if isinstance(value, list | tuple):
             if len(value) == 2 and isinstance(value[0], str | bytes):
                 # A (name, value) header pair: redact by the header's name.
                 name = value[0].decode("latin-1") if isinstance(value[0], bytes) else value[0]
                 if self.is_sensitive(name):
-                    return [name, REDACTED]
-            return [self.clean(item, depth + 1) for item in value]
+                    return [self.clean(name, depth + 1), REDACTED]
+            items = [self.clean(item, depth + 1) for item in value[:MAX_ITEMS]]
+            return [*items, "..."] if len(value) > MAX_ITEMS else items
         return self.clean(str(value), depth)
 
 

@@ -78,7 +78,7 @@ from bastion.sessions import SessionMiddleware
 from bastion.settings import Settings, log_opt_outs
 from bastion.stages import Flow, Stage, run_stages, run_websocket_stages
 from bastion.stores import Store
-from bastion.transport import TransportMiddleware
+from bastion.transport import TransportMiddleware, hsts_header_value
 from bastion.types import ASGIApp, Receive, Scope, Send
 from bastion.websocket import WebSocketGuardMiddleware, WebSocketTickets, client_ban_check
 from bastion.websocket.tickets import TICKETS_SCOPE_KEY
@@ -134,7 +134,11 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
     (
         "errors",
         lambda app, x: ErrorsMiddleware(
-            app, x.settings.errors, events=x.events, debug=x.settings.debug
+            app,
+            x.settings.errors,
+            events=x.events,
+            debug=x.settings.debug,
+            hsts=hsts_header_value(x.settings.transport),
         ),
     ),
     (

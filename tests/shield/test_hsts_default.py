@@ -203,3 +203,42 @@ async def test_header_lines_sent_as_a_generator_are_read_once(
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain"
     assert response.headers.get_list(HSTS) == expected
+
+
+async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+    """Raises, or sends a debug page's 500, which the errors layer replaces."""
+    if scope["path"] == "/debug-page":
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b"Traceback (most recent call last):"})
+        return
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    ("transport", "url", "expected"),
+    [
+        pytest.param({}, f"{HTTPS}/raise", [TRANSPORT_HSTS], id="hsts-generic-500-dropped"),
+        pytest.param({}, f"{HTTPS}/debug-page", [TRANSPORT_HSTS], id="hsts-debug-page-dropped"),
+        pytest.param({}, "http://testserver/raise", [], id="hsts-generic-500-plain-http-ok"),
+        pytest.param(
+            {"monitor_only": True}, f"{HTTPS}/raise", [], id="hsts-generic-500-monitor-ok"
+        ),
+        pytest.param({"enabled": False}, f"{HTTPS}/raise", [], id="hsts-generic-500-off-ok"),
+    ],
+)
+async def test_the_generic_error_page_keeps_hsts(
+    transport: dict[str, Any], url: str, expected: list[str]
+) -> None:
+    """The errors layer's generic page is sent from outside every other layer, past
+    the transport layer's hook: it carries the HSTS line itself on a secure request,
+    and none where the transport layer would add none."""
+    settings = Settings(
+        mode="development",
+        transport={"allowed_hosts": ["testserver"], **transport},
+    )
+    stack = Shield(failing, settings, events=EventEmitter([]))
+    async with asgi_client(stack) as client:
+        response = await client.get(url)
+    assert response.status_code == 500
+    assert "Traceback" not in response.text
+    assert response.headers.get_list(HSTS) == expected

@@ -15,8 +15,9 @@ key is derived from `secret_keys` with a fixed purpose label, so a key that sign
 cookies never MACs the log directly; the key id (a second derivation, which reveals
 nothing about the key) is in every record. `secret_keys[0]` writes; the verifier is
 given every key, so rotation needs no re-writing. A record under an older key after
-one under a newer key is reported (`key-regression`): a retired key that leaked
-cannot be used to append to the chain after the rotation.
+one under a newer key is reported (`key-regression`), and so is a checkpoint under
+any key but the first: a retired key that leaked cannot be used to append to the
+chain after the rotation, nor to cut it back to before the rotation and append there.
 
 `verify_chain` authenticates each line on its own (MAC, canonical encoding), then
 each link (sequence number and `prev`), so it names the exact file, line and
@@ -33,8 +34,10 @@ Truncation, honestly: cutting whole records off the end of a hash chain leaves a
 valid, shorter chain; no chain can show that alone. The writer therefore keeps a
 checkpoint, `<file>.head` (the last sequence number and MAC, under its own MAC key),
 rewritten in place after each record. The verifier reports a log shorter than its
-checkpoint (`tail-truncated`), a missing checkpoint (`checkpoint-missing`), and a
-final partial line (`truncated-line`). The limit: an attacker who holds a copy of an
+checkpoint (`tail-truncated`), a missing checkpoint (`checkpoint-missing`), a
+final partial line (`truncated-line`), and a last archive that does not end with its
+`rotate` record (`tail-truncated`: the current file was deleted and the archive cut).
+The limit: an attacker who holds a copy of an
 older checkpoint can cut the log back to it. Only an anchor off the host closes that
 (ship the checkpoint to your log store and pass it as `checkpoint=`). A writer that
 restarts after a crash during a write acknowledges the partial line in its `open`

@@ -45,7 +45,8 @@ class AuditLogSettings(Section):
 
     path: Path | None = None
     """The current file; archives are `<path>.1`, `<path>.2`...; checkpoint `<path>.head`.
-    One writer per path: give each worker process its own."""
+    One writer per path: give each worker process its own. A name ending like an
+    archive (`audit.1`) is refused: the verifier would take it for one."""
 
     max_bytes: int = DEFAULT_MAX_BYTES
     """Rotate the file when the next record would take it past this size."""

@@ -142,6 +142,12 @@ class AuditLogSink:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise ConfigurationError(f"audit_log.path: directory {self.path.parent} not found")
+        if archive_index(self.path) is not None:
+            # The verifier would take the current file for an archive, and so neither
+            # require its checkpoint nor see its end cut off.
+            raise ConfigurationError(
+                f"audit_log.path: {self.path.name} ends like an archive (.<n>); use another name"
+            )
         derived = [derive_key(key) for key in secret_keys]
         self._key = derived[0]
         self._keys = {key.key_id: key for key in derived}  # to read an older checkpoint

@@ -7,8 +7,10 @@ Defence: `verify_chain` authenticates each line on its own (MAC, canonical encod
 then each link (sequence number and `prev`), so it names the exact file, line and
 sequence number of a changed, forged, removed, duplicated or reordered record. It is
 given every key, so rotation needs no re-writing; a record under an older key after
-one under a newer key is reported (`key-regression`): a retired key that leaked
-cannot be used to append to the chain after the rotation. A chain must begin at
+one under a newer key is reported (`key-regression`), and so is the writer's
+checkpoint under any key but the first (keys are given in the writer's order): a
+retired key that leaked cannot be used to append to the chain after the rotation,
+nor to cut the chain back to before it and append there. A chain must begin at
 sequence 0 or with a `start` record on the first line of a file, so records cut from
 the front of a file are found too; a `rotate` record must be the last of its file and
 be followed by a `start` record that opens the next.
@@ -17,9 +19,12 @@ Truncation, honestly: cutting whole records off the end of a hash chain leaves a
 valid, shorter chain; no chain can show that alone. The verifier therefore checks the
 writer's checkpoint, `<file>.head`, and reports a log shorter than its checkpoint
 (`tail-truncated`), a missing checkpoint (`checkpoint-missing`), and a final partial
-line (`truncated-line`). A partial line that the restarted writer acknowledged in its
-`open` record (with the line's SHA-256) is reported as a note; a writer that found the
-log shorter than its checkpoint recorded that too, and it is reported.
+line (`truncated-line`). Given archives alone (the current file and its checkpoint
+deleted), the last archive must end with its `rotate` record (`tail-truncated`
+otherwise), so its end cannot be cut off unseen either. A partial line that the
+restarted writer acknowledged in its `open` record (with the line's SHA-256) is
+reported as a note; a writer that found the log shorter than its checkpoint recorded
+that too, and it is reported.
 
 Not covered: an attacker who holds a copy of an older checkpoint can cut the log back
 to it (only an anchor off the host closes that: ship the checkpoint to your log store
@@ -320,6 +325,16 @@ def verify_files(
     elif good.record.type == "rotate":
         at = (verifier.files[good.file_index].name, good.line, good.record.seq)
         verifier.finding(REASON_TAIL_TRUNCATED, at, "the file after this rotation is missing")
+    elif (
+        not verifier.unauthenticated
+        and archive_index(verifier.files[good.file_index].name) is not None
+    ):
+        # The writer renames a file only after its `rotate` record: an archive that
+        # ends otherwise lost its end, and (without the current file and its
+        # checkpoint, deleted too) nothing else would show it.
+        at = (verifier.files[good.file_index].name, good.line, good.record.seq)
+        detail = "an archive ends with its rotation record: the records after this one are gone"
+        verifier.finding(REASON_TAIL_TRUNCATED, at, detail)
     anchored = False
     if isinstance(checkpoint, bytes):
         parsed = parse_checkpoint(checkpoint, verifier.keys)
@@ -328,6 +343,7 @@ def verify_files(
             checkpoint = None
         else:
             checkpoint = parsed
+            _check_checkpoint_key(verifier, parsed, derived[0], checkpoint_name)
     if checkpoint is None:
         if require_checkpoint and not any(
             f.reason == REASON_CHECKPOINT_ALTERED for f in verifier.findings
@@ -350,6 +366,28 @@ def verify_files(
         findings=tuple(verifier.findings),
         notes=tuple(verifier.notes),
     )
+
+
+def _check_checkpoint_key(
+    verifier: _Verifier, checkpoint: Checkpoint, newest: AuditKey, name: str
+) -> None:
+    """The writer's checkpoint is under its first key, the first key given.
+
+    A retired key that leaked can still MAC records and a checkpoint: cutting the
+    chain back to the last record under that key and appending to it leaves no
+    record under a newer key to show a `key-regression`, but the checkpoint of a
+    writer that ran with the newer key is always under it. (An anchor kept off the
+    host, a `Checkpoint`, may predate a rotation: it is not held to this.)
+    """
+    if checkpoint.key_id == newest.key_id or any(
+        f.reason == REASON_KEY_REGRESSION for f in verifier.findings
+    ):
+        return  # the writer's key, or the chain itself already shows the regression
+    detail = (
+        f"under key id {checkpoint.key_id}, not {newest.key_id}, the first key given "
+        "(the writer's): a retired key rewrote the end, or the writer never ran with it"
+    )
+    verifier.finding(REASON_KEY_REGRESSION, (name, 0, checkpoint.seq), detail)
 
 
 def _check_anchor(verifier: _Verifier, good: _Good, checkpoint: Checkpoint, name: str) -> None:

@@ -24,7 +24,8 @@ One connection, in order:
    does, and counts that cancellation back (`Task.uncancel`), so an outer
    cancellation still propagates; the app then gets `websocket.disconnect`.
 3. A watcher task per connection checks every `revocation_check_seconds` that the
-   session still exists and that no ban predicate refuses, else closes with 1008:
+   session still exists and that no ban predicate refuses, else closes with 1008
+   (1011 when the check itself fails: the store, or a predicate that raises):
    revocation costs one store read per connection per interval, never one per
    message, and reaches a live socket at most one interval late. The task starts
    at the first tick, so a socket shorter than a tick costs none; the idle timer
@@ -77,6 +78,7 @@ from urllib.parse import parse_qs
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from bastion.context import RequestContext, get_context
+from bastion.errors import log_exception
 from bastion.events import (
     KIND_AUTHN_FAIL,
     KIND_AUTHZ_FAIL,
@@ -84,6 +86,7 @@ from bastion.events import (
     KIND_INPUT_VALIDATION,
     KIND_MALICIOUS_CSRF,
     KIND_SYS_AVAILABILITY,
+    KIND_SYS_CRASH,
     Action,
     EventEmitter,
     default_emitter,
@@ -1066,4 +1069,10 @@ class WebSocketGuardMiddleware:
             except StoreError:
                 # Revocation fails closed (design): a socket we cannot vouch for ends.
                 await conn.close(r.CLOSE_INTERNAL_ERROR, KIND_SYS_AVAILABILITY, r.REASON_STORE_DOWN)
+                return
+            except Exception as exc:  # a ban predicate's own failure
+                # Closed too, as the same failure at the handshake refuses it: left to
+                # end this task, it would stop every later check of the socket, silently.
+                log_exception(get_context(conn.scope).request_id, exc)
+                await conn.close(r.CLOSE_INTERNAL_ERROR, KIND_SYS_CRASH, r.REASON_CHECK_FAILED)
                 return
