@@ -10,9 +10,13 @@ Threats:
   id the server did not issue is never adopted (an unknown id starts a new session
   with a new id), and `login()` and `rotate()` issue a new id and delete the old one.
 * Stolen ids staying useful: idle and absolute timeouts, enforced by the server (the
-  cookie is a browser-session cookie with no expiry of its own), `logout()` deletes
-  the server-side session and sends `Clear-Site-Data`, and every session of a user
-  can be revoked at once through the store's per-owner index.
+  cookie is a browser-session cookie with no expiry of its own; a rotation keeps the
+  absolute clock, only a login restarts it), `logout()` deletes the server-side
+  session and sends `Clear-Site-Data`, and every session of a user can be revoked
+  at once through the store's per-owner index, which lists each session for as long
+  as it can live. A request still in flight when its session ends does not bring it
+  back: its save writes only a session that still exists, and its rotation first
+  consumes the old id.
 * Ids in logs: events name a session by a keyed hash of its id, never the id. The
   store key is the SHA-256 of the id, so a store dump does not hold usable ids.
 
@@ -216,6 +220,16 @@ def ttl_for(record: SessionRecord, now: float, settings: SessionSettings) -> flo
     idle_left = settings.idle_timeout_seconds - (now - record.last_seen)
     absolute_left = settings.absolute_timeout_seconds - (now - record.created)
     return max(1.0, min(idle_left, absolute_left)) + EXPIRED_GRACE_SECONDS
+
+
+def owner_ttl_for(record: SessionRecord, now: float, settings: SessionSettings) -> float:
+    """How long the owner index lists the session: the longest it can live (its
+    absolute timeout, plus the grace), not `ttl_for`. Each use moves the idle clock
+    and extends the record's TTL without touching the index, so an entry that ran
+    out with the first TTL would leave a session in use beyond `revoke_user`'s
+    reach (and the memory store drops an expired index's keys, logging it out)."""
+    absolute_left = settings.absolute_timeout_seconds - (now - record.created)
+    return max(1.0, absolute_left) + EXPIRED_GRACE_SECONDS
 
 
 def read_cookie(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -427,15 +441,24 @@ class Session(dict[str, Any]):
         return self._csrf_secret
 
     def rotate(self) -> None:
-        """Issue a new id (and a new CSRF secret) when the response starts; keep the data."""
+        """Issue a new id (and a new CSRF secret) when the response starts; keep the
+        data and the absolute timeout's clock."""
         self.rotate_requested = True
         self._csrf_secret = None
         self.modified = True
 
     def login(self, user_id: str) -> None:
-        """Bind the session to `user_id`, with a new id: the fixation defence."""
+        """Bind the session to `user_id`, with a new id: the fixation defence.
+
+        A session bound to another user is emptied first: none of that user's data
+        (the roles the authentication layer reads above all) may carry over to this
+        one (a shared browser, a "switch account" link), as Django's `login` flushes a
+        session bound to someone else. A session of no user, or of this one, keeps
+        its data (a cart filled before signing in)."""
         if not user_id:
             raise ValueError("user_id must be non-empty")
+        if self.user_id is not None and self.user_id != user_id:
+            self.clear()
         self.user_id = user_id
         self.login_requested = True
         self.rotate()
@@ -468,7 +491,11 @@ class Session(dict[str, Any]):
     def _snapshot(self, now: float) -> SessionRecord:
         record = self._record
         return SessionRecord(
-            created=record.created if record and not self.rotate_requested else now,
+            # A rotation keeps the absolute clock, or whoever holds the session and
+            # can make the app rotate it (a periodic renewal, a role switch) would
+            # never reach the absolute timeout; only a login, a new authentication,
+            # starts it again.
+            created=record.created if record and not self.login_requested else now,
             last_seen=now,
             user_id=self.user_id,
             csrf_secret=self._csrf_secret,
@@ -559,12 +586,30 @@ class SessionManager:
         due = now - record.last_seen >= self.settings.touch_interval_seconds
         if session.modified or due:
             snapshot = session._snapshot(now)
-            await self.store.set(
-                store_key(session._id), snapshot.encode(), ttl_for(snapshot, now, self.settings)
-            )
+            key = store_key(session._id)
+            ttl = ttl_for(snapshot, now, self.settings)
+            # The session may have ended since this request loaded it (a logout in
+            # another tab, `revoke_user`, a rotation); `set` alone would bring it
+            # back under the old id, for as long as whoever holds that id keeps a
+            # slow request in flight. `touch` never creates a key, so only a session
+            # that still exists is written. What is left is the gap between the two
+            # calls, one store round trip that no client can stretch.
+            if await self.store.touch(key, ttl):
+                await self.store.set(key, snapshot.encode(), ttl)
         return []
 
     async def _save_under_new_id(self, scope: Scope, session: Session, now: float) -> RawHeaders:
+        old_id = session._id
+        # The old id is consumed first, and `delete` is atomic: a session that ended
+        # while this request ran (a logout, `revoke_user`, a concurrent rotation)
+        # is not reborn under a new id. A login goes on all the same: it is a new
+        # authentication, not a continuation of the old session.
+        if (
+            old_id is not None
+            and not await self.store.delete(store_key(old_id))
+            and not session.login_requested
+        ):
+            return []
         snapshot = session._snapshot(now)
         ttl = ttl_for(snapshot, now, self.settings)
         encoded = snapshot.encode()
@@ -574,11 +619,12 @@ class SessionManager:
                 break
         else:  # pragma: no cover - three 256-bit collisions in a row
             raise StoreError("could not allocate a session id")
-        old_id = session._id
-        if old_id is not None:
-            await self.store.delete(store_key(old_id))
         if snapshot.user_id is not None:
-            await self.store.add_to_owner(owner_key(snapshot.user_id), store_key(new_id), ttl)
+            await self.store.add_to_owner(
+                owner_key(snapshot.user_id),
+                store_key(new_id),
+                owner_ttl_for(snapshot, now, self.settings),
+            )
         reason = REASON_LOGIN if old_id is not None and session.user_id else REASON_ROTATED
         kind = EVENT_CREATED if old_id is None else EVENT_RENEWED
         self._event(scope, kind, reason if old_id is not None else "created", new_id)

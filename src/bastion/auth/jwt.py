@@ -13,7 +13,8 @@ Threats and defences:
   path, a query or a command (path traversal, SQL injection through `kid`).
 * Resource exhaustion: tokens over `max_token_bytes` are refused before any decoding;
   compressed tokens (`zip`, a decompression bomb) and unknown critical extensions
-  (`crit`, e.g. unencoded payloads) are refused.
+  (`crit`, e.g. unencoded payloads) are refused. A JWKS answer is read within
+  `MAX_JWKS_BYTES` and one overall deadline.
 * Stale or stolen tokens: `exp` is required, `nbf` and `iat` honoured with a small
   leeway, a maximum age by `iat` is enforced, `iss` and `aud` must match exactly, and
   a token's `jti` can be revoked in the store until it would have expired.
@@ -51,6 +52,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -156,7 +158,9 @@ def inspect_token(untrusted_token: str, max_token_bytes: int) -> HeaderVerdict:
         return HeaderVerdict(None, REASON_JWT_MALFORMED)
     try:
         unverified = json.loads(_b64decode(parts[0]))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: a header of a few thousand nested `[` fits in the size
+        # limit and exhausts the JSON parser's recursion limit.
         return HeaderVerdict(None, REASON_JWT_MALFORMED)
     if not isinstance(unverified, dict):
         return HeaderVerdict(None, REASON_JWT_MALFORMED)
@@ -231,9 +235,13 @@ def build_key_ring(jwks: Mapping[str, Any], allowed_algorithms: Iterable[str]) -
 
 
 def _number(value: object) -> float | None:
+    """A JSON number as a finite float, else None. Python's JSON parser accepts `NaN`
+    and `Infinity`, which compare false with everything: an `iat` of NaN would pass
+    both the not-yet-valid and the maximum-age checks."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def check_claims(claims: Mapping[str, object], settings: JWTSettings, now: float) -> str:
@@ -274,7 +282,10 @@ def principal_from_claims(claims: Mapping[str, object], roles_claim: str) -> Pri
     scp = claims.get("scp")
     scopes: list[str] = []
     if isinstance(scope, str):
-        scopes = scope.split()
+        # On the space only (RFC 6749 section 3.3: scope-token *( SP scope-token )):
+        # `str.split()` also splits on tabs, NBSP and other Unicode spaces, so one
+        # scope an issuer granted as `files:read:x\u00a0admin` would become `admin`.
+        scopes = [name for name in scope.split(" ") if name]
     elif isinstance(scp, list):
         scopes = [s for s in scp if isinstance(s, str)]
     return Principal(
@@ -381,14 +392,28 @@ class JWKSCache:
 
 
 async def _httpx_fetch(url: str) -> bytes:
+    """GET the JWKS, within `MAX_JWKS_BYTES` and `JWKS_FETCH_TIMEOUT_SECONDS` overall.
+
+    httpx's timeout bounds each read, not the response: a server that sends a byte
+    every few seconds, or an endless body, would hold the refresh lock (and every
+    bearer request waiting on it) for ever and fill memory. So the body is read raw
+    (no decompression bomb) in chunks, counted, under one deadline.
+    """
     import httpx  # the `auth` extra; imported only when a URL is configured
 
-    async with httpx.AsyncClient(
-        timeout=JWKS_FETCH_TIMEOUT_SECONDS, follow_redirects=False
-    ) as client:
-        response = await client.get(url, headers={"accept": "application/json"})
+    headers = {"accept": "application/json", "accept-encoding": "identity"}
+    async with (
+        asyncio.timeout(JWKS_FETCH_TIMEOUT_SECONDS),
+        httpx.AsyncClient(timeout=JWKS_FETCH_TIMEOUT_SECONDS, follow_redirects=False) as client,
+        client.stream("GET", url, headers=headers) as response,
+    ):
         response.raise_for_status()
-        return response.content
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > MAX_JWKS_BYTES:
+                raise ValueError("JWKS too large")
+        return bytes(body)
 
 
 def key_source_from_settings(settings: JWTSettings, *, fetch: Fetch | None = None) -> KeySource:
@@ -524,7 +549,9 @@ class RefreshVerdict:
 
 
 def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+    # `surrogatepass`: a presented token with a lone surrogate (`"\ud800"` from a JSON
+    # body) hashes to a key no token of ours has, instead of raising.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class TokenIssuer:

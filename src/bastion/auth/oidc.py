@@ -20,7 +20,9 @@ Threats and defences:
   `set_if_absent`, so two concurrent callbacks carrying the same pending login (the
   session is read by both before either saves it) cannot both log in.
 * Session fixation: a successful login calls `session.login(user_id)`, which issues
-  a new session id.
+  a new session id. A session bound to another user is emptied first
+  (`Session.login`), so that user's data (their session roles) never carries over
+  to the one logging in.
 * Open redirect: the return path is kept only if it is a same-origin path (`/x`, not
   `//evil`, `/\\evil`, `https://evil`), checked at login and again before use.
 * SSRF through the discovery document: every server-to-server request goes through
@@ -45,6 +47,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -345,9 +348,12 @@ def check_state(
 
 
 def _number(value: object) -> float | None:
+    # Finite only: an `iat` of NaN (Python's JSON parser accepts it) compares false
+    # with everything, and would pass the age checks below.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def check_id_token_claims(
@@ -628,7 +634,7 @@ class OIDCLogin:
         if not user_id:
             await refuse(REASON_USER_REFUSED)
             return
-        session.login(user_id)
+        session.login(user_id)  # empties a session bound to another user first
         session[SESSION_ID_TOKEN_KEY] = untrusted_token  # verified now; kept as logout hint
         await _redirect(send, safe_return_path(pending.return_path), status=303)
 

@@ -62,6 +62,11 @@ class PasswordHasher:
             self._argon2.verify(target, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return PasswordCheck(False)
+        except UnicodeEncodeError:
+            # A lone surrogate (`"\ud800"` in a JSON body) has no UTF-8 form, so no
+            # hash was ever made of it: a wrong password, not a server error. It
+            # fails before any argon2 work for known and unknown users alike.
+            return PasswordCheck(False)
         if stored_hash is None:  # pragma: no cover - the dummy password is random
             return PasswordCheck(False)
         if self._argon2.check_needs_rehash(stored_hash):

@@ -2,7 +2,8 @@
 
 Threat: a caller reaching a route they have no right to, because a route was
 forgotten, or because a path spelt differently (`/admin/`, `//admin`, `/%61dmin`,
-`/ADMIN`) slipped past a rule that a router would still dispatch to the endpoint.
+`/ADMIN`) or a method spelt differently (`post`, which Django and Quart dispatch as
+`POST`) slipped past a rule that a router would still dispatch to the endpoint.
 Defence: rules are `bastion.routes` patterns matched against `scope["path"]`, the
 decoded path the router dispatches on, exactly as it is. A spelling the router sends
 to the protected endpoint is the path the rule names, so the rule applies; a
@@ -10,6 +11,8 @@ spelling the rule does not name is a path the router does not send there (Starle
 redirects `/admin/` to `/admin` and answers 404 to `//admin` and `/ADMIN`). With
 `deny_by_default`, no unlisted path is reachable at all, which also covers routers
 that normalise more than Starlette does (protect `/admin` and `/admin/*` together).
+Methods are case-folded before the lookup (RFC 9110 section 9.1 makes them
+case-sensitive, but frameworks fold them, so a rule must hold for every spelling).
 The table is compiled once; a lookup is a dictionary probe plus a short scan.
 
 Answers: 401 with a `WWW-Authenticate` challenge when no one is authenticated (RFC
@@ -153,7 +156,10 @@ class AuthorizationMiddleware:
         scope = flow.scope
         if self._allows_unlisted and not scope["path"].startswith(self._rule_prefixes):
             return None  # no rule names this path, and unlisted paths are open
-        method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
+        # Upper-cased: servers pass the method as sent (uvicorn's h11 passes `post`),
+        # and Django and Quart (werkzeug) upper-case it before dispatching, so `post`
+        # reaches the POST handler and must meet the rule for POST.
+        method = scope["method"].upper() if scope["type"] == "http" else "WEBSOCKET"
         requirement = self.table.lookup(method, scope["path"])
         principal = get_principal(scope)
         decision = decide(requirement, principal, deny=self.settings.deny_by_default)

@@ -5,9 +5,10 @@ browsers' same-origin posts from the header index (`bastion.stages.Flow.headers`
 any other request is turned into `RequestFacts` and decided by `check_request`. When
 it asks for the token, take it from the token header or, failing that, from the form
 body: the body is read only then, at most `max_body_bytes` of it, and the very same
-messages are replayed to the app before anything else it receives. The session's
-CSRF secret comes from Bastion's session layer, which must run outside this one;
-without it, requests that need a token are refused (`no-session`).
+messages are replayed to the app before anything else it receives (past the first
+`MAX_KEPT_MESSAGES`, their bytes as one message, so that memory follows the bytes).
+The session's CSRF secret comes from Bastion's session layer, which must run outside
+this one; without it, requests that need a token are refused (`no-session`).
 
 Speed: the common requests cost a few lookups in the header index, with no facts and
 no verdict built (`enter` inlines `check_common_request`: no call for them, and
@@ -55,6 +56,13 @@ REFUSAL_STATUS: Final = 403
 TOKENS_SCOPE_KEY: Final = "bastion.csrf"
 VARY_NAMES: Final = (b"Origin", b"Sec-Fetch-Site")
 _VARY_LINES: Final = ((b"vary", b", ".join(VARY_NAMES)),)
+# Body messages replayed as they came; the bytes of any later ones are replayed as
+# one message. A client can send its body a byte at a time, or in empty HTTP/2 DATA
+# frames that carry no byte at all: kept one by one, each message costs a few hundred
+# bytes of memory for at most one byte of body, so `max_body_bytes` alone would bound
+# nothing. Browsers send a form in a few large chunks, and an application cannot
+# tell the difference (ASGI leaves the chunking to the server).
+MAX_KEPT_MESSAGES: Final = 64
 
 
 # --- Helpers the application calls ---------------------------------------------
@@ -132,12 +140,37 @@ _ADD_VARY: Final[Hook] = (EDIT, _vary_on_sources)
 
 @dataclass(slots=True)
 class _BufferedBody:
-    """The messages read so far, to replay in order, and the bytes they carried."""
+    """The messages read so far, to replay in order, and the bytes they carried.
+
+    The first `MAX_KEPT_MESSAGES` body messages are kept as they came; the bytes of
+    any later ones are only added to `body`, from `merged_from` on, and replayed as
+    one message (`replay`).
+    """
 
     messages: list[Message] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     complete: bool = False
     disconnected: bool = False
+    merged_from: int = -1  # where the bytes replayed as one message begin; -1: none
+
+    def keep(self, message: Message) -> None:
+        """Take one `http.request` message."""
+        if len(self.messages) < MAX_KEPT_MESSAGES:
+            self.messages.append(message)
+        elif self.merged_from < 0:
+            self.merged_from = len(self.body)
+        self.body += message.get("body", b"")
+
+    def replay(self) -> list[Message]:
+        """The messages for the app, in the order they came."""
+        if self.merged_from < 0:
+            return self.messages
+        merged: Message = {
+            "type": "http.request",
+            "body": bytes(self.body[self.merged_from :]),
+            "more_body": not self.complete,
+        }
+        return [*self.messages[:MAX_KEPT_MESSAGES], merged, *self.messages[MAX_KEPT_MESSAGES:]]
 
 
 async def _read_body(receive: Receive, max_bytes: int) -> _BufferedBody:
@@ -145,11 +178,11 @@ async def _read_body(receive: Receive, max_bytes: int) -> _BufferedBody:
     buffered = _BufferedBody()
     while True:
         message = await receive()
-        buffered.messages.append(message)
         if message["type"] != "http.request":
+            buffered.messages.append(message)
             buffered.disconnected = message["type"] == "http.disconnect"
             return buffered
-        buffered.body += message.get("body", b"")
+        buffered.keep(message)
         if len(buffered.body) > max_bytes:
             return buffered  # incomplete: not looked through, replayed as it came
         if not message.get("more_body", False):
@@ -282,7 +315,7 @@ class CSRFMiddleware:
             buffered = await _read_body(receive, self.settings.max_body_bytes)
             if buffered.disconnected:
                 return "", None
-            receive = _replaying(buffered.messages, receive)
+            receive = _replaying(buffered.replay(), receive)
             if not buffered.complete:
                 return REASON_BODY_TOO_LARGE, receive
             untrusted_token = token_from_form(
