@@ -438,13 +438,19 @@ async def run_stages(
             if not exits:
                 raise
             error = exc
-        # The exits unwind innermost first, as the `try` blocks of a chain would.
+        # The exits unwind innermost first, as the `try` blocks of a chain would: an
+        # exit that raises (a store call cancelled as the client leaves) hands its
+        # exception to the exits outside it, as a `finally` that raised would, and
+        # never skips them (the limits layer's in-flight count is one of them).
         while exits:
-            outcome = exits.pop()(error)
-            if outcome is None or isinstance(outcome, BaseException):
-                error = outcome
-            else:
-                error = await outcome
+            try:
+                outcome = exits.pop()(error)
+                if outcome is None or isinstance(outcome, BaseException):
+                    error = outcome
+                else:
+                    error = await outcome
+            except BaseException as exc:  # handed on, and re-raised below
+                error = exc
             outcome = None  # the error it handed back: kept by `error` alone (no cycle below)
         # The stages' hooks and wrappers refer back to the flow (a closure over it, a
         # `receive` wrapper that keeps it): unhooked now, the request's objects are

@@ -13,6 +13,7 @@ through the fused stack as through the chain of middlewares.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable
 from functools import partial
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from bastion.shield import Shield
-from bastion.stages import DEFAULT, EDIT, EXTEND, Flow, run_stages
+from bastion.stages import DEFAULT, EDIT, EXTEND, Flow, Stage, run_stages
 from bastion.types import Message, RawHeaders, Receive, Scope, Send
 from tests.shield.test_fused import ORIGIN, call, normalised, settings
 
@@ -366,6 +367,72 @@ async def test_sync_and_async_exits_unwind_innermost_first(absorb: bool) -> None
         with pytest.raises(ValueError, match="app"):
             await run_it
         assert seen == ["sync:ValueError('app')", "async:ValueError('app')"]
+
+
+class RaisingExit:
+    """A stage whose exit raises, as a store call cancelled as the client leaves does."""
+
+    def __init__(self, error: BaseException, awaited: bool) -> None:
+        self.error, self.awaited = error, awaited
+
+    def enter(self, flow: Flow) -> None:
+        def sync_exit(error: BaseException | None) -> BaseException | None:
+            raise self.error
+
+        async def async_exit(error: BaseException | None) -> BaseException | None:
+            raise self.error
+
+        flow.exits.append(async_exit if self.awaited else sync_exit)
+
+
+@pytest.mark.parametrize(
+    ("error", "awaited"),
+    [
+        pytest.param(asyncio.CancelledError(), True, id="exit-cancelled-skips-outer-exits"),
+        pytest.param(RuntimeError("store"), True, id="exit-async-raises-skips-outer-exits"),
+        pytest.param(RuntimeError("store"), False, id="exit-sync-raises-skips-outer-exits"),
+    ],
+)
+async def test_an_exit_that_raises_still_unwinds_the_exits_outside_it(
+    error: BaseException, awaited: bool
+) -> None:
+    """Every exit outside a failing one runs, and gets its exception, as the
+    `finally` blocks of a middleware chain would: a skipped exit is a leak (the limits
+    layer's in-flight count, a login claim), one per request that fails that way."""
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        return None
+
+    stages: list[Stage] = [Exits(seen, absorb=False), RaisingExit(error, awaited)]
+    with pytest.raises(type(error)):
+        await run_stages(stages, app, scope(), receive, send)
+    assert seen == [f"sync:{error!r}", f"async:{error!r}"]
+
+
+async def test_exits_after_a_clean_run_get_none() -> None:
+    """The legitimate run beside the failing ones: every exit gets None."""
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        return None
+
+    await run_stages([Exits(seen, absorb=False)], app, scope(), receive, send)
+    assert seen == ["sync:None", "async:None"]
 
 
 async def test_an_edit_that_changes_nothing_hands_back_the_list() -> None:

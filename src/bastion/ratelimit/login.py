@@ -12,7 +12,20 @@ Defence: failures are counted twice, per (account, client network) and per accou
   a challenge (`requires_challenge`: a second factor or a CAPTCHA, the app decides).
   It never refuses, since a shared account-wide gate is one an attacker can hold
   shut for everyone by failing faster than the real user tries.
-* A success from a client clears that client's failures for the account.
+* A success from a client clears that client's failures for the account. A body
+  the guard cannot read names no account (""), and its failures are the
+  client's, whatever account they were for: no success clears them.
+* One attempt per pair at a time: `begin` claims the pair's gate before the
+  application checks the password, and the outcome replaces the claim. A check
+  that only read the gate let a client fire any number of guesses at once, all
+  of them past the gate before the first failure closed it.
+* Accounts are compared as the application may compare them: NFKC (Django's
+  `UsernameField` applies it), case-folded and stripped, so `ALICE` and `alice`
+  in fullwidth letters are `alice`, not fresh counters. A login body that names
+  the account more than once, with different values, names none (""): frameworks
+  disagree on which one wins (Starlette and Django take the last form field,
+  Werkzeug the first), and a decoy name beside the real one would count the
+  failures elsewhere.
 
 Delays are returned as `retry_after_seconds`; nothing sleeps in the request path,
 so a guessing client costs a store read, not a held worker.
@@ -30,10 +43,13 @@ NIST SP 800-63B section 5.2.2 (rate limiting, at most 100 consecutive failures).
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
+from bastion.limits.forms import parse_boundary
 from bastion.ratelimit.keys import ClientGrouping, client_key, hash_part
 from bastion.ratelimit.reasons import REASON_LOGIN_LOCKED, REASON_LOGIN_THROTTLED
 from bastion.stores import Store
@@ -50,6 +66,10 @@ DEFAULT_MAX_DELAY_SECONDS: Final = 60.0
 DEFAULT_CHALLENGE_AFTER: Final = 20
 # Failures are forgotten an hour after the first: long enough to span a lockout.
 DEFAULT_FAILURE_WINDOW_SECONDS: Final = 3600.0
+# Longest an attempt holds its pair's gate (`LoginGuard.begin`) before the outcome
+# replaces the claim: a password hash takes well under a second. A claim whose
+# release is lost (a worker crash, a store outage) holds the pair back this long.
+ATTEMPT_CLAIM_SECONDS: Final = 30.0
 
 _LOCKED: Final = b"locked"
 
@@ -100,23 +120,26 @@ def delay_after_failure(failures: int, policy: LoginPolicy) -> tuple[str, float]
 
 
 def normalise_account(untrusted_account: str) -> str:
-    """One account, however the client spells it (`Alice ` is `alice`)."""
-    return untrusted_account.strip().casefold()
+    """One account, however the client spells it (`Alice `, and `alice` in fullwidth
+    letters, are `alice`)."""
+    return unicodedata.normalize("NFKC", untrusted_account).casefold().strip()
 
 
 class LoginGuard:
     """Counts login failures in the store and says when a client must wait.
 
         guard = LoginGuard(store)
-        verdict = await guard.check(username, client_host)
+        verdict = await guard.begin(username, client_host)
         if not verdict.allowed: answer 429 with Retry-After: verdict.retry_after_seconds
         ... verify the password ...
         await (guard.record_success if ok else guard.record_failure)(username, client_host)
+        (or `guard.abandon(...)` when the attempt judged no password)
 
     Store layout (all keys hashed and bounded): `login:a:<account>` counts the
     account's failures; `login:p:<account>:<client>` the pair's; `login:g:...` is
-    the pair's gate, whose TTL is the delay or the lockout. A check is two reads;
-    `StoreError` propagates, and the caller applies its fail mode.
+    the pair's gate, whose TTL is the delay, the lockout or an attempt's claim. A
+    check is two round trips; `StoreError` propagates, and the caller applies its
+    fail mode.
     """
 
     __slots__ = ("grouping", "policy", "store")
@@ -138,21 +161,49 @@ class LoginGuard:
         return f"login:a:{account_part}", f"login:p:{pair}", f"login:g:{pair}"
 
     async def check(self, account: str, client: str | None) -> LoginVerdict:
+        """Whether the pair may try now; reads only (see `begin`)."""
         account_key, _pair_key, gate_key = self._keys(account, client)
         gate = await self.store.get(gate_key)
-        failures = int(await self.store.get(account_key) or b"0")
-        challenge = failures >= self.policy.challenge_after
-        if gate is not None:
-            locked = gate == _LOCKED
-            return LoginVerdict(
-                allowed=False,
-                reason=REASON_LOGIN_LOCKED if locked else REASON_LOGIN_THROTTLED,
-                # The gate holds no expiry time (the store's clock is its own), so
-                # this is the full delay: an upper bound, never too short.
-                retry_after_seconds=self.policy.lockout_seconds if locked else float(gate),
-                requires_challenge=challenge,
-            )
-        return LoginVerdict(allowed=True, requires_challenge=challenge)
+        return self._verdict(gate, await self.store.get(account_key))
+
+    async def begin(self, account: str, client: str | None) -> LoginVerdict:
+        """`check`, and when the attempt may go on, claim the pair's gate for it
+        (`ATTEMPT_CLAIM_SECONDS`) in the same step: a concurrent attempt of the pair
+        is then throttled as if the first had failed already. The attempt's outcome
+        replaces the claim (`record_failure`, `record_success`); an attempt that
+        ends with neither releases it (`abandon`). As many round trips as `check`
+        when allowed."""
+        account_key, _pair_key, gate_key = self._keys(account, client)
+        claim = self._delay_value(self.policy.base_delay_seconds)
+        gate: bytes | None = None
+        if not await self.store.set_if_absent(gate_key, claim, ATTEMPT_CLAIM_SECONDS):
+            # Held by another attempt, or by the delay a failure set: a gate gone
+            # between the two calls was still in the way of this attempt.
+            gate = await self.store.get(gate_key) or claim
+        return self._verdict(gate, await self.store.get(account_key))
+
+    async def abandon(self, account: str, client: str | None) -> None:
+        """Release the claim of `begin` for an attempt that neither failed nor succeeded."""
+        _account_key, _pair_key, gate_key = self._keys(account, client)
+        await self.store.delete(gate_key)
+
+    def _verdict(self, gate: bytes | None, account_failures: bytes | None) -> LoginVerdict:
+        challenge = int(account_failures or b"0") >= self.policy.challenge_after
+        if gate is None:
+            return LoginVerdict(allowed=True, requires_challenge=challenge)
+        locked = gate == _LOCKED
+        return LoginVerdict(
+            allowed=False,
+            reason=REASON_LOGIN_LOCKED if locked else REASON_LOGIN_THROTTLED,
+            # The gate holds no expiry time (the store's clock is its own), so
+            # this is the full delay: an upper bound, never too short.
+            retry_after_seconds=self.policy.lockout_seconds if locked else float(gate),
+            requires_challenge=challenge,
+        )
+
+    @staticmethod
+    def _delay_value(delay: float) -> bytes:
+        return repr(delay).encode("ascii")
 
     async def record_failure(self, account: str, client: str | None) -> LoginVerdict:
         """Count a failure; the verdict says what the pair's next attempt faces."""
@@ -161,7 +212,7 @@ class LoginGuard:
         account_failures = await self.store.incr(account_key, ttl_seconds=window)
         pair_failures = await self.store.incr(pair_key, ttl_seconds=window)
         reason, delay = delay_after_failure(pair_failures, self.policy)
-        value = _LOCKED if reason == REASON_LOGIN_LOCKED else repr(delay).encode("ascii")
+        value = _LOCKED if reason == REASON_LOGIN_LOCKED else self._delay_value(delay)
         await self.store.set(gate_key, value, delay)
         return LoginVerdict(
             allowed=False,
@@ -171,9 +222,15 @@ class LoginGuard:
         )
 
     async def record_success(self, account: str, client: str | None) -> None:
-        """Clear this client's failures for the account (not the account's count)."""
+        """Clear this client's failures for the account (not the account's count).
+
+        A success that named no account ("") clears only the attempt's claim: the
+        failures counted there were guesses at accounts the guard could not read,
+        and the client's login to an account of its own, sent so that it names none
+        too, must not wipe them."""
         _account_key, pair_key, gate_key = self._keys(account, client)
-        await self.store.delete(pair_key)
+        if normalise_account(account):
+            await self.store.delete(pair_key)
         await self.store.delete(gate_key)
 
 
@@ -181,10 +238,14 @@ class LoginGuard:
 # read (the attempt is still counted, under the empty account, per client).
 MAX_LOGIN_BODY_BYTES: Final = 16 * 1024
 _MAX_FORM_FIELDS: Final = 100  # a login form has a handful (user, password, token)
+# The one `Content-Disposition` a multipart login part may have (RFC 7578 section
+# 4.2): a quoted name, and a quoted file name for a file.
+_DISPOSITION: Final = re.compile(rb'form-data; name="([^"\\\r\n]*)"(; filename="[^"\\\r\n]*")?')
 
 
 def account_from_body(body: bytes, content_type: bytes | None, field: str) -> str:
-    """The account a login body names in `field` (form or JSON), or "" if none.
+    """The account a login body names in `field` (url-encoded or multipart form, or
+    JSON), or "" if none.
 
     Bounded by the caller (`MAX_LOGIN_BODY_BYTES`); anything unparsable is "".
     """
@@ -193,17 +254,80 @@ def account_from_body(body: bytes, content_type: bytes | None, field: str) -> st
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return ""
+    pairs: list[tuple[str, Any]]
     if media_type == b"application/x-www-form-urlencoded":
         try:
             pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FORM_FIELDS)
+            if ";" in text:
+                # Lenient parsers split on `;` too (as `parse_qsl` itself did before
+                # the fix of CVE-2021-23336): the fields they see count as well.
+                pairs += parse_qsl(
+                    text.replace(";", "&"),
+                    keep_blank_values=True,
+                    max_num_fields=_MAX_FORM_FIELDS,
+                )
         except ValueError:  # more fields than any login form has
             return ""
-        return next((value for name, value in pairs if name == field), "")
-    if media_type == b"application/json" or media_type.endswith(b"+json"):
+    elif media_type == b"multipart/form-data":
+        fields = _multipart_fields(body, content_type or b"")
+        if fields is None:
+            return ""
+        pairs = fields
+    elif media_type == b"application/json" or media_type.endswith(b"+json"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_Members)
         except (ValueError, RecursionError):
             return ""
-        value = data.get(field) if isinstance(data, dict) else None
-        return value if isinstance(value, str) else ""
-    return ""
+        if not isinstance(data, _Members):
+            return ""
+        pairs = data
+    else:
+        return ""
+    # Named more than once, differently: which one the application reads depends
+    # on its parser (module docstring), so the body names no account.
+    values = [value for name, value in pairs if name == field]
+    if not values or any(value != values[0] for value in values):
+        return ""
+    return values[0] if isinstance(values[0], str) else ""
+
+
+def _multipart_fields(body: bytes, content_type: bytes) -> list[tuple[str, Any]] | None:
+    """The fields of a multipart login form, or None unless every part is of the
+    plainest shape (CRLF line breaks, `form-data; name="..."`, UTF-8 values).
+
+    Strict on purpose, as the limits layer's boundary is: a part this reads
+    differently from the application's parser could name a decoy account here and
+    the real one there, while a body it declines names none (""), whose failures
+    are the client's whatever the account. A file part counts as a field without a
+    string value, so a file under the account's name names none either.
+    """
+    boundary = parse_boundary(content_type)
+    if boundary is None:
+        return None
+    sections = body.split(b"--" + boundary)
+    if len(sections) < 3 or not sections[-1].startswith(b"--"):
+        return None  # no part, or not closed
+    fields: list[tuple[str, Any]] = []
+    for section in sections[1:-1]:
+        head, blank, value = section.partition(b"\r\n\r\n")
+        if not blank or not head.startswith(b"\r\n") or not value.endswith(b"\r\n"):
+            return None
+        names = [
+            _DISPOSITION.fullmatch(line.partition(b":")[2].strip())
+            for line in head[2:].split(b"\r\n")
+            if line.partition(b":")[0].strip().lower() == b"content-disposition"
+        ]
+        if len(names) != 1 or names[0] is None:
+            return None
+        try:
+            name = names[0].group(1).decode("utf-8")
+            text = None if names[0].group(2) else value[:-2].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        fields.append((name, text))
+    return fields
+
+
+class _Members(list[tuple[str, Any]]):
+    """A JSON object's members in document order, duplicate names kept (`json.loads`
+    keeps the last only), so that `account_from_body` sees every one."""

@@ -12,9 +12,15 @@ Per request, in this order:
    (by default only near a limit: `bastion.ratelimit.headers`), and when it carries
    none the request registers no header hook at all;
 3. per-client concurrency on the routes that set it (`Store.incr` +1 before, -1 on
-   every exit: return, exception, cancellation);
-4. login routes: the `LoginGuard` verdict before the app runs, and the app's status
-   (401/403 a failure, 2xx/3xx a success) recorded after.
+   every exit: return, exception, cancellation; never below zero, should the
+   counter have expired under a request that outlived its TTL);
+4. login routes: the `LoginGuard` verdict before the app runs, which claims the
+   (account, client) pair for this attempt alone (`LoginGuard.begin`), and the
+   app's status (401/403 a failure, 2xx/3xx a success, else the claim is released)
+   recorded after.
+
+An exit that awaits the store and is cancelled there raises the cancellation; the
+exits outside it still run (`bastion.stages.run_stages`).
 
 Several rates on one route are checked in order; a request refused by a later rate
 has already spent a unit of the earlier ones (stricter, never looser, and no
@@ -49,7 +55,6 @@ has none) are reused (`_only_last`). Tests hold that path to the general ones
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -693,10 +698,17 @@ class RateLimitMiddleware:
             return await self._store_failed(scope, flow.send)
 
         async def release(error: BaseException | None) -> BaseException | None:
-            # Released on every exit; if this fails (store down, task cancelled
-            # again), the counter's TTL frees the slot.
-            with contextlib.suppress(StoreError):
-                await self.store.incr(key, -1, ttl_seconds=ttl)
+            # Released on every exit; if this fails (store down), the counter's TTL
+            # frees the slot.
+            try:
+                left = await self.store.incr(key, -1, ttl_seconds=ttl)
+                if left < 0:
+                    # The counter expired while this request held its slot, and the
+                    # decrement made a new one below zero: a free slot for every
+                    # such request, piling up. Back to zero, where it belongs.
+                    await self.store.incr(key, -left, ttl_seconds=ttl)
+            except StoreError:
+                pass
             return error
 
         flow.exits.append(release)
@@ -714,7 +726,8 @@ class RateLimitMiddleware:
         client = get_context(scope).client_host
         guard = self.login_guard
         try:
-            verdict = await guard.check(untrusted_account, client)
+            # The pair's gate is claimed for this attempt (one at a time per pair).
+            verdict = await guard.begin(untrusted_account, client)
         except StoreError:
             state.store_unavailable = True
             if await self._store_failed(scope, flow.send):
@@ -732,16 +745,19 @@ class RateLimitMiddleware:
             statuses.append(int(message["status"]))
             return message
 
+        claimed = verdict is not None and verdict.allowed
+
         async def record(error: BaseException | None) -> BaseException | None:
-            if error is not None:
-                return error
             status = statuses[0] if statuses else 0
-            if get_context(scope).refused_by is not None:
-                # Refused by a Bastion layer inside (CSRF, policy, limits) before the
-                # app judged the credentials: not a login attempt at all. Counting it
-                # would let a cross-site page push backoff onto a victim's account.
-                return None
             try:
+                if error is not None or get_context(scope).refused_by is not None:
+                    # The app failed, or a Bastion layer inside (CSRF, policy, limits)
+                    # refused before the app judged the credentials: not a login
+                    # attempt at all. Counting it would let a cross-site page push
+                    # backoff onto a victim's account. The pair's gate is freed.
+                    if claimed:
+                        await guard.abandon(untrusted_account, client)
+                    return error
                 if status in (401, 403):
                     after = await guard.record_failure(untrusted_account, client)
                     self._refuser.event(
@@ -754,9 +770,11 @@ class RateLimitMiddleware:
                     )
                 elif 200 <= status < 400:
                     await guard.record_success(untrusted_account, client)
+                elif claimed:
+                    await guard.abandon(untrusted_account, client)
             except StoreError:
                 await self._store_failed(scope, outer_send, answered=True)
-            return None
+            return error
 
         flow.hooks.append((watch_status, None))
         flow.exits.append(record)

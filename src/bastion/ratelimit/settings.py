@@ -103,7 +103,10 @@ class RateLimitSettings(LayerSettings):
     """Route pattern -> most requests one client may have in flight (429 beyond)."""
 
     concurrency_ttl_seconds: float = Field(default=DEFAULT_CONCURRENCY_TTL_SECONDS, gt=0)
-    """A concurrency counter expires this long after creation (crashed workers)."""
+    """A concurrency counter expires this long after creation (crashed workers). A
+    client's requests that outlive it are no longer counted (their releases never
+    take the next counter below zero): set it above the longest response of a
+    counted route, a download or a stream included."""
 
     login_routes: tuple[str, ...] = ()
     """Route patterns of login endpoints (`POST /login`): a 401/403 answer counts as
