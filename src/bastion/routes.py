@@ -9,7 +9,11 @@ expressions:
 * `*`               every path.
 
 A pattern may start with methods: `POST /login`, `GET,HEAD /feed/*`. A rule for
-`GET` also covers `HEAD`, which every framework serves with the GET handler.
+`GET` also covers `HEAD`, which every framework serves with the GET handler. The
+request's method is matched in upper case: some servers pass it as sent (uvicorn's
+h11 protocol) and some frameworks upper-case it before dispatching (Django, Quart),
+so `post /login` runs the POST handler, and must meet the POST rule (a rule keyed
+on the exact spelling would let a lower-case method skip it).
 
 Patterns match `scope["path"]`, the decoded path the application's router dispatches
 on, exactly as it is: no case folding, no slash merging, no dot-segment removal. A
@@ -174,6 +178,7 @@ class RouteTable(Generic[T]):
         return value
 
     def _find(self, method: str, path: str) -> T | None:
+        method = method.upper()  # the method the framework dispatches on (module docstring)
         for pattern, value in self._ordered:
             if pattern.kind == "exact" and pattern.path == path and pattern.matches_method(method):
                 return value

@@ -4,18 +4,17 @@ import pytest
 
 from bastion.routes import RouteTable, parse_route_pattern
 
-TABLE = RouteTable(
-    {
-        "*": "any",
-        "/api/*": "api",
-        "/api/admin/*": "admin",
-        "/users/{id}": "user",
-        "/users/me": "me",
-        "POST /login": "login-post",
-        "/login": "login",
-        "GET,HEAD /feed/*": "feed-read",
-    }
-)
+TABLE_RULES = {
+    "*": "any",
+    "/api/*": "api",
+    "/api/admin/*": "admin",
+    "/users/{id}": "user",
+    "/users/me": "me",
+    "POST /login": "login-post",
+    "/login": "login",
+    "GET,HEAD /feed/*": "feed-read",
+}
+TABLE = RouteTable(TABLE_RULES)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +74,23 @@ def test_a_get_rule_covers_head() -> None:
     assert table.lookup("GET", "/admin") == "admin-only"
     assert table.lookup("HEAD", "/admin") == "admin-only"
     assert table.lookup("POST", "/admin") == "open"
+
+
+# A server may pass the method as the client spelt it (uvicorn's h11 protocol), and
+# Django and Quart upper-case it before dispatching: `post /login` runs the POST
+# handler, so it must meet the POST rule (a login guard or body limit keyed on the
+# exact spelling would be skipped).
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        pytest.param("post", "/login", "login-post", id="route-method-lowercase-post"),
+        pytest.param("Post", "/login", "login-post", id="route-method-mixed-case-post"),
+        pytest.param("head", "/feed/1", "feed-read", id="route-method-lowercase-head"),
+        pytest.param("gEt", "/feed/2", "feed-read", id="route-method-mixed-case-get"),
+        pytest.param("POST", "/login", "login-post", id="route-method-exact-ok"),
+    ],
+)
+def test_method_is_matched_in_upper_case(method: str, path: str, expected: str) -> None:
+    table = RouteTable(dict(TABLE_RULES))
+    assert table.lookup(method, path) == expected
+    assert table.lookup(method, path) == expected  # and so is the remembered answer
