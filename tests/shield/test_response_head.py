@@ -369,6 +369,19 @@ async def test_sync_and_async_exits_unwind_innermost_first(absorb: bool) -> None
         assert seen == ["sync:ValueError('app')", "async:ValueError('app')"]
 
 
+async def answering(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def empty_body() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+async def discard(message: Message) -> None:
+    return None
+
+
 class RaisingExit:
     """A stage whose exit raises, as a store call cancelled as the client leaves does."""
 
@@ -401,19 +414,9 @@ async def test_an_exit_that_raises_still_unwinds_the_exits_outside_it(
     layer's in-flight count, a login claim), one per request that fails that way."""
     seen: list[str] = []
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: Message) -> None:
-        return None
-
     stages: list[Stage] = [Exits(seen, absorb=False), RaisingExit(error, awaited)]
     with pytest.raises(type(error)):
-        await run_stages(stages, app, scope(), receive, send)
+        await run_stages(stages, answering, scope(), empty_body, discard)
     assert seen == [f"sync:{error!r}", f"async:{error!r}"]
 
 
@@ -421,17 +424,7 @@ async def test_exits_after_a_clean_run_get_none() -> None:
     """The legitimate run beside the failing ones: every exit gets None."""
     seen: list[str] = []
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: Message) -> None:
-        return None
-
-    await run_stages([Exits(seen, absorb=False)], app, scope(), receive, send)
+    await run_stages([Exits(seen, absorb=False)], answering, scope(), empty_body, discard)
     assert seen == ["sync:None", "async:None"]
 
 
