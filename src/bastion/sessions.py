@@ -227,7 +227,7 @@ def owner_ttl_for(record: SessionRecord, now: float, settings: SessionSettings) 
     absolute timeout, plus the grace), not `ttl_for`. Each use moves the idle clock
     and extends the record's TTL without touching the index, so an entry that ran
     out with the first TTL would leave a session in use beyond `revoke_user`'s
-    reach (and the memory store drops an expired index's keys, logging it out)."""
+    reach."""
     absolute_left = settings.absolute_timeout_seconds - (now - record.created)
     return max(1.0, absolute_left) + EXPIRED_GRACE_SECONDS
 
@@ -586,16 +586,14 @@ class SessionManager:
         due = now - record.last_seen >= self.settings.touch_interval_seconds
         if session.modified or due:
             snapshot = session._snapshot(now)
-            key = store_key(session._id)
-            ttl = ttl_for(snapshot, now, self.settings)
             # The session may have ended since this request loaded it (a logout in
-            # another tab, `revoke_user`, a rotation); `set` alone would bring it
-            # back under the old id, for as long as whoever holds that id keeps a
-            # slow request in flight. `touch` never creates a key, so only a session
-            # that still exists is written. What is left is the gap between the two
-            # calls, one store round trip that no client can stretch.
-            if await self.store.touch(key, ttl):
-                await self.store.set(key, snapshot.encode(), ttl)
+            # another tab, `revoke_user`, a rotation); `set` would bring it back
+            # under the old id, for as long as whoever holds that id keeps a slow
+            # request in flight. `replace` writes only over a live key, as one
+            # atomic store step: an ended session stays ended.
+            await self.store.replace(
+                store_key(session._id), snapshot.encode(), ttl_for(snapshot, now, self.settings)
+            )
         return []
 
     async def _save_under_new_id(self, scope: Scope, session: Session, now: float) -> RawHeaders:

@@ -5,8 +5,9 @@ theirs is in flight, and rotation against the absolute timeout."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -243,6 +244,81 @@ async def test_a_slow_request_of_a_live_session_still_saves(stack: _Stack, slow_
         assert shown["data"] == {"cart": "full"}
     if slow_path == "/slow-roles":
         assert shown["data"] == {"roles": ["admin"]}
+
+
+class _Tap:
+    """Taps the store's steps a session save uses: once armed, records the steps of
+    the next save, and holds the save after its first step until the test lets it
+    go (a store round trip, stretched as far as the test likes). The test's own
+    requests meanwhile pass untapped."""
+
+    STEPS = ("get", "set", "delete", "touch", "replace", "set_if_absent", "add_to_owner")
+
+    def __init__(self, store: Store) -> None:
+        self.calls: list[str] = []
+        self.armed = False
+        self.held = asyncio.Event()
+        self.resume = asyncio.Event()
+        for name in self.STEPS:
+            setattr(store, name, self._tapped(name, getattr(store, name)))
+
+    def _tapped(self, name: str, step: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        async def tapped(*args: Any, **kwargs: Any) -> Any:
+            result = await step(*args, **kwargs)
+            if self.armed:
+                self.calls.append(name)
+                if len(self.calls) == 1:
+                    self.armed = False
+                    self.held.set()
+                    await self.resume.wait()
+                    self.armed = True
+            return result
+
+        return tapped
+
+
+@pytest.mark.parametrize(
+    ("slow_path", "ending"),
+    [
+        pytest.param("/slow-touch", "/logout", id="session-resurrect-between-store-steps-touch"),
+        pytest.param(
+            "/slow-write", "/revoke?u=alice", id="session-resurrect-between-store-steps-write"
+        ),
+        pytest.param("/slow-touch", None, id="session-write-back-one-store-step-touch-ok"),
+        pytest.param("/slow-write", None, id="session-write-back-one-store-step-write-ok"),
+    ],
+)
+async def test_no_store_step_of_a_write_back_can_be_followed_by_a_resurrection(
+    stack: _Stack, slow_path: str, ending: str | None
+) -> None:
+    """The write-back of an existing session is one atomic store step (`replace`):
+    a session ended just after any step of it stays ended. A check then a write
+    (`touch`, `set`) left one round trip between them, in which a logout or "log
+    out everywhere" was undone by the write. A live session's write-back still
+    lands, in that one step."""
+    s = stack
+    alice = cookie_of(await call(s, "POST", "/login?u=alice"))
+    assert alice is not None
+    s.clock.now += 2 * MINUTE  # the idle clock is due to move at the next save
+    tap = _Tap(s.store)
+    in_flight = asyncio.ensure_future(_raw(s.app, "POST", slow_path, alice))
+    await s.gate.entered.wait()
+    tap.armed = True
+    s.gate.release.set()
+    await tap.held.wait()
+    if ending is not None:
+        assert (await call(s, "POST", ending, alice)).status_code == 200
+    tap.resume.set()
+    sent = await in_flight
+    tap.armed = False
+    assert sent[0]["status"] == 200
+    shown = (await call(s, "GET", "/", alice)).json()
+    if ending is not None:
+        assert shown["new"] is True
+    else:
+        assert shown["user"] == "alice"
+        assert shown["data"] == ({"cart": "full"} if slow_path == "/slow-write" else {})
+    assert tap.calls == ["replace"]
 
 
 async def test_a_login_in_flight_still_signs_in_after_a_logout(stack: _Stack) -> None:

@@ -63,6 +63,10 @@ class WatchedStore(CountingStore):
         self.writes.append(key)
         return await super().set_if_absent(key, value, ttl_seconds)
 
+    async def replace(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        self.writes.append(key)
+        return await super().replace(key, value, ttl_seconds)
+
     async def delete(self, key: str) -> bool:
         self.writes.append(key)
         return await super().delete(key)
@@ -136,6 +140,9 @@ class DownStore(MemoryStore):
         raise StoreError("store down")
 
     async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        raise StoreError("store down")
+
+    async def replace(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
         raise StoreError("store down")
 
 

@@ -7,11 +7,11 @@ SQLite (one host), Redis (a fleet, Cluster included).
 
 Threats the stores handle themselves:
 
-* Races between workers: every read-modify-write step (`set_if_absent`, `incr`,
-  `touch`, `gcra`, `gcra_unless`, `add_to_owner`, `delete_owned`) is atomic inside
-  the store (a Lua script, one SQLite transaction, or no `await` between read and
-  write), never a process-local lock around get-then-set, which is not atomic
-  across workers.
+* Races between workers: every read-modify-write step (`set_if_absent`, `replace`,
+  `incr`, `touch`, `gcra`, `gcra_unless`, `add_to_owner`, `delete_owned`) is atomic
+  inside the store (a Lua script or one command, one SQLite transaction, or no
+  `await` between read and write), never a process-local lock around get-then-set,
+  which is not atomic across workers.
 * Resource exhaustion: keys and values are bounded (`MAX_KEY_BYTES`,
   `MAX_VALUE_BYTES`); the memory store is bounded in entries and bytes; owner
   indexes are bounded per owner and shed expired entries.
@@ -99,6 +99,17 @@ class Store(Protocol):
         Atomic: of any number of concurrent callers, in any number of processes,
         exactly one gets True. An expired value counts as absent. Sessions use this
         so that a freshly drawn id can never overwrite someone else's session.
+        """
+        ...
+
+    async def replace(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        """Write `value` and its TTL only if `key` holds a live value; True if written.
+
+        Atomic: the check and the write are one step, so a key deleted or expired
+        before the call is never created again, whatever the delay between a
+        caller's read and its write. An expired value counts as absent. Sessions
+        write back an existing session with this, so that a request still in flight
+        when its session ended (a logout, a revocation) cannot bring it back.
         """
         ...
 

@@ -9,9 +9,12 @@ background thread. Spraying any number of keys leaves it at its bound.
 
 Eviction is fail safe: an evicted session logs its user out, an evicted rate-limit
 bucket starts full (which a sprayer could exploit only by evicting the buckets it
-wants reset, so size the store above the working set). An evicted owner index
-takes its owned keys with it, so a key is never live while unreachable by
-`delete_owned`.
+wants reset, so size the store above the working set). An owner index evicted
+while live takes its owned keys with it, so a key is never live while unreachable
+by `delete_owned`. An index that expired is not evicted: it goes alone, as in the
+SQLite and Redis stores. It expires with its last entry, so a key of it still live
+was kept alive past its entry (a caller gives `add_to_owner` the key's longest
+life, as sessions do, to keep it in reach), and it stays live, as there.
 
 Atomicity: every method runs without an `await` between its read and its write, so
 on one event loop each step is indivisible. The store is per process: several
@@ -275,6 +278,21 @@ class MemoryStore:
         ttl = check_ttl(ttl_seconds)
         now = self._now()
         if self._live(digest, now) is not None:
+            return False
+        self._put(digest, (_expiry(now, ttl), value), now)
+        return True
+
+    async def replace(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        """`Store.replace`: `set` on a live key, so it leaves the store (recency,
+        accounting, the bounds, the periodic work) exactly as `set` would; nothing
+        on a key that is absent or expired (dropped then, as `_live` drops it)."""
+        digest = _digest(key)
+        check_value(value)
+        ttl = check_ttl(ttl_seconds)
+        now = self._now()
+        entry = self._data.get(digest)
+        if entry is None or _split(entry)[0] <= now:
+            self._discard(digest)
             return False
         self._put(digest, (_expiry(now, ttl), value), now)
         return True
@@ -558,7 +576,7 @@ class MemoryStore:
             if self._writes_to_sweep <= 0:
                 self._sweep(now)
             if self._entries > self.max_entries or self._bytes > self.max_bytes:
-                self._shrink(digest)
+                self._shrink(digest, now)
             if self._deleted >= self._compact_at:
                 self._compact()
             return result
@@ -674,17 +692,17 @@ class MemoryStore:
         if self._writes_to_sweep <= 0:
             self._sweep(now)
         if self._entries > self.max_entries or self._bytes > self.max_bytes:
-            self._shrink(digest)
+            self._shrink(digest, now)
         if self._deleted >= self._compact_at:
             self._compact()
 
-    def _shrink(self, digest: _Digest) -> None:
+    def _shrink(self, digest: _Digest, now: float) -> None:
         """Evict least recently used entries until the store is within its bounds."""
         while self._entries > self.max_entries or self._bytes > self.max_bytes:
             oldest = self._oldest()
             if oldest is None or oldest == digest:  # the new entry alone is over the bound
                 break
-            self._evict(oldest)
+            self._evict(oldest, now)
 
     def _gcra(self, digest: _Digest, limit: GCRALimit, now: float) -> GCRAResult:
         """One GCRA step on the bucket `digest`: `gcra_step` and `_put`, inlined.
@@ -746,7 +764,7 @@ class MemoryStore:
             if self._writes_to_sweep <= 0:
                 self._sweep(now)
             if self._entries > self.max_entries or self._bytes > self.max_bytes:
-                self._shrink(digest)
+                self._shrink(digest, now)
             if self._deleted >= self._compact_at:
                 self._compact()
         return _new_tuple(
@@ -810,15 +828,21 @@ class MemoryStore:
         self._deleted = 0
         self._compact_at = max(len(self._data) // _COMPACT_SHARE, _COMPACT_MIN_DELETIONS)
 
-    def _evict(self, digest: _Digest) -> None:
+    def _evict(self, digest: _Digest, now: float) -> None:
+        """Drop an entry for space. A live owner index takes its keys along (fail
+        safe: keys whose index is gone could no longer be revoked); one that has
+        expired is only dropped, as `_live`, `_sweep` and the other stores drop it:
+        it expires with its last entry, so a key of it still live was kept alive
+        past its entry, out of `delete_owned`'s reach on every store already."""
         entry = self._data.get(digest)
         self._discard(digest)
-        if isinstance(entry, tuple) and isinstance(entry[1], dict):
-            # Fail safe: keys whose index is gone could no longer be revoked.
+        if isinstance(entry, tuple) and isinstance(entry[1], dict) and entry[0] > now:
             for owned in entry[1]:
                 self._discard(owned)
 
     def _sweep(self, now: float) -> None:
+        """Drop up to `_SWEEP_BATCH` expired entries from the cold end. Expiry, not
+        eviction: an expired owner index goes alone, its live keys stay (`_evict`)."""
         self._writes_to_sweep = _SWEEP_EVERY_WRITES
         for _ in range(_SWEEP_BATCH):
             oldest = self._oldest()
@@ -827,7 +851,7 @@ class MemoryStore:
             entry = self._data[oldest]
             if (entry / MICROSECONDS if isinstance(entry, float) else entry[0]) > now:
                 return
-            self._evict(oldest)
+            self._discard(oldest)
 
     def _shed(self, index: _Index, now: float) -> None:
         """Bring an over-full owner index back to its bound, fail safe."""

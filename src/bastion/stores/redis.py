@@ -295,6 +295,18 @@ class RedisStore:
         )
         return bool(created)
 
+    async def replace(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        redis_key = self.redis_key(check_key(key))
+        check_value(value)
+        ttl = check_ttl(ttl_seconds)
+        px = None if ttl is None else _ttl_ms(ttl)
+        # SET ... XX is one atomic command on one key: it writes only over a key
+        # that exists (Redis never holds an expired one) and answers nil otherwise.
+        replaced = await self._call(
+            "replace", lambda: self._client.set(redis_key, value, px=px, xx=True)
+        )
+        return bool(replaced)
+
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
         redis_key = self.redis_key(check_key(key))
         check_amount(amount)

@@ -163,6 +163,23 @@ class SQLiteStore:
 
         return await self._write(step)
 
+    async def replace(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        check_key(key)
+        check_value(value)
+        ttl = check_ttl(ttl_seconds)
+
+        def step(db: sqlite3.Connection, now: float) -> bool:
+            # One statement, matching only a live row: an absent or expired key
+            # stays absent (an expired row is left for the sweep).
+            changed = db.execute(
+                """UPDATE bastion_store SET value = ?, expires_at = ?
+                WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)""",
+                (value, _expiry(now, ttl), key, now),
+            ).rowcount
+            return bool(changed)
+
+        return await self._write(step)
+
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
         check_key(key)
         check_amount(amount)
