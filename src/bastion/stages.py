@@ -450,6 +450,8 @@ async def run_stages(
                 else:
                     error = await outcome
             except BaseException as exc:  # handed on, and re-raised below
+                if error is not None and exc is not error and exc.__context__ is None:
+                    exc.__context__ = error  # as a `finally` that raised would chain it
                 error = exc
             outcome = None  # the error it handed back: kept by `error` alone (no cycle below)
         # The stages' hooks and wrappers refer back to the flow (a closure over it, a

@@ -420,6 +420,26 @@ async def test_an_exit_that_raises_still_unwinds_the_exits_outside_it(
     assert seen == [f"sync:{error!r}", f"async:{error!r}"]
 
 
+async def test_an_exit_that_raises_keeps_the_applications_error_as_its_context() -> None:
+    """The application's own exception stays in the chain of the exit's (its
+    `__context__`), as a `finally` block that raised would leave it: the log of the
+    failure shows both, not only the exit's."""
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ValueError("app")
+
+    with pytest.raises(RuntimeError) as raised:
+        await run_stages(
+            [RaisingExit(RuntimeError("store"), awaited=True)],
+            failing,
+            scope(),
+            empty_body,
+            discard,
+        )
+    assert isinstance(raised.value.__context__, ValueError)
+    assert str(raised.value.__context__) == "app"
+
+
 async def test_exits_after_a_clean_run_get_none() -> None:
     """The legitimate run beside the failing ones: every exit gets None."""
     seen: list[str] = []
