@@ -159,6 +159,10 @@ def render_error_page(
     return page.encode(), b"text/html; charset=utf-8"
 
 
+MAX_LOGGED_TRACEBACK_CHARS: Final = 64 * 1024
+"""The most of a traceback one log line carries (its end: `log_exception`)."""
+
+
 def log_exception(request_id: str, exc: BaseException) -> None:
     """Log an exception under its incident id, as one JSON line.
 
@@ -166,10 +170,15 @@ def log_exception(request_id: str, exc: BaseException) -> None:
     JSON-encoded (so CR, LF and escapes cannot forge log lines) and scrubbed of
     secret-looking values (`password=...`, bearer tokens, JWTs).
     """
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > MAX_LOGGED_TRACEBACK_CHARS:
+        # An exception message may quote a request whole: its end (the innermost
+        # frames, the message) is kept, within a bound on the log and on the scrub.
+        text = "[truncated] ..." + text[-MAX_LOGGED_TRACEBACK_CHARS:]
     record = {
         "incident": request_id,
         "exception": type(exc).__name__,
-        "traceback": scrub_text("".join(traceback.format_exception(exc))),
+        "traceback": scrub_text(text),
     }
     logger.error(json.dumps(record, ensure_ascii=True))
 

@@ -105,7 +105,13 @@ _TEXT_SECRETS: Final = (
     # `://` up to the `@`, never across a `/`, so each scan stops at the next one.
     re.compile(r"(://)()[^/\s@?#]+(?=@)"),
 )
-_JWT_LIKE: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# A JWT starts where no character of its alphabet precedes it, and its runs are
+# possessive: linear. A word boundary (`\b`) let `eyJ-eyJ-...` start a match at
+# every `eyJ`, each scanning to the end of the run: quadratic, minutes for a
+# megabyte of exception message. (A JWT glued to a `-` before it is not redacted.)
+_JWT_LIKE: Final = re.compile(
+    r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]*+"
+)
 
 
 def scrub_text(text: str) -> str:

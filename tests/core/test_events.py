@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from bastion.events import (
     LoggingSink,
     Redactor,
     SecurityEvent,
+    scrub_text,
 )
 from bastion.responses import Refuser
 from tests.conftest import RecordingSink
@@ -376,3 +378,39 @@ def test_an_accepts_of_another_signature_filters_nothing() -> None:
     assert emitter.wants("closed", "allowed")
     emitter.emit(ALLOWED)
     assert sink.reasons() == ["closed"]
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("eyJ-" * 250_000, id="scrub-jwt-quadratic"),
+        pytest.param("eyJ" + "a" * 1_000_000, id="scrub-jwt-no-dots"),
+        pytest.param("password=" + "a" * 1_000_000, id="scrub-password-run"),
+        pytest.param("://" + "a:" * 500_000, id="scrub-url-userinfo-run"),
+        pytest.param("_" * 1_000_000 + "token", id="scrub-name-prefix-run"),
+    ],
+)
+def test_scrubbing_hostile_text_stays_linear(text: str) -> None:
+    """A megabyte of text shaped to make a pattern backtrack: `eyJ-eyJ-...` took
+    minutes when every `eyJ` started a match that scanned to the end. The bound is
+    generous (linear matching takes well under a second here); it cannot pass a
+    quadratic pattern, which takes minutes."""
+    started = time.perf_counter()
+    scrub_text(text)
+    assert time.perf_counter() - started < 5.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(f"Authorization: Bearer {JWT}", id="scrub-jwt-bearer-ok"),
+        pytest.param(f"token={JWT}&next=/", id="scrub-jwt-query-ok"),
+        pytest.param(f'{{"id_token": "{JWT}"}}', id="scrub-jwt-json-ok"),
+        pytest.param(f"failed for ({JWT})", id="scrub-jwt-parenthesised-ok"),
+    ],
+)
+def test_a_jwt_in_text_is_still_redacted(text: str) -> None:
+    assert JWT not in scrub_text(text)

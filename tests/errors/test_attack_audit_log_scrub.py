@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from bastion.errors import ErrorsMiddleware
+from bastion.errors import MAX_LOGGED_TRACEBACK_CHARS, ErrorsMiddleware
 from bastion.types import Receive, Scope, Send
 from tests.conftest import asgi_client
 
@@ -77,3 +77,16 @@ async def test_exception_log_keeps_what_is_no_secret(
     message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert message in await _logged(message, caplog)
+
+
+async def test_a_huge_exception_message_is_logged_by_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A message quoting a whole request (a megabyte) makes one bounded log line,
+    which keeps the end of the traceback: the exception and its message's tail."""
+    message = "x" * 1_000_000 + " password=hunter2 the-end"
+    line = await _logged(message, caplog)
+    assert len(line) < MAX_LOGGED_TRACEBACK_CHARS + 1_000
+    assert "the-end" in line
+    assert "hunter2" not in line
+    assert "[truncated]" in line
