@@ -66,6 +66,12 @@ MALFORMED = ProxyClaims(PROXY, reason=REASON_PROXY_HEADER_MALFORMED)
         pytest.param(PROXY, "[2001:db8::1]x", MALFORMED, id="after-bracket"),
         pytest.param(PROXY, "010.0.0.1", MALFORMED, id="leading-zero"),
         pytest.param(PROXY, "bank.example", MALFORMED, id="hostname"),
+        # A zone id: any text after the `%` (CR, LF, markup), which became the client
+        # address the application and the events saw.
+        pytest.param(PROXY, "2001:db8::1%eth0", MALFORMED, id="xff-zone-id"),
+        pytest.param(PROXY, "[fe80::1%<script>]:4711", MALFORMED, id="xff-zone-id-bracketed"),
+        pytest.param(PROXY, "fe80::1%\u202e", MALFORMED, id="xff-zone-id-bidi"),
+        pytest.param(PROXY, "fe80::1", ProxyClaims(("fe80::1", 0)), id="xff-link-local-ok"),
     ],
 )  # fmt: skip
 def test_resolve_client(

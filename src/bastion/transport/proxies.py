@@ -281,8 +281,13 @@ def _parse_node(text: str) -> _Node | None:
 
     Accepts `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`,
     `2001:db8::1` (as `X-Forwarded-For` writes it), `unknown` and `_obfuscated`, each
-    with an optional numeric or obfuscated port. Anything else is None.
+    with an optional numeric or obfuscated port. Anything else is None, a zone
+    identifier (`fe80::1%eth0`) included: no node of RFC 7239 has one, and
+    `ipaddress` takes any text after the `%`, which would become the client address
+    the application and the events see (`bastion.hosts` refuses it too).
     """
+    if "%" in text:
+        return None
     address: IPAddress | None
     if text.startswith("["):
         host_text, bracket, rest = text[1:].partition("]")
