@@ -9,10 +9,15 @@
   its response) raised out of the exit, and the unwinding stopped there: the limits
   layer's process-wide in-flight count was never given back, so enough such
   requests left every later request refused 503 (`overloaded`) until a restart.
+* `concurrency-clamp-race`: the release that took an expired counter below zero
+  added back all of the deficit it saw (`incr(-left)`), a second round trip:
+  releases interleaving there each added back the others' decrements too, and k
+  of them left k(k-1)/2 requests counted in flight with none, refusing the
+  client's next requests 429 until the counter's TTL ran out.
 
 Each beside the legitimate traffic that must still pass: a memory store on a fake
-clock and a real Redis server (real expiry) for the first, `Shield` over a real
-SQLite store for the second.
+clock and a real Redis server (real expiry) for the first and the third, `Shield`
+over a real SQLite store for the second.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from bastion.stores.redis import RedisStore
 from bastion.stores.sqlite import SQLiteStore
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
 from tests.ratelimit.harness import ATTACKER, USER, build, request
+from tests.support.apps import raw_app
 from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
 from tests.support.stores import SwitchableStore
@@ -165,5 +171,34 @@ async def test_a_request_that_outlives_its_counter_on_redis(
         assert await store.get(counter) in (None, b"0")
         # Legitimate: the next request goes.
         assert (await request(app, "GET", "/slow", ATTACKER)).status_code == 200
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("case", ["concurrency-clamp-race"])
+async def test_interleaved_releases_of_an_expired_counter_end_at_zero(
+    case: str, redis_standalone: RedisServer, events: EventEmitter
+) -> None:
+    store = RedisStore(redis_standalone.url, key_prefix=f"t{uuid.uuid4().hex[:12]}:")
+    try:
+        app, _, gate = build(
+            raw_app, store, events, limits={}, concurrency={"/slow": 3}, concurrency_ttl_seconds=1
+        )
+        slow = [asyncio.create_task(request(app, "GET", "/slow", ATTACKER)) for _ in range(3)]
+        await gate.wait_entered(3)
+        await asyncio.sleep(1.3)  # Redis expires the counter under the three requests
+        gate.open.set()  # their three releases now run at once
+        assert [(await task).status_code for task in slow] == [200] * 3
+        counter = f"cc:{hash_part('/slow')[:16]}:" + client_key(ATTACKER[0])
+        assert await store.get(counter) in (None, b"0")
+        # Legitimate: the client's three slots are all free again, and a fourth
+        # request at once is refused.
+        gate.open.clear()
+        again = [asyncio.create_task(request(app, "GET", "/slow", ATTACKER)) for _ in range(3)]
+        await gate.wait_entered(6)
+        assert (await request(app, "GET", "/slow", ATTACKER)).status_code == 429
+        gate.open.set()
+        assert [(await task).status_code for task in again] == [200] * 3
+        assert await store.get(counter) in (None, b"0")
     finally:
         await store.close()

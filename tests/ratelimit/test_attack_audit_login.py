@@ -12,19 +12,38 @@
   cleared them: any number of guesses, a success every four.
 * `login-nfkc-account`: `alice` in fullwidth letters is `alice` to an application
   that applies NFKC (Django's `UsernameField`), but was a fresh account to the guard.
+* `login-multipart-cte-base64`, `login-multipart-charset-utf7`: Django decodes a
+  multipart field whose part says `Content-Transfer-Encoding: base64` (dropping
+  the characters outside the alphabet: `YW!xpY2U=` is `alice`), and decodes
+  fields in the request's `charset` (`+AGE-lice` is `alice` in UTF-7); the guard
+  read the raw bytes, a fresh decoy account per spelling.
+  `login-form-charset-utf7`: the same charset on a url-encoded form (Django 5.2
+  refuses it with a 400; a parser that honours the charset reads `alice`).
+* `login-json-under-form-type`, `login-json-utf16-under-form-type`,
+  `login-form-under-json-type`: applications read JSON whatever the declared type
+  (Starlette's `request.json()`, which also decodes UTF-16), and url-encoded
+  pairs out of any body (`QueryDict(request.body)`): a body that is both, with the
+  account in one reading and a fresh decoy in the other, named the decoy.
+* `login-401-then-raise`: a 401 already sent was not counted when the app raised
+  afterwards (a background task failing on a field the attacker chose): every
+  guess went through.
 
 Each beside the legitimate login that must still pass, through a real Starlette
-application over a real memory store on a fake clock.
+application (and a real Django ASGI application where the attack is Django's) over
+a real memory store on a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -324,3 +343,338 @@ async def test_concurrent_guesses_over_redis(
         assert check.reached == ["alice"]
     finally:
         await store.close()
+
+
+class DjangoLogin:
+    """The URL configuration of a real Django ASGI application (`ASGIHandler`): three
+    login views, each reading the account as Django code commonly does, recording
+    what it read."""
+
+    def __init__(self) -> None:
+        from django.http import HttpRequest, HttpResponse, QueryDict
+        from django.urls import path
+
+        self.seen: list[str] = []
+
+        def answer(data: Any) -> HttpResponse:
+            username = str(data.get("username"))
+            self.seen.append(username)
+            ok = (username, data.get("password")) == ("alice", "right")
+            return HttpResponse("ok" if ok else "no", status=200 if ok else 401)
+
+        def form_login(request: HttpRequest) -> HttpResponse:
+            return answer(request.POST)  # what `LoginView` reads
+
+        def json_login(request: HttpRequest) -> HttpResponse:
+            return answer(json.loads(request.body))
+
+        def body_form_login(request: HttpRequest) -> HttpResponse:
+            return answer(QueryDict(request.body))  # what views handling PUT do
+
+        self.urlpatterns = [
+            path("login", form_login),
+            path("json-login", json_login),
+            path("body-login", body_form_login),
+        ]
+
+
+@pytest.fixture
+def django_login() -> Iterator[tuple[DjangoLogin, ASGIApp]]:
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(DEBUG=False, SECRET_KEY="t" * 50)
+        django.setup()
+    from django.core.handlers.asgi import ASGIHandler
+    from django.test import override_settings
+
+    views = DjangoLogin()
+    with override_settings(
+        ROOT_URLCONF=views,
+        ALLOWED_HOSTS=["testserver"],
+        MIDDLEWARE=[],  # no CSRF check: the views are reached as the layer lets them
+        DEFAULT_CHARSET="utf-8",
+    ):
+        yield views, ASGIHandler()
+
+
+def starlette_json_login(seen: list[str]) -> ASGIApp:
+    async def login(request: Request) -> Response:
+        data = await request.json()  # whatever the Content-Type
+        seen.append(str(data.get("username")))
+        ok = (data.get("username"), data.get("password")) == ("alice", "right")
+        return PlainTextResponse("ok" if ok else "no", status_code=200 if ok else 401)
+
+    return Starlette(routes=[Route("/json-login", login, methods=["POST"])])
+
+
+def guard_routes(app: ASGIApp, store: SwitchableStore, events: EventEmitter) -> ASGIApp:
+    routes = ("POST /login", "POST /json-login", "POST /body-login")
+    settings = RateLimitSettings(limits={}, login_routes=routes)
+    return RateLimitMiddleware(app, settings, store=store, events=events)
+
+
+async def guesses(
+    app: ASGIApp, path: str, body: Callable[[int], bytes], content_type: bytes
+) -> list[int]:
+    """Three guesses at alice's password from one client, back to back, each body
+    made by `body(i)`."""
+    statuses = []
+    for i in range(3):
+        headers = {"content-type": content_type.decode()}
+        answered = await request(app, "POST", path, ATTACKER, content=body(i), headers=headers)
+        statuses.append(answered.status_code)
+    return statuses
+
+
+def _multipart_login(part_header: bytes, username: bytes) -> bytes:
+    return (
+        _part(b'form-data; name="username"' + part_header, username)
+        + _part(b'form-data; name="password"', b"guess")
+        + b"--B--\r\n"
+    )
+
+
+def _base64_alice(i: int) -> bytes:
+    return b"YW" + b"!" * (i + 1) + b"xpY2U="  # `YWxpY2U=` with junk Django drops
+
+
+FORM = b"application/x-www-form-urlencoded"
+JSON = b"application/json"
+
+
+UTF7_ALICE = (b"+AGE-lice", b"a+AGw-ice", b"al+AGk-ce")
+CTE_BASE64 = b"\r\nContent-Transfer-Encoding: base64"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "account"),
+    [
+        pytest.param(
+            lambda i: _multipart_login(CTE_BASE64, _base64_alice(i)),
+            MULTIPART,
+            "",
+            id="login-multipart-cte-base64",
+        ),
+        pytest.param(
+            lambda i: _multipart_login(b"", UTF7_ALICE[i]),
+            MULTIPART + b"; charset=utf-7",
+            "",
+            id="login-multipart-charset-utf7",
+        ),
+        pytest.param(
+            lambda i: _multipart_login(b"", b"alice"),
+            MULTIPART,
+            "alice",
+            id="login-multipart-plain-ok",
+        ),
+        pytest.param(
+            lambda i: _multipart_login(b"", b"alice"),
+            MULTIPART + b'; charset="UTF-8"',
+            "alice",
+            id="login-multipart-charset-utf8-ok",
+        ),
+    ],
+)
+async def test_multipart_spellings_django_decodes_name_no_other_account(
+    body: Callable[[int], bytes],
+    content_type: bytes,
+    account: str,
+    django_login: tuple[DjangoLogin, ASGIApp],
+    store: SwitchableStore,
+    events: EventEmitter,
+) -> None:
+    views, django_app = django_login
+    app = guard_routes(django_app, store, events)
+    assert account_from_body(body(0), content_type, "username") == account
+    # Every spelling is `alice` to Django: a fresh decoy account per guess for a
+    # guard that read the raw bytes. Named as alice or as none, the second waits.
+    assert await guesses(app, "/login", body, content_type) == [401, 429, 429]
+    assert views.seen == ["alice"]
+    # Legitimate: the real user, elsewhere, logs in with the same spelling.
+    right = {"content-type": content_type.decode()}
+    correct = body(0).replace(b"guess", b"right")
+    answered = await request(app, "POST", "/login", USER, content=correct, headers=right)
+    assert answered.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("parameters", "account"),
+    [
+        pytest.param(b"charset=utf-7", "", id="login-form-charset-utf7"),
+        pytest.param(b'charset="UTF-7"', "", id="login-form-charset-utf7-quoted"),
+        pytest.param(b"charset*=utf-8''utf-7", "", id="login-form-charset-rfc2231"),
+        pytest.param(b"charset=utf-8; charset=utf-7", "", id="login-form-charset-twice"),
+        pytest.param(b"charset=utf-8", "alice", id="login-form-charset-utf8-ok"),
+        pytest.param(b'charset="US-ASCII"', "alice", id="login-form-charset-ascii-ok"),
+    ],
+)
+def test_form_in_another_charset_names_none(parameters: bytes, account: str) -> None:
+    form = FORM + b"; " + parameters
+    body = b"username=alice&password=guess" if account else b"username=%2BAGE-lice"
+    assert account_from_body(body, form, "username") == account
+    # Any type: JSON in UTF-7 spells `alice` as `+AGE-lice` too.
+    json_body = b'{"username": "alice"}' if account else b'{"username": "+AGE-lice"}'
+    assert account_from_body(json_body, JSON + b"; " + parameters, "username") == account
+
+
+def _utf16_polyglot(i: int) -> bytes:
+    """A UTF-16 JSON object naming alice, one of whose strings is, byte for byte,
+    `&username=d<i>&&`: `json.loads` decodes UTF-16 by itself."""
+    decoy = f"&username=d{i}&&".encode()
+    spelled = "".join(chr(int.from_bytes(decoy[n : n + 2], "big")) for n in range(0, 14, 2))
+    data = {"username": "alice", "password": "guess", "x": spelled}
+    return json.dumps(data, ensure_ascii=False).encode("utf-16-be")
+
+
+@pytest.mark.parametrize(
+    ("framework", "path", "body", "content_type", "account"),
+    [
+        pytest.param(
+            "starlette",
+            "/json-login",
+            lambda i: b'{"username": "alice", "password": "guess", "x": "&username=d%d&"}' % i,
+            FORM,
+            "",
+            id="login-json-under-form-type",
+        ),
+        pytest.param(
+            "django",
+            "/json-login",
+            lambda i: b'{"username": "alice", "password": "guess", "x": "&username=d%d&"}' % i,
+            FORM,
+            "",
+            id="login-json-under-form-type-django",
+        ),
+        pytest.param(
+            "starlette",
+            "/json-login",
+            _utf16_polyglot,
+            FORM,
+            "",
+            id="login-json-utf16-under-form-type",
+        ),
+        pytest.param(
+            "django",
+            "/body-login",
+            lambda i: b'{"username": "d%d", "x": "&username=alice&password=guess&"}' % i,
+            JSON,
+            "",
+            id="login-form-under-json-type",
+        ),
+        pytest.param(
+            "starlette",
+            "/json-login",
+            lambda i: b'{"username": "alice", "password": "guess"}',
+            JSON,
+            "alice",
+            id="login-json-ok",
+        ),
+        pytest.param(
+            "django",
+            "/login",
+            lambda i: b"username=alice&password=guess",
+            FORM,
+            "alice",
+            id="login-form-ok",
+        ),
+    ],
+)
+async def test_body_read_every_way_names_no_decoy(
+    framework: str,
+    path: str,
+    body: Callable[[int], bytes],
+    content_type: bytes,
+    account: str,
+    django_login: tuple[DjangoLogin, ASGIApp],
+    store: SwitchableStore,
+    events: EventEmitter,
+) -> None:
+    views, django_app = django_login
+    seen = views.seen
+    if framework == "starlette":
+        seen = []
+        django_app = starlette_json_login(seen)
+    app = guard_routes(django_app, store, events)
+    assert account_from_body(body(0), content_type, "username") == account
+    # alice to the application each time, a fresh decoy to a guard reading one way.
+    assert await guesses(app, path, body, content_type) == [401, 429, 429]
+    assert seen == ["alice"]
+    # Legitimate: the real user, elsewhere, logs in the same way.
+    headers = {"content-type": content_type.decode()}
+    correct = (
+        body(0)
+        .replace(b"guess", b"right")
+        .replace("guess".encode("utf-16-be"), "right".encode("utf-16-be"))
+    )
+    answered = await request(app, "POST", path, USER, content=correct, headers=headers)
+    assert answered.status_code == 200
+
+
+def audited_login() -> ASGIApp:
+    """A Starlette login whose background task (an ASCII-only audit sink) fails on a
+    non-ASCII `note`, after the response is sent."""
+
+    def audit(note: str) -> None:
+        note.encode("ascii")
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        ok = (form.get("username"), form.get("password")) == ("alice", "right")
+        return PlainTextResponse(
+            "ok" if ok else "no",
+            status_code=200 if ok else 401,
+            background=BackgroundTask(audit, str(form.get("note", ""))),
+        )
+
+    return Starlette(routes=[Route("/login", login, methods=["POST"])])
+
+
+async def _status(app: ASGIApp, data: dict[str, str]) -> int | str:
+    """The status the client saw, or the error the app raised after answering."""
+    try:
+        return (await request(app, "POST", "/login", ATTACKER, data=data)).status_code
+    except UnicodeEncodeError as error:
+        return type(error).__name__
+
+
+@pytest.mark.parametrize(
+    ("note", "first"),
+    [
+        pytest.param("é", "UnicodeEncodeError", id="login-401-then-raise"),
+        pytest.param("x", 401, id="login-401-ok"),
+    ],
+)
+async def test_a_failure_the_app_raised_after_is_counted(
+    note: str, first: int | str, store: SwitchableStore, events: EventEmitter
+) -> None:
+    app = guard_routes(audited_login(), store, events)
+    guess = {"username": "alice", "password": "guess", "note": note}
+    assert [await _status(app, guess) for _ in range(3)] == [first, 429, 429]
+
+
+@pytest.mark.parametrize(
+    ("note", "retry_after"),
+    [
+        # The error may have undone the login (a session not saved): the client's
+        # failures stay, and its next failure is its second (a 2 s delay).
+        pytest.param("é", "2", id="login-200-then-raise-keeps-failures"),
+        pytest.param("x", "1", id="login-200-clears-failures-ok"),
+    ],
+)
+async def test_a_success_the_app_raised_after_clears_nothing(
+    note: str, retry_after: str, store: SwitchableStore, clock: FakeClock, events: EventEmitter
+) -> None:
+    app = guard_routes(audited_login(), store, events)
+    assert await _status(app, {"username": "alice", "password": "guess"}) == 401
+    clock.advance(1)
+    right = {"username": "alice", "password": "right", "note": note}
+    assert await _status(app, right) == (200 if note == "x" else "UnicodeEncodeError")
+    # The success, raised after or not, freed the pair's gate for the next attempt.
+    assert await _status(app, {"username": "alice", "password": "guess"}) == 401
+    refused = await request(
+        app, "POST", "/login", ATTACKER, data={"username": "alice", "password": "guess"}
+    )
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == retry_after

@@ -25,7 +25,11 @@ Defence: failures are counted twice, per (account, client network) and per accou
   the account more than once, with different values, names none (""): frameworks
   disagree on which one wins (Starlette and Django take the last form field,
   Werkzeug the first), and a decoy name beside the real one would count the
-  failures elsewhere.
+  failures elsewhere. For the same reason the body is read every way an
+  application could read it (url-encoded, JSON whatever the declared type,
+  multipart when declared), and names an account only when every reading that
+  finds the field agrees (`account_from_body`); a multipart part with any header
+  but `Content-Disposition`, or a `charset` other than UTF-8, names none.
 
 Delays are returned as `retry_after_seconds`; nothing sleeps in the request path,
 so a guessing client costs a store read, not a held worker.
@@ -238,68 +242,131 @@ class LoginGuard:
 # read (the attempt is still counted, under the empty account, per client).
 MAX_LOGIN_BODY_BYTES: Final = 16 * 1024
 _MAX_FORM_FIELDS: Final = 100  # a login form has a handful (user, password, token)
-# The one `Content-Disposition` a multipart login part may have (RFC 7578 section
-# 4.2): a quoted name, and a quoted file name for a file.
+# The charsets a body may declare and still name an account: UTF-8, as read here.
+_UTF8: Final = (b"utf-8", b"us-ascii")
+# The one header line a multipart login part may have (RFC 7578 section 4.2), the
+# `Content-Disposition`: a quoted name, and a quoted file name for a file.
 _DISPOSITION: Final = re.compile(rb'form-data; name="([^"\\\r\n]*)"(; filename="[^"\\\r\n]*")?')
 
 
 def account_from_body(body: bytes, content_type: bytes | None, field: str) -> str:
-    """The account a login body names in `field` (url-encoded or multipart form, or
-    JSON), or "" if none.
+    """The account a login body names in `field`, or "" if it names none clearly.
 
-    Bounded by the caller (`MAX_LOGIN_BODY_BYTES`); anything unparsable is "".
+    The body is read every way an application could read it, whatever it declares:
+    applications read JSON whatever the `Content-Type` (Starlette's
+    `request.json()`, Django's `json.loads(request.body)`), so a JSON object sent
+    as a form, with `&username=decoy&` in one of its strings, names `alice` to them
+    and `decoy` to a guard that trusted the declared type. The readings are: the
+    url-encoded pairs, always (naming an account by themselves only in a body
+    declared a form); a JSON object, when the text (decoded as `json.loads`
+    decodes bytes) starts with `{`; the multipart parts, only when the body is
+    declared multipart with its boundary (no parser reads parts without it). The
+    body names an account only when every value of `field` that any reading finds
+    is the same, and no reading failed on a body it should read (a JSON-looking
+    text that does not parse, a declared multipart body not of the plainest
+    shape, a body not UTF-8 or with more fields than a login form). A `charset`
+    other than UTF-8 names none for any type: Django decodes multipart fields with
+    it (`+AGE-lice` is `alice` in UTF-7).
+
+    Bounded by the caller (`MAX_LOGIN_BODY_BYTES`), and at `_MAX_FORM_FIELDS`
+    url-encoded fields; anything unparsable is "".
     """
-    media_type = (content_type or b"").split(b";", 1)[0].strip().lower()
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
+    content_type = content_type or b""
+    if _other_charset(content_type):
         return ""
-    pairs: list[tuple[str, Any]]
-    if media_type == b"application/x-www-form-urlencoded":
-        try:
-            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FORM_FIELDS)
-            if ";" in text:
-                # Lenient parsers split on `;` too (as `parse_qsl` itself did before
-                # the fix of CVE-2021-23336): the fields they see count as well.
-                pairs += parse_qsl(
-                    text.replace(";", "&"),
-                    keep_blank_values=True,
-                    max_num_fields=_MAX_FORM_FIELDS,
-                )
-        except ValueError:  # more fields than any login form has
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    # Each reading, and whether it names an account by itself. The url-encoded
+    # pairs of a body not declared a form only check the others: an application
+    # may parse them out of any body (`QueryDict(request.body)`), but the
+    # frameworks' form parsers read none there.
+    readings = [
+        (media_type == b"application/x-www-form-urlencoded", _urlencoded_pairs(body)),
+        (True, _json_members(body)),
+    ]
+    if media_type == b"multipart/form-data":
+        readings.append((True, _multipart_fields(body, content_type)))
+    values: list[Any] = []
+    named = False
+    for names, pairs in readings:
+        if pairs is None:
             return ""
-    elif media_type == b"multipart/form-data":
-        fields = _multipart_fields(body, content_type or b"")
-        if fields is None:
-            return ""
-        pairs = fields
-    elif media_type == b"application/json" or media_type.endswith(b"+json"):
-        try:
-            data = json.loads(text, object_pairs_hook=_Members)
-        except (ValueError, RecursionError):
-            return ""
-        if not isinstance(data, _Members):
-            return ""
-        pairs = data
-    else:
-        return ""
-    # Named more than once, differently: which one the application reads depends
-    # on its parser (module docstring), so the body names no account.
-    values = [value for name, value in pairs if name == field]
-    if not values or any(value != values[0] for value in values):
+        found = [value for name, value in pairs if name == field]
+        values += found
+        named = named or (names and bool(found))
+    # Named more than once, differently, in one reading or across two: which one
+    # the application reads depends on its parser (module docstring).
+    if not named or any(value != values[0] for value in values):
         return ""
     return values[0] if isinstance(values[0], str) else ""
 
 
+def _other_charset(content_type: bytes) -> bool:
+    """Whether a `Content-Type` declares a `charset` other than UTF-8 (or its subset
+    US-ASCII), in any spelling a parser reads: quoted or not, any case, as an RFC
+    2231 `charset*`. Split at every `;`, quoted or not: a `;` inside a quoted
+    value only adds pieces, so this never misses a `charset` a parser sees."""
+    for parameter in content_type.split(b";")[1:]:
+        name, _, value = parameter.partition(b"=")
+        charset = value.strip().strip(b'"').lower()
+        if name.strip().rstrip(b"*").lower() == b"charset" and charset not in _UTF8:
+            return True
+    return False
+
+
+def _urlencoded_pairs(body: bytes) -> list[tuple[str, Any]] | None:
+    """The url-encoded fields of a body, as `&` and as `;` separate them; None when
+    the body is not UTF-8 or has more fields than any login form."""
+    try:
+        text = body.decode("utf-8")
+        pairs: list[tuple[str, Any]] = parse_qsl(
+            text, keep_blank_values=True, max_num_fields=_MAX_FORM_FIELDS
+        )
+        if ";" in text:
+            # Lenient parsers split on `;` too (as `parse_qsl` itself did before
+            # the fix of CVE-2021-23336): the fields they see count as well.
+            pairs += parse_qsl(
+                text.replace(";", "&"), keep_blank_values=True, max_num_fields=_MAX_FORM_FIELDS
+            )
+    except (UnicodeDecodeError, ValueError):  # ValueError: more fields than allowed
+        return None
+    return pairs
+
+
+def _json_members(body: bytes) -> list[tuple[str, Any]] | None:
+    """The members of the JSON object a body holds; [] when it holds no JSON text
+    (its text does not start with `{`), None when it looks like one but does not
+    parse as one.
+
+    Decoded as `json.loads` decodes bytes (UTF-8, UTF-16 or UTF-32, told apart by
+    the first bytes): a UTF-16 JSON object can spell `&username=decoy&` in the
+    bytes of its characters, for the url-encoded reading alone to see.
+    """
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError:
+        return []  # `json.loads` fails on it too: no application reads JSON from it
+    if not text.strip().startswith("{"):
+        return []
+    try:
+        data = json.loads(text, object_pairs_hook=_Members)
+    except (ValueError, RecursionError):
+        return None  # a lenient JSON parser might still read it
+    return data if isinstance(data, _Members) else None
+
+
 def _multipart_fields(body: bytes, content_type: bytes) -> list[tuple[str, Any]] | None:
     """The fields of a multipart login form, or None unless every part is of the
-    plainest shape (CRLF line breaks, `form-data; name="..."`, UTF-8 values).
+    plainest shape (CRLF line breaks, one header line, `Content-Disposition:
+    form-data; name="..."`, UTF-8 values).
 
     Strict on purpose, as the limits layer's boundary is: a part this reads
     differently from the application's parser could name a decoy account here and
     the real one there, while a body it declines names none (""), whose failures
-    are the client's whatever the account. A file part counts as a field without a
-    string value, so a file under the account's name names none either.
+    are the client's whatever the account. Any other header line of a part
+    declines it: Django decodes a part whose `Content-Transfer-Encoding` is
+    `base64`, dropping the characters outside the alphabet, so `YW!xpY2U=` is
+    `alice` to it. A file part counts as a field without a string value, so a file
+    under the account's name names none either.
     """
     boundary = parse_boundary(content_type)
     if boundary is None:
@@ -312,16 +379,18 @@ def _multipart_fields(body: bytes, content_type: bytes) -> list[tuple[str, Any]]
         head, blank, value = section.partition(b"\r\n\r\n")
         if not blank or not head.startswith(b"\r\n") or not value.endswith(b"\r\n"):
             return None
-        names = [
-            _DISPOSITION.fullmatch(line.partition(b":")[2].strip())
-            for line in head[2:].split(b"\r\n")
-            if line.partition(b":")[0].strip().lower() == b"content-disposition"
-        ]
-        if len(names) != 1 or names[0] is None:
+        header = head[2:]
+        if b"\r\n" in header:
+            return None  # a second header line
+        header_name, _, header_value = header.partition(b":")
+        if header_name.strip().lower() != b"content-disposition":
+            return None
+        disposition = _DISPOSITION.fullmatch(header_value.strip())
+        if disposition is None:
             return None
         try:
-            name = names[0].group(1).decode("utf-8")
-            text = None if names[0].group(2) else value[:-2].decode("utf-8")
+            name = disposition.group(1).decode("utf-8")
+            text = None if disposition.group(2) else value[:-2].decode("utf-8")
         except UnicodeDecodeError:
             return None
         fields.append((name, text))

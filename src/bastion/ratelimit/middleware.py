@@ -12,12 +12,14 @@ Per request, in this order:
    (by default only near a limit: `bastion.ratelimit.headers`), and when it carries
    none the request registers no header hook at all;
 3. per-client concurrency on the routes that set it (`Store.incr` +1 before, -1 on
-   every exit: return, exception, cancellation; never below zero, should the
-   counter have expired under a request that outlived its TTL);
+   every exit: return, exception, cancellation; a release that takes the counter
+   below zero, should it have expired under a request that outlived its TTL, adds
+   its own 1 back, so that interleaved releases end at zero);
 4. login routes: the `LoginGuard` verdict before the app runs, which claims the
    (account, client) pair for this attempt alone (`LoginGuard.begin`), and the
-   app's status (401/403 a failure, 2xx/3xx a success, else the claim is released)
-   recorded after.
+   app's status recorded after: 401/403 a failure, even when the app raises after
+   sending it; 2xx/3xx a success, unless the app raised after it; anything else,
+   no status, or a refusal by a Bastion layer inside releases the claim.
 
 An exit that awaits the store and is cancelled there raises the cancellation; the
 exits outside it still run (`bastion.stages.run_stages`).
@@ -701,12 +703,14 @@ class RateLimitMiddleware:
             # Released on every exit; if this fails (store down), the counter's TTL
             # frees the slot.
             try:
-                left = await self.store.incr(key, -1, ttl_seconds=ttl)
-                if left < 0:
+                if await self.store.incr(key, -1, ttl_seconds=ttl) < 0:
                     # The counter expired while this request held its slot, and the
-                    # decrement made a new one below zero: a free slot for every
-                    # such request, piling up. Back to zero, where it belongs.
-                    await self.store.incr(key, -left, ttl_seconds=ttl)
+                    # decrement took it below zero: a free slot for every such
+                    # request, piling up. This release undoes its own decrement
+                    # only: adding back all of the deficit it saw (`-left`) counts
+                    # the other releases' decrements too when they interleave, and
+                    # k of them left k(k-1)/2 requests in flight that were not.
+                    await self.store.incr(key, 1, ttl_seconds=ttl)
             except StoreError:
                 pass
             return error
@@ -749,16 +753,27 @@ class RateLimitMiddleware:
 
         async def record(error: BaseException | None) -> BaseException | None:
             status = statuses[0] if statuses else 0
+            refused_inside = get_context(scope).refused_by is not None
             try:
-                if error is not None or get_context(scope).refused_by is not None:
-                    # The app failed, or a Bastion layer inside (CSRF, policy, limits)
-                    # refused before the app judged the credentials: not a login
-                    # attempt at all. Counting it would let a cross-site page push
-                    # backoff onto a victim's account. The pair's gate is freed.
+                if refused_inside or not (
+                    status in (401, 403) or (error is None and 200 <= status < 400)
+                ):
+                    # A Bastion layer inside (CSRF, policy, limits) refused before the
+                    # app judged the credentials, or the app answered neither failure
+                    # nor success (no status: it failed before answering): not a
+                    # login attempt at all. Counting a refusal would let a
+                    # cross-site page push backoff onto a victim's account. A success
+                    # the app then failed (a 2xx or 3xx, and an error after it) is
+                    # not taken as one either: the error may have undone the login
+                    # (a session not saved), so the client's failures stay; only the
+                    # pair's gate is freed.
                     if claimed:
                         await guard.abandon(untrusted_account, client)
                     return error
                 if status in (401, 403):
+                    # A failure already answered counts whatever the app does next:
+                    # an error after it (a background task failing on a field the
+                    # attacker chose) would otherwise make every guess free.
                     after = await guard.record_failure(untrusted_account, client)
                     self._refuser.event(
                         scope,
@@ -768,10 +783,8 @@ class RateLimitMiddleware:
                         action="blocked",
                         details={"next": after.reason, "retry_after": after.retry_after_seconds},
                     )
-                elif 200 <= status < 400:
+                else:
                     await guard.record_success(untrusted_account, client)
-                elif claimed:
-                    await guard.abandon(untrusted_account, client)
             except StoreError:
                 await self._store_failed(scope, outer_send, answered=True)
             return error
