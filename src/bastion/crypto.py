@@ -38,9 +38,10 @@ import json
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from bastion.exceptions import BastionError, ConfigurationError
 from bastion.sections import Section, split_keys
@@ -233,7 +234,7 @@ class FieldEncryptor:
 class FieldEncryptionSettings(Section):
     """Keys for `FieldEncryptor`; `repr` and logs show stars, never a key."""
 
-    keys: tuple[SecretStr, ...] = ()
+    keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     """AES-256 keys, base64url (`bastion keys new --kind aes`). The first encrypts,
     every key decrypts: put a new key first, run `reencrypt_many`, then remove the old."""
 

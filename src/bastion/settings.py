@@ -6,7 +6,11 @@ Values come, highest priority first, from code (`Settings(...)` or `Shield(app,
 directory (`/run/secrets` style: one file per top-level setting, named like its
 variable in lower case, e.g. `bastion_secret_keys`, or a whole section as JSON in
 `bastion_transport`), taken from `BASTION_SECRETS_DIR` or `/run/secrets` when it
-exists. A `BASTION_*` variable that names no setting is an error, not ignored.
+exists. A `BASTION_*` variable that names no setting is an error, not ignored, and
+so are two variables that differ only in case (which one wins would depend on the
+order of the environment) and a `bastion_*` file in the secrets directory that names
+no top-level setting (a misspelt file, or one per nested setting, which is never
+read).
 An application that ships its own configuration (the demo bank) adds it below all
 of these with `with_defaults`.
 
@@ -14,8 +18,9 @@ of these with `with_defaults`.
 refuse to start rather than run unprotected. Production refuses, naming the setting
 and the rule and never a secret's value:
 
-* no `secret_keys`, or a key shorter than `MIN_SECRET_KEY_CHARS` or of too few
-  distinct characters;
+* no `secret_keys`, or a key shorter than `MIN_SECRET_KEY_CHARS`, of too few
+  distinct characters, or holding white space, a comma or angle brackets (a
+  placeholder pasted from documentation, never a generated key);
 * no `transport.allowed_hosts`, or a bare `*` in it;
 * `transport.insecure_allow_http` or `sessions.insecure_cookie_over_http` (HTTPS not
   required);
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,6 +81,11 @@ Mode = Literal["development", "production"]
 # with 5 distinct; we ask for fewer characters but more distinct ones.
 MIN_SECRET_KEY_CHARS: Final = 32
 MIN_SECRET_KEY_DISTINCT: Final = 10
+# No generated key (`bastion keys new`, `openssl rand -base64 32` or `-hex 32`) holds
+# these. A key that does is a placeholder pasted from documentation (the README's
+# `"<output of: python -c '...'>"` is long and varied enough for the two rules above,
+# and public) or a phrase that a variable or secrets file would split into several keys.
+_NOT_IN_A_KEY: Final = re.compile(r"[\s,<>]")
 DEFAULT_SECRETS_DIR: Final = "/run/secrets"
 ENV_PREFIX: Final = "BASTION_"
 # Variables with our prefix that are not settings fields.
@@ -125,6 +136,7 @@ class Settings(BaseSettings):
 
     def __init__(self, **values: Any) -> None:
         check_environment_names(os.environ, type(self).model_fields)
+        check_secret_file_names(secrets_dir(), type(self).model_fields)
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -225,15 +237,21 @@ def with_defaults(defaults: Mapping[str, Any]) -> type[Settings]:
     return SettingsWithDefaults
 
 
+def secrets_dir() -> str | None:
+    """The secrets directory: `BASTION_SECRETS_DIR`, else `/run/secrets` when it exists."""
+    directory = os.environ.get("BASTION_SECRETS_DIR")
+    if directory is None and Path(DEFAULT_SECRETS_DIR).is_dir():
+        directory = DEFAULT_SECRETS_DIR
+    return directory
+
+
 def secrets_sources(settings_cls: type[BaseSettings]) -> list[PydanticBaseSettingsSource]:
     """The secrets-directory source every Bastion settings model reads: one file per
-    setting in `BASTION_SECRETS_DIR`, else `/run/secrets` when it exists."""
-    secrets_dir = os.environ.get("BASTION_SECRETS_DIR")
-    if secrets_dir is None and Path(DEFAULT_SECRETS_DIR).is_dir():
-        secrets_dir = DEFAULT_SECRETS_DIR
-    if secrets_dir is None:
+    setting in `secrets_dir()`."""
+    directory = secrets_dir()
+    if directory is None:
         return []
-    return [SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)]
+    return [SecretsSettingsSource(settings_cls, secrets_dir=directory)]
 
 
 def check_environment_names(environ: Mapping[str, str], fields: Mapping[str, object]) -> None:
@@ -243,18 +261,58 @@ def check_environment_names(environ: Mapping[str, str], fields: Mapping[str, obj
     (`BASTION_ALLOWED_HOST`, `BASTION_TRANSPORT_ALLOWED_HOSTS` with one underscore)
     would be ignored silently and the protection left at its default.
     """
-    unknown = sorted(
+    ours = sorted(name for name in environ if name.upper().startswith(ENV_PREFIX))
+    unknown = [
         name
-        for name in environ
-        if name.upper().startswith(ENV_PREFIX)
-        and name.upper() not in _ENV_NOT_SETTINGS
+        for name in ours
+        if name.upper() not in _ENV_NOT_SETTINGS
         and not name.upper().startswith(_ENV_OTHER_PREFIXES)
         and name[len(ENV_PREFIX) :].lower().split("__", 1)[0] not in fields
-    )
+    ]
     if unknown:
         raise ConfigurationError(
             f"unknown Bastion environment variable {unknown[0]} (settings are "
             f"BASTION_<SETTING>, sections nest with '__': BASTION_TRANSPORT__ALLOWED_HOSTS)"
+        )
+    # Names are read without regard to case, so `BASTION_MODE=production` and
+    # `bastion_mode=development` both name `mode`, and pydantic-settings keeps
+    # whichever the environment lists last: an operator's explicit value could lose,
+    # without a word, to a forgotten one.
+    seen: dict[str, str] = {}
+    for name in ours:
+        first = seen.setdefault(name.upper(), name)
+        if first != name:
+            raise ConfigurationError(
+                f"Bastion environment variables {first} and {name} differ only in case "
+                f"(both name one setting): keep one"
+            )
+
+
+def check_secret_file_names(directory: str | None, fields: Mapping[str, object]) -> None:
+    """Refuse files in the secrets directory named `bastion_*` that name no setting.
+
+    pydantic-settings reads one file per top-level setting (any case) and passes over
+    every other file, so a misspelt one (`bastion_secret_key`) or one per nested
+    setting (`bastion_policy__deny_by_default`, which it never reads) would leave the
+    protection at its default without a word, as a misspelt variable would.
+    """
+    if directory is None:
+        return
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return  # no readable directory: pydantic-settings reads no file from it either
+    unknown = sorted(
+        name
+        for name in names
+        if name.upper().startswith(ENV_PREFIX)
+        and not name.upper().startswith(_ENV_OTHER_PREFIXES)
+        and name[len(ENV_PREFIX) :].lower() not in fields
+    )
+    if unknown:
+        raise ConfigurationError(
+            f"unknown Bastion secrets file {unknown[0]} (one file per top-level setting, "
+            f"bastion_<setting>; a section as JSON in one file: bastion_transport)"
         )
 
 
@@ -264,6 +322,8 @@ def weak_secret_key(key: str) -> str | None:
         return f"shorter than {MIN_SECRET_KEY_CHARS} characters"
     if len(set(key)) < MIN_SECRET_KEY_DISTINCT:
         return f"fewer than {MIN_SECRET_KEY_DISTINCT} distinct characters"
+    if _NOT_IN_A_KEY.search(key):
+        return "not a generated key (white space, a comma or '<' '>': a placeholder?)"
     return None
 
 

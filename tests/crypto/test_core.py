@@ -20,6 +20,7 @@ from bastion.crypto import (
     weak_field_key,
 )
 from bastion.exceptions import ConfigurationError
+from bastion.settings import Settings
 from tests.support.secret_watch import never_logged
 
 KEY_NEW = never_logged(new_field_key())
@@ -160,3 +161,28 @@ def test_settings_need_no_cryptography_import() -> None:
         "assert 'cryptography' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(f"{KEY_NEW},{KEY_OLD}", id="env-field-keys-comma-list"),
+        pytest.param(f"{KEY_NEW} {KEY_OLD}", id="env-field-keys-space-list"),
+        pytest.param(json.dumps([KEY_NEW, KEY_OLD]), id="env-field-keys-json-ok"),
+    ],
+)
+def test_keys_parse_from_a_variable_as_secret_keys_do(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`BASTION_FIELD_ENCRYPTION__KEYS` parses as `BASTION_SECRET_KEYS` does (the
+    docs say so): a comma or space separated list failed to start ("error parsing
+    value"), as did a single key."""
+    monkeypatch.setenv("BASTION_FIELD_ENCRYPTION__KEYS", value)
+    keys = Settings(mode="development").field_encryption.keys
+    assert [k.get_secret_value() for k in keys] == [KEY_NEW, KEY_OLD]
+
+
+def test_a_single_key_parses_from_a_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_FIELD_ENCRYPTION__KEYS", KEY_NEW)
+    keys = Settings(mode="development").field_encryption.keys
+    assert [k.get_secret_value() for k in keys] == [KEY_NEW]

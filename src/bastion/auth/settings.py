@@ -128,9 +128,10 @@ class JWTSettings(Section):
             )
         return self
 
-    @field_serializer("jwks", when_used="json")
+    @field_serializer("jwks", when_used="always")
     def _mask_symmetric_keys(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # `bastion config` output: an HS* key is a secret; public members are not.
+        # Every dump (`bastion config`, a log of `model_dump()`): an HS* key is a
+        # secret; public members are not.
         if value is None or not isinstance(value.get("keys"), list):
             return value
         keys = [
