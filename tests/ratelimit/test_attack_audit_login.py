@@ -28,20 +28,37 @@
   afterwards (a background task failing on a field the attacker chose): every
   guess went through.
 
+* `login-multipart-epilogue-django`, `login-multipart-preamble-*`: Django parses a
+  part out of the text after the closing boundary (and before the first one);
+  the guard read only the parts between, a fresh decoy per guess.
+* `login-query-string-flask-values`: Flask's `request.values` takes the query
+  string's `username` before the body's; the guard read the body alone.
+* `login-basic-auth-body-decoy`: the app checks the `Authorization: Basic`
+  user-id, the guard read a decoy in the body.
+* `login-account-too-long`: a fresh name per guess of combining marks, each NFKC'd
+  (quadratic in the marks) two or three times per request, each a fresh pair.
+* `login-get-page-clears-failures`: a method-less login route (`/login`) made the
+  login page's 200 a success that cleared the client's failures, and page loads
+  claim the pair's gate (`login-page-during-attempt-ok`).
+* `login-empty-messages-pile-up`: empty body messages were all kept, however many.
+
 Each beside the legitimate login that must still pass, through a real Starlette
-application (and a real Django ASGI application where the attack is Django's) over
+application (and a real Django ASGI or Flask application where the attack is theirs) over
 a real memory store on a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -50,9 +67,16 @@ from starlette.routing import Route
 
 from bastion.events import EventEmitter
 from bastion.ratelimit import RateLimitMiddleware, RateLimitSettings
-from bastion.ratelimit.login import MAX_LOGIN_BODY_BYTES, account_from_body
+from bastion.ratelimit.login import (
+    MAX_ACCOUNT_CHARS,
+    MAX_LOGIN_BODY_BYTES,
+    account_from_body,
+    account_from_request,
+    normalise_account,
+)
+from bastion.ratelimit.middleware import MAX_LOGIN_MESSAGES
 from bastion.stores.redis import RedisStore
-from bastion.types import ASGIApp
+from bastion.types import ASGIApp, Message, Receive, Scope, Send
 from tests.ratelimit.harness import ATTACKER, USER, request
 from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
@@ -678,3 +702,366 @@ async def test_a_success_the_app_raised_after_clears_nothing(
     )
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == retry_after
+
+
+# --- Review 2: readings outside the body, method-less routes, long names, piles ---
+
+
+def _epilogue_login(i: int) -> bytes:
+    """A decoy in the parts, `alice` after the closing delimiter: Django parses a
+    part out of that epilogue, and its `request.POST` keeps the last value."""
+    return (
+        _multipart_login(b"", b"decoy%d" % i)
+        + b'Content-Disposition: form-data; name="username"\r\n\r\nalice'
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "account"),
+    [
+        pytest.param(
+            b'Content-Disposition: form-data; name="username"\r\n\r\nalice\r\n'
+            + _part(b'form-data; name="password"', b"x")
+            + b"--B--\r\n",
+            "",
+            id="login-multipart-preamble-part",
+        ),
+        pytest.param(
+            b"x\r\n" + _multipart_login(b"", b"alice"), "", id="login-multipart-preamble-text"
+        ),
+        pytest.param(_epilogue_login(0), "", id="login-multipart-epilogue-part"),
+        pytest.param(
+            _multipart_login(b"", b"alice") + b"\r\n", "", id="login-multipart-epilogue-crlfcrlf"
+        ),
+        pytest.param(
+            _multipart_login(b"", b"alice")[:-2], "alice", id="login-multipart-closed-no-crlf-ok"
+        ),
+        pytest.param(_multipart_login(b"", b"alice"), "alice", id="login-multipart-closed-crlf-ok"),
+    ],
+)
+def test_multipart_text_outside_the_parts_names_none(body: bytes, account: str) -> None:
+    assert account_from_body(body, MULTIPART, "username") == account
+
+
+@pytest.mark.parametrize(
+    ("body", "account"),
+    [
+        pytest.param(_epilogue_login, "", id="login-multipart-epilogue-django"),
+        pytest.param(lambda i: _multipart_login(b"", b"alice"), "alice", id="login-multipart-ok"),
+    ],
+)
+async def test_django_epilogue_part_names_no_decoy(
+    body: Callable[[int], bytes],
+    account: str,
+    django_login: tuple[DjangoLogin, ASGIApp],
+    store: SwitchableStore,
+    events: EventEmitter,
+) -> None:
+    views, django_app = django_login
+    app = guard_routes(django_app, store, events)
+    assert account_from_body(body(0), MULTIPART, "username") == account
+    # Every guess is at alice to Django; named alice or none, the second waits.
+    assert await guesses(app, "/login", body, MULTIPART) == [401, 429, 429]
+    assert views.seen == ["alice"]
+
+
+def flask_values_login(seen: list[str]) -> ASGIApp:
+    """A real Flask application reading `request.values` (the query string first)."""
+    from asgiref.wsgi import WsgiToAsgi
+    from flask import Flask
+    from flask import request as flask_request
+
+    flask = Flask(__name__)
+
+    @flask.post("/login")
+    def login() -> tuple[str, int]:
+        username = flask_request.values.get("username", "")
+        seen.append(username)
+        ok = (username, flask_request.values.get("password")) == ("alice", "right")
+        return ("ok", 200) if ok else ("no", 401)
+
+    return WsgiToAsgi(flask)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param(
+            "/login?username=alice", "username=decoy{}", id="login-query-string-flask-values"
+        ),
+        pytest.param("/login?username=alice", "password=x{}", id="login-query-string-only-ok"),
+        pytest.param("/login?next=/home", "username=alice&x={}", id="login-form-with-query-ok"),
+        pytest.param("/login", "username=alice&x={}", id="login-form-flask-ok"),
+    ],
+)
+# asgiref warns that the test client's `send` is not marked async; it is.
+@pytest.mark.filterwarnings("ignore:async_to_sync was passed a non-async-marked callable")
+async def test_query_string_is_a_reading(
+    path: str, body: str, store: SwitchableStore, events: EventEmitter
+) -> None:
+    seen: list[str] = []
+    app = guard_routes(flask_values_login(seen), store, events)
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    statuses = [
+        (
+            await request(app, "POST", path, ATTACKER, content=body.format(i), headers=form)
+        ).status_code
+        for i in range(3)
+    ]
+    # Every guess is at alice to Flask: the second, too soon after the first, waits.
+    assert statuses == [401, 429, 429]
+    assert seen == ["alice"]
+
+
+def basic_login(seen: list[str]) -> ASGIApp:
+    """A real Starlette login over HTTP Basic, decoding leniently as many apps do."""
+
+    async def login(request: Request) -> Response:
+        credentials = request.headers.get("authorization", "Basic Og==").split()[1]
+        user, _, password = base64.b64decode(credentials).decode().partition(":")
+        seen.append(user)
+        ok = (user, password) == ("alice", "right")
+        return PlainTextResponse("ok" if ok else "no", status_code=200 if ok else 401)
+
+    return Starlette(routes=[Route("/login", login, methods=["POST"])])
+
+
+def _basic(credentials: bytes) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(credentials).decode()}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        pytest.param(_basic(b"alice:guess"), "username=decoy{}", id="login-basic-auth-body-decoy"),
+        # `YW!xpY2U6Z3Vlc3M=` is `alice:guess` to a decoder that drops the `!`.
+        pytest.param(
+            {"authorization": "Basic YW!xpY2U6Z3Vlc3M="}, "x={}", id="login-basic-auth-lenient-b64"
+        ),
+        pytest.param(_basic(b"alice:guess"), "x={}", id="login-basic-auth-ok"),
+        pytest.param(_basic(b"alice:guess"), "username=alice&x={}", id="login-basic-and-form-ok"),
+    ],
+)
+async def test_basic_auth_user_is_a_reading(
+    headers: dict[str, str], body: str, store: SwitchableStore, events: EventEmitter
+) -> None:
+    seen: list[str] = []
+    app = guard_routes(basic_login(seen), store, events)
+    headers = {**headers, "content-type": "application/x-www-form-urlencoded"}
+    statuses = [
+        (
+            await request(app, "POST", "/login", ATTACKER, content=body.format(i), headers=headers)
+        ).status_code
+        for i in range(3)
+    ]
+    assert statuses == [401, 429, 429]
+    assert seen == ["alice"]
+
+
+@pytest.mark.parametrize(
+    ("query", "authorizations", "account"),
+    [
+        pytest.param(b"username=decoy", [], "", id="login-query-decoy"),
+        pytest.param(b"username=alice", [], "alice", id="login-query-same-ok"),
+        pytest.param(b"username=%ff", [], "", id="login-query-not-utf8"),
+        pytest.param(b"", [b"Basic " + base64.b64encode(b"decoy:x")], "", id="login-basic-decoy"),
+        pytest.param(b"", [b"Basic !!!"], "", id="login-basic-undecodable"),
+        pytest.param(b"", [b"Basic " + base64.b64encode(b"\xe9:x")], "", id="login-basic-latin1"),
+        pytest.param(
+            b"",
+            [b"Basic " + base64.b64encode(b"alice:x")] * 2,
+            "",
+            id="login-basic-two-headers",
+        ),
+        pytest.param(
+            b"", [b"bAsIc  " + base64.b64encode(b"alice:x:y")], "alice", id="login-basic-case-ok"
+        ),
+        pytest.param(b"", [b"Bearer decoy"], "alice", id="login-bearer-not-a-reading-ok"),
+    ],
+)
+def test_query_and_basic_readings(query: bytes, authorizations: list[bytes], account: str) -> None:
+    assert account_from_request(b"username=alice", FORM, query, authorizations, "username") == (
+        account
+    )
+
+
+@pytest.mark.parametrize(
+    ("length", "named"),
+    [
+        pytest.param(MAX_ACCOUNT_CHARS + 1, False, id="login-account-too-long"),
+        pytest.param(MAX_ACCOUNT_CHARS, True, id="login-account-longest-ok"),
+    ],
+)
+async def test_a_long_account_names_none(
+    length: int, named: bool, store: SwitchableStore, events: EventEmitter
+) -> None:
+    # Combining marks: NFKC's reordering is quadratic in a run of them.
+    marks = "".join(chr(0x300 + i % 0x50) for i in range(length - 1))
+    assert (normalise_account("x" + marks) != "") is named
+    check = PasswordCheck()
+    app = guarded(check, store, events)
+    statuses = []
+    for letter in "abc":
+        # A fresh name per guess, each its own pair if named; as none, one pair.
+        name = letter + marks
+        assert account_from_body(urlencode({"username": name}).encode(), FORM, "username") == (
+            name if named else ""
+        )
+        guess = {"username": name, "password": "wrong"}
+        statuses.append((await request(app, "POST", "/login", ATTACKER, data=guess)).status_code)
+    assert statuses == ([401, 401, 401] if named else [401, 429, 429])
+
+
+def login_page(hold: asyncio.Event) -> ASGIApp:
+    """A method-less login route as Django URLconfs have it: the page on GET, the
+    password check on POST (held open while `hold` is clear)."""
+
+    async def login(request: Request) -> Response:
+        if request.method in ("GET", "HEAD"):
+            return PlainTextResponse("<form>...</form>")
+        form = await request.form()
+        await hold.wait()
+        ok = (form.get("username"), form.get("password")) == ("alice", "right")
+        return PlainTextResponse("ok" if ok else "no", status_code=200 if ok else 401)
+
+    return Starlette(routes=[Route("/login", login, methods=["GET", "POST"])])
+
+
+# A page load carrying a login body the guard reads (as a form, naming alice).
+PAGE_BODY = b"username=alice"
+FORM_TYPE = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def _page_guard(hold: asyncio.Event, store: SwitchableStore, events: EventEmitter) -> ASGIApp:
+    settings = RateLimitSettings(limits={}, login_routes=("/login",))
+    return RateLimitMiddleware(login_page(hold), settings, store=store, events=events)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param("GET", id="login-get-page-clears-failures"),
+        pytest.param("HEAD", id="login-head-page-clears-failures"),
+        pytest.param(None, id="login-lockout-without-page-ok"),
+    ],
+)
+async def test_a_page_load_is_no_login(
+    method: str | None, store: SwitchableStore, clock: FakeClock, events: EventEmitter
+) -> None:
+    hold = asyncio.Event()
+    hold.set()
+    app = _page_guard(hold, store, events)
+    wrong = {"username": "alice", "password": "wrong"}
+    statuses = []
+    for _ in range(7):
+        statuses.append((await request(app, "POST", "/login", ATTACKER, data=wrong)).status_code)
+        clock.advance(61)  # past every delay, not past the lockout
+        if method is not None:
+            # The page, with a login body the guard reads: a 200, not a success.
+            page = await request(
+                app, method, "/login", ATTACKER, content=PAGE_BODY, headers=FORM_TYPE
+            )
+            assert page.status_code == 200
+    assert statuses == [401] * 5 + [429] * 2
+
+
+@pytest.mark.parametrize("case", ["login-page-during-attempt-ok"])
+async def test_the_page_loads_while_an_attempt_is_in_flight(
+    case: str, store: SwitchableStore, events: EventEmitter
+) -> None:
+    hold = asyncio.Event()
+    app = _page_guard(hold, store, events)
+    attempt = asyncio.create_task(
+        request(app, "POST", "/login", ATTACKER, data={"username": "alice", "password": "right"})
+    )
+    await asyncio.sleep(0.05)  # the attempt holds the pair's gate at the password check
+    page = await request(app, "GET", "/login", ATTACKER, content=PAGE_BODY, headers=FORM_TYPE)
+    assert page.status_code == 200
+    hold.set()
+    assert (await attempt).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("routes", "valid"),
+    [
+        pytest.param(("GET /login",), False, id="login-route-get-refused"),
+        pytest.param(("GET,POST /login",), False, id="login-route-get-post-refused"),
+        pytest.param(("OPTIONS /login",), False, id="login-route-options-refused"),
+        pytest.param(("POST /login", "/sign-in"), True, id="login-route-unsafe-ok"),
+    ],
+)
+def test_a_login_route_naming_a_safe_method_is_refused(
+    routes: tuple[str, ...], valid: bool
+) -> None:
+    if valid:
+        assert RateLimitSettings(login_routes=routes).login_routes == routes
+    else:
+        with pytest.raises(ValidationError, match="safe method"):
+            RateLimitSettings(login_routes=routes)
+
+
+@pytest.mark.parametrize(
+    ("empty", "named"),
+    [
+        pytest.param(5000, False, id="login-empty-messages-pile-up"),
+        pytest.param(3, True, id="login-few-messages-ok"),
+    ],
+)
+async def test_empty_body_messages_do_not_pile_up(
+    empty: int, named: bool, store: SwitchableStore, events: EventEmitter
+) -> None:
+    body = b"username=alice&password=wrong"
+    sent: list[Message] = [{"type": "http.request", "body": b"", "more_body": True}] * empty
+    sent += [
+        {"type": "http.request", "body": body[:9], "more_body": True},
+        {"type": "http.request", "body": body[9:], "more_body": False},
+    ]
+    received: list[Message] = []
+    read_before_app: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        read_before_app.append(len(sent) - len(pending))
+        while not received or received[-1].get("more_body"):
+            received.append(await receive())
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    pending = list(sent)
+
+    async def receive() -> Message:
+        return pending.pop(0)
+
+    statuses: list[int] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    layer = RateLimitMiddleware(
+        app, RateLimitSettings(limits={}, login_routes=("POST /login",)), store=store, events=events
+    )
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "2",
+        "method": "POST",
+        "scheme": "https",
+        "path": "/login",
+        "raw_path": b"/login",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+        "client": ATTACKER,
+        "server": ("testserver", 443),
+    }
+    await layer(scope, receive, send)
+    # The layer kept at most `MAX_LOGIN_MESSAGES` before the app ran, and the app
+    # got every message, unchanged and in order.
+    assert read_before_app[0] <= MAX_LOGIN_MESSAGES
+    assert received == sent
+    assert statuses == [401]
+    # The failure closed the gate of the pair the body named: alice's when the
+    # layer read it whole, the client's unnamed one when it gave up.
+    account, other = ("alice", "") if named else ("", "alice")
+    assert not (await layer.login_guard.check(account, ATTACKER[0])).allowed
+    assert (await layer.login_guard.check(other, ATTACKER[0])).allowed

@@ -19,23 +19,42 @@ Defence: failures are counted twice, per (account, client network) and per accou
   application checks the password, and the outcome replaces the claim. A check
   that only read the gate let a client fire any number of guesses at once, all
   of them past the gate before the first failure closed it.
-* Accounts are compared as the application may compare them: NFKC (Django's
-  `UsernameField` applies it), case-folded and stripped, so `ALICE` and `alice`
-  in fullwidth letters are `alice`, not fresh counters. A login body that names
+* Per client, across accounts: at `client_lockout_after` failures within the
+  failure window, on any accounts (or none), the client's login attempts on every
+  account are refused until the window ends. The per-pair counts hold only as far
+  as the guard reads the account the application checks; wherever the two still
+  differ (a database collation that equates spellings this folding keeps apart, a
+  body the guard cannot read), this budget bounds the guesses a client gets.
+* Accounts are compared more loosely than any application compares them: case
+  folded (upper case first, so the dotless i, U+0131, meets `i` as Postgres's
+  `UPPER` and MariaDB's `_ci` collations meet it), NFKD (NFKC is Django's
+  `UsernameField`), with combining marks, format characters (a zero-width space)
+  and control characters dropped, and stripped: `ALICE`, `alicé`, `alice` with a
+  zero-width space inside, and `alice` in fullwidth letters are `alice`, not fresh
+  counters. Two real accounts merged only share a client's pair counter and the
+  account-wide challenge count, so looser is safe. An account name longer than
+  `MAX_ACCOUNT_CHARS` names none (no login form allows one; NFKC is quadratic in
+  a run of combining marks). A login body that names
   the account more than once, with different values, names none (""): frameworks
   disagree on which one wins (Starlette and Django take the last form field,
   Werkzeug the first), and a decoy name beside the real one would count the
   failures elsewhere. For the same reason the body is read every way an
   application could read it (url-encoded, JSON whatever the declared type,
-  multipart when declared), and names an account only when every reading that
-  finds the field agrees (`account_from_body`); a multipart part with any header
-  but `Content-Disposition`, or a `charset` other than UTF-8, names none.
+  multipart when declared), and with the query string's pairs (Werkzeug's
+  `request.values` reads them first) and the user-id of an `Authorization: Basic`
+  header, names an account only when every reading that finds the field agrees
+  (`account_from_request`); a multipart part with any header but
+  `Content-Disposition`, a `charset` other than UTF-8, or text before the first
+  boundary or after the closing one (Django parses both as parts), names none.
 
 Delays are returned as `retry_after_seconds`; nothing sleeps in the request path,
 so a guessing client costs a store read, not a held worker.
 
-Not covered: guessing many accounts from one client (credential stuffing): a
-rate on the login route (`"POST /login": ["5/minute"]`) and the ban list cover it.
+Not covered: guessing many accounts from one client (credential stuffing) below the
+per-client budget: a rate on the login route (`"POST /login": ["5/minute"]`) and the
+ban list cover it. The budget is read before an attempt and counted after it, so
+attempts already in flight when it runs out still finish (at most one per pair at a
+time; the route's rate and concurrency limits bound the rest).
 Nor distributed guessing at one account from a botnet below every per-client
 threshold: `requires_challenge` is the signal the app must act on.
 
@@ -46,11 +65,13 @@ NIST SP 800-63B section 5.2.2 (rate limiting, at most 100 consecutive failures).
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 import unicodedata
+from base64 import b64decode
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl
 
 from bastion.limits.forms import parse_boundary
@@ -70,6 +91,16 @@ DEFAULT_MAX_DELAY_SECONDS: Final = 60.0
 DEFAULT_CHALLENGE_AFTER: Final = 20
 # Failures are forgotten an hour after the first: long enough to span a lockout.
 DEFAULT_FAILURE_WINDOW_SECONDS: Final = 3600.0
+# Failures of one client network across all accounts within the failure window:
+# a person mistyping a few passwords, or an office behind one address, stays far
+# below; NIST SP 800-63B allows 100 consecutive failures per account.
+DEFAULT_CLIENT_LOCKOUT_AFTER: Final = 100
+# Longest account name read: Django's `User.username` is 150 characters, an email
+# address at most 254. Checked before any normalisation (NFKC is quadratic).
+MAX_ACCOUNT_CHARS: Final = 256
+# Methods that never make a login attempt (RFC 9110 section 9.2.1: safe), whatever
+# a login route's pattern says: their 200 is a page, not a success.
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Longest an attempt holds its pair's gate (`LoginGuard.begin`) before the outcome
 # replaces the claim: a password hash takes well under a second. A claim whose
 # release is lost (a worker crash, a store outage) holds the pair back this long.
@@ -88,10 +119,11 @@ class LoginPolicy:
     max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS
     challenge_after: int = DEFAULT_CHALLENGE_AFTER
     failure_window_seconds: float = DEFAULT_FAILURE_WINDOW_SECONDS
+    client_lockout_after: int = DEFAULT_CLIENT_LOCKOUT_AFTER
 
     def __post_init__(self) -> None:
-        if self.lockout_after < 1:
-            raise ValueError("lockout_after must be at least 1")
+        if self.lockout_after < 1 or self.client_lockout_after < 1:
+            raise ValueError("lockout_after and client_lockout_after must be at least 1")
         if self.challenge_after <= self.lockout_after:
             raise ValueError("challenge_after must be higher than lockout_after")
         if not 0 < self.base_delay_seconds <= self.max_delay_seconds:
@@ -123,10 +155,25 @@ def delay_after_failure(failures: int, policy: LoginPolicy) -> tuple[str, float]
     )
 
 
+# Dropped from an account name: combining marks (the accent of `é` after NFKD),
+# format characters (zero-width spaces, which `_unicode_ci` collations ignore) and
+# control characters.
+_IGNORED_CATEGORIES: Final = frozenset({"Mn", "Me", "Cf", "Cc"})
+
+
 def normalise_account(untrusted_account: str) -> str:
-    """One account, however the client spells it (`Alice `, and `alice` in fullwidth
-    letters, are `alice`)."""
-    return unicodedata.normalize("NFKC", untrusted_account).casefold().strip()
+    """One account, however the client spells it (module docstring): `Alice `,
+    `alicé`, `al\u0131ce` (dotless i) and `alice` in fullwidth letters are `alice`.
+    A name longer than `MAX_ACCOUNT_CHARS` is "" (none), before any normalisation."""
+    if len(untrusted_account) > MAX_ACCOUNT_CHARS:
+        return ""
+    # NFKD both before folding (fullwidth and other compatibility letters have
+    # case) and after it (`İ` folds to `i` and a combining dot).
+    folded = unicodedata.normalize(
+        "NFKD", unicodedata.normalize("NFKD", untrusted_account).upper().casefold()
+    )
+    category = unicodedata.category
+    return "".join(c for c in folded if category(c) not in _IGNORED_CATEGORIES).strip()
 
 
 class LoginGuard:
@@ -141,9 +188,11 @@ class LoginGuard:
 
     Store layout (all keys hashed and bounded): `login:a:<account>` counts the
     account's failures; `login:p:<account>:<client>` the pair's; `login:g:...` is
-    the pair's gate, whose TTL is the delay, the lockout or an attempt's claim. A
-    check is two round trips; `StoreError` propagates, and the caller applies its
-    fail mode.
+    the pair's gate, whose TTL is the delay, the lockout or an attempt's claim;
+    `login:c:<client>` counts the client's failures on every account. A check is
+    three round trips (the store has no read of several keys), a failure three
+    more writes and a success two; `StoreError` propagates, and the caller applies
+    its fail mode.
     """
 
     __slots__ = ("grouping", "policy", "store")
@@ -159,14 +208,23 @@ class LoginGuard:
         self.policy = policy or LoginPolicy()
         self.grouping = grouping or ClientGrouping()
 
-    def _keys(self, account: str, client: str | None) -> tuple[str, str, str]:
+    def _keys(self, account: str, client: str | None) -> tuple[str, str, str, str]:
+        """The account's, the pair's, the pair's gate's and the client's keys."""
         account_part = hash_part(normalise_account(account))
-        pair = f"{account_part}:{client_key(client, self.grouping)}"
-        return f"login:a:{account_part}", f"login:p:{pair}", f"login:g:{pair}"
+        client_part = client_key(client, self.grouping)
+        pair = f"{account_part}:{client_part}"
+        return (
+            f"login:a:{account_part}",
+            f"login:p:{pair}",
+            f"login:g:{pair}",
+            f"login:c:{client_part}",
+        )
 
     async def check(self, account: str, client: str | None) -> LoginVerdict:
         """Whether the pair may try now; reads only (see `begin`)."""
-        account_key, _pair_key, gate_key = self._keys(account, client)
+        account_key, _pair_key, gate_key, client_failures_key = self._keys(account, client)
+        if await self._client_locked(client_failures_key):
+            return self._client_lockout
         gate = await self.store.get(gate_key)
         return self._verdict(gate, await self.store.get(account_key))
 
@@ -176,8 +234,10 @@ class LoginGuard:
         is then throttled as if the first had failed already. The attempt's outcome
         replaces the claim (`record_failure`, `record_success`); an attempt that
         ends with neither releases it (`abandon`). As many round trips as `check`
-        when allowed."""
-        account_key, _pair_key, gate_key = self._keys(account, client)
+        when allowed; a client past its budget is refused before any claim."""
+        account_key, _pair_key, gate_key, client_failures_key = self._keys(account, client)
+        if await self._client_locked(client_failures_key):
+            return self._client_lockout
         claim = self._delay_value(self.policy.base_delay_seconds)
         gate: bytes | None = None
         if not await self.store.set_if_absent(gate_key, claim, ATTEMPT_CLAIM_SECONDS):
@@ -188,8 +248,23 @@ class LoginGuard:
 
     async def abandon(self, account: str, client: str | None) -> None:
         """Release the claim of `begin` for an attempt that neither failed nor succeeded."""
-        _account_key, _pair_key, gate_key = self._keys(account, client)
+        _account_key, _pair_key, gate_key, _client_key = self._keys(account, client)
         await self.store.delete(gate_key)
+
+    async def _client_locked(self, client_failures_key: str) -> bool:
+        failures = await self.store.get(client_failures_key)
+        return int(failures or b"0") >= self.policy.client_lockout_after
+
+    @property
+    def _client_lockout(self) -> LoginVerdict:
+        """The verdict for a client past its budget: locked out of every account.
+        Its counter expires a failure window after its first failure, which the
+        store does not tell; `lockout_seconds` is when to look again."""
+        return LoginVerdict(
+            allowed=False,
+            reason=REASON_LOGIN_LOCKED,
+            retry_after_seconds=self.policy.lockout_seconds,
+        )
 
     def _verdict(self, gate: bytes | None, account_failures: bytes | None) -> LoginVerdict:
         challenge = int(account_failures or b"0") >= self.policy.challenge_after
@@ -211,13 +286,16 @@ class LoginGuard:
 
     async def record_failure(self, account: str, client: str | None) -> LoginVerdict:
         """Count a failure; the verdict says what the pair's next attempt faces."""
-        account_key, pair_key, gate_key = self._keys(account, client)
+        account_key, pair_key, gate_key, client_failures_key = self._keys(account, client)
         window = self.policy.failure_window_seconds
         account_failures = await self.store.incr(account_key, ttl_seconds=window)
         pair_failures = await self.store.incr(pair_key, ttl_seconds=window)
+        client_failures = await self.store.incr(client_failures_key, ttl_seconds=window)
         reason, delay = delay_after_failure(pair_failures, self.policy)
         value = _LOCKED if reason == REASON_LOGIN_LOCKED else self._delay_value(delay)
         await self.store.set(gate_key, value, delay)
+        if client_failures >= self.policy.client_lockout_after:
+            reason, delay = REASON_LOGIN_LOCKED, max(delay, self.policy.lockout_seconds)
         return LoginVerdict(
             allowed=False,
             reason=reason,
@@ -231,8 +309,9 @@ class LoginGuard:
         A success that named no account ("") clears only the attempt's claim: the
         failures counted there were guesses at accounts the guard could not read,
         and the client's login to an account of its own, sent so that it names none
-        too, must not wipe them."""
-        _account_key, pair_key, gate_key = self._keys(account, client)
+        too, must not wipe them. Nor does a success clear the client's failures
+        on every account (`login:c:`): an attacker's own login would reset them."""
+        _account_key, pair_key, gate_key, _client_key = self._keys(account, client)
         if normalise_account(account):
             await self.store.delete(pair_key)
         await self.store.delete(gate_key)
@@ -247,6 +326,34 @@ _UTF8: Final = (b"utf-8", b"us-ascii")
 # The one header line a multipart login part may have (RFC 7578 section 4.2), the
 # `Content-Disposition`: a quoted name, and a quoted file name for a file.
 _DISPOSITION: Final = re.compile(rb'form-data; name="([^"\\\r\n]*)"(; filename="[^"\\\r\n]*")?')
+
+
+def account_from_request(
+    body: bytes | None,
+    content_type: bytes | None,
+    query_string: bytes,
+    authorizations: list[bytes],
+    field: str,
+) -> str:
+    """The account a login request names in `field`, or "" if it names none clearly.
+
+    The body's readings (`account_from_body`; a `body` of None, one the caller
+    could not read whole, names none), and two more that must agree with them:
+    the query string's url-encoded pairs (Werkzeug's `request.values`, which
+    Flask apps read, takes the query string's `username` before the form's), and
+    the user-id of an `Authorization: Basic` header (`authorizations`: every
+    `Authorization` value; two, or a Basic one that does not decode as strict
+    base64 of UTF-8 text, name none). Either names the account by itself too.
+    """
+    if body is None:
+        return ""
+    readings = _body_readings(body, content_type)
+    if readings is None:
+        return ""
+    readings.append((True, _urlencoded_pairs(query_string)))
+    if authorizations:
+        readings.append((True, _basic_user(authorizations, field)))
+    return _agreed(readings, field)
 
 
 def account_from_body(body: bytes, content_type: bytes | None, field: str) -> str:
@@ -266,25 +373,41 @@ def account_from_body(body: bytes, content_type: bytes | None, field: str) -> st
     text that does not parse, a declared multipart body not of the plainest
     shape, a body not UTF-8 or with more fields than a login form). A `charset`
     other than UTF-8 names none for any type: Django decodes multipart fields with
-    it (`+AGE-lice` is `alice` in UTF-7).
+    it (`+AGE-lice` is `alice` in UTF-7). A value longer than `MAX_ACCOUNT_CHARS`
+    names none.
 
     Bounded by the caller (`MAX_LOGIN_BODY_BYTES`), and at `_MAX_FORM_FIELDS`
     url-encoded fields; anything unparsable is "".
     """
+    readings = _body_readings(body, content_type)
+    return "" if readings is None else _agreed(readings, field)
+
+
+# A reading of a login request: whether it names an account by itself, and the
+# fields it finds (None: it failed on text it should read, and the request names none).
+_Reading: TypeAlias = tuple[bool, "list[tuple[str, Any]] | None"]
+
+
+def _body_readings(body: bytes, content_type: bytes | None) -> list[_Reading] | None:
+    """The readings of a body (`account_from_body`); None when its charset is not UTF-8."""
     content_type = content_type or b""
     if _other_charset(content_type):
-        return ""
+        return None
     media_type = content_type.split(b";", 1)[0].strip().lower()
-    # Each reading, and whether it names an account by itself. The url-encoded
-    # pairs of a body not declared a form only check the others: an application
-    # may parse them out of any body (`QueryDict(request.body)`), but the
-    # frameworks' form parsers read none there.
-    readings = [
+    # The url-encoded pairs of a body not declared a form only check the others:
+    # an application may parse them out of any body (`QueryDict(request.body)`),
+    # but the frameworks' form parsers read none there.
+    readings: list[_Reading] = [
         (media_type == b"application/x-www-form-urlencoded", _urlencoded_pairs(body)),
         (True, _json_members(body)),
     ]
     if media_type == b"multipart/form-data":
         readings.append((True, _multipart_fields(body, content_type)))
+    return readings
+
+
+def _agreed(readings: list[_Reading], field: str) -> str:
+    """The one value of `field` every reading that finds it agrees on, or ""."""
     values: list[Any] = []
     named = False
     for names, pairs in readings:
@@ -297,7 +420,27 @@ def account_from_body(body: bytes, content_type: bytes | None, field: str) -> st
     # the application reads depends on its parser (module docstring).
     if not named or any(value != values[0] for value in values):
         return ""
-    return values[0] if isinstance(values[0], str) else ""
+    account = values[0]
+    # Checked before any normalisation, which is quadratic in combining marks.
+    return account if isinstance(account, str) and len(account) <= MAX_ACCOUNT_CHARS else ""
+
+
+def _basic_user(authorizations: list[bytes], field: str) -> list[tuple[str, Any]] | None:
+    """The user-id of an `Authorization: Basic` header (RFC 7617), as the one field
+    `field`: [] for another scheme, None for two headers (Django joins them with a
+    comma, Starlette takes the first) or credentials that are not strict base64 of
+    UTF-8 text (a lenient decoder drops the characters outside the alphabet, and
+    reads `YW!xpY2U6` as `alice:`)."""
+    if len(authorizations) > 1:
+        return None
+    scheme, _, credentials = authorizations[0].strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return []
+    try:
+        user_id = b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return [(field, user_id.partition(":")[0])]
 
 
 def _other_charset(content_type: bytes) -> bool:
@@ -366,14 +509,16 @@ def _multipart_fields(body: bytes, content_type: bytes) -> list[tuple[str, Any]]
     declines it: Django decodes a part whose `Content-Transfer-Encoding` is
     `base64`, dropping the characters outside the alphabet, so `YW!xpY2U=` is
     `alice` to it. A file part counts as a field without a string value, so a file
-    under the account's name names none either.
+    under the account's name names none either. Nothing may come before the first
+    boundary, nor after the closing one but a line break: Django parses a part out
+    of that preamble and that epilogue, which RFC 2046 says to ignore.
     """
     boundary = parse_boundary(content_type)
     if boundary is None:
         return None
     sections = body.split(b"--" + boundary)
-    if len(sections) < 3 or not sections[-1].startswith(b"--"):
-        return None  # no part, or not closed
+    if len(sections) < 3 or sections[0] or sections[-1] not in (b"--", b"--\r\n"):
+        return None  # no part, not closed, or text outside the parts
     fields: list[tuple[str, Any]] = []
     for section in sections[1:-1]:
         head, blank, value = section.partition(b"\r\n\r\n")

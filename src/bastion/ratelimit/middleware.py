@@ -15,8 +15,11 @@ Per request, in this order:
    every exit: return, exception, cancellation; a release that takes the counter
    below zero, should it have expired under a request that outlived its TTL, adds
    its own 1 back, so that interleaved releases end at zero);
-4. login routes: the `LoginGuard` verdict before the app runs, which claims the
-   (account, client) pair for this attempt alone (`LoginGuard.begin`), and the
+4. login routes, for the unsafe methods only (a GET of the login page is no
+   attempt: its 200 would clear the client's failures, and its claim hold the pair
+   back): the `LoginGuard` verdict before the app runs, which refuses a client past
+   its failure budget and claims the (account, client) pair for this attempt
+   alone (`LoginGuard.begin`), and the
    app's status recorded after: 401/403 a failure, even when the app raises after
    sending it; 2xx/3xx a success, unless the app raised after it; anything else,
    no status, or a refusal by a Bastion layer inside releases the claim.
@@ -78,9 +81,10 @@ from bastion.ratelimit.jail import Jail
 from bastion.ratelimit.keys import KeyFunction, client_key, hash_part, principal_identity
 from bastion.ratelimit.login import (
     MAX_LOGIN_BODY_BYTES,
+    SAFE_METHODS,
     LoginGuard,
     LoginVerdict,
-    account_from_body,
+    account_from_request,
 )
 from bastion.ratelimit.rates import BUILTIN_KEYS, Rate
 from bastion.ratelimit.reasons import (
@@ -116,6 +120,10 @@ CLIENT_MEMO_ENTRIES: Final = 4096
 # from one request to the next (a quota far from spent, a bucket that is full again).
 # Cleared when full: however the figures vary, at most this many per rule.
 LINES_MEMO_ENTRIES: Final = 256
+# Body messages a login step reads before it gives up naming the account: a login
+# form comes in one or a few; empty ones (an HTTP/2 client may send any number of
+# empty DATA frames) would otherwise pile up in memory without the size growing.
+MAX_LOGIN_MESSAGES: Final = 1024
 # Longest host remembered: an IPv6 address with a zone id is shorter (anything longer
 # is a name, keyed afresh each time, so no memo entry is larger than this).
 _MEMO_MAX_HOST: Final = 64
@@ -587,9 +595,14 @@ class RateLimitMiddleware:
             concurrency = self._concurrency.lookup(method, path)
             if concurrency is not None:
                 return self._counted_then_login(flow, state, concurrency)
-        if self._has_login_routes and self._login_routes.lookup(method, path):
+        if self._has_login_routes and self._is_login(method, path):
             return self._enter_login(flow, state)
         return None
+
+    def _is_login(self, method: str, path: str) -> bool:
+        """Whether the request is a login attempt: an unsafe method (in any case: some
+        servers pass it as sent, and Django upper-cases it) on a login route."""
+        return method.upper() not in SAFE_METHODS and bool(self._login_routes.lookup(method, path))
 
     async def _counted_then_login(
         self, flow: Flow, state: RateLimitState, concurrency: tuple[str, int]
@@ -597,7 +610,7 @@ class RateLimitMiddleware:
         if await self._enter_counted(flow, state, concurrency):
             return True
         scope = flow.scope
-        if self._has_login_routes and self._login_routes.lookup(scope["method"], scope["path"]):
+        if self._has_login_routes and self._is_login(scope["method"], scope["path"]):
             return await self._enter_login(flow, state)
         return False
 
@@ -725,7 +738,7 @@ class RateLimitMiddleware:
         response's status as a failure or a success once the app is done."""
         scope = flow.scope
         flow.receive, untrusted_account = await _read_account(
-            flow.receive, scope["headers"], self.settings.login_account_field
+            flow.receive, scope, self.settings.login_account_field
         )
         client = get_context(scope).client_host
         guard = self.login_guard
@@ -826,14 +839,14 @@ class RateLimitMiddleware:
         return await self._refuse(scope, send, REASON_STORE_UNAVAILABLE, [OUTAGE_RETRY_AFTER])
 
 
-async def _read_account(
-    receive: Receive, headers: RawHeaders, account_field: str
-) -> tuple[Receive, str]:
-    """Read a login body (at most `MAX_LOGIN_BODY_BYTES`) and replay it unchanged."""
+async def _read_account(receive: Receive, scope: Scope, account_field: str) -> tuple[Receive, str]:
+    """Read a login body (at most `MAX_LOGIN_BODY_BYTES` in at most
+    `MAX_LOGIN_MESSAGES` messages) and replay it unchanged; the account the request
+    names (`account_from_request`), "" when the body did not end within both."""
     messages: list[Message] = []
     size = 0
     complete = False
-    while size <= MAX_LOGIN_BODY_BYTES:
+    while size <= MAX_LOGIN_BODY_BYTES and len(messages) < MAX_LOGIN_MESSAGES:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
@@ -842,10 +855,16 @@ async def _read_account(
         if not message.get("more_body", False):
             complete = True
             break
-    account = ""
-    if complete and size <= MAX_LOGIN_BODY_BYTES:
-        body = b"".join(m.get("body", b"") for m in messages)
-        account = account_from_body(body, header_value(headers, b"content-type"), account_field)
+    headers: RawHeaders = scope["headers"]
+    account = account_from_request(
+        b"".join(m.get("body", b"") for m in messages)
+        if complete and size <= MAX_LOGIN_BODY_BYTES
+        else None,
+        header_value(headers, b"content-type"),
+        scope.get("query_string", b""),
+        [value for name, value in headers if name.lower() == b"authorization"],
+        account_field,
+    )
     pending = list(reversed(messages))
 
     async def replay() -> Message:

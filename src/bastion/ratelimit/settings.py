@@ -26,10 +26,12 @@ from bastion.ratelimit.keys import DEFAULT_IPV4_PREFIX, DEFAULT_IPV6_PREFIX, Cli
 from bastion.ratelimit.login import (
     DEFAULT_BASE_DELAY_SECONDS,
     DEFAULT_CHALLENGE_AFTER,
+    DEFAULT_CLIENT_LOCKOUT_AFTER,
     DEFAULT_FAILURE_WINDOW_SECONDS,
     DEFAULT_LOCKOUT_AFTER,
     DEFAULT_LOCKOUT_SECONDS,
     DEFAULT_MAX_DELAY_SECONDS,
+    SAFE_METHODS,
     LoginPolicy,
 )
 from bastion.ratelimit.rates import Rate, parse_rate
@@ -110,7 +112,10 @@ class RateLimitSettings(LayerSettings):
 
     login_routes: tuple[str, ...] = ()
     """Route patterns of login endpoints (`POST /login`): a 401/403 answer counts as
-    a failure, a 2xx/3xx as a success, for the account in `login_account_field`."""
+    a failure, a 2xx/3xx as a success, for the account in `login_account_field`.
+    Only unsafe methods make attempts: a pattern without methods (`/login`, as a
+    Django URLconf names the page and the form's target) means them all but GET,
+    HEAD, OPTIONS and TRACE, and a pattern naming one of those is refused."""
 
     login_account_field: str = DEFAULT_LOGIN_ACCOUNT_FIELD
     """Form or JSON field naming the account on login routes."""
@@ -121,6 +126,11 @@ class RateLimitSettings(LayerSettings):
     login_max_delay_seconds: float = Field(default=DEFAULT_MAX_DELAY_SECONDS, gt=0)
     login_challenge_after: int = Field(default=DEFAULT_CHALLENGE_AFTER, ge=2)
     login_failure_window_seconds: float = Field(default=DEFAULT_FAILURE_WINDOW_SECONDS, gt=0)
+    login_client_lockout_after: int = Field(default=DEFAULT_CLIENT_LOCKOUT_AFTER, ge=1)
+    """Failures of one client network on any accounts, within the failure window,
+    after which its login attempts on every account are refused (429) until the
+    window ends: the bound on guesses wherever the guard and the application read
+    the account differently. Clients behind one address share it."""
 
     ban_enabled: bool = True
     """Ban clients that pile up refusals (needs the `JailSink` registered; `Shield`
@@ -151,7 +161,12 @@ class RateLimitSettings(LayerSettings):
     @classmethod
     def _check_login_routes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
-            parse_route_pattern(pattern)
+            # The layer never counts them: a pattern naming one promises nothing.
+            if parse_route_pattern(pattern).methods & SAFE_METHODS:
+                raise ValueError(
+                    f"login_routes: {pattern!r} names a safe method, which makes no "
+                    "login attempt (GET, HEAD, OPTIONS and TRACE are never counted)"
+                )
         return value
 
     @field_validator("never_ban", mode="before")
@@ -193,6 +208,7 @@ class RateLimitSettings(LayerSettings):
             max_delay_seconds=self.login_max_delay_seconds,
             challenge_after=self.login_challenge_after,
             failure_window_seconds=self.login_failure_window_seconds,
+            client_lockout_after=self.login_client_lockout_after,
         )
 
     def ban_policy(self) -> BanPolicy:
