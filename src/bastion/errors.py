@@ -174,11 +174,16 @@ def log_exception(request_id: str, exc: BaseException) -> None:
     if len(text) > MAX_LOGGED_TRACEBACK_CHARS:
         # An exception message may quote a request whole: its end (the innermost
         # frames, the message) is kept, within a bound on the log and on the scrub.
-        text = "[truncated] ..." + text[-MAX_LOGGED_TRACEBACK_CHARS:]
+        # Scrubbed before the cut, over a wider window: a secret across the cut
+        # would lose the prefix the scrubber knows it by (`Bearer`, `eyJ`).
+        window = scrub_text(text[-4 * MAX_LOGGED_TRACEBACK_CHARS :])
+        scrubbed = "[truncated] ..." + window[-MAX_LOGGED_TRACEBACK_CHARS:]
+    else:
+        scrubbed = scrub_text(text)
     record = {
         "incident": request_id,
         "exception": type(exc).__name__,
-        "traceback": scrub_text(text),
+        "traceback": scrubbed,
     }
     logger.error(json.dumps(record, ensure_ascii=True))
 

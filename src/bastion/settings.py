@@ -278,12 +278,18 @@ def check_environment_names(environ: Mapping[str, str], fields: Mapping[str, obj
     # `bastion_mode=development` both name `mode`, and pydantic-settings keeps
     # whichever the environment lists last: an operator's explicit value could lose,
     # without a word, to a forgotten one.
+    _refuse_case_duplicates(ours, "environment variables")
+
+
+def _refuse_case_duplicates(names: list[str], kind: str) -> None:
+    """Refuse two names that differ only in case: both name one setting, and which
+    one is read depends on an order nobody chose (of the environment, of a listing)."""
     seen: dict[str, str] = {}
-    for name in ours:
+    for name in names:
         first = seen.setdefault(name.upper(), name)
         if first != name:
             raise ConfigurationError(
-                f"Bastion environment variables {first} and {name} differ only in case "
+                f"Bastion {kind} {first} and {name} differ only in case "
                 f"(both name one setting): keep one"
             )
 
@@ -302,18 +308,19 @@ def check_secret_file_names(directory: str | None, fields: Mapping[str, object])
         names = os.listdir(directory)
     except OSError:
         return  # no readable directory: pydantic-settings reads no file from it either
-    unknown = sorted(
+    ours = sorted(name for name in names if name.upper().startswith(ENV_PREFIX))
+    unknown = [
         name
-        for name in names
-        if name.upper().startswith(ENV_PREFIX)
-        and not name.upper().startswith(_ENV_OTHER_PREFIXES)
+        for name in ours
+        if not name.upper().startswith(_ENV_OTHER_PREFIXES)
         and name[len(ENV_PREFIX) :].lower() not in fields
-    )
+    ]
     if unknown:
         raise ConfigurationError(
             f"unknown Bastion secrets file {unknown[0]} (one file per top-level setting, "
             f"bastion_<setting>; a section as JSON in one file: bastion_transport)"
         )
+    _refuse_case_duplicates(ours, "secrets files")
 
 
 def weak_secret_key(key: str) -> str | None:

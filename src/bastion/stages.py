@@ -411,6 +411,27 @@ def _is_set(headers: RawHeaders, name: bytes) -> bool:
     return False
 
 
+_CHAIN_WALK_LIMIT: Final = 100
+
+
+def _chain(exc: BaseException, error: BaseException | None) -> None:
+    """Make `error`, the exception an exit was handed, the context of `exc`, the one
+    it raised, as a `finally` block that raised would: unless `exc` already has one,
+    or is in `error`'s own chain (an exit raising an earlier exception again), which
+    would make the chain a cycle. The walk is bounded: past the limit, the chain is
+    left as it is."""
+    if error is None or exc.__context__ is not None:
+        return
+    link: BaseException | None = error
+    for _ in range(_CHAIN_WALK_LIMIT):
+        if link is None:
+            exc.__context__ = error
+            return
+        if link is exc:
+            return
+        link = link.__context__
+
+
 async def run_stages(
     stages: Sequence[Stage],
     app: ASGIApp,
@@ -450,8 +471,7 @@ async def run_stages(
                 else:
                     error = await outcome
             except BaseException as exc:  # handed on, and re-raised below
-                if error is not None and exc is not error and exc.__context__ is None:
-                    exc.__context__ = error  # as a `finally` that raised would chain it
+                _chain(exc, error)
                 error = exc
             outcome = None  # the error it handed back: kept by `error` alone (no cycle below)
         # The stages' hooks and wrappers refer back to the flow (a closure over it, a

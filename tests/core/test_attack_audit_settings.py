@@ -113,6 +113,19 @@ def test_secrets_files_that_name_no_setting_are_refused(
     assert STRONG_KEY not in str(info.value)
 
 
+def test_secrets_files_differing_only_in_case_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`bastion_mode` and `BASTION_MODE` both name `mode`; which one was read
+    depended on the directory's listing order (id secrets-file-case-duplicate-mode)."""
+    _production_env(monkeypatch)
+    monkeypatch.setenv("BASTION_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "bastion_mode").write_text("production")
+    (tmp_path / "BASTION_MODE").write_text("development")
+    with pytest.raises(ConfigurationError, match="secrets files .* differ only in case"):
+        Settings()
+
+
 def test_secrets_files_of_settings_and_of_others_are_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -159,3 +172,19 @@ def test_a_dump_never_carries_the_symmetric_jwt_key(mode: str) -> None:
     assert jwt is not None
     assert jwt.jwks is not None
     assert jwt.jwks["keys"][0]["k"] == HS_KEY  # the layer still has it
+
+
+def test_a_dumped_key_mask_is_refused_not_skipped() -> None:
+    """Settings dumped (the JWT `k` masked) and loaded again: the mask must not pass
+    for a key, or the key ring is empty and every token refused without a word
+    (id jwks-masked-k-reloaded)."""
+    jwk = {"kty": "oct", "kid": "hs-1", "alg": "HS256", "k": HS_KEY}
+    jwt_section = {
+        "issuer": "https://id.example",
+        "audience": "api",
+        "algorithms": ["HS256"],
+        "jwks": {"keys": [jwk]},
+    }
+    dumped = Settings(mode="development", auth={"jwt": jwt_section}).model_dump()
+    with pytest.raises(ConfigurationError, match="the mask a settings dump prints"):
+        Settings(mode="development", auth={"jwt": dumped["auth"]["jwt"]})

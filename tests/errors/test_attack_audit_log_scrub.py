@@ -90,3 +90,26 @@ async def test_a_huge_exception_message_is_logged_by_its_end(
     assert "the-end" in line
     assert "hunter2" not in line
     assert "[truncated]" in line
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param("Bearer s3cr3t-t0ken-value-0123456789", id="errors-log-bearer-across-the-cut"),
+        pytest.param(
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLXZhbHVl",
+            id="errors-log-jwt-across-the-cut",
+        ),
+    ],
+)
+async def test_a_secret_across_the_cut_is_scrubbed(
+    secret: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cut falls inside the secret: the kept end has lost the prefix the
+    scrubber knows it by, so the scrub comes first. The traceback ends with the
+    message and a line break, so the kept end is the message's last characters."""
+    kept = 16  # of the secret's characters, after the cut
+    message = "x" * 200_000 + " " + secret + " " + "y" * (MAX_LOGGED_TRACEBACK_CHARS - 2 - kept)
+    line = await _logged(message, caplog)
+    assert "[truncated]" in line
+    assert secret[-kept:] not in line

@@ -440,6 +440,38 @@ async def test_an_exit_that_raises_keeps_the_applications_error_as_its_context()
     assert str(raised.value.__context__) == "app"
 
 
+class ReRaisingExit:
+    """A stage whose exit raises the oldest exception of the chain it is handed."""
+
+    def enter(self, flow: Flow) -> None:
+        def sync_exit(error: BaseException | None) -> BaseException | None:
+            oldest = error
+            while oldest is not None and oldest.__context__ is not None:
+                oldest = oldest.__context__
+            raise oldest if oldest is not None else RuntimeError("none")
+
+        flow.exits.append(sync_exit)
+
+
+async def test_an_exit_raising_an_earlier_exception_makes_no_cycle() -> None:
+    """The application's error has a context of its own; an exit raises that older
+    exception again: chaining the application's error to it would make a cycle
+    (exit-reraise-context-cycle)."""
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            raise KeyError("first")
+        except KeyError:
+            raise ValueError("app")  # noqa: B904 - its implicit context is the point
+
+    with pytest.raises(KeyError) as raised:
+        await run_stages([ReRaisingExit()], failing, scope(), empty_body, discard)
+    link: BaseException | None = raised.value
+    for _ in range(10):
+        link = link.__context__ if link is not None else None
+    assert link is None  # the chain ends: no cycle
+
+
 async def test_exits_after_a_clean_run_get_none() -> None:
     """The legitimate run beside the failing ones: every exit gets None."""
     seen: list[str] = []

@@ -161,6 +161,13 @@ def check_public_jwks(jwks: dict[str, Any], *, allow_symmetric: bool) -> None:
         members = [m for m in PRIVATE_JWK_MEMBERS if m in entry]
         if SYMMETRIC_JWK_MEMBER in entry and not allow_symmetric:
             members.append(SYMMETRIC_JWK_MEMBER)
+        if entry.get(SYMMETRIC_JWK_MEMBER) == _MASK:
+            # Settings dumped (which masks the key) and loaded again: the key would be
+            # skipped, and every token refused without a word.
+            raise ConfigurationError(
+                f"invalid Bastion settings: auth.jwt.jwks keys[{index}].k is the mask a "
+                "settings dump prints, not a key: load the key from its source"
+            )
         if members:
             raise ConfigurationError(
                 f"invalid Bastion settings: auth.jwt.jwks keys[{index}] holds the private "
