@@ -122,7 +122,7 @@ def test_secrets_files_differing_only_in_case_are_refused(
     monkeypatch.setenv("BASTION_SECRETS_DIR", str(tmp_path))
     (tmp_path / "bastion_mode").write_text("production")
     (tmp_path / "BASTION_MODE").write_text("development")
-    with pytest.raises(ConfigurationError, match="secrets files .* differ only in case"):
+    with pytest.raises(ConfigurationError, match=r"secrets files .* differ only in case"):
         Settings()
 
 
