@@ -34,12 +34,25 @@
 * `login-query-string-flask-values`: Flask's `request.values` takes the query
   string's `username` before the body's; the guard read the body alone.
 * `login-basic-auth-body-decoy`: the app checks the `Authorization: Basic`
-  user-id, the guard read a decoy in the body.
+  user-id, the guard read a decoy in the body. The body's reading wins now (see
+  the next item): a fresh decoy per guess is bounded by the client budget.
+* `login-proxy-basic-gate-merges-users`: behind a proxy's Basic gate (nginx
+  `auth_basic` on a staging site) every form login sent the gate's user-id too;
+  as a reading that had to agree, it made every login name no account, so one
+  user's typos locked every user at the address out. The user-id is read only
+  when nothing else names the account (`login-basic-only-ok`).
 * `login-account-too-long`: a fresh name per guess of combining marks, each NFKC'd
   (quadratic in the marks) two or three times per request, each a fresh pair.
 * `login-get-page-clears-failures`: a method-less login route (`/login`) made the
   login page's 200 a success that cleared the client's failures, and page loads
   claim the pair's gate (`login-page-during-attempt-ok`).
+* `login-basic-get-brute-force`, `login-values-get-brute-force`: safe methods
+  were then never attempts (and `GET` patterns refused), but HTTP Basic guesses
+  on `/admin/*` and a handler reading the query string (Flask's
+  `request.values`) are GETs: none was throttled. A safe method is an attempt
+  when it carries credentials, and its 2xx is never a success
+  (`login-basic-get-success-clears-nothing`; a plain page GET, `login-page-get-ok`,
+  neither counts nor clears).
 * `login-empty-messages-pile-up`: empty body messages were all kept, however many.
 
 Each beside the legitimate login that must still pass, through a real Starlette
@@ -833,7 +846,6 @@ def _basic(credentials: bytes) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("headers", "body"),
     [
-        pytest.param(_basic(b"alice:guess"), "username=decoy{}", id="login-basic-auth-body-decoy"),
         # `YW!xpY2U6Z3Vlc3M=` is `alice:guess` to a decoder that drops the `!`.
         pytest.param(
             {"authorization": "Basic YW!xpY2U6Z3Vlc3M="}, "x={}", id="login-basic-auth-lenient-b64"
@@ -858,31 +870,141 @@ async def test_basic_auth_user_is_a_reading(
     assert seen == ["alice"]
 
 
+@pytest.mark.parametrize("case", ["login-basic-auth-body-decoy"])
+async def test_a_body_decoy_beside_basic_is_bounded_by_the_budget(
+    case: str, store: SwitchableStore, events: EventEmitter
+) -> None:
+    """The app checks the Basic user-id, the guard reads the body's decoy (a fresh
+    one per guess): each is a fresh pair, and the client budget is the bound."""
+    seen: list[str] = []
+    settings = RateLimitSettings(
+        limits={}, login_routes=("POST /login",), login_client_lockout_after=3
+    )
+    app = RateLimitMiddleware(basic_login(seen), settings, store=store, events=events)
+    headers = {**_basic(b"alice:guess"), "content-type": "application/x-www-form-urlencoded"}
+    statuses = [
+        (
+            await request(
+                app, "POST", "/login", ATTACKER, content=f"username=d{i}", headers=headers
+            )
+        ).status_code
+        for i in range(5)
+    ]
+    assert statuses == [401, 401, 401, 429, 429]
+    assert seen == ["alice"] * 3
+
+
+def form_login() -> ASGIApp:
+    """A real Starlette form login for alice and bob."""
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        ok = (form.get("username"), form.get("password")) in (("alice", "a"), ("bob", "b"))
+        return PlainTextResponse("ok" if ok else "no", status_code=200 if ok else 401)
+
+    return Starlette(routes=[Route("/login", login, methods=["POST"])])
+
+
+# What an nginx `auth_basic` in front of a whole staging site adds to every request.
+STAGING_GATE = _basic(b"staging:gate")
+
+
+@pytest.mark.parametrize("case", ["login-proxy-basic-gate-merges-users"])
+async def test_a_proxy_basic_gate_keeps_users_apart(
+    case: str, store: SwitchableStore, clock: FakeClock, events: EventEmitter
+) -> None:
+    settings = RateLimitSettings(limits={}, login_routes=("POST /login",))
+    app = RateLimitMiddleware(form_login(), settings, store=store, events=events)
+
+    async def login(username: str, password: str) -> int:
+        form = {"username": username, "password": password}
+        clock.advance(61)  # past every delay, not past the lockout
+        response = await request(app, "POST", "/login", USER, data=form, headers=STAGING_GATE)
+        return response.status_code
+
+    # alice's typos lock alice's pair out, and only hers: bob, at the same address,
+    # logs in on his first attempt.
+    assert [await login("alice", "typo") for _ in range(6)] == [401] * 5 + [429]
+    assert await login("bob", "b") == 200
+    # And a success is alice's own: bob's typos are cleared by his success alone.
+    assert [await login("bob", "typo"), await login("bob", "b")] == [401, 200]
+    assert await login("alice", "a") == 429
+
+
+@pytest.mark.parametrize("case", ["login-basic-only-ok"])
+async def test_a_basic_login_names_its_user(
+    case: str, store: SwitchableStore, events: EventEmitter
+) -> None:
+    """Where nothing else names the account, the Basic user-id does: guesses at
+    alice share alice's pair, whatever else the body says."""
+    seen: list[str] = []
+    settings = RateLimitSettings(limits={}, login_routes=("POST /login",))
+    app = RateLimitMiddleware(basic_login(seen), settings, store=store, events=events)
+    statuses = [
+        (
+            await request(
+                app,
+                "POST",
+                "/login",
+                ATTACKER,
+                data={"remember": str(i)},
+                headers=_basic(f"alice:g{i}".encode()),
+            )
+        ).status_code
+        for i in range(3)
+    ]
+    assert statuses == [401, 429, 429]
+    assert seen == ["alice"]
+
+
+BASIC_ALICE = b"Basic " + base64.b64encode(b"alice:x")
+
+
 @pytest.mark.parametrize(
-    ("query", "authorizations", "account"),
+    ("body", "query", "authorizations", "account"),
     [
-        pytest.param(b"username=decoy", [], "", id="login-query-decoy"),
-        pytest.param(b"username=alice", [], "alice", id="login-query-same-ok"),
-        pytest.param(b"username=%ff", [], "", id="login-query-not-utf8"),
-        pytest.param(b"", [b"Basic " + base64.b64encode(b"decoy:x")], "", id="login-basic-decoy"),
-        pytest.param(b"", [b"Basic !!!"], "", id="login-basic-undecodable"),
-        pytest.param(b"", [b"Basic " + base64.b64encode(b"\xe9:x")], "", id="login-basic-latin1"),
+        pytest.param(b"username=alice", b"username=decoy", [], "", id="login-query-decoy"),
+        pytest.param(b"username=alice", b"username=alice", [], "alice", id="login-query-same-ok"),
+        pytest.param(b"username=alice", b"username=%ff", [], "", id="login-query-not-utf8"),
+        # A Basic gate in front of the site: the form names the account.
+        pytest.param(
+            b"username=alice",
+            b"",
+            [b"Basic " + base64.b64encode(b"staging:gate")],
+            "alice",
+            id="login-basic-gate-form-wins",
+        ),
+        pytest.param(
+            b"x=1",
+            b"username=alice",
+            [b"Basic " + base64.b64encode(b"staging:gate")],
+            "alice",
+            id="login-basic-gate-query-wins",
+        ),
+        # Nothing else names it: the Basic user-id does, strictly decoded.
+        pytest.param(b"x=1", b"", [BASIC_ALICE], "alice", id="login-basic-only-reading-ok"),
+        pytest.param(b"", b"", [b"Basic !!!"], "", id="login-basic-undecodable"),
+        pytest.param(
+            b"", b"", [b"Basic " + base64.b64encode(b"\xe9:x")], "", id="login-basic-latin1"
+        ),
+        pytest.param(b"", b"", [BASIC_ALICE] * 2, "", id="login-basic-two-headers"),
         pytest.param(
             b"",
-            [b"Basic " + base64.b64encode(b"alice:x")] * 2,
-            "",
-            id="login-basic-two-headers",
+            b"",
+            [b"bAsIc  " + base64.b64encode(b"alice:x:y")],
+            "alice",
+            id="login-basic-case-ok",
         ),
-        pytest.param(
-            b"", [b"bAsIc  " + base64.b64encode(b"alice:x:y")], "alice", id="login-basic-case-ok"
-        ),
-        pytest.param(b"", [b"Bearer decoy"], "alice", id="login-bearer-not-a-reading-ok"),
+        pytest.param(b"x=1", b"", [b"Bearer alice"], "", id="login-bearer-not-a-reading"),
+        pytest.param(b"username=alice", b"", [b"Bearer decoy"], "alice", id="login-bearer-ok"),
+        # A body that fails a reading names none, whatever the Basic user-id says.
+        pytest.param(b"{x", b"", [BASIC_ALICE], "", id="login-basic-beside-broken-json"),
     ],
 )
-def test_query_and_basic_readings(query: bytes, authorizations: list[bytes], account: str) -> None:
-    assert account_from_request(b"username=alice", FORM, query, authorizations, "username") == (
-        account
-    )
+def test_query_and_basic_readings(
+    body: bytes, query: bytes, authorizations: list[bytes], account: str
+) -> None:
+    assert account_from_request(body, FORM, query, authorizations, "username") == account
 
 
 @pytest.mark.parametrize(
@@ -984,20 +1106,148 @@ async def test_the_page_loads_while_an_attempt_is_in_flight(
 @pytest.mark.parametrize(
     ("routes", "valid"),
     [
-        pytest.param(("GET /login",), False, id="login-route-get-refused"),
-        pytest.param(("GET,POST /login",), False, id="login-route-get-post-refused"),
-        pytest.param(("OPTIONS /login",), False, id="login-route-options-refused"),
+        # Safe methods make attempts with credentials: a pattern may name them.
+        pytest.param(("GET /admin/*",), True, id="login-route-get-ok"),
+        pytest.param(("GET,POST /login",), True, id="login-route-get-post-ok"),
         pytest.param(("POST /login", "/sign-in"), True, id="login-route-unsafe-ok"),
+        pytest.param(("BREW /login",), False, id="login-route-unknown-method-refused"),
+        pytest.param(("login",), False, id="login-route-no-slash-refused"),
     ],
 )
-def test_a_login_route_naming_a_safe_method_is_refused(
-    routes: tuple[str, ...], valid: bool
-) -> None:
+def test_login_route_patterns_are_validated(routes: tuple[str, ...], valid: bool) -> None:
     if valid:
         assert RateLimitSettings(login_routes=routes).login_routes == routes
     else:
-        with pytest.raises(ValidationError, match="safe method"):
+        with pytest.raises(ValidationError, match="route pattern"):
             RateLimitSettings(login_routes=routes)
+
+
+def basic_admin() -> ASGIApp:
+    """An admin area behind HTTP Basic (a real Starlette app): every GET is a
+    credential check, answered 401 with a challenge when it fails."""
+
+    async def admin(request: Request) -> Response:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        user, _, password = base64.b64decode(credentials).decode().partition(":")
+        if scheme != "Basic" or (user, password) != ("alice", "right"):
+            return PlainTextResponse("no", 401, headers={"www-authenticate": 'Basic realm="a"'})
+        return PlainTextResponse("admin")
+
+    return Starlette(routes=[Route("/admin/panel", admin)])
+
+
+def values_login() -> ASGIApp:
+    """A login that reads the query string and the form alike (Flask's
+    `request.values`): a GET with `?username=&password=` is checked too, and a GET
+    without them is the page."""
+
+    async def login(request: Request) -> Response:
+        values: dict[str, object] = dict(request.query_params)
+        if request.method == "POST":
+            values |= dict(await request.form())
+        if "password" not in values:
+            return PlainTextResponse("<form>...</form>")
+        ok = (values.get("username"), values["password"]) == ("alice", "right")
+        return PlainTextResponse("ok" if ok else "no", status_code=200 if ok else 401)
+
+    return Starlette(routes=[Route("/login", login, methods=["GET", "POST"])])
+
+
+def _basic_get(password: str) -> tuple[str, str, dict[str, Any]]:
+    return "GET", "/admin/panel", {"headers": _basic(f"alice:{password}".encode())}
+
+
+def _values_get(password: str) -> tuple[str, str, dict[str, Any]]:
+    return "GET", "/login", {"params": {"username": "alice", "password": password}}
+
+
+@pytest.mark.parametrize(
+    ("app", "routes", "guess"),
+    [
+        pytest.param(basic_admin, "/admin/*", _basic_get, id="login-basic-get-brute-force"),
+        pytest.param(basic_admin, "GET /admin/*", _basic_get, id="login-basic-get-pattern"),
+        pytest.param(values_login, "/login", _values_get, id="login-values-get-brute-force"),
+    ],
+)
+async def test_guesses_sent_as_get_are_attempts(
+    app: Callable[[], ASGIApp],
+    routes: str,
+    guess: Callable[[str], tuple[str, str, dict[str, Any]]],
+    store: SwitchableStore,
+    clock: FakeClock,
+    events: EventEmitter,
+) -> None:
+    settings = RateLimitSettings(limits={}, login_routes=(routes,))
+    guarded = RateLimitMiddleware(app(), settings, store=store, events=events)
+
+    async def send(password: str) -> int:
+        method, path, options = guess(password)
+        return (await request(guarded, method, path, ATTACKER, **options)).status_code
+
+    # Back to back: the second waits out the first failure's delay.
+    assert [await send(f"g{i}") for i in range(5)] == [401, 429, 429, 429, 429]
+    statuses = []
+    for i in range(6):
+        clock.advance(61)  # past every delay, not past the lockout
+        statuses.append(await send(f"h{i}"))
+    assert statuses == [401] * 4 + [429] * 2
+    # Legitimate: the real user, elsewhere, is not locked out.
+    method, path, options = guess("right")
+    assert (await request(guarded, method, path, USER, **options)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("app", "routes", "guess"),
+    [
+        pytest.param(
+            basic_admin, "/admin/*", _basic_get, id="login-basic-get-success-clears-nothing"
+        ),
+        pytest.param(
+            values_login, "/login", _values_get, id="login-values-get-success-clears-nothing"
+        ),
+    ],
+)
+async def test_a_safe_method_success_clears_nothing(
+    app: Callable[[], ASGIApp],
+    routes: str,
+    guess: Callable[[str], tuple[str, str, dict[str, Any]]],
+    store: SwitchableStore,
+    clock: FakeClock,
+    events: EventEmitter,
+) -> None:
+    """A 2xx to a GET is a page (one a guess may get without logging anyone in),
+    never a success: the pair's failures stay, and the lockout comes on time."""
+    settings = RateLimitSettings(limits={}, login_routes=(routes,))
+    guarded = RateLimitMiddleware(app(), settings, store=store, events=events)
+
+    async def send(password: str) -> int:
+        method, path, options = guess(password)
+        clock.advance(61)
+        return (await request(guarded, method, path, ATTACKER, **options)).status_code
+
+    statuses = []
+    for i in range(5):
+        statuses += [await send(f"g{i}"), await send("right")]
+    # The fifth failure locks the pair, the right password included.
+    assert statuses == [401, 200] * 4 + [401, 429]
+
+
+@pytest.mark.parametrize("case", ["login-page-get-ok"])
+async def test_a_plain_page_get_neither_counts_nor_clears(
+    case: str, store: SwitchableStore, clock: FakeClock, events: EventEmitter
+) -> None:
+    settings = RateLimitSettings(limits={}, login_routes=("/login",))
+    app = RateLimitMiddleware(values_login(), settings, store=store, events=events)
+    wrong = {"username": "alice", "password": "wrong"}
+    statuses = []
+    for _ in range(6):
+        statuses.append((await request(app, "POST", "/login", ATTACKER, data=wrong)).status_code)
+        # The page, while the failure's delay holds the pair's gate: no attempt.
+        for query in ({}, {"next": "/home"}):
+            page = await request(app, "GET", "/login", ATTACKER, params=query)
+            assert page.status_code == 200
+        clock.advance(61)
+    assert statuses == [401] * 5 + [429]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,15 @@ spellings it folds together.
   dotless i (U+0131) and `alice`, and MariaDB's `_ci` collations equate `alicé`,
   `álice` and `alice` with a zero-width space inside; NFKC and case folding kept
   each a fresh account.
+* `login-budget-locks-out-shared-address`: one client behind a shared address
+  (NAT, a corporate egress) spent the budget on made-up accounts, and every user
+  there was refused for the rest of the hour. A pair that logged in within the
+  failure window may still try, under its own backoff and lockout
+  (`login-budget-known-pair-lockout-holds`: its success past the budget clears
+  nothing), and `never_ban` networks have no budget (`login-budget-never-ban-ok`).
+* `login-budget-overshoot-by-concurrency`: the budget was read before an attempt
+  and counted after it, so a burst of concurrent attempts on distinct accounts all
+  passed the read; `begin` now reserves a unit per attempt.
 
 Each beside the legitimate login that must still pass, through a real Starlette
 application over a real memory store on a fake clock (the budget over a real Redis
@@ -21,6 +30,7 @@ too), and the store round trips an allowed attempt costs.
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
 import uuid
 from typing import Any
@@ -36,11 +46,13 @@ from starlette.routing import Route
 from bastion.cli import describe_configuration
 from bastion.events import EventEmitter
 from bastion.ratelimit import RateLimitMiddleware, RateLimitSettings
+from bastion.ratelimit.keys import ClientGrouping, client_key
 from bastion.ratelimit.login import DEFAULT_CLIENT_LOCKOUT_AFTER, normalise_account
 from bastion.settings import Settings
 from bastion.stores import MemoryStore, Store
 from bastion.stores.redis import RedisStore
 from bastion.types import ASGIApp
+from tests.conftest import asgi_client
 from tests.ratelimit.harness import ATTACKER, USER, request
 from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
@@ -64,6 +76,8 @@ def collated_login(seen: list[str]) -> ASGIApp:
         user = str(form.get("username"))
         seen.append(user)
         password = form.get("password")
+        if password is None:
+            return PlainTextResponse("incomplete", status_code=400)  # judged no password
         ok = (same_user(user), password) in (("alice", "right"), ("mallory", "own"))
         return PlainTextResponse("ok" if ok else "no", status_code=200 if ok else 401)
 
@@ -239,10 +253,11 @@ class CountingStore(MemoryStore):
 @pytest.mark.parametrize(
     ("password", "calls"),
     [
-        # begin: the budget's read, the claim, the account's read; a failure: three
-        # counters and the gate; a success: the pair and the gate deleted.
-        pytest.param("wrong", 3 + 4, id="login-round-trips-failure"),
-        pytest.param("right", 3 + 2, id="login-round-trips-success"),
+        # begin: the budget's unit reserved, the claim, the account's read; a
+        # failure: two counters and the gate (the unit stays); a success: the pair
+        # and the gate deleted, the pair's mark set, the unit given back.
+        pytest.param("wrong", 3 + 3, id="login-round-trips-failure"),
+        pytest.param("right", 3 + 4, id="login-round-trips-success"),
     ],
 )
 async def test_round_trips_per_attempt(password: str, calls: int, events: EventEmitter) -> None:
@@ -272,3 +287,198 @@ def test_the_budget_setting_is_validated(value: int, valid: bool) -> None:
 def test_the_budget_is_shown_by_bastion_config() -> None:
     shown = describe_configuration(Settings(mode="development"))
     assert shown["settings"]["ratelimit"]["login_client_lockout_after"] == 100
+
+
+# One shared address (a NAT, a corporate egress): the attacker and the office's
+# users alike.
+OFFICE = ("198.51.100.7", 40000)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "statuses"),
+    [
+        # alice logged in from the office this hour: she still can.
+        pytest.param(
+            [("alice", "right")],
+            [("alice", "right")],
+            [200],
+            id="login-budget-locks-out-shared-address",
+        ),
+        pytest.param(
+            [("alice", "right")],
+            [("alice", "typo"), ("alice", "right")],
+            [401, 200],
+            id="login-budget-known-user-ok",
+        ),
+        # Only the pair that logged in: any other account from the office is refused.
+        pytest.param(
+            [("alice", "right")],
+            [("bob", "right"), ("decoy-x", "x")],
+            [429, 429],
+            id="login-budget-unknown-pairs-refused",
+        ),
+        # Its own backoff and lockout hold, and its success past the budget clears
+        # nothing: the attacker's own account, read as another one wherever the
+        # guard and the application differ, gets a pair's guesses, not more.
+        pytest.param(
+            [("mallory", "own")],
+            [("mallory", "w"), ("mallory", "own")] * 5 + [("mallory", "own")],
+            [401, 200] * 4 + [401, 429, 429],
+            id="login-budget-known-pair-lockout-holds",
+        ),
+    ],
+)
+async def test_a_known_pair_logs_in_past_the_budget(
+    before: list[tuple[str, str]],
+    after: list[tuple[str, str]],
+    statuses: list[int],
+    store: SwitchableStore,
+    clock: FakeClock,
+    events: EventEmitter,
+) -> None:
+    app = guarded(collated_login([]), store, events, login_client_lockout_after=3)
+    for username, password in before:
+        assert (await attempt(app, username, password, OFFICE)).status_code == 200
+    # One host behind the address spends the budget on made-up accounts.
+    burned = [(await attempt(app, _fresh(i), client=OFFICE)).status_code for i in range(4)]
+    assert burned == [401, 401, 401, 429]
+    answered = []
+    for username, password in after:
+        clock.advance(61)  # past every delay, not past the lockout
+        answered.append((await attempt(app, username, password, OFFICE)).status_code)
+    assert answered == statuses
+
+
+@pytest.mark.parametrize(
+    ("never_ban", "statuses"),
+    [
+        pytest.param(("198.51.100.0/24",), [401] * 6 + [200], id="login-budget-never-ban-ok"),
+        pytest.param(("192.0.2.0/24",), [401] * 3 + [429] * 4, id="login-budget-other-network"),
+    ],
+)
+async def test_never_ban_networks_have_no_budget(
+    never_ban: tuple[str, ...],
+    statuses: list[int],
+    store: SwitchableStore,
+    events: EventEmitter,
+) -> None:
+    app = guarded(
+        collated_login([]), store, events, login_client_lockout_after=3, never_ban=never_ban
+    )
+    answered = [(await attempt(app, _fresh(i), client=OFFICE)).status_code for i in range(6)]
+    answered.append((await attempt(app, "alice", "right", OFFICE)).status_code)
+    assert answered == statuses
+
+
+@pytest.mark.parametrize("case", ["login-budget-never-ban-pair-lockout-holds"])
+async def test_never_ban_keeps_the_pair_lockout(
+    case: str, store: SwitchableStore, clock: FakeClock, events: EventEmitter
+) -> None:
+    app = guarded(collated_login([]), store, events, never_ban=("198.51.100.0/24",))
+    answered = []
+    for _ in range(6):
+        answered.append((await attempt(app, "alice", "wrong", OFFICE)).status_code)
+        clock.advance(61)
+    assert answered == [401] * 5 + [429]
+
+
+class HeldCheck:
+    """A password check held open until released (a password hash takes a while),
+    counting the attempts that reached it."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.reached = 0
+
+    def app(self) -> ASGIApp:
+        async def login(request: Request) -> Response:
+            await request.form()
+            self.reached += 1
+            await self.release.wait()
+            return PlainTextResponse("no", status_code=401)
+
+        return Starlette(routes=[Route("/login", login, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    ("attempts", "reached"),
+    [
+        pytest.param(300, 100, id="login-budget-overshoot-by-concurrency"),
+        pytest.param(60, 60, id="login-budget-concurrent-under-budget-ok"),
+    ],
+)
+async def test_concurrent_attempts_stay_within_the_budget(
+    attempts: int, reached: int, store: SwitchableStore, events: EventEmitter
+) -> None:
+    check = HeldCheck()
+    app = guarded(check.app(), store, events)  # the default budget, 100
+    async with asgi_client(app, client=ATTACKER) as http:
+
+        async def one(i: int) -> int:
+            form = {"username": f"user{i}", "password": "x"}
+            return (await http.post("/login", data=form)).status_code
+
+        tasks = [asyncio.create_task(one(i)) for i in range(attempts)]
+        # Every attempt either reached the check or was refused before the release.
+        for _ in range(500):
+            if check.reached + sum(task.done() for task in tasks) >= attempts:
+                break
+            await asyncio.sleep(0.01)
+        check.release.set()
+        statuses = await asyncio.gather(*tasks)
+    assert check.reached == reached
+    assert statuses.count(401) == reached
+    assert statuses.count(429) == attempts - reached
+
+
+@pytest.mark.parametrize("case", ["login-budget-concurrency-redis"])
+async def test_concurrent_attempts_over_redis(
+    case: str, redis_standalone: RedisServer, events: EventEmitter
+) -> None:
+    store = RedisStore(redis_standalone.url, key_prefix=f"t{uuid.uuid4().hex[:12]}:")
+    try:
+        check = HeldCheck()
+        app = guarded(check.app(), store, events, login_client_lockout_after=10)
+        async with asgi_client(app, client=ATTACKER) as http:
+
+            async def one(i: int) -> int:
+                form = {"username": f"user{i}", "password": "x"}
+                return (await http.post("/login", data=form)).status_code
+
+            tasks = [asyncio.create_task(one(i)) for i in range(40)]
+            for _ in range(500):
+                if check.reached + sum(task.done() for task in tasks) >= 40:
+                    break
+                await asyncio.sleep(0.01)
+            check.release.set()
+            statuses = await asyncio.gather(*tasks)
+        assert check.reached == 10
+        assert sorted(statuses) == [401] * 10 + [429] * 30
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("outcome", "units"),
+    [
+        pytest.param("wrong", b"1", id="login-budget-failure-keeps-unit"),
+        pytest.param("right", b"0", id="login-budget-success-gives-unit-back-ok"),
+        pytest.param("incomplete", b"0", id="login-budget-abandon-gives-unit-back-ok"),
+    ],
+)
+async def test_an_attempt_keeps_its_unit_only_as_a_failure(
+    outcome: str, units: bytes, store: SwitchableStore, events: EventEmitter
+) -> None:
+    layer = RateLimitMiddleware(
+        collated_login([]),
+        RateLimitSettings(limits={}, login_routes=("POST /login",)),
+        store=store,
+        events=events,
+    )
+    form = {"username": "alice", "password": outcome}
+    if outcome == "incomplete":
+        del form["password"]
+    response = await request(layer, "POST", "/login", ATTACKER, data=form)
+    assert response.status_code == {"wrong": 401, "right": 200, "incomplete": 400}[outcome]
+    budget_key = f"login:c:{client_key(ATTACKER[0], ClientGrouping())}"
+    assert await store.get(budget_key) == units

@@ -20,11 +20,17 @@ Defence: failures are counted twice, per (account, client network) and per accou
   that only read the gate let a client fire any number of guesses at once, all
   of them past the gate before the first failure closed it.
 * Per client, across accounts: at `client_lockout_after` failures within the
-  failure window, on any accounts (or none), the client's login attempts on every
-  account are refused until the window ends. The per-pair counts hold only as far
-  as the guard reads the account the application checks; wherever the two still
-  differ (a database collation that equates spellings this folding keeps apart, a
-  body the guard cannot read), this budget bounds the guesses a client gets.
+  failure window, on any accounts (or none), the client's login attempts are
+  refused until the window ends. The per-pair counts hold only as far as the
+  guard reads the account the application checks; wherever the two still differ
+  (a database collation that equates spellings this folding keeps apart, a body
+  the guard cannot read), this budget bounds the guesses a client gets. Each
+  attempt reserves its unit before it runs (concurrent attempts cannot all pass
+  a read of it); a failure keeps the unit, any other outcome gives it back.
+  Clients behind one address (NAT, a corporate egress) share it, so one of them
+  could lock the others out: past the budget, a pair that logged in within the
+  failure window may still try, under its own backoff and lockout (a success
+  there clears nothing), and `never_ban` networks have no budget.
 * Accounts are compared more loosely than any application compares them: case
   folded (upper case first, so the dotless i, U+0131, meets `i` as Postgres's
   `UPPER` and MariaDB's `_ci` collations meet it), NFKD (NFKC is Django's
@@ -41,9 +47,13 @@ Defence: failures are counted twice, per (account, client network) and per accou
   failures elsewhere. For the same reason the body is read every way an
   application could read it (url-encoded, JSON whatever the declared type,
   multipart when declared), and with the query string's pairs (Werkzeug's
-  `request.values` reads them first) and the user-id of an `Authorization: Basic`
-  header, names an account only when every reading that finds the field agrees
-  (`account_from_request`); a multipart part with any header but
+  `request.values` reads them first), names an account only when every reading
+  that finds the field agrees (`account_from_request`); the user-id of an
+  `Authorization: Basic` header names it when no other reading finds the field
+  (a proxy's Basic gate in front of a site sends its own user-id with every form
+  login, so that as a reading that must agree it merged every user at an
+  address into one pair; a body decoy beside an application's own Basic check
+  is left to the client budget); a multipart part with any header but
   `Content-Disposition`, a `charset` other than UTF-8, or text before the first
   boundary or after the closing one (Django parses both as parts), names none.
 
@@ -52,9 +62,7 @@ so a guessing client costs a store read, not a held worker.
 
 Not covered: guessing many accounts from one client (credential stuffing) below the
 per-client budget: a rate on the login route (`"POST /login": ["5/minute"]`) and the
-ban list cover it. The budget is read before an attempt and counted after it, so
-attempts already in flight when it runs out still finish (at most one per pair at a
-time; the route's rate and concurrency limits bound the rest).
+ban list cover it.
 Nor distributed guessing at one account from a botnet below every per-client
 threshold: `requires_challenge` is the signal the app must act on.
 
@@ -75,9 +83,11 @@ from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl
 
 from bastion.limits.forms import parse_boundary
+from bastion.ratelimit.jail import IPNetwork, is_never_banned
 from bastion.ratelimit.keys import ClientGrouping, client_key, hash_part
 from bastion.ratelimit.reasons import REASON_LOGIN_LOCKED, REASON_LOGIN_THROTTLED
 from bastion.stores import Store
+from bastion.types import RawHeaders
 
 # OWASP suggests locking after a few failures; 5 leaves room for typos and a
 # forgotten caps lock, and is per client, so it never locks the real user out.
@@ -98,8 +108,8 @@ DEFAULT_CLIENT_LOCKOUT_AFTER: Final = 100
 # Longest account name read: Django's `User.username` is 150 characters, an email
 # address at most 254. Checked before any normalisation (NFKC is quadratic).
 MAX_ACCOUNT_CHARS: Final = 256
-# Methods that never make a login attempt (RFC 9110 section 9.2.1: safe), whatever
-# a login route's pattern says: their 200 is a page, not a success.
+# Methods that make a login attempt only when they carry credentials (RFC 9110
+# section 9.2.1: safe), and whose 2xx is a page, never a success (`carries_credentials`).
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Longest an attempt holds its pair's gate (`LoginGuard.begin`) before the outcome
 # replaces the claim: a password hash takes well under a second. A claim whose
@@ -134,12 +144,18 @@ class LoginPolicy:
 
 @dataclass(frozen=True, slots=True)
 class LoginVerdict:
-    """Whether an attempt may proceed; `reason` is a REASON_* constant, "" if allowed."""
+    """Whether an attempt may proceed; `reason` is a REASON_* constant, "" if allowed.
+
+    `reserved`: the attempt holds a unit of the client's budget (`LoginGuard.begin`),
+    which a failure keeps and any other outcome gives back. `past_budget`: it was let
+    through past that budget, as a pair that logged in before."""
 
     allowed: bool
     reason: str = ""
     retry_after_seconds: float = 0.0
     requires_challenge: bool = False
+    reserved: bool = False
+    past_budget: bool = False
 
 
 def delay_after_failure(failures: int, policy: LoginPolicy) -> tuple[str, float]:
@@ -180,22 +196,27 @@ class LoginGuard:
     """Counts login failures in the store and says when a client must wait.
 
         guard = LoginGuard(store)
-        verdict = await guard.begin(username, client_host)
-        if not verdict.allowed: answer 429 with Retry-After: verdict.retry_after_seconds
+        attempt = await guard.begin(username, client_host)
+        if not attempt.allowed: answer 429 with Retry-After: attempt.retry_after_seconds
         ... verify the password ...
-        await (guard.record_success if ok else guard.record_failure)(username, client_host)
-        (or `guard.abandon(...)` when the attempt judged no password)
+        await (guard.record_success if ok else guard.record_failure)(username, client_host, attempt)
+        (or `guard.abandon(username, client_host, attempt)` when it judged no password)
 
     Store layout (all keys hashed and bounded): `login:a:<account>` counts the
     account's failures; `login:p:<account>:<client>` the pair's; `login:g:...` is
     the pair's gate, whose TTL is the delay, the lockout or an attempt's claim;
-    `login:c:<client>` counts the client's failures on every account. A check is
-    three round trips (the store has no read of several keys), a failure three
-    more writes and a success two; `StoreError` propagates, and the caller applies
-    its fail mode.
+    `login:k:...` marks a pair that logged in within the failure window;
+    `login:c:<client>` counts the client's failures on every account and its
+    attempts in flight (`begin` reserves a unit, a failure keeps it, any other
+    outcome gives it back). An allowed `begin` is three round trips (the store has
+    no read of several keys; one more, the pair's mark, for a client past its
+    budget), a failure two counters and the gate (three writes), a success at most
+    four (the pair's count and gate deleted, its mark set, the unit given back) and
+    an abandoned attempt two; `StoreError` propagates, and the caller applies its
+    fail mode.
     """
 
-    __slots__ = ("grouping", "policy", "store")
+    __slots__ = ("grouping", "never_ban", "policy", "store")
 
     def __init__(
         self,
@@ -203,13 +224,18 @@ class LoginGuard:
         policy: LoginPolicy | None = None,
         *,
         grouping: ClientGrouping | None = None,
+        never_ban: tuple[IPNetwork, ...] = (),
     ) -> None:
         self.store = store
         self.policy = policy or LoginPolicy()
         self.grouping = grouping or ClientGrouping()
+        # The operator's own networks (`ratelimit.never_ban`): exempt from the
+        # client budget, which one office's bad day would otherwise spend for all.
+        self.never_ban = never_ban
 
-    def _keys(self, account: str, client: str | None) -> tuple[str, str, str, str]:
-        """The account's, the pair's, the pair's gate's and the client's keys."""
+    def _keys(self, account: str, client: str | None) -> tuple[str, str, str, str, str]:
+        """The account's, the pair's, the pair's gate's, the client's and the
+        pair's mark's keys."""
         account_part = hash_part(normalise_account(account))
         client_part = client_key(client, self.grouping)
         pair = f"{account_part}:{client_part}"
@@ -218,13 +244,24 @@ class LoginGuard:
             f"login:p:{pair}",
             f"login:g:{pair}",
             f"login:c:{client_part}",
+            f"login:k:{pair}",
         )
+
+    def _exempt(self, client: str | None) -> bool:
+        """Whether the client's network is in `never_ban` (no client budget)."""
+        return bool(self.never_ban) and is_never_banned(client, self.never_ban, self.grouping)
 
     async def check(self, account: str, client: str | None) -> LoginVerdict:
         """Whether the pair may try now; reads only (see `begin`)."""
-        account_key, _pair_key, gate_key, client_failures_key = self._keys(account, client)
-        if await self._client_locked(client_failures_key):
-            return self._client_lockout
+        account_key, _pair_key, gate_key, client_failures_key, known_key = self._keys(
+            account, client
+        )
+        if not self._exempt(client):
+            failures = await self.store.get(client_failures_key)
+            if int(failures or b"0") >= self.policy.client_lockout_after and (
+                await self.store.get(known_key) is None
+            ):
+                return self._client_lockout
         gate = await self.store.get(gate_key)
         return self._verdict(gate, await self.store.get(account_key))
 
@@ -233,32 +270,73 @@ class LoginGuard:
         (`ATTEMPT_CLAIM_SECONDS`) in the same step: a concurrent attempt of the pair
         is then throttled as if the first had failed already. The attempt's outcome
         replaces the claim (`record_failure`, `record_success`); an attempt that
-        ends with neither releases it (`abandon`). As many round trips as `check`
-        when allowed; a client past its budget is refused before any claim."""
-        account_key, _pair_key, gate_key, client_failures_key = self._keys(account, client)
-        if await self._client_locked(client_failures_key):
-            return self._client_lockout
+        ends with neither releases it (`abandon`); each is given the verdict.
+
+        The client's budget is reserved the same way, a unit per attempt before it
+        runs (`LoginVerdict.reserved`): read here and counted only after the
+        attempt, it let a burst of concurrent attempts, each on a fresh account, all
+        past it. Past the budget, only a pair that logged in within the failure
+        window (a user behind the same address as the attacker) may still try,
+        under its own backoff and lockout (`LoginVerdict.past_budget`); every other
+        attempt is refused and its unit given back. As many round trips as `check`
+        when allowed under the budget."""
+        account_key, _pair_key, gate_key, client_failures_key, known_key = self._keys(
+            account, client
+        )
+        reserved = past_budget = False
+        if not self._exempt(client):
+            units = await self.store.incr(
+                client_failures_key, ttl_seconds=self.policy.failure_window_seconds
+            )
+            reserved = True
+            # The mark is read only past the budget: the usual attempt pays nothing.
+            if units > self.policy.client_lockout_after:
+                if await self.store.get(known_key) is None:
+                    await self._give_back(client_failures_key)
+                    return self._client_lockout
+                past_budget = True
         claim = self._delay_value(self.policy.base_delay_seconds)
         gate: bytes | None = None
         if not await self.store.set_if_absent(gate_key, claim, ATTEMPT_CLAIM_SECONDS):
             # Held by another attempt, or by the delay a failure set: a gate gone
             # between the two calls was still in the way of this attempt.
             gate = await self.store.get(gate_key) or claim
-        return self._verdict(gate, await self.store.get(account_key))
+        verdict = self._verdict(gate, await self.store.get(account_key))
+        if not verdict.allowed:
+            if reserved:
+                await self._give_back(client_failures_key)
+            return verdict
+        return LoginVerdict(
+            allowed=True,
+            requires_challenge=verdict.requires_challenge,
+            reserved=reserved,
+            past_budget=past_budget,
+        )
 
-    async def abandon(self, account: str, client: str | None) -> None:
-        """Release the claim of `begin` for an attempt that neither failed nor succeeded."""
-        _account_key, _pair_key, gate_key, _client_key = self._keys(account, client)
+    async def abandon(
+        self, account: str, client: str | None, attempt: LoginVerdict | None = None
+    ) -> None:
+        """Release the claim of `begin` for an attempt that neither failed nor
+        succeeded, and give its unit of the client's budget back."""
+        _account_key, _pair_key, gate_key, client_failures_key, _known_key = self._keys(
+            account, client
+        )
         await self.store.delete(gate_key)
+        if attempt is not None and attempt.reserved:
+            await self._give_back(client_failures_key)
 
-    async def _client_locked(self, client_failures_key: str) -> bool:
-        failures = await self.store.get(client_failures_key)
-        return int(failures or b"0") >= self.policy.client_lockout_after
+    async def _give_back(self, client_failures_key: str) -> None:
+        """Return an attempt's unit of the client's budget (`begin`)."""
+        window = self.policy.failure_window_seconds
+        if await self.store.incr(client_failures_key, -1, ttl_seconds=window) < 0:
+            # The counter expired under the attempt, and this created a new one: a
+            # window must not start below zero (one more guess in it).
+            await self.store.incr(client_failures_key, ttl_seconds=window)
 
     @property
     def _client_lockout(self) -> LoginVerdict:
         """The verdict for a client past its budget: locked out of every account.
-        Its counter expires a failure window after its first failure, which the
+        Its counter expires a failure window after its first attempt, which the
         store does not tell; `lockout_seconds` is when to look again."""
         return LoginVerdict(
             allowed=False,
@@ -284,18 +362,25 @@ class LoginGuard:
     def _delay_value(delay: float) -> bytes:
         return repr(delay).encode("ascii")
 
-    async def record_failure(self, account: str, client: str | None) -> LoginVerdict:
-        """Count a failure; the verdict says what the pair's next attempt faces."""
-        account_key, pair_key, gate_key, client_failures_key = self._keys(account, client)
+    async def record_failure(
+        self, account: str, client: str | None, attempt: LoginVerdict | None = None
+    ) -> LoginVerdict:
+        """Count a failure; the verdict says what the pair's next attempt faces.
+
+        The client's budget counts it through the unit `begin` reserved; a failure
+        of an attempt that reserved none (`attempt` None, or refused and let
+        through in monitor-only mode) is counted there now."""
+        account_key, pair_key, gate_key, client_failures_key, _known_key = self._keys(
+            account, client
+        )
         window = self.policy.failure_window_seconds
         account_failures = await self.store.incr(account_key, ttl_seconds=window)
         pair_failures = await self.store.incr(pair_key, ttl_seconds=window)
-        client_failures = await self.store.incr(client_failures_key, ttl_seconds=window)
+        if not (attempt is not None and attempt.reserved) and not self._exempt(client):
+            await self.store.incr(client_failures_key, ttl_seconds=window)
         reason, delay = delay_after_failure(pair_failures, self.policy)
         value = _LOCKED if reason == REASON_LOGIN_LOCKED else self._delay_value(delay)
         await self.store.set(gate_key, value, delay)
-        if client_failures >= self.policy.client_lockout_after:
-            reason, delay = REASON_LOGIN_LOCKED, max(delay, self.policy.lockout_seconds)
         return LoginVerdict(
             allowed=False,
             reason=reason,
@@ -303,18 +388,32 @@ class LoginGuard:
             requires_challenge=account_failures >= self.policy.challenge_after,
         )
 
-    async def record_success(self, account: str, client: str | None) -> None:
-        """Clear this client's failures for the account (not the account's count).
+    async def record_success(
+        self, account: str, client: str | None, attempt: LoginVerdict | None = None
+    ) -> None:
+        """Clear this client's failures for the account (not the account's count),
+        mark the pair as one that logged in (`begin` lets it try past the client's
+        budget for a failure window) and give the attempt's unit back.
 
         A success that named no account ("") clears only the attempt's claim: the
         failures counted there were guesses at accounts the guard could not read,
         and the client's login to an account of its own, sent so that it names none
         too, must not wipe them. Nor does a success clear the client's failures
-        on every account (`login:c:`): an attacker's own login would reset them."""
-        _account_key, pair_key, gate_key, _client_key = self._keys(account, client)
+        on every account (`login:c:`): an attacker's own login would reset them.
+        Nor does one let through past the budget (`LoginVerdict.past_budget`) clear
+        the pair's: there the pair's lockout is the only bound left, and the
+        attacker's own login, read as its account wherever the guard and the
+        application still differ, would reset it."""
+        _account_key, pair_key, gate_key, client_failures_key, known_key = self._keys(
+            account, client
+        )
         if normalise_account(account):
-            await self.store.delete(pair_key)
+            if attempt is None or not attempt.past_budget:
+                await self.store.delete(pair_key)
+            await self.store.set(known_key, b"1", self.policy.failure_window_seconds)
         await self.store.delete(gate_key)
+        if attempt is not None and attempt.reserved:
+            await self._give_back(client_failures_key)
 
 
 # A login form is well under 1 KiB; a body larger than this names no account we
@@ -343,7 +442,8 @@ def account_from_request(
     Flask apps read, takes the query string's `username` before the form's), and
     the user-id of an `Authorization: Basic` header (`authorizations`: every
     `Authorization` value; two, or a Basic one that does not decode as strict
-    base64 of UTF-8 text, name none). Either names the account by itself too.
+    base64 of UTF-8 text, name none), read only when no other reading finds
+    `field`. Either names the account by itself too.
     """
     if body is None:
         return ""
@@ -351,9 +451,29 @@ def account_from_request(
     if readings is None:
         return ""
     readings.append((True, _urlencoded_pairs(query_string)))
-    if authorizations:
+    if authorizations and not any(
+        pairs and any(name == field for name, _value in pairs) for _names, pairs in readings
+    ):
+        # Only when nothing else names the account: a proxy's Basic gate in front of
+        # the whole site (nginx `auth_basic` on a staging site) sends its one user-id
+        # with every form login, and as a reading that must agree it made every
+        # login name none, every user behind an address one client's pair.
         readings.append((True, _basic_user(authorizations, field)))
     return _agreed(readings, field)
+
+
+def carries_credentials(headers: RawHeaders, query_string: bytes, field: str) -> bool:
+    """Whether a request of a safe method on a login route makes an attempt: it has
+    an `Authorization` header (HTTP Basic guesses are GETs), or its query string
+    names `field` (Werkzeug's `request.values` reads it on a GET), or cannot be
+    read (a parser that replaces what it cannot decode may still find it there).
+    A plain page load does neither."""
+    if any(name.lower() == b"authorization" for name, _value in headers):
+        return True
+    if not query_string:
+        return False
+    pairs = _urlencoded_pairs(query_string)
+    return pairs is None or any(name == field for name, _value in pairs)
 
 
 def account_from_body(body: bytes, content_type: bytes | None, field: str) -> str:

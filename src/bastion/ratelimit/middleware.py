@@ -15,14 +15,17 @@ Per request, in this order:
    every exit: return, exception, cancellation; a release that takes the counter
    below zero, should it have expired under a request that outlived its TTL, adds
    its own 1 back, so that interleaved releases end at zero);
-4. login routes, for the unsafe methods only (a GET of the login page is no
-   attempt: its 200 would clear the client's failures, and its claim hold the pair
-   back): the `LoginGuard` verdict before the app runs, which refuses a client past
-   its failure budget and claims the (account, client) pair for this attempt
-   alone (`LoginGuard.begin`), and the
-   app's status recorded after: 401/403 a failure, even when the app raises after
-   sending it; 2xx/3xx a success, unless the app raised after it; anything else,
-   no status, or a refusal by a Bastion layer inside releases the claim.
+4. login routes: the `LoginGuard` verdict before the app runs, which refuses a
+   client past its failure budget (reserving a unit of it for this attempt) and
+   claims the (account, client) pair for this attempt alone (`LoginGuard.begin`),
+   and the app's status recorded after: 401/403 a failure, even when the app
+   raises after sending it; 2xx/3xx a success, unless the app raised after it;
+   anything else, no status, or a refusal by a Bastion layer inside releases the
+   claim and the unit. A safe method (GET, HEAD, OPTIONS, TRACE) makes an attempt
+   only with credentials (`carries_credentials`: an `Authorization` header, or
+   the account field in the query string: HTTP Basic guesses and Flask's
+   `request.values` are GETs), and its 2xx is never a success: a page load
+   neither counts nor clears the client's failures.
 
 An exit that awaits the store and is cancelled there raises the cancellation; the
 exits outside it still run (`bastion.stages.run_stages`).
@@ -85,6 +88,7 @@ from bastion.ratelimit.login import (
     LoginGuard,
     LoginVerdict,
     account_from_request,
+    carries_credentials,
 )
 from bastion.ratelimit.rates import BUILTIN_KEYS, Rate
 from bastion.ratelimit.reasons import (
@@ -311,7 +315,10 @@ class RateLimitMiddleware:
             else None
         )
         self.login_guard = LoginGuard(
-            self.store, self.settings.login_policy(), grouping=self._grouping
+            self.store,
+            self.settings.login_policy(),
+            grouping=self._grouping,
+            never_ban=self.settings.never_ban,
         )
         self._api_key_header = self.settings.api_key_header.encode("latin-1")
         self._outage = _OutageReport()
@@ -595,22 +602,27 @@ class RateLimitMiddleware:
             concurrency = self._concurrency.lookup(method, path)
             if concurrency is not None:
                 return self._counted_then_login(flow, state, concurrency)
-        if self._has_login_routes and self._is_login(method, path):
+        if self._has_login_routes and self._is_login(scope):
             return self._enter_login(flow, state)
         return None
 
-    def _is_login(self, method: str, path: str) -> bool:
-        """Whether the request is a login attempt: an unsafe method (in any case: some
-        servers pass it as sent, and Django upper-cases it) on a login route."""
-        return method.upper() not in SAFE_METHODS and bool(self._login_routes.lookup(method, path))
+    def _is_login(self, scope: Scope) -> bool:
+        """Whether the request is a login attempt: on a login route, an unsafe method
+        (in any case: some servers pass it as sent, and Django upper-cases it), or
+        a safe one that carries credentials (`carries_credentials`)."""
+        method = scope["method"]
+        if not self._login_routes.lookup(method, scope["path"]):
+            return False
+        return method.upper() not in SAFE_METHODS or carries_credentials(
+            scope["headers"], scope.get("query_string", b""), self.settings.login_account_field
+        )
 
     async def _counted_then_login(
         self, flow: Flow, state: RateLimitState, concurrency: tuple[str, int]
     ) -> bool:
         if await self._enter_counted(flow, state, concurrency):
             return True
-        scope = flow.scope
-        if self._has_login_routes and self._is_login(scope["method"], scope["path"]):
+        if self._has_login_routes and self._is_login(flow.scope):
             return await self._enter_login(flow, state)
         return False
 
@@ -763,13 +775,16 @@ class RateLimitMiddleware:
             return message
 
         claimed = verdict is not None and verdict.allowed
+        # A safe method's 2xx or 3xx is a page (a Basic-authenticated one, a form
+        # that echoes `?username=`): a success there would clear the failures.
+        succeeds = scope["method"].upper() not in SAFE_METHODS
 
         async def record(error: BaseException | None) -> BaseException | None:
             status = statuses[0] if statuses else 0
             refused_inside = get_context(scope).refused_by is not None
             try:
                 if refused_inside or not (
-                    status in (401, 403) or (error is None and 200 <= status < 400)
+                    status in (401, 403) or (succeeds and error is None and 200 <= status < 400)
                 ):
                     # A Bastion layer inside (CSRF, policy, limits) refused before the
                     # app judged the credentials, or the app answered neither failure
@@ -779,15 +794,15 @@ class RateLimitMiddleware:
                     # the app then failed (a 2xx or 3xx, and an error after it) is
                     # not taken as one either: the error may have undone the login
                     # (a session not saved), so the client's failures stay; only the
-                    # pair's gate is freed.
+                    # pair's gate and the client's unit are freed.
                     if claimed:
-                        await guard.abandon(untrusted_account, client)
+                        await guard.abandon(untrusted_account, client, verdict)
                     return error
                 if status in (401, 403):
                     # A failure already answered counts whatever the app does next:
                     # an error after it (a background task failing on a field the
                     # attacker chose) would otherwise make every guess free.
-                    after = await guard.record_failure(untrusted_account, client)
+                    after = await guard.record_failure(untrusted_account, client, verdict)
                     self._refuser.event(
                         scope,
                         kind=KIND_BY_REASON[REASON_LOGIN_FAILED],
@@ -797,7 +812,7 @@ class RateLimitMiddleware:
                         details={"next": after.reason, "retry_after": after.retry_after_seconds},
                     )
                 else:
-                    await guard.record_success(untrusted_account, client)
+                    await guard.record_success(untrusted_account, client, verdict)
             except StoreError:
                 await self._store_failed(scope, outer_send, answered=True)
             return error

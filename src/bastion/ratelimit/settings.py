@@ -31,7 +31,6 @@ from bastion.ratelimit.login import (
     DEFAULT_LOCKOUT_AFTER,
     DEFAULT_LOCKOUT_SECONDS,
     DEFAULT_MAX_DELAY_SECONDS,
-    SAFE_METHODS,
     LoginPolicy,
 )
 from bastion.ratelimit.rates import Rate, parse_rate
@@ -111,11 +110,12 @@ class RateLimitSettings(LayerSettings):
     counted route, a download or a stream included."""
 
     login_routes: tuple[str, ...] = ()
-    """Route patterns of login endpoints (`POST /login`): a 401/403 answer counts as
-    a failure, a 2xx/3xx as a success, for the account in `login_account_field`.
-    Only unsafe methods make attempts: a pattern without methods (`/login`, as a
-    Django URLconf names the page and the form's target) means them all but GET,
-    HEAD, OPTIONS and TRACE, and a pattern naming one of those is refused."""
+    """Route patterns of login endpoints (`POST /login`, `/admin/*` behind HTTP
+    Basic): a 401/403 answer counts as a failure, a 2xx/3xx as a success, for the
+    account in `login_account_field`. A GET, HEAD, OPTIONS or TRACE makes an
+    attempt only when it carries credentials (an `Authorization` header, or the
+    account field in the query string), and its 2xx is never a success: the login
+    page's 200 neither counts nor clears the client's failures."""
 
     login_account_field: str = DEFAULT_LOGIN_ACCOUNT_FIELD
     """Form or JSON field naming the account on login routes."""
@@ -127,10 +127,12 @@ class RateLimitSettings(LayerSettings):
     login_challenge_after: int = Field(default=DEFAULT_CHALLENGE_AFTER, ge=2)
     login_failure_window_seconds: float = Field(default=DEFAULT_FAILURE_WINDOW_SECONDS, gt=0)
     login_client_lockout_after: int = Field(default=DEFAULT_CLIENT_LOCKOUT_AFTER, ge=1)
-    """Failures of one client network on any accounts, within the failure window,
-    after which its login attempts on every account are refused (429) until the
-    window ends: the bound on guesses wherever the guard and the application read
-    the account differently. Clients behind one address share it."""
+    """Failures of one client network on any accounts (and its attempts in flight),
+    within the failure window, after which its login attempts are refused (429)
+    until the window ends: the bound on guesses wherever the guard and the
+    application read the account differently. Clients behind one address share it,
+    but an account that logged in from it within the window may still try (under
+    its own backoff and lockout), and `never_ban` networks have no budget."""
 
     ban_enabled: bool = True
     """Ban clients that pile up refusals (needs the `JailSink` registered; `Shield`
@@ -143,7 +145,9 @@ class RateLimitSettings(LayerSettings):
     never_ban: tuple[IPNetwork, ...] = ()
     """Addresses or CIDR networks that are never banned: your monitoring, health
     checkers, load generators, the host `bastion audit` runs from. Their refusals are
-    not counted toward a ban; their rate limits and every other layer still apply. A
+    not counted toward a ban, and their login failures not toward
+    `login_client_lockout_after`; their rate limits, each account's login backoff
+    and lockout, and every other layer still apply. A
     listed address exempts the network it is grouped in (`ipv6_prefix_length`).
     `0.0.0.0/0`, `::/0` and networks wider than /8 (IPv4) or /32 (IPv6) are refused."""
 
@@ -161,12 +165,7 @@ class RateLimitSettings(LayerSettings):
     @classmethod
     def _check_login_routes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
-            # The layer never counts them: a pattern naming one promises nothing.
-            if parse_route_pattern(pattern).methods & SAFE_METHODS:
-                raise ValueError(
-                    f"login_routes: {pattern!r} names a safe method, which makes no "
-                    "login attempt (GET, HEAD, OPTIONS and TRACE are never counted)"
-                )
+            parse_route_pattern(pattern)
         return value
 
     @field_validator("never_ban", mode="before")
