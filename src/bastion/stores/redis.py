@@ -286,26 +286,33 @@ class RedisStore:
         return deleted > 0
 
     async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
-        redis_key = self.redis_key(check_key(key))
-        check_value(value)
-        ttl = check_ttl(ttl_seconds)
-        px = None if ttl is None else _ttl_ms(ttl)
-        created = await self._call(
-            "set_if_absent", lambda: self._client.set(redis_key, value, px=px, nx=True)
-        )
-        return bool(created)
+        return await self._set_if("set_if_absent", key, value, ttl_seconds, nx=True)
 
     async def replace(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        # SET ... XX writes only over a key that exists (Redis never holds an
+        # expired one) and answers nil otherwise.
+        return await self._set_if("replace", key, value, ttl_seconds, xx=True)
+
+    async def _set_if(
+        self,
+        operation: str,
+        key: str,
+        value: bytes,
+        ttl_seconds: float | None,
+        *,
+        nx: bool = False,
+        xx: bool = False,
+    ) -> bool:
+        """One conditional `SET` (`NX`: only a new key, `XX`: only a live one): one
+        atomic command on one key; whether it wrote."""
         redis_key = self.redis_key(check_key(key))
         check_value(value)
         ttl = check_ttl(ttl_seconds)
         px = None if ttl is None else _ttl_ms(ttl)
-        # SET ... XX is one atomic command on one key: it writes only over a key
-        # that exists (Redis never holds an expired one) and answers nil otherwise.
-        replaced = await self._call(
-            "replace", lambda: self._client.set(redis_key, value, px=px, xx=True)
+        written = await self._call(
+            operation, lambda: self._client.set(redis_key, value, px=px, nx=nx, xx=xx)
         )
-        return bool(replaced)
+        return bool(written)
 
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
         redis_key = self.redis_key(check_key(key))
