@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.applications import Starlette
@@ -61,7 +62,10 @@ async def call(
     raw_path: bytes | None = None,
     method: str = "GET",
 ) -> tuple[int, dict[bytes, bytes], bytes]:
-    """Drive an ASGI app with a hand-built scope (no client normalises the path)."""
+    """Drive an ASGI app with a hand-built scope (no client normalises the path).
+
+    `receive` answers as a server does: the empty body, then, once the response is
+    complete, the disconnect (Quart listens for it until the response is sent)."""
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -77,12 +81,21 @@ async def call(
         "server": ("testserver", 80),
     }
     messages: list[dict[str, Any]] = []
+    requested = False
+    done = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: Any) -> None:
         messages.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
 
     await app(scope, receive, send)
     start = messages[0]

@@ -8,9 +8,8 @@ handler: a rule for `POST /admin/delete` must hold for it too.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from quart import Quart
@@ -20,6 +19,7 @@ from bastion.auth import policy as P
 from bastion.events import EventEmitter
 from bastion.shield import Shield
 from bastion.types import ASGIApp
+from tests.auth import apps
 from tests.auth.harness import auth_settings, claims, clock, sign
 from tests.conftest import RecordingSink
 from tests.support.servers import serve
@@ -60,41 +60,9 @@ def create_shielded_quart_app() -> ASGIApp:
 async def call(
     app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]] | None = None, *, method: str
 ) -> tuple[int, bytes]:
-    """`tests.auth.apps.call`, with a `receive` that then waits for the disconnect
-    (Quart listens for it until the response is sent)."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), *(headers or [])],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
-    messages: list[dict[str, Any]] = []
-    requested = False
-    done = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Any) -> None:
-        messages.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body"):
-            done.set()
-
-    await app(scope, receive, send)
-    return messages[0]["status"], b"".join(m.get("body", b"") for m in messages[1:])
+    """`tests.auth.apps.call`, status and body."""
+    status, _, body = await apps.call(app, path, headers, method=method)
+    return status, body
 
 
 def _stack(events: EventEmitter | None = None) -> ASGIApp:
