@@ -30,10 +30,15 @@ The package reads in this order:
 * `settings`      `TransportSettings`, and the weakenings it reports;
 * `middleware`    the thin ASGI adapter, `TransportMiddleware`.
 
+A request whose peer is no trusted proxy reaches the app without its proxy headers
+(`FORWARDING_HEADERS`: `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Original-URL`
+and the like), so a framework or an app that reads them is not fooled either.
+
 Not covered: TLS itself (the server or the proxy terminates it); `X-Forwarded-Port`
-and `X-Forwarded-Prefix` (ignored); proxies that reach the app over a Unix socket
-(there is no peer address to trust); multi-label public suffixes in `allowed_hosts`
-(`*.co.uk`). Each module says what else it leaves out.
+and `X-Forwarded-Prefix` from a trusted proxy (passed on, not read); proxies that
+reach the app over a Unix socket (there is no peer address to trust); multi-label
+public suffixes in `allowed_hosts` (`*.co.uk`). Each module says what else it leaves
+out.
 
 References: RFC 9110 section 7.2 (Host) https://www.rfc-editor.org/rfc/rfc9110#section-7.2 ;
 RFC 9112 section 3.2 (400 for a missing, repeated or invalid Host)
@@ -67,6 +72,7 @@ from bastion.transport.https import (
 from bastion.transport.middleware import TransportMiddleware
 from bastion.transport.proxies import (
     DEFAULT_PROXY_HEADERS,
+    FORWARDING_HEADERS,
     MIN_PUBLIC_PREFIXLEN,
     IPAddress,
     IPNetwork,
@@ -97,6 +103,7 @@ from bastion.transport.settings import TransportSettings
 
 __all__ = [
     "DEFAULT_PROXY_HEADERS",
+    "FORWARDING_HEADERS",
     "HOST_REFUSAL_STATUS",
     "HSTS_ONE_YEAR_SECONDS",
     "HTTPS_DEFAULT_PORT",

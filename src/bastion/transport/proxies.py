@@ -68,6 +68,41 @@ _PROXY_HEADER_NAMES: Final = frozenset(
     {b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 )
 # RFC 7239 section 6.3: obfnode and obfport.
+# Request headers by which a client, or a proxy in front of it, claims something about
+# the connection or the request's target: its address, scheme, host, port or path
+# prefix, or a path to serve instead of the request line's (`X-Original-URL`, which
+# some frameworks route by, past the path every layer checked). Only a trusted proxy
+# may make such a claim; from any other peer it is a lie, and frameworks or apps that
+# read one (Django's `USE_X_FORWARDED_HOST` and `SECURE_PROXY_SSL_HEADER`, werkzeug's
+# `ProxyFix`, an app's own logging or allow list) would believe it. Lower-case, as
+# ASGI servers send names.
+FORWARDING_HEADERS: Final = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-protocol",
+        b"x-forwarded-scheme",
+        b"x-forwarded-ssl",
+        b"x-forwarded-host",
+        b"x-forwarded-server",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"x-cluster-client-ip",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-scheme",
+        b"x-url-scheme",
+        b"front-end-https",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-original-host",
+    }
+)
+
 _OBFUSCATED: Final = re.compile(r"_[A-Za-z0-9._-]+\Z")
 
 

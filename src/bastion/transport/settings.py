@@ -68,6 +68,14 @@ class TransportSettings(LayerSettings):
     `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`, or `forwarded`
     (RFC 7239) alone. List only headers your proxy sets or overwrites itself."""
 
+    strip_untrusted_proxy_headers: bool = True
+    """Remove the proxy headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`,
+    `X-Original-URL` and the like: `bastion.transport.FORWARDING_HEADERS`) from a
+    request whose peer is not one of `trusted_proxies`, before the app sees it: from
+    such a peer they are the client's own claims, which a framework or an app reading
+    them would believe. A request from a trusted proxy keeps every line. Off is
+    reported as a weakening."""
+
     insecure_allow_http: bool = False
     """Serve plain HTTP and `ws` instead of redirecting to HTTPS / refusing."""
 
@@ -146,6 +154,8 @@ class TransportSettings(LayerSettings):
           cookies for the parent domain (RFC 6797 section 14.4).
         * `https_redirect_status` 301 or 302: browsers replay a POST as a GET without
           its body (RFC 9110 sections 15.4.2 and 15.4.3).
+        * `strip_untrusted_proxy_headers=false`: a client's own `X-Forwarded-Proto`
+          or `X-Original-URL` reaches an app that may believe it.
         """
         found: list[str] = []
         if "*" in self.allowed_hosts:
@@ -156,4 +166,6 @@ class TransportSettings(LayerSettings):
             found.append("hsts_include_subdomains=false")
         if self.https_redirect_status in METHOD_CHANGING_REDIRECTS:
             found.append(f"https_redirect_status={self.https_redirect_status}")
+        if not self.strip_untrusted_proxy_headers:
+            found.append("strip_untrusted_proxy_headers=false")
         return found
