@@ -15,6 +15,18 @@ Methods are case-folded before the lookup (RFC 9110 section 9.1 makes them
 case-sensitive, but frameworks fold them, so a rule must hold for every spelling).
 The table is compiled once; a lookup is a dictionary probe plus a short scan.
 
+A WebSocket handshake is an HTTP GET (RFC 6455 section 4.1), so a rule for `GET /ws`
+must hold for the socket at `/ws` too: looked up under `WEBSOCKET` alone, it did not,
+and the socket stayed open (or, with `deny_by_default`, closed to everyone). A
+`websocket` scope meets two rules, each the most specific of its kind: the
+*handshake* rule, over the patterns naming `WEBSOCKET` or `GET` or no method (a
+`WEBSOCKET` pattern wins a tie with a `GET` one), and the *socket* rule, over those
+naming `WEBSOCKET` or no method (the rule it met before). The caller must satisfy
+both, so covering the handshake never makes a socket easier to open; when the
+handshake rule is a `WEBSOCKET` pattern it is the socket rule too, and governs alone
+(write `WEBSOCKET /ws` to give a socket its own rule). The handshake table is
+compiled beside the main one; an http request never looks at it.
+
 Answers: 401 with a `WWW-Authenticate` challenge when no one is authenticated (RFC
 6750 section 3.1: no error code when no credentials were sent); 403 for an
 authenticated caller without the right (`error="insufficient_scope"` for bearer
@@ -27,7 +39,8 @@ Not covered: object-level authorization (may this user read *this* invoice); tha
 is the application's, with the principal as input.
 
 References: OWASP Authorization Cheat Sheet (deny by default, check on every
-request); RFC 6750 section 3.1; RFC 9110 sections 15.5.2 and 15.5.4.
+request); RFC 6750 section 3.1; RFC 9110 sections 15.5.2 and 15.5.4; RFC 6455
+section 4.1 (the opening handshake is a GET) https://www.rfc-editor.org/rfc/rfc6455#section-4.1.
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ from bastion.auth.settings import POLICY_AUTHENTICATED, POLICY_PUBLIC, PolicySet
 from bastion.context import get_context
 from bastion.events import KIND_AUTHZ_FAIL, EventEmitter
 from bastion.responses import Refuser, generic_body, wants_json
-from bastion.routes import RouteTable
+from bastion.routes import RoutePattern, RouteTable
 from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Receive, Scope, Send
 
@@ -100,6 +113,22 @@ def decide(requirement: Requirement | None, principal: Principal | None, *, deny
     return ALLOW
 
 
+def decide_handshake(
+    handshake: Requirement | None,
+    socket: Requirement | None,
+    principal: Principal | None,
+    *,
+    deny: bool,
+) -> Decision:
+    """The verdict on a WebSocket handshake: the caller must meet both the handshake
+    rule and the socket rule (module docstring). `socket` is None or the handshake
+    rule whenever `handshake` is None (its patterns are among the handshake's)."""
+    decision = decide(handshake, principal, deny=deny)
+    if decision.status or socket is None or socket is handshake:
+        return decision
+    return decide(socket, principal, deny=deny)
+
+
 def decide_all(requirements: Iterable[Requirement], principal: Principal | None) -> Decision:
     for requirement in requirements:
         decision = decide(requirement, principal, deny=True)
@@ -110,6 +139,35 @@ def decide_all(requirements: Iterable[Requirement], principal: Principal | None)
 
 def build_policy(settings: PolicySettings) -> RouteTable[Requirement]:
     return RouteTable({p: Requirement.parse(rule) for p, rule in settings.routes.items()})
+
+
+def _path_part(pattern: RoutePattern) -> str:
+    """The pattern's path, as written after its methods (`*`, `/a`, `/a/*`, `/a/{id}`)."""
+    if pattern.kind == "any":
+        return "*"
+    return pattern.path + "*" if pattern.kind == "prefix" else pattern.path
+
+
+def build_handshake_policy(table: RouteTable[Requirement]) -> RouteTable[Requirement]:
+    """The table a WebSocket handshake is looked up in under `WEBSOCKET`: `table`'s
+    patterns naming `WEBSOCKET` or no method as they are, and those naming `GET` (the
+    handshake's method) as if they named `WEBSOCKET`, with the same `Requirement`
+    objects. Patterns naming `WEBSOCKET` go in first: the table's sort is stable, so
+    they win a tie of specificity; and a `GET` pattern on the same path as one is
+    left out, being the same pattern that loses the tie. Other methods cannot match a
+    handshake and are left out."""
+    naming_websocket: dict[str, Requirement] = {}
+    naming_get: dict[str, Requirement] = {}
+    for pattern, requirement in table.patterns:  # most specific first, ties as written
+        if not pattern.methods:
+            naming_websocket.setdefault(pattern.text, requirement)
+        elif "WEBSOCKET" in pattern.methods:
+            naming_websocket.setdefault(f"WEBSOCKET {_path_part(pattern)}", requirement)
+        elif "GET" in pattern.methods:
+            naming_get.setdefault(f"WEBSOCKET {_path_part(pattern)}", requirement)
+    for text, requirement in naming_get.items():
+        naming_websocket.setdefault(text, requirement)
+    return RouteTable(naming_websocket)
 
 
 def challenge_headers(
@@ -137,6 +195,7 @@ class AuthorizationMiddleware:
         self.app = app
         self.settings = settings or PolicySettings()
         self.table = build_policy(self.settings)
+        self.handshake_table = build_handshake_policy(self.table)
         self.realm = realm
         self.refuse = Refuser("authorization", events, monitor_only=self.settings.monitor_only)
         # A path no rule can match is allowed unless unlisted paths are denied: with
@@ -156,13 +215,20 @@ class AuthorizationMiddleware:
         scope = flow.scope
         if self._allows_unlisted and not scope["path"].startswith(self._rule_prefixes):
             return None  # no rule names this path, and unlisted paths are open
-        # Upper-cased: servers pass the method as sent (uvicorn's h11 passes `post`),
-        # and Django and Quart (werkzeug) upper-case it before dispatching, so `post`
-        # reaches the POST handler and must meet the rule for POST.
-        method = scope["method"].upper() if scope["type"] == "http" else "WEBSOCKET"
-        requirement = self.table.lookup(method, scope["path"])
         principal = get_principal(scope)
-        decision = decide(requirement, principal, deny=self.settings.deny_by_default)
+        if scope["type"] == "http":
+            # Upper-cased: servers pass the method as sent (uvicorn's h11 passes `post`),
+            # and Django and Quart (werkzeug) upper-case it before dispatching, so `post`
+            # reaches the POST handler and must meet the rule for POST.
+            requirement = self.table.lookup(scope["method"].upper(), scope["path"])
+            decision = decide(requirement, principal, deny=self.settings.deny_by_default)
+        else:  # a handshake is a GET: it meets the GET rule too (module docstring)
+            decision = decide_handshake(
+                self.handshake_table.lookup("WEBSOCKET", scope["path"]),
+                self.table.lookup("WEBSOCKET", scope["path"]),
+                principal,
+                deny=self.settings.deny_by_default,
+            )
         if not decision.status:
             return None
         return self.refuse(
