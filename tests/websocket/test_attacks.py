@@ -321,3 +321,27 @@ async def test_ws_session_revoked_closes_socket(server: RunningServer) -> None:
         async with httpx.AsyncClient(base_url=server.url, cookies={"session": cookie}) as h:
             assert (await h.post("/revoke")).text == "1"
         await expect_close(c, 1008)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        pytest.param("live", id="ws-ticket-socket-after-revoke-user"),
+        pytest.param("handshake", id="ws-ticket-after-revoke-user"),
+    ],
+)
+async def test_ws_ticket_ends_with_its_session(server: RunningServer, when: str) -> None:
+    """A ticket is bound to the session it was fetched with: the socket it opened is
+    closed (1008) when that session is revoked, and an unused one is refused after."""
+    user = f"grace-{when}"
+    cookie = await login(server, user)
+    ticket, spare = await fetch_ticket(server, cookie), await fetch_ticket(server, cookie)
+    async with ws(server, f"/ws/echo?ticket={ticket}", local="127.0.0.41") as c:
+        # The legitimate twin: the ticket socket works while its session lives.
+        assert (await echo(c, "hi"))["user"] == user
+        async with httpx.AsyncClient(base_url=server.url, cookies={"session": cookie}) as h:
+            assert (await h.post("/revoke")).text == "1"
+        if when == "live":
+            await expect_close(c, 1008)
+            return
+    await assert_refused(403, server=server, path=f"/ws/echo?ticket={spare}", local="127.0.0.41")

@@ -4,7 +4,8 @@ One connection, in order:
 
 1. Handshake, before the application runs: route access, `Origin`
    (`core.check_origin`), the credential (bearer subprotocol, else `?ticket=`, else
-   the session that `SessionMiddleware` loaded), ban predicates, then one slot in
+   the session that `SessionMiddleware` loaded; a ticket bound to a session is
+   refused once that session is gone), ban predicates, then one slot in
    the client's and the principal's connection counters. Any refusal goes through
    `Refuser`, before `websocket.accept`: an HTTP 403/429 where the server supports
    the denial-response extension, else close 1008/1013.
@@ -24,7 +25,9 @@ One connection, in order:
    does, and counts that cancellation back (`Task.uncancel`), so an outer
    cancellation still propagates; the app then gets `websocket.disconnect`.
 3. A watcher task per connection checks every `revocation_check_seconds` that the
-   session still exists and that no ban predicate refuses, else closes with 1008
+   session still exists (the one a ticket is bound to, for a ticket socket; else the
+   session the handshake carried, for an authenticated socket) and that no ban
+   predicate refuses, else closes with 1008
    (1011 when the check itself fails: the store, or a predicate that raises):
    revocation costs one store read per connection per interval, never one per
    message, and reaches a live socket at most one interval late. The task starts
@@ -332,6 +335,7 @@ class _Connection:
         "rules",
         "schema",
         "scope",
+        "session_key",
         "started",
         "tat_us",
         "waking",
@@ -350,6 +354,7 @@ class _Connection:
         route: str,
         offer: BearerOffer,
         principal: str | None,
+        session_key: str | None,
         held: list[str],
         schema: type[BaseModel] | None,
     ) -> None:
@@ -359,6 +364,8 @@ class _Connection:
         self.route = route
         self.offer = offer
         self.principal = principal
+        # The store key of the session whose end closes the socket (the watcher's).
+        self.session_key = session_key
         self.held = held
         self.schema = schema
         self.principal_rate_key = (
@@ -737,12 +744,12 @@ class WebSocketGuardMiddleware:
         handshake = await self._handshake(scope, send, context)
         if handshake is None:
             return
-        app_scope, offer, principal_name = handshake
+        app_scope, offer, principal_name, session_key = handshake
         held = await self._reserve(scope, send, context, principal_name)
         if held is None:
             return
         try:
-            await self._serve(app_scope, receive, send, offer, principal_name, held)
+            await self._serve(app_scope, receive, send, offer, principal_name, session_key, held)
         finally:
             await self._release(scope, held)
 
@@ -754,7 +761,9 @@ class WebSocketGuardMiddleware:
 
     async def _handshake(
         self, scope: Scope, send: Send, context: RequestContext
-    ) -> tuple[Scope, BearerOffer, str | None] | None:
+    ) -> tuple[Scope, BearerOffer, str | None, str | None] | None:
+        """The scope the app gets, the bearer offer, the principal's name and the store
+        key of the session the watcher keeps checking; None when refused."""
         path = scope.get("path", "")
         access = self.access.lookup("WEBSOCKET", path) or self.settings.default_access
         session = scope.get("session")
@@ -768,6 +777,7 @@ class WebSocketGuardMiddleware:
             return None
         offer = split_bearer(scope.get("subprotocols") or ())
         principal: object | None = None
+        ticket_session: str | None = None
         reason = offer.reason
         if not reason and offer.untrusted_token is not None:
             verified = (
@@ -781,7 +791,7 @@ class WebSocketGuardMiddleware:
         elif not reason:
             untrusted_tickets = _ticket_params(scope.get("query_string", b""))
             if untrusted_tickets is not None:
-                reason, principal = await self._check_ticket(untrusted_tickets)
+                reason, principal, ticket_session = await self._check_ticket(untrusted_tickets)
             elif session_user is not None:
                 # The authentication layer's principal for this session user (with
                 # its roles) stays; the guard's own stands in when no such layer ran.
@@ -812,12 +822,18 @@ class WebSocketGuardMiddleware:
                 banned = False
             if banned and await self._refuse(scope, send, 403, KIND_AUTHZ_FAIL, r.REASON_BANNED):
                 return None
+        # The session whose end closes the socket: the one its ticket is bound to;
+        # else, for an authenticated socket, the session the handshake carried
+        # (a ticket bound to no session, or a bearer token, with a cookie beside it).
+        session_key = ticket_session
+        if session_key is None and principal_name is not None:
+            session_key = getattr(session, "store_key", None)
         app_scope = scope
         if offer.untrusted_token is not None:
             # The app never sees the token among the subprotocols it may choose from.
             app_scope = dict(scope)
             app_scope["subprotocols"] = list(offer.subprotocols)
-        return app_scope, offer, principal_name
+        return app_scope, offer, principal_name, session_key
 
     def _check_origin(
         self,
@@ -881,22 +897,35 @@ class WebSocketGuardMiddleware:
             origins, own, self._origin_policy, cookie_authenticated=cookie_authenticated
         )
 
-    async def _check_ticket(self, untrusted: list[str]) -> tuple[str, object | None]:
+    async def _check_ticket(self, untrusted: list[str]) -> tuple[str, object | None, str | None]:
+        """The refusal reason ("" to accept), the principal, and the store key of the
+        session the ticket is bound to (None: bound to none).
+
+        A bound ticket is refused once its session is gone (a logout, `revoke_user`,
+        a rotation, expiry): within its lifetime it would otherwise open a socket for
+        a user who has signed out. Checked before the ticket is claimed: a refused
+        ticket never becomes valid again, since a session's key never comes back.
+        """
         if self.tickets is None or len(untrusted) != 1:
-            return r.REASON_TICKET_INVALID, None
+            return r.REASON_TICKET_INVALID, None, None
         checked = self.tickets.check(untrusted[0])
         if checked.user_id is None:
-            return checked.reason, None
+            return checked.reason, None, None
         claim = hashed_key(TICKET_KEY_PREFIX, untrusted[0])
         try:
+            if (
+                checked.session_key is not None
+                and await self.store.get(checked.session_key) is None
+            ):
+                return r.REASON_SESSION_REVOKED, None, None
             first_use = await self.store.set_if_absent(
                 claim, b"1", self.settings.ticket_max_age_seconds + 1
             )
         except StoreError:
-            return r.REASON_STORE_DOWN, None  # authentication fails closed
+            return r.REASON_STORE_DOWN, None, None  # authentication fails closed
         if not first_use:
-            return r.REASON_TICKET_REUSED, None
-        return "", WebSocketPrincipal(checked.user_id, "ticket")
+            return r.REASON_TICKET_REUSED, None, None
+        return "", WebSocketPrincipal(checked.user_id, "ticket"), checked.session_key
 
     async def _banned(self, client: str | None, principal: str | None) -> bool:
         for check in self.ban_checks:
@@ -994,6 +1023,7 @@ class WebSocketGuardMiddleware:
         send: Send,
         offer: BearerOffer,
         principal: str | None,
+        session_key: str | None,
         held: list[str],
     ) -> None:
         path = scope.get("path", "")
@@ -1005,10 +1035,11 @@ class WebSocketGuardMiddleware:
             route=self._route_labels.lookup("WEBSOCKET", path) or DEFAULT_ROUTE_LABEL,
             offer=offer,
             principal=principal,
+            session_key=session_key,
             held=held,
             schema=self.schemas.lookup("WEBSOCKET", path) if self.schemas else None,
         )
-        conn.start_timers(self._watch_tick(scope, principal, held))
+        conn.start_timers(self._watch_tick(session_key, held))
         try:
             await self.app(scope, conn.receive, conn.send)
             if conn.guard_closed and not conn.client_gone:
@@ -1023,15 +1054,10 @@ class WebSocketGuardMiddleware:
         finally:
             conn.finish()
 
-    def _session_key(self, scope: Scope, principal: str | None) -> str | None:
-        # The guard only needs the session's store key, to ask whether it still exists.
-        session = scope.get("session")
-        return getattr(session, "store_key", None) if principal is not None else None
-
-    def _watch_tick(self, scope: Scope, principal: str | None, held: list[str]) -> float | None:
+    def _watch_tick(self, session_key: str | None, held: list[str]) -> float | None:
         """The watcher's tick (`_tick`), or None when it has nothing to watch; a tick
         with nothing due costs no store call."""
-        if held or self.ban_checks or self._session_key(scope, principal) is not None:
+        if held or self.ban_checks or session_key is not None:
             return self._tick
         return None
 
@@ -1041,8 +1067,7 @@ class WebSocketGuardMiddleware:
         app returns). Started one tick (`_watch_tick`) after the connection was, at
         `conn.started` by the guard's clock; checks, then sleeps a tick.
         """
-        principal, held = conn.principal, conn.held
-        session_key = self._session_key(conn.scope, principal)
+        principal, held, session_key = conn.principal, conn.held, conn.session_key
         client = get_context(conn.scope).client_host
         revoking = session_key is not None or bool(self.ban_checks)
         refresh_seconds, tick = self._refresh_seconds, self._tick

@@ -37,7 +37,8 @@ REASON_NO_ORIGIN_WITH_SESSION: Final = "no-origin-with-session-cookie"
 REASON_UNAUTHENTICATED: Final = "unauthenticated"
 """The route requires a principal and the handshake carried none."""
 REASON_TICKET_INVALID: Final = "ticket-invalid"
-"""Not a ticket we issued (malformed, tampered with, retired key, sent twice)."""
+"""Not a ticket we issued (malformed, tampered with, retired key, sent twice), or one
+of the earlier form that names no session (refused: it could outlive one)."""
 REASON_TICKET_EXPIRED: Final = "ticket-expired"
 """A ticket we issued, older than `ticket_max_age_seconds`."""
 REASON_TICKET_REUSED: Final = "ticket-reused"
@@ -62,7 +63,9 @@ REASON_IDLE: Final = "idle-timeout"
 
 # --- Live connections ---------------------------------------------------------------
 REASON_SESSION_REVOKED: Final = "session-revoked"
-"""The session that authenticated the connection no longer exists in the store."""
+"""The session that authenticated the connection (its cookie's, or the one its ticket
+was issued from) no longer exists in the store: the live socket is closed, and a
+ticket bound to it is refused at the handshake."""
 REASON_STORE_DOWN: Final = "store-unavailable"
 REASON_CHECK_FAILED: Final = "revocation-check-failed"
 """A ban predicate raised during a live check (the error is logged): the socket ends."""
