@@ -57,7 +57,9 @@ def bearer_token(now: float | None = None) -> str:
         "iat": issued,
         "exp": issued + JWT_LIFETIME_SECONDS,
     }
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256", headers={"kid": JWT_KID})
+    return jwt.encode(
+        claims, JWT_SECRET, algorithm="HS256", headers={"kid": JWT_KID, "typ": "at+jwt"}
+    )
 
 
 def jwks() -> dict[str, object]:

@@ -67,8 +67,11 @@ def claims(**overrides: Any) -> dict[str, Any]:
 
 
 def sign(payload: dict[str, Any], *, key: Any = RSA_KEY, alg: str = "RS256", **header: Any) -> str:
-    head: dict[str, Any] = {"alg": alg, "kid": key.kid, **header}
-    return jose_jwt.encode(head, payload, key, algorithms=[alg])
+    """An honest access token (`typ: at+jwt`, RFC 9068); a header member given as
+    None is left out (`typ=None`: an untyped token)."""
+    head: dict[str, Any] = {"alg": alg, "kid": key.kid, "typ": "at+jwt", **header}
+    head = {name: value for name, value in head.items() if value is not None}
+    return jose_jwt.encode(head, payload, key, algorithms=[alg], default_type=None)
 
 
 def b64(data: bytes) -> str:

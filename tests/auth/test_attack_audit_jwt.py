@@ -31,7 +31,8 @@ def _b64(data: bytes) -> str:
 
 
 def _nested_header_token(depth: int) -> str:
-    header = b'{"alg":"RS256","kid":"rsa-1","x":' + b"[" * depth + b"]" * depth + b"}"
+    head = b'{"alg":"RS256","kid":"rsa-1","typ":"at+jwt","x":'
+    header = head + b"[" * depth + b"]" * depth + b"}"
     return f"{_b64(header)}.{_b64(b'{}')}.{_b64(b's' * 256)}"
 
 

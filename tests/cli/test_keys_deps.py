@@ -63,7 +63,10 @@ async def test_jwt_key_signs_tokens_the_verifier_accepts(alg: str, kty: str) -> 
     now = int(time.time())
     claims = {"iss": "https://id.example", "aud": "api", "sub": "alice", "iat": now}
     token = jose_jwt.encode(
-        {"alg": alg, "kid": private["kid"]}, claims | {"exp": now + 60}, key, algorithms=[alg]
+        {"alg": alg, "kid": private["kid"], "typ": "at+jwt"},
+        claims | {"exp": now + 60},
+        key,
+        algorithms=[alg],
     )
     settings = JWTSettings(issuer="https://id.example", audience="api", jwks=public_set)
     verdict = await JWTVerifier(settings, store=MemoryStore()).verify(token)

@@ -15,11 +15,22 @@ Threats and defences:
   compressed tokens (`zip`, a decompression bomb) and unknown critical extensions
   (`crit`, e.g. unencoded payloads) are refused. A JWKS answer is read within
   `MAX_JWKS_BYTES` and one overall deadline.
+* Token substitution (RFC 8725 section 3.11): an OIDC ID token of the same issuer,
+  whose `aud` is the client id, is not an access token even when `audience` is that
+  client id. The `typ` header must be `required_typ` (RFC 9068: `at+jwt`, in any
+  case, `application/` optional), checked before the signature. With
+  `insecure_allow_untyped_tokens`, a token without `typ` or with the generic `JWT`
+  is accepted too, unless it carries an ID token's claims (`nonce`, `at_hash`,
+  `c_hash`, `s_hash`); any other declared type is refused in every mode.
 * Stale or stolen tokens: `exp` is required, `nbf` and `iat` honoured with a small
   leeway, a maximum age by `iat` is enforced, `iss` and `aud` must match exactly, and
   a token's `jti` can be revoked in the store until it would have expired.
 * Key rotation without downtime: a JWKS URL is cached with a TTL and refetched, at
   most once per `jwks_min_refresh_seconds`, when a token names an unknown `kid`.
+* A withdrawn key kept alive by an outage (or by whoever blocks the JWKS fetch to
+  keep a stolen key valid): while refetches fail the last keys keep verifying for
+  at most `jwks_max_stale_seconds` after their fetch, then every token is refused
+  (`jwt-keys-expired`) until a fetch succeeds.
 * Refresh token theft: refresh tokens are opaque, single use and rotate; presenting
   a used one (a thief or the victim, whoever comes second) revokes the whole family
   (OAuth 2.0 Security BCP section 4.14.2). "Used" is recorded with the store's atomic
@@ -40,7 +51,8 @@ Not covered: encrypted tokens (JWE), token binding (DPoP, mTLS), introspection.
 Access tokens of a revoked refresh family stay valid until their (short) expiry.
 
 References: RFC 7519 (JWT) sections 4.1 and 7.2; RFC 7515 sections 4.1.11 (`crit`);
-RFC 8725 (JWT BCP) sections 2.1, 3.1, 3.10; RFC 9068; RFC 9864 (`Ed25519`);
+RFC 8725 (JWT BCP) sections 2.1, 3.1, 3.10, 3.11; RFC 9068 sections 2.1 and 4;
+RFC 9864 (`Ed25519`);
 OAuth 2.0 Security BCP https://datatracker.ietf.org/doc/html/rfc9700#section-4.14
 """
 
@@ -66,7 +78,12 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
 from bastion.auth.principal import Principal
-from bastion.auth.settings import JWTSettings
+from bastion.auth.settings import (
+    DEFAULT_JWKS_MAX_STALE_SECONDS,
+    GENERIC_TYP,
+    JWTSettings,
+    normalise_typ,
+)
 from bastion.events import EventEmitter, SecurityEvent, default_emitter
 from bastion.stores.base import Store
 
@@ -88,6 +105,10 @@ REASON_JWT_TOO_OLD: Final = "jwt-too-old"
 REASON_JWT_WRONG_ISSUER: Final = "jwt-wrong-issuer"
 REASON_JWT_WRONG_AUDIENCE: Final = "jwt-wrong-audience"
 REASON_JWT_REVOKED: Final = "jwt-revoked-jti"
+REASON_JWT_TYP_MISSING: Final = "jwt-typ-missing"
+REASON_JWT_TYP_WRONG: Final = "jwt-typ-wrong"
+REASON_JWT_ID_TOKEN: Final = "jwt-id-token-as-access-token"  # noqa: S105 - a reason code
+REASON_JWT_KEYS_EXPIRED: Final = "jwt-keys-expired"
 REASON_REFRESH_INVALID: Final = "refresh-token-invalid"
 REASON_REFRESH_REUSE: Final = "refresh-token-reuse"
 KIND_TOKEN_REUSE: Final = "authn_token_reuse"  # noqa: S105  # OWASP vocabulary, not a secret
@@ -97,6 +118,11 @@ KIND_TOKEN_CREATED: Final = "authn_token_created"  # noqa: S105
 # Verified tokens remembered per verifier (see the docstring): at most this many, each
 # at most `max_token_bytes` long plus its claims, the oldest forgotten first.
 VERIFIED_MEMO_ENTRIES: Final = 256
+
+# Claims only an OIDC ID token carries (OIDC Core sections 2, 3.1.3.6, 3.3.2.11, and
+# Financial-grade API part 2 section 5.1 for `s_hash`); RFC 9068 section 2.2 lists
+# none of them for access tokens.
+ID_TOKEN_CLAIMS: Final = ("nonce", "at_hash", "c_hash", "s_hash")
 
 # `kid` is an opaque string (RFC 7515 section 4.1.4); real issuers use thumbprints,
 # UUIDs or short names. Anything outside this set (slashes, quotes, spaces) is not a
@@ -133,10 +159,12 @@ _REFRESH_SECRET_BYTES: Final = 32
 
 @dataclass(frozen=True, slots=True)
 class UnverifiedHeader:
-    """The two header fields we use, read before verification (hence unverified)."""
+    """The header fields we use, read before verification (hence unverified).
+    `typ` is as sent (any JSON value, None when absent): `check_typ` judges it."""
 
     alg: str
     kid: str | None
+    typ: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +205,40 @@ def inspect_token(untrusted_token: str, max_token_bytes: int) -> HeaderVerdict:
     if kid is not None and (not isinstance(kid, str) or not _KID.match(kid)):
         return HeaderVerdict(None, REASON_JWT_BAD_KID)
     # `jku`, `x5u`, `jwk` and `x5c` are deliberately not read (RFC 8725 section 3.10).
-    return HeaderVerdict(UnverifiedHeader(alg, kid), "")
+    return HeaderVerdict(UnverifiedHeader(alg, kid, unverified.get("typ")), "")
+
+
+def check_typ(untrusted_typ: object, settings: JWTSettings) -> str:
+    """The reason a token's `typ` header makes it no access token of ours, or "".
+
+    RFC 9068 section 4: the resource server MUST check that `typ` is `at+jwt` (here
+    `required_typ`) and refuse any other. `insecure_allow_untyped_tokens` lets a token
+    that declares no kind (no `typ`, or the generic `JWT`) through to the ID token
+    claims check; a token that declares another kind (`logout+jwt`, `secevent+jwt`,
+    `dpop+jwt`, ...) is never an access token.
+    """
+    if untrusted_typ is None:
+        return "" if settings.insecure_allow_untyped_tokens else REASON_JWT_TYP_MISSING
+    if not isinstance(untrusted_typ, str):
+        return REASON_JWT_TYP_WRONG
+    typ = normalise_typ(untrusted_typ)
+    if typ == settings.required_typ:
+        return ""
+    if typ == GENERIC_TYP and settings.insecure_allow_untyped_tokens:
+        return ""
+    return REASON_JWT_TYP_WRONG
+
+
+def is_untyped(untrusted_typ: object) -> bool:
+    """No `typ`, or the generic `JWT`: the token does not say which kind it is."""
+    return untrusted_typ is None or (
+        isinstance(untrusted_typ, str) and normalise_typ(untrusted_typ) == GENERIC_TYP
+    )
+
+
+def has_id_token_claims(claims: Mapping[str, object]) -> bool:
+    """Whether verified claims carry what only an OIDC ID token carries."""
+    return any(name in claims for name in ID_TOKEN_CLAIMS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +390,13 @@ class JWKSCache:
     at most once per `min_refresh_seconds`: a flood of random `kid`s costs the
     identity provider one request per interval. A failed fetch keeps the keys we had
     (stale keys are better than none; they are still the issuer's keys) and is logged.
+
+    But only for `max_stale_seconds` after the last successful fetch: past that the
+    keys are dropped, every lookup finds nothing (`expired` says why) and the next
+    fetch allowed by `min_refresh_seconds` may bring them back. A key the issuer has
+    withdrawn is otherwise honoured for as long as the fetches fail, and an attacker
+    holding a stolen key only has to block them.
+
     The lock only merges concurrent refreshes of this process; it guards a cache,
     not shared state.
     """
@@ -340,6 +408,7 @@ class JWKSCache:
         allowed_algorithms: Iterable[str],
         ttl_seconds: float,
         min_refresh_seconds: float,
+        max_stale_seconds: float = DEFAULT_JWKS_MAX_STALE_SECONDS,
         fetch: Fetch | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -347,9 +416,12 @@ class JWKSCache:
         self.allowed = tuple(allowed_algorithms)
         self.ttl_seconds = ttl_seconds
         self.min_refresh_seconds = min_refresh_seconds
+        self.max_stale_seconds = max_stale_seconds
         self._fetch = fetch or _httpx_fetch
         self._clock = clock
         self._ring: KeyRing | None = None
+        self.expired = False
+        """True while the keys are dropped for age (no fetch succeeded since)."""
         self._fetched_at = float("-inf")
         self._attempted_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -365,14 +437,27 @@ class JWKSCache:
             # wait for its result rather than answer from no keys or stale ones.
             async with self._lock:
                 pass
-        key = self._ring.find(kid) if self._ring else None
+        ring = self._usable_ring(now)
+        key = ring.find(kid) if ring else None
         if key is None and self._may_fetch(now):
             await self._refresh(now)
-            key = self._ring.find(kid) if self._ring else None
+            ring = self._usable_ring(now)
+            key = ring.find(kid) if ring else None
         return key
 
     def _may_fetch(self, now: float) -> bool:
         return now - self._attempted_at >= self.min_refresh_seconds
+
+    def _usable_ring(self, now: float) -> KeyRing | None:
+        """The keys, unless their fetch is over `max_stale_seconds` old: then dropped."""
+        if self._ring is not None and now - self._fetched_at >= self.max_stale_seconds:
+            self._ring, self.expired = None, True
+            logger.warning(
+                "bastion: JWKS keys dropped, no fetch succeeded for %d s: "
+                "bearer tokens are refused until one does",
+                int(now - self._fetched_at),
+            )
+        return self._ring
 
     async def _refresh(self, now: float) -> None:
         async with self._lock:
@@ -388,7 +473,7 @@ class JWKSCache:
             except Exception as exc:  # any failure keeps the old keys
                 logger.warning("bastion: JWKS fetch failed: %s", type(exc).__name__)
                 return
-            self._ring, self._fetched_at = ring, now
+            self._ring, self._fetched_at, self.expired = ring, now, False
 
 
 async def _httpx_fetch(url: str) -> bytes:
@@ -416,14 +501,22 @@ async def _httpx_fetch(url: str) -> bytes:
         return bytes(body)
 
 
-def key_source_from_settings(settings: JWTSettings, *, fetch: Fetch | None = None) -> KeySource:
+def key_source_from_settings(
+    settings: JWTSettings,
+    *,
+    fetch: Fetch | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> KeySource:
+    """`clock` times the JWKS cache (a monotonic clock; never the tokens' wall clock)."""
     if settings.jwks_url is not None:
         return JWKSCache(
             settings.jwks_url,
             allowed_algorithms=settings.algorithms,
             ttl_seconds=settings.jwks_ttl_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            max_stale_seconds=settings.jwks_max_stale_seconds,
             fetch=fetch,
+            clock=clock,
         )
     if settings.jwks_file is not None:
         document = json.loads(Path(settings.jwks_file).read_bytes())
@@ -447,7 +540,9 @@ class JWTVerifier:
 
     The order matters: everything that costs nothing (size, shape, header) comes
     before the key lookup, which comes before the signature, which comes before any
-    claim is trusted, which comes before the store is asked about `jti`.
+    claim is trusted, which comes before the store is asked about `jti`. The token's
+    kind (`typ`, then an untyped token's ID token claims) is part of what the memo
+    keeps: it cannot change for a given token, so a remembered token passed it.
     Raises `StoreError` if the revocation store fails (the caller fails closed).
     """
 
@@ -481,13 +576,23 @@ class JWTVerifier:
             return TokenVerdict(None, inspected.reason)
         key = await self.keys.find(inspected.header.kid)
         if key is None:
-            return TokenVerdict(None, REASON_JWT_UNKNOWN_KEY)
+            keys = self.keys
+            expired = isinstance(keys, JWKSCache) and keys.expired
+            return TokenVerdict(
+                None, REASON_JWT_KEYS_EXPIRED if expired else REASON_JWT_UNKNOWN_KEY
+            )
         if inspected.header.alg != key.algorithm:
             return TokenVerdict(None, REASON_JWT_ALGORITHM)
+        reason = check_typ(inspected.header.typ, self.settings)
+        if reason:
+            return TokenVerdict(None, reason)
         try:
             token = jose_jwt.decode(untrusted_token, key.key, algorithms=[key.algorithm])
         except JoseError:
             return TokenVerdict(None, REASON_JWT_BAD_SIGNATURE)
+        if is_untyped(inspected.header.typ) and has_id_token_claims(token.claims):
+            # Only with insecure_allow_untyped_tokens does an untyped token get here.
+            return TokenVerdict(None, REASON_JWT_ID_TOKEN)
         return await self._after_signature(
             untrusted_token, token.claims, verified=(inspected.header.kid, key)
         )

@@ -15,7 +15,9 @@ Threats and defences:
   `none`, `crit`, `zip`); `iss` must equal the configured issuer, `aud` must contain
   the client id, `azp` must equal it when present or when there are several
   audiences, `exp` and `iat` are checked with a small leeway, and `nonce` must equal
-  the stored one (OIDC Core section 3.1.3.7).
+  the stored one (OIDC Core section 3.1.3.7). The provider's keys stop verifying
+  once no JWKS fetch has succeeded for `DEFAULT_JWKS_MAX_STALE_SECONDS`, so a key
+  it withdrew is not honoured while its JWKS endpoint is down or blocked.
 * ID token replay: a nonce is recorded as used in a store with the atomic
   `set_if_absent`, so two concurrent callbacks carrying the same pending login (the
   session is read by both before either saves it) cannot both log in.
@@ -63,6 +65,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from bastion.auth.jwt import JWKSCache, inspect_token
 from bastion.auth.settings import (
     DEFAULT_ALGORITHMS,
+    DEFAULT_JWKS_MAX_STALE_SECONDS,
     DEFAULT_JWKS_MIN_REFRESH_SECONDS,
     DEFAULT_JWKS_TTL_SECONDS,
     MAX_LEEWAY_SECONDS,
@@ -518,6 +521,8 @@ class OIDCLogin:
                     allowed_algorithms=self.settings.algorithms,
                     ttl_seconds=DEFAULT_JWKS_TTL_SECONDS,
                     min_refresh_seconds=DEFAULT_JWKS_MIN_REFRESH_SECONDS,
+                    # Past this without a successful fetch, no ID token verifies.
+                    max_stale_seconds=DEFAULT_JWKS_MAX_STALE_SECONDS,
                     fetch=self._fetch,
                 )
                 await jwks.find(None)  # warm it while holding the lock

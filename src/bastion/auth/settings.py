@@ -37,6 +37,27 @@ DEFAULT_MAX_TOKEN_BYTES: Final = 8192
 # of tokens with random `kid`s costs the identity provider one request a minute.
 DEFAULT_JWKS_TTL_SECONDS: Final = 300
 DEFAULT_JWKS_MIN_REFRESH_SECONDS: Final = 60
+# While refetches fail, the keys last fetched keep verifying for at most this long
+# (counted from that fetch), then are dropped and every token is refused. Without a
+# bound, a key the issuer withdrew (rotated out, or revoked after a compromise) stays
+# valid for as long as the JWKS endpoint is down, or blocked by whoever holds the
+# key. One day, like the maximum token age: an outage of the key endpoint is survived
+# for a working day (each failed fetch logs a warning), and a withdrawn key is
+# refused within a day. Stricter peers exist (Microsoft.IdentityModel keeps its
+# last known good keys one hour by default, `LastKnownGoodLifetime`).
+DEFAULT_JWKS_MAX_STALE_SECONDS: Final = 24 * 3600
+# RFC 9068 section 2.1: a JWT access token declares itself with `typ: at+jwt`, and a
+# resource server MUST refuse any other type (section 4), so that an ID token (typ
+# `JWT` or none) signed by the same issuer is never taken for an access token.
+DEFAULT_REQUIRED_TYP: Final = "at+jwt"
+# RFC 7515 section 4.1.9: "application/" is RECOMMENDED to be omitted from `typ`, and
+# a recipient MUST treat a value without "/" as if "application/" were prepended;
+# media type names compare case-insensitively (RFC 2045 section 5.1).
+MEDIA_TYPE_PREFIX: Final = "application/"
+# RFC 6838 section 4.2 restricted-name, lower-cased: the subtype of `application/`.
+_MEDIA_SUBTYPE: Final = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+# `JWT` only says "this is a JWT" (RFC 7519 section 5.1), not which kind.
+GENERIC_TYP: Final = "jwt"
 # Algorithms accepted by default: asymmetric only. A symmetric key (HS256) shared with
 # an identity provider lets anyone holding it mint tokens; list HS* explicitly to use
 # one for tokens the application issues itself. `EdDSA` is deprecated by RFC 9864
@@ -91,12 +112,42 @@ class JWTSettings(Section):
     max_token_bytes: int = Field(default=DEFAULT_MAX_TOKEN_BYTES, ge=512, le=65536)
     jwks_ttl_seconds: int = Field(default=DEFAULT_JWKS_TTL_SECONDS, ge=10)
     jwks_min_refresh_seconds: int = Field(default=DEFAULT_JWKS_MIN_REFRESH_SECONDS, ge=1)
+    jwks_max_stale_seconds: int = Field(default=DEFAULT_JWKS_MAX_STALE_SECONDS, ge=60)
+    """How long the keys of the last successful `jwks_url` fetch keep verifying while
+    refetches fail; after that they are dropped and every token is refused (401)
+    until the JWKS endpoint answers again. At least `jwks_ttl_seconds`."""
+
+    required_typ: str = DEFAULT_REQUIRED_TYP
+    """The `typ` header an access token must carry (RFC 9068: `at+jwt`; compared
+    case-insensitively, `application/at+jwt` is the same). Stops an ID token of the
+    same issuer, whose `aud` may equal `audience`, from passing as an access token."""
+
     roles_claim: str = "roles"
     require_jti: bool = False
     """Refuse tokens without `jti` (needed to revoke a single token)."""
 
     insecure_jwks_over_http: bool = False
     """Allow an `http://` JWKS URL (a network attacker could swap the keys)."""
+
+    insecure_allow_untyped_tokens: bool = False
+    """Also accept tokens that do not declare their kind (no `typ`, or `JWT`), for
+    issuers that do not type their access tokens. Such a token is still refused if it
+    carries an ID token's claims (`nonce`, `at_hash`, `c_hash`, `s_hash`), but an ID
+    token without them passes if its `aud` is `audience`: give the API an audience of
+    its own, never the OIDC client id. Tokens of another declared type are refused."""
+
+    @field_validator("required_typ")
+    @classmethod
+    def _check_required_typ(cls, value: str) -> str:
+        typ = normalise_typ(value)
+        if not _MEDIA_SUBTYPE.match(typ):
+            raise ValueError("required_typ must be a media type such as 'at+jwt'")
+        if typ == GENERIC_TYP:
+            raise ValueError(
+                "required_typ 'JWT' names no kind of token (an ID token has it too): keep "
+                "'at+jwt', or set insecure_allow_untyped_tokens for an issuer that sends 'JWT'"
+            )
+        return typ
 
     @field_validator("algorithms")
     @classmethod
@@ -118,6 +169,8 @@ class JWTSettings(Section):
                 raise ValueError("jwks_url must be an https:// URL")
             if self.jwks_url.startswith("http://") and not self.insecure_jwks_over_http:
                 raise ValueError("jwks_url must be https:// (or set insecure_jwks_over_http)")
+        if self.jwks_max_stale_seconds < self.jwks_ttl_seconds:
+            raise ValueError("jwks_max_stale_seconds must be at least jwks_ttl_seconds")
         if self.jwks is not None:
             try:
                 json.dumps(self.jwks)
@@ -144,6 +197,14 @@ class JWTSettings(Section):
             for key in value["keys"]
         ]
         return {**value, "keys": keys}
+
+
+def normalise_typ(value: str) -> str:
+    """A `typ` value as compared: lower-case, without the `application/` prefix
+    (RFC 7515 section 4.1.9). A value with another top-level type keeps its `/`, so
+    it never equals a bare subtype."""
+    lowered = value.lower()
+    return lowered[len(MEDIA_TYPE_PREFIX) :] if lowered.startswith(MEDIA_TYPE_PREFIX) else lowered
 
 
 def check_public_jwks(jwks: dict[str, Any], *, allow_symmetric: bool) -> None:

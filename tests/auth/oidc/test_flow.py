@@ -7,6 +7,7 @@ relying party must emit.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,8 +16,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
+from bastion.auth.jwt import REASON_JWT_ID_TOKEN, REASON_JWT_TYP_WRONG
+from bastion.auth.middleware import AuthenticationMiddleware
+from bastion.auth.settings import AuthSettings, JWTSettings
+from bastion.events import EventEmitter
+from tests.auth.apps import call, make_protected_app
 from tests.auth.oidc.provider import TEST_USER
 from tests.auth.oidc.rp_app import CLIENT_ID, CLIENT_SECRET
+from tests.conftest import RecordingSink
 from tests.support.servers import serve
 
 COOKIE = "session"  # `__Host-session` without its prefix over plain HTTP
@@ -257,3 +264,43 @@ def test_oidc_return_path(
     assert done.status_code == 303
     assert done.headers["location"] == expected
     assert whoami(client, configured) == TEST_USER
+
+
+# --- the ID token is no access token -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("allow_untyped", "reason"),
+    [
+        pytest.param(False, REASON_JWT_TYP_WRONG, id="jwt-id-token-as-access-token"),
+        pytest.param(True, REASON_JWT_ID_TOKEN, id="jwt-id-token-as-access-token-untyped-allowed"),
+    ],
+)
+def test_oidc_id_token_refused_as_bearer_token(
+    configured: Peers, client: httpx.Client, allow_untyped: bool, reason: str
+) -> None:
+    """A real ID token from the provider, as it leaks (here from the logout URL's
+    `id_token_hint`), presented to an API whose audience is the OIDC client id and
+    whose keys are the provider's JWKS: signature, issuer, audience and times all
+    check out; only its kind tells it apart."""
+    login(client, configured)
+    out = client.post(f"{configured.rp}/auth/logout")
+    (id_token,) = parse_qs(urlsplit(out.headers["location"]).query)["id_token_hint"]
+    settings = JWTSettings(
+        issuer=configured.op,
+        audience=CLIENT_ID,
+        jwks_url=f"{configured.op}/jwks",
+        insecure_jwks_over_http=True,  # the test provider is plain HTTP on 127.0.0.1
+        algorithms=("ES256",),
+        insecure_allow_untyped_tokens=allow_untyped,
+    )
+    sink = RecordingSink()
+    hits: list[str] = []
+    app = AuthenticationMiddleware(
+        make_protected_app("raw", hits), AuthSettings(jwt=settings), events=EventEmitter([sink])
+    )
+    status, _, _ = asyncio.run(
+        call(app, "/admin", [(b"authorization", f"Bearer {id_token}".encode())])
+    )
+    assert (status, hits) == (401, [])
+    assert sink.reasons() == [reason]
