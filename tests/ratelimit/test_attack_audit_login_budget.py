@@ -77,7 +77,9 @@ def collated_login(seen: list[str]) -> ASGIApp:
         seen.append(user)
         password = form.get("password")
         if password is None:
-            return PlainTextResponse("incomplete", status_code=400)  # judged no password
+            return PlainTextResponse("incomplete", status_code=400)  # a failure too
+        if password == "outage":  # its user database is down: judged no password
+            return PlainTextResponse("try later", status_code=503)
         ok = (same_user(user), password) in (("alice", "right"), ("mallory", "own"))
         return PlainTextResponse("ok" if ok else "no", status_code=200 if ok else 401)
 
@@ -244,6 +246,10 @@ class CountingStore(MemoryStore):
     async def delete(self, key: str) -> bool:
         self.calls += 1
         return await super().delete(key)
+
+    async def delete_if_equal(self, key: str, value: bytes) -> bool:
+        self.calls += 1
+        return await super().delete_if_equal(key, value)
 
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
         self.calls += 1
@@ -463,7 +469,8 @@ async def test_concurrent_attempts_over_redis(
     [
         pytest.param("wrong", b"1", id="login-budget-failure-keeps-unit"),
         pytest.param("right", b"0", id="login-budget-success-gives-unit-back-ok"),
-        pytest.param("incomplete", b"0", id="login-budget-abandon-gives-unit-back-ok"),
+        pytest.param("outage", b"0", id="login-budget-abandon-gives-unit-back-ok"),
+        pytest.param("incomplete", b"1", id="login-budget-bad-request-keeps-unit"),
     ],
 )
 async def test_an_attempt_keeps_its_unit_only_as_a_failure(
@@ -479,6 +486,7 @@ async def test_an_attempt_keeps_its_unit_only_as_a_failure(
     if outcome == "incomplete":
         del form["password"]
     response = await request(layer, "POST", "/login", ATTACKER, data=form)
-    assert response.status_code == {"wrong": 401, "right": 200, "incomplete": 400}[outcome]
+    statuses = {"wrong": 401, "right": 200, "incomplete": 400, "outage": 503}
+    assert response.status_code == statuses[outcome]
     budget_key = f"login:c:{client_key(ATTACKER[0], ClientGrouping())}"
     assert await store.get(budget_key) == units

@@ -18,7 +18,11 @@ Defence: failures are counted twice, per (account, client network) and per accou
 * One attempt per pair at a time: `begin` claims the pair's gate before the
   application checks the password, and the outcome replaces the claim. A check
   that only read the gate let a client fire any number of guesses at once, all
-  of them past the gate before the first failure closed it.
+  of them past the gate before the first failure closed it. The claim holds a
+  random token of its attempt, and an attempt releases the gate only while it
+  still holds that token (`Store.delete_if_equal`): a claim outlives its
+  `ATTEMPT_CLAIM_SECONDS` when the application is slow, and a plain delete then
+  lifted whatever a later attempt wrote in its place (the pair's lockout).
 * Per client, across accounts: at `client_lockout_after` failures within the
   failure window, on any accounts (or none), the client's login attempts are
   refused until the window ends. The per-pair counts hold only as far as the
@@ -76,9 +80,10 @@ from __future__ import annotations
 import binascii
 import json
 import re
+import secrets
 import unicodedata
 from base64 import b64decode
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl
 
@@ -115,8 +120,23 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # replaces the claim: a password hash takes well under a second. A claim whose
 # release is lost (a worker crash, a store outage) holds the pair back this long.
 ATTEMPT_CLAIM_SECONDS: Final = 30.0
+# Random bytes of an attempt's claim (`LoginGuard.begin`), as hex: 128 bits, so no
+# two attempts' claims are ever equal, whichever worker drew them.
+CLAIM_TOKEN_BYTES: Final = 16
+# Statuses of a login route's answer that count as a failure (`login_failure_statuses`).
+# 401 and 403: HTTP authentication refused (RFC 9110 sections 15.5.2, 15.5.4). 400:
+# an OAuth 2 token endpoint answers wrong credentials `invalid_grant` with it (RFC
+# 6749 section 5.2), as DRF's `obtain_auth_token` and many JSON APIs do. 422: FastAPI
+# answers a body it cannot validate with it, where Starlette, Litestar and Django
+# forms answer 400: either way the client failed to log in, and the count is that
+# client's own (its pair, its budget), so a malformed body costs only its sender.
+# A login route whose failures go uncounted gives free guesses (fail open); one whose
+# malformed attempts count slows only the client that sends them.
+DEFAULT_FAILURE_STATUSES: Final = (400, 401, 403, 422)
 
 _LOCKED: Final = b"locked"
+# A claim's gate value: this prefix, then the attempt's token.
+_CLAIM: Final = b"claim:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +168,9 @@ class LoginVerdict:
 
     `reserved`: the attempt holds a unit of the client's budget (`LoginGuard.begin`),
     which a failure keeps and any other outcome gives back. `past_budget`: it was let
-    through past that budget, as a pair that logged in before."""
+    through past that budget, as a pair that logged in before. `claim`: the value
+    the attempt's claim wrote in the pair's gate (b"" when it claimed none), which
+    only this attempt can release."""
 
     allowed: bool
     reason: str = ""
@@ -156,6 +178,8 @@ class LoginVerdict:
     requires_challenge: bool = False
     reserved: bool = False
     past_budget: bool = False
+    # Which attempt, not what was decided: left out of comparisons and the repr.
+    claim: bytes = field(default=b"", repr=False, compare=False)
 
 
 def delay_after_failure(failures: int, policy: LoginPolicy) -> tuple[str, float]:
@@ -213,7 +237,8 @@ class LoginGuard:
     budget), a failure two counters and the gate (three writes), a success at most
     four (the pair's count and gate deleted, its mark set, the unit given back) and
     an abandoned attempt two; `StoreError` propagates, and the caller applies its
-    fail mode.
+    fail mode. An attempt's own claim is released by compare-and-delete, never by
+    a plain delete (module docstring).
     """
 
     __slots__ = ("grouping", "never_ban", "policy", "store")
@@ -279,7 +304,11 @@ class LoginGuard:
         window (a user behind the same address as the attacker) may still try,
         under its own backoff and lockout (`LoginVerdict.past_budget`); every other
         attempt is refused and its unit given back. As many round trips as `check`
-        when allowed under the budget."""
+        when allowed under the budget.
+
+        The claim holds a token drawn for this attempt (`LoginVerdict.claim`), by
+        which `abandon` and `record_success` tell it from whatever replaced it
+        once it expired."""
         account_key, _pair_key, gate_key, client_failures_key, known_key = self._keys(
             account, client
         )
@@ -295,7 +324,7 @@ class LoginGuard:
                     await self._give_back(client_failures_key)
                     return self._client_lockout
                 past_budget = True
-        claim = self._delay_value(self.policy.base_delay_seconds)
+        claim = _CLAIM + secrets.token_hex(CLAIM_TOKEN_BYTES).encode("ascii")
         gate: bytes | None = None
         if not await self.store.set_if_absent(gate_key, claim, ATTEMPT_CLAIM_SECONDS):
             # Held by another attempt, or by the delay a failure set: a gate gone
@@ -311,17 +340,26 @@ class LoginGuard:
             requires_challenge=verdict.requires_challenge,
             reserved=reserved,
             past_budget=past_budget,
+            claim=claim,
         )
 
     async def abandon(
         self, account: str, client: str | None, attempt: LoginVerdict | None = None
     ) -> None:
         """Release the claim of `begin` for an attempt that neither failed nor
-        succeeded, and give its unit of the client's budget back."""
+        succeeded, and give its unit of the client's budget back.
+
+        Only the attempt's own claim is deleted (`Store.delete_if_equal`): once it
+        has expired (an application slower than `ATTEMPT_CLAIM_SECONDS`), the gate
+        may hold another attempt's claim, or the delay or lockout of a failure since,
+        and an attempt that judged no password has no business lifting those.
+        Without `attempt` (or one that claimed nothing) no gate is released: the
+        claim then ends with its TTL."""
         _account_key, _pair_key, gate_key, client_failures_key, _known_key = self._keys(
             account, client
         )
-        await self.store.delete(gate_key)
+        if attempt is not None and attempt.claim:
+            await self.store.delete_if_equal(gate_key, attempt.claim)
         if attempt is not None and attempt.reserved:
             await self._give_back(client_failures_key)
 
@@ -349,12 +387,19 @@ class LoginGuard:
         if gate is None:
             return LoginVerdict(allowed=True, requires_challenge=challenge)
         locked = gate == _LOCKED
+        # The gate holds no expiry time (the store's clock is its own), so this is
+        # the full delay: an upper bound, never too short. An attempt in flight
+        # (a claim) asks for the first failure's delay, as before its outcome.
+        if locked:
+            retry_after = self.policy.lockout_seconds
+        elif gate.startswith(_CLAIM):
+            retry_after = self.policy.base_delay_seconds
+        else:
+            retry_after = float(gate)
         return LoginVerdict(
             allowed=False,
             reason=REASON_LOGIN_LOCKED if locked else REASON_LOGIN_THROTTLED,
-            # The gate holds no expiry time (the store's clock is its own), so
-            # this is the full delay: an upper bound, never too short.
-            retry_after_seconds=self.policy.lockout_seconds if locked else float(gate),
+            retry_after_seconds=retry_after,
             requires_challenge=challenge,
         )
 
@@ -403,7 +448,12 @@ class LoginGuard:
         Nor does one let through past the budget (`LoginVerdict.past_budget`) clear
         the pair's: there the pair's lockout is the only bound left, and the
         attacker's own login, read as its account wherever the guard and the
-        application still differ, would reset it."""
+        application still differ, would reset it.
+
+        An attempt that claimed the gate deletes it only while it holds its claim
+        (as `abandon` does): a success that outlived its claim leaves the gate a
+        failure wrote since, its lockout included. Without a claim (no `attempt`,
+        or one let through in monitor-only mode) the gate is deleted."""
         _account_key, pair_key, gate_key, client_failures_key, known_key = self._keys(
             account, client
         )
@@ -411,7 +461,10 @@ class LoginGuard:
             if attempt is None or not attempt.past_budget:
                 await self.store.delete(pair_key)
             await self.store.set(known_key, b"1", self.policy.failure_window_seconds)
-        await self.store.delete(gate_key)
+        if attempt is not None and attempt.claim:
+            await self.store.delete_if_equal(gate_key, attempt.claim)
+        else:
+            await self.store.delete(gate_key)
         if attempt is not None and attempt.reserved:
             await self._give_back(client_failures_key)
 

@@ -18,13 +18,14 @@ Per request, in this order:
 4. login routes: the `LoginGuard` verdict before the app runs, which refuses a
    client past its failure budget (reserving a unit of it for this attempt) and
    claims the (account, client) pair for this attempt alone (`LoginGuard.begin`),
-   and the app's status recorded after: 401/403 a failure, even when the app
-   raises after sending it; 2xx/3xx a success, unless the app raised after it;
-   anything else, no status, or a refusal by a Bastion layer inside releases the
-   claim and the unit. A safe method (GET, HEAD, OPTIONS, TRACE) makes an attempt
-   only with credentials (`carries_credentials`: an `Authorization` header, or
-   the account field in the query string: HTTP Basic guesses and Flask's
-   `request.values` are GETs), and its 2xx is never a success: a page load
+   and the app's status recorded after: one of `login_failure_statuses` (400, 401,
+   403, 422 by default) a failure, even when the app raises after sending it;
+   2xx/3xx a success, unless the app raised after it; anything else, no status, or
+   a refusal by a Bastion layer inside releases the claim (only while it is still
+   the attempt's own) and the unit. A safe method (GET, HEAD, OPTIONS, TRACE) makes
+   an attempt only with credentials (`carries_credentials`: an `Authorization`
+   header, or the account field in the query string: HTTP Basic guesses and
+   Flask's `request.values` are GETs), and its 2xx is never a success: a page load
    neither counts nor clears the client's failures.
 
 An exit that awaits the store and is cancelled there raises the cancellation; the
@@ -320,6 +321,7 @@ class RateLimitMiddleware:
             grouping=self._grouping,
             never_ban=self.settings.never_ban,
         )
+        self._login_failure_statuses = frozenset(self.settings.login_failure_statuses)
         self._api_key_header = self.settings.api_key_header.encode("latin-1")
         self._outage = _OutageReport()
         # The ban check rides on the first rate's step when both live in one store.
@@ -779,12 +781,15 @@ class RateLimitMiddleware:
         # that echoes `?username=`): a success there would clear the failures.
         succeeds = scope["method"].upper() not in SAFE_METHODS
 
+        failure_statuses = self._login_failure_statuses
+
         async def record(error: BaseException | None) -> BaseException | None:
             status = statuses[0] if statuses else 0
             refused_inside = get_context(scope).refused_by is not None
+            failed = status in failure_statuses
             try:
                 if refused_inside or not (
-                    status in (401, 403) or (succeeds and error is None and 200 <= status < 400)
+                    failed or (succeeds and error is None and 200 <= status < 400)
                 ):
                     # A Bastion layer inside (CSRF, policy, limits) refused before the
                     # app judged the credentials, or the app answered neither failure
@@ -798,7 +803,7 @@ class RateLimitMiddleware:
                     if claimed:
                         await guard.abandon(untrusted_account, client, verdict)
                     return error
-                if status in (401, 403):
+                if failed:
                     # A failure already answered counts whatever the app does next:
                     # an error after it (a background task failing on a field the
                     # attacker chose) would otherwise make every guess free.

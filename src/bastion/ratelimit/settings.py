@@ -27,6 +27,7 @@ from bastion.ratelimit.login import (
     DEFAULT_BASE_DELAY_SECONDS,
     DEFAULT_CHALLENGE_AFTER,
     DEFAULT_CLIENT_LOCKOUT_AFTER,
+    DEFAULT_FAILURE_STATUSES,
     DEFAULT_FAILURE_WINDOW_SECONDS,
     DEFAULT_LOCKOUT_AFTER,
     DEFAULT_LOCKOUT_SECONDS,
@@ -111,14 +112,23 @@ class RateLimitSettings(LayerSettings):
 
     login_routes: tuple[str, ...] = ()
     """Route patterns of login endpoints (`POST /login`, `/admin/*` behind HTTP
-    Basic): a 401/403 answer counts as a failure, a 2xx/3xx as a success, for the
-    account in `login_account_field`. A GET, HEAD, OPTIONS or TRACE makes an
-    attempt only when it carries credentials (an `Authorization` header, or the
-    account field in the query string), and its 2xx is never a success: the login
-    page's 200 neither counts nor clears the client's failures."""
+    Basic): an answer in `login_failure_statuses` counts as a failure, a 2xx/3xx as
+    a success, for the account in `login_account_field`. A GET, HEAD, OPTIONS or
+    TRACE makes an attempt only when it carries credentials (an `Authorization`
+    header, or the account field in the query string), and its 2xx is never a
+    success: the login page's 200 neither counts nor clears the client's failures."""
 
     login_account_field: str = DEFAULT_LOGIN_ACCOUNT_FIELD
     """Form or JSON field naming the account on login routes."""
+
+    login_failure_statuses: tuple[int, ...] = DEFAULT_FAILURE_STATUSES
+    """Statuses of a login route's answer that count as a failed attempt: 401 and
+    403, 400 (an OAuth 2 token endpoint's `invalid_grant`, RFC 6749 section 5.2;
+    DRF's `obtain_auth_token`) and 422 (FastAPI's answer to a body it cannot
+    validate, which Starlette, Litestar and Django forms answer 400). Client errors
+    (4xx) only, 401 always among them; a status left out of the default is reported
+    as a weakening (its failures are free guesses). Any other answer but a 2xx/3xx
+    success neither counts nor clears."""
 
     login_lockout_after: int = Field(default=DEFAULT_LOCKOUT_AFTER, ge=1)
     login_lockout_seconds: float = Field(default=DEFAULT_LOCKOUT_SECONDS, gt=0)
@@ -168,6 +178,18 @@ class RateLimitSettings(LayerSettings):
             parse_route_pattern(pattern)
         return value
 
+    @field_validator("login_failure_statuses")
+    @classmethod
+    def _check_failure_statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        # A 2xx/3xx is a success and a 5xx the server's own failure (counting it
+        # would lock users out during an outage); 401 is what every HTTP
+        # authentication scheme answers a wrong credential with.
+        if any(not 400 <= status <= 499 for status in value):
+            raise ValueError("login_failure_statuses must be client errors (400 to 499)")
+        if 401 not in value:
+            raise ValueError("login_failure_statuses must include 401")
+        return tuple(sorted(set(value)))
+
     @field_validator("never_ban", mode="before")
     @classmethod
     def _parse_never_ban(cls, value: Any) -> Any:
@@ -194,6 +216,15 @@ class RateLimitSettings(LayerSettings):
         found = [] if self.ban_enabled else ["ban_enabled=false"]
         if not self.limits:
             found.append("limits={}")
+        left_out = sorted(set(DEFAULT_FAILURE_STATUSES) - set(self.login_failure_statuses))
+        if left_out:
+            found.append(
+                "login_failure_statuses="
+                + ",".join(map(str, self.login_failure_statuses))
+                + " (without "
+                + ",".join(map(str, left_out))
+                + ")"
+            )
         return found
 
     def grouping(self) -> ClientGrouping:

@@ -8,10 +8,10 @@ SQLite (one host), Redis (a fleet, Cluster included).
 Threats the stores handle themselves:
 
 * Races between workers: every read-modify-write step (`set_if_absent`, `replace`,
-  `incr`, `touch`, `gcra`, `gcra_unless`, `add_to_owner`, `delete_owned`) is atomic
-  inside the store (a Lua script or one command, one SQLite transaction, or no
-  `await` between read and write), never a process-local lock around get-then-set,
-  which is not atomic across workers.
+  `delete_if_equal`, `incr`, `touch`, `gcra`, `gcra_unless`, `add_to_owner`,
+  `delete_owned`) is atomic inside the store (a Lua script or one command, one
+  SQLite transaction, or no `await` between read and write), never a process-local
+  lock around get-then-set, which is not atomic across workers.
 * Resource exhaustion: keys and values are bounded (`MAX_KEY_BYTES`,
   `MAX_VALUE_BYTES`); the memory store is bounded in entries and bytes; owner
   indexes are bounded per owner and shed expired entries.
@@ -110,6 +110,19 @@ class Store(Protocol):
         caller's read and its write. An expired value counts as absent. Sessions
         write back an existing session with this, so that a request still in flight
         when its session ended (a logout, a revocation) cannot bring it back.
+        """
+        ...
+
+    async def delete_if_equal(self, key: str, value: bytes) -> bool:
+        """Delete `key` only if it holds the live value `value`; True if this call deleted it.
+
+        Atomic: the comparison and the delete are one step, so a value written over
+        the key since the caller wrote its own (after its own expired, say) is never
+        deleted, whatever the delay between the two calls. An absent or expired key,
+        or one holding anything else, is left as it is. The value is compared as
+        `get` returns it (a counter as its decimal ASCII). The login guard releases
+        an attempt's claim with this, so that a release arriving after the claim
+        expired cannot lift a lockout written in its place.
         """
         ...
 

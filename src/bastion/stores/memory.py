@@ -297,6 +297,19 @@ class MemoryStore:
         self._put(digest, (_expiry(now, ttl), value), now)
         return True
 
+    async def delete_if_equal(self, key: str, value: bytes) -> bool:
+        """`Store.delete_if_equal`: `delete` of a live entry whose value reads back
+        (as `get` prints it) as `value`; otherwise only the read (`_live`)."""
+        digest = _digest(key)
+        check_value(value)
+        current = self._live(digest, self._now())
+        if current is None:
+            return False
+        if (current if isinstance(current, bytes) else str(current).encode("ascii")) != value:
+            return False
+        self._discard(digest)
+        return True
+
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
         """`Store.incr`. Its usual step, a live counter stepped by a plain `int` (a
         WebSocket's connection slot, taken then given back), is `_live` then `_put`

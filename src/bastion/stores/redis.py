@@ -147,6 +147,16 @@ redis.call('INCRBY', KEYS[1], ARGV[1])
 return redis.call('GET', KEYS[1])
 """
 
+# Compare-and-delete. KEYS[1]: the key, ARGV[1]: the value it must hold. GET and
+# DEL in one script, on one key (so it runs on Cluster): nothing runs between them.
+# A key that holds another type than a string is a script error (StoreError).
+DELETE_IF_EQUAL_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 # Owner index: a sorted set of owned keys scored by expiry (server ms). KEYS[1]: the
 # index. ARGV: owned key, TTL in ms, most live members. Sheds expired members, never
 # shortens an entry, lets the index expire with its last member, and returns the
@@ -251,6 +261,9 @@ class RedisStore:
         self._gcra_script: AsyncScript = self._client.register_script(GCRA_SCRIPT)
         self._gcra_unless_script: AsyncScript = self._client.register_script(GCRA_UNLESS_SCRIPT)
         self._incr_script: AsyncScript = self._client.register_script(INCR_SCRIPT)
+        self._delete_if_equal_script: AsyncScript = self._client.register_script(
+            DELETE_IF_EQUAL_SCRIPT
+        )
         self._add_owner_script: AsyncScript = self._client.register_script(ADD_OWNER_SCRIPT)
         self._closed = False
 
@@ -313,6 +326,15 @@ class RedisStore:
             operation, lambda: self._client.set(redis_key, value, px=px, nx=nx, xx=xx)
         )
         return bool(written)
+
+    async def delete_if_equal(self, key: str, value: bytes) -> bool:
+        redis_key = self.redis_key(check_key(key))
+        check_value(value)
+        deleted = await self._call(
+            "delete_if_equal",
+            lambda: self._delete_if_equal_script(keys=[redis_key], args=[value]),
+        )
+        return bool(deleted)
 
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
         redis_key = self.redis_key(check_key(key))

@@ -180,6 +180,22 @@ class SQLiteStore:
 
         return await self._write(step)
 
+    async def delete_if_equal(self, key: str, value: bytes) -> bool:
+        check_key(key)
+        check_value(value)
+
+        def step(db: sqlite3.Connection, now: float) -> bool:
+            # One guarded statement, matching only a live row holding `value` (a
+            # BLOB, as every value is written): anything else is left as it is.
+            deleted = db.execute(
+                """DELETE FROM bastion_store
+                WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)""",
+                (key, value, now),
+            ).rowcount
+            return bool(deleted)
+
+        return await self._write(step)
+
     async def incr(self, key: str, amount: int = 1, *, ttl_seconds: float | None) -> int:
         check_key(key)
         check_amount(amount)
