@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -57,9 +58,11 @@ async def hostile_server(
     handler: Handler | None = None,
     *,
     drip: tuple[str, float, float] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Listener]:
-    """A raw HTTP/1.1 server on 127.0.0.1. `drip` = (path, interval, for how long):
-    that path's body comes one byte per interval, each inside any per-read timeout."""
+    """A raw HTTP/1.1 server on 127.0.0.1 (over TLS with `tls`). `drip` = (path,
+    interval, for how long): that path's body comes one byte per interval, each
+    inside any per-read timeout."""
     listener = Listener("127.0.0.1", 0)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -93,7 +96,7 @@ async def hostile_server(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(answer, listener.host, 0)
+    server = await asyncio.start_server(answer, listener.host, 0, ssl=tls)
     listener.port = server.sockets[0].getsockname()[1]
     async with server:
         yield listener
@@ -276,6 +279,15 @@ _HOSTILE_ANSWERS: Mapping[str, Mapping[str, Answer]] = {
                     },
                 }
             ).encode(),
+        ),
+    },
+    "openapi-path-lone-surrogate": {
+        # JSON may escape half a surrogate pair; httpx cannot encode the path and
+        # raised UnicodeEncodeError through the whole audit.
+        "/openapi.json": (
+            200,
+            (("content-type", "application/json"),),
+            b'{"paths": {"/a\\ud800": {"get": {}}, "/b\\udfff/c": {"post": {}}}}',
         ),
     },
     "openapi-path-with-a-newline": {

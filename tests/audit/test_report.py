@@ -26,6 +26,7 @@ from bastion.audit.report import (
     render_sarif,
     render_table,
 )
+from bastion.audit.report.escape import sarif_text
 from bastion.deps.osv import Finding as DepFinding
 from bastion.deps.osv import Report as DepReport
 from bastion.deps.report import render_sarif as render_deps_sarif
@@ -143,8 +144,9 @@ def test_sarif_runs_are_distinct_and_say_what_was_not_tested() -> None:
         notes = invocation["toolExecutionNotifications"]
         assert [n["level"] for n in notes] == ["note"] * len(report.skipped)
         assert [n["message"]["text"] for n in notes] == [
-            f"Not tested: {reason}" for reason in report.skipped
+            f"Not tested: {sarif_text(reason)}" for reason in report.skipped
         ]
+        assert notes[0]["message"]["text"] == "Not tested: sessions: no login recipe"
         for result in run["results"]:
             assert result["message"]["text"].startswith("Failed: ")
             assert " Evidence: " in result["message"]["text"]

@@ -86,6 +86,9 @@ class AuditReport:
     skipped: list[str] = field(default_factory=list)
     """What was not tested, and why (no login recipe, writes not allowed, ...):
     a check absent from `findings` is not a check passed."""
+    insecure_tls: bool = False
+    """TLS certificates were not verified (`--insecure`): whatever answered may not
+    be the target, so every writer says so beside the grade."""
 
     @property
     def failed(self) -> list[Finding]:

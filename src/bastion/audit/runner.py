@@ -192,6 +192,7 @@ async def run_audit(
         requests_sent=ctx.requests_sent,
         duration_seconds=time.monotonic() - started,
         skipped=list(ctx.skipped),
+        insecure_tls=not target.verify_tls,
     )
 
 

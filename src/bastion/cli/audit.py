@@ -40,7 +40,8 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
 
     A step names routes the target chose (its OpenAPI paths): shown as plain text,
     never Rich markup (`[/x]` would end the audit, `[link=...]` add a link), with
-    control characters as `\\xNN` (an escape sequence would drive the terminal).
+    control and invisible characters escaped (`\\x1b`: an escape sequence would drive
+    the terminal; `\\u202e`: a bidi override would reorder the line).
     """
     if not enabled:
         yield None
@@ -48,7 +49,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from bastion.audit.report.table import printable
+    from bastion.audit.report.escape import printable
 
     with Progress(
         SpinnerColumn(),
@@ -60,7 +61,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
         task = progress.add_task("starting", total=None)
 
         def step(text: str) -> None:
-            progress.update(task, description=printable(text[:100]).replace("\n", " "))
+            progress.update(task, description=printable(text[:100]))
 
         yield step
 
@@ -160,7 +161,11 @@ def audit(
     ] = "/",  # noqa: S107 - a path, not a password
     host: Annotated[str | None, typer.Option(help="Host header for in-process targets.")] = None,
     insecure: Annotated[
-        bool, typer.Option("--insecure", help="Do not verify the TLS certificate (dev certs).")
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Do not verify the TLS certificate (dev certs); every report format says so.",
+        ),
     ] = False,
     output_format: Annotated[
         str, typer.Option("--format", help="table, json, sarif or html")
@@ -238,8 +243,11 @@ def audit(
                     )
                 ]
     except (TargetError, ValueError) as exc:
+        from bastion.audit.report.escape import printable
+
         shown = "the demo" if target is None else redact_url(target) if "://" in target else target
-        typer.echo(f"bastion: cannot audit {shown}: {exc}", err=True)
+        # The reason can quote the target (a route it named): shown inert.
+        typer.echo(printable(f"bastion: cannot audit {shown}: {exc}"), err=True)
         raise typer.Exit(EXIT_CANNOT_CHECK) from None
     text = _render(reports, output_format, color=output is None and sys.stdout.isatty())
     _write(text, output)

@@ -4,7 +4,8 @@ Threat: two formats of one audit that disagree (a finding first in the table and
 last in SARIF, a count that differs between JSON and HTML), so a reader trusts
 neither.
 Defence: the order (most severe first, then check id, then route), the counts by
-severity and the side-by-side verdict are computed here once, for every format.
+severity, the side-by-side verdict and the note on an audit without certificate
+verification are decided here once, for every format.
 
 Not covered: rendering; each format has its own module.
 """
@@ -17,6 +18,15 @@ from typing import Final
 from bastion.audit.findings import SEVERITIES, AuditReport, Finding, Severity
 
 _RANK: Final = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+INSECURE_TLS_NOTE: Final = (
+    "TLS certificates were not verified (--insecure): the grade and findings describe "
+    "whatever answered, which may not be the target"
+)
+"""What every format says of an audit run without certificate verification, so a
+grade read in CI is never taken for one from a verified connection."""
+INSECURE_TLS_GRADE: Final = "{letter} (TLS unverified)"
+"""The grade as the table shows it for such an audit."""
 
 
 def failed_sorted(report: AuditReport) -> list[Finding]:

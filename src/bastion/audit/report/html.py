@@ -2,11 +2,14 @@
 
 Threat: the report itself becomes an attack. Findings quote what the audited site
 sent (header values, cookie attributes, script URLs), chosen by whoever controls the
-site; in a page that text could carry markup and script, or load a tracker.
-Defence: every text is HTML-escaped (`_e`); the page has inline CSS, an inline SVG
-chart, no external resource and no script, and carries its own CSP
-(`default-src 'none'`, the stylesheet allowed by hash), so that an escaping mistake
-still could not run script or load anything.
+site; in a page that text could carry markup and script, load a tracker, or reorder
+what the reader sees (a bidi override). And a grade from an audit that did not verify
+TLS certificates, read as any other.
+Defence: every text shows its invisible characters escaped (`escape.printable`) and
+is then HTML-escaped (`_e`); the page has inline CSS, an inline SVG chart, no
+external resource and no script, and carries its own CSP (`default-src 'none'`, the
+stylesheet allowed by hash), so that an escaping mistake still could not run script
+or load anything. An audit run with `--insecure` says so under its grade.
 
 Not covered: paging or filtering big reports; localisation.
 
@@ -24,7 +27,14 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from bastion.audit.findings import SEVERITIES, AuditReport, Severity
-from bastion.audit.report.common import checks_of, count_failed, failed_sorted, verdict
+from bastion.audit.report.common import (
+    INSECURE_TLS_NOTE,
+    checks_of,
+    count_failed,
+    failed_sorted,
+    verdict,
+)
+from bastion.audit.report.escape import printable
 
 _SEVERITY_COLOURS: Final[Mapping[Severity, str]] = {
     "critical": "#7f1d1d",
@@ -57,7 +67,7 @@ _BAR_HEIGHT: Final = 18
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(printable(str(text)), quote=True)
 
 
 def _chart(report: AuditReport) -> str:
@@ -85,10 +95,13 @@ def _chart(report: AuditReport) -> str:
 
 def _card(report: AuditReport) -> str:
     failed = len(report.failed)
+    unverified = (
+        f'<p class="sev-critical">{_e(INSECURE_TLS_NOTE)}.</p>' if report.insecure_tls else ""
+    )
     return (
         '<section class="card">'
         f"<h2>{_e(report.target)}</h2>"
-        f'<div class="grade" aria-label="grade">{_e(report.grade.letter)}</div>'
+        f'<div class="grade" aria-label="grade">{_e(report.grade.letter)}</div>{unverified}'
         f'<div class="score">score {_e(report.grade.score)}; {failed} failed of '
         f"{len(report.findings)} checks; {_e(report.requests_sent)} requests</div>"
         f"{_chart(report)}</section>"

@@ -5,7 +5,11 @@ a key changed meaning or moved between versions.
 Defence: the document names its format (`JSON_FORMAT`); the keys are the ones
 `JSON_KEYS` documents, spelt out here rather than derived from the dataclasses, so
 a new field on `Finding` does not change the format by accident; `parse_json`
-reads it back and refuses another format.
+reads it back and refuses another format. `insecure_tls` is always written, so a
+script can refuse a grade from an audit that did not verify TLS certificates.
+The text is written by `escape.inert_json`: a bidi override or terminal escape the
+audited site put in a header reads back unchanged, but is written as `\\u202e`, so
+the document is safe to print.
 
 Not covered: reading other versions of the format.
 
@@ -15,12 +19,13 @@ References: RFC 8259 (JSON) https://www.rfc-editor.org/rfc/rfc8259
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bastion.audit.findings import SEVERITIES, AuditReport, Finding, Grade, Severity
 from bastion.audit.observatory.scoring import ObservedTest
 from bastion.audit.report.common import count_failed
+from bastion.audit.report.escape import inert_json
 
 JSON_FORMAT: Final = "bastion-audit/1"
 # The keys of one Observatory test and of one finding, in the order written.
@@ -39,6 +44,8 @@ JSON_KEYS: Final = {
     "format": f'always "{JSON_FORMAT}"; a new name if a key changes meaning',
     "targets": "one object per audited target, in the order given",
     "targets[].target": "what was audited: module:attr, a URL or a demo label",
+    "targets[].insecure_tls": "true when TLS certificates were not verified (--insecure): "
+    "the grade and findings may describe whatever answered, not the target",
     "targets[].grade": f"{{letter, score, tests: [{{{', '.join(_TEST_KEYS)}}}]}}, "
     "the MDN HTTP Observatory grade",
     "targets[].summary": "{findings, failed, failed_by_severity: {critical..info}}",
@@ -61,6 +68,7 @@ def report_dict(report: AuditReport) -> dict[str, Any]:
     """One target as the JSON report writes it (keys: `JSON_KEYS`)."""
     return {
         "target": report.target,
+        "insecure_tls": report.insecure_tls,
         "grade": {
             "letter": report.grade.letter,
             "score": report.grade.score,
@@ -82,11 +90,7 @@ def report_dict(report: AuditReport) -> dict[str, Any]:
 
 
 def render_json(reports: Sequence[AuditReport]) -> str:
-    return json.dumps(
-        {"format": JSON_FORMAT, "targets": [report_dict(r) for r in reports]},
-        indent=2,
-        ensure_ascii=False,
-    )
+    return inert_json({"format": JSON_FORMAT, "targets": [report_dict(r) for r in reports]})
 
 
 def _severity(value: object) -> Severity:
@@ -94,6 +98,15 @@ def _severity(value: object) -> Severity:
         if value == severity:
             return severity
     raise ValueError(f"unknown severity {value!r}")
+
+
+def _insecure_tls(target: Mapping[str, object]) -> bool:
+    # Absent in documents written before the key existed; anything but a boolean
+    # is refused rather than read as "verified".
+    value = target.get("insecure_tls", False)
+    if not isinstance(value, bool):
+        raise ValueError("insecure_tls must be true or false")
+    return value
 
 
 def parse_json(text: str) -> list[AuditReport]:
@@ -137,6 +150,7 @@ def parse_json(text: str) -> list[AuditReport]:
                 requests_sent=int(target["requests_sent"]),
                 duration_seconds=float(target["duration_seconds"]),
                 skipped=[str(reason) for reason in target.get("skipped", [])],
+                insecure_tls=_insecure_tls(target),
             )
         )
     return reports

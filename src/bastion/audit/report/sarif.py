@@ -1,20 +1,30 @@
 """The audit as SARIF 2.1.0, for code scanning (GitHub, GitLab, IDEs).
 
 Threat: findings a code-scanning dashboard drops or ranks wrongly, because a result
-has no location, no rule, or a severity the tool does not read.
+has no location, no rule, or a severity the tool does not read. A hostile target
+whose words reach the dashboard: the evidence quotes its headers and routes, and a
+viewer makes `[Update now](https://evil.example)` a link, fills `{0}` placeholders,
+renders some Markdown (GitHub does), and obeys a bidi override. And a grade from an
+audit that did not verify TLS certificates, read as a verified one.
 Defence: one run per target, one rule per check id, one result per failed finding,
 each with a location (the target URL plus the route path, percent-encoded, or a
 logical location when the target is not a URL), the level from `SARIF_LEVEL`, and
 GitHub's `security-severity` and the grade in its properties. Each run has its own
 `automationDetails.id`, and what was not tested is a `note` notification of the
-run's invocation, so a missing result is never mistaken for a pass.
+run's invocation, so a missing result is never mistaken for a pass. Every text that
+can quote the target goes through `escape.sarif_text` (invisible characters shown,
+links, placeholders, HTML and character references escaped, length bounded);
+logical location names through `escape.printable`, bounded the same. Rules carry
+only Bastion's own text. An audit run with `--insecure` says so in each result's
+message, in a `warning` notification, and as `insecureTls` in the properties.
 
 Not covered: suppressions and baselines (the scanning service keeps those).
 
 References: SARIF 2.1.0 (OASIS Standard, errata 01)
 https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/sarif-v2.1.0-errata01-os-complete.html
-sections 3.14 (run), 3.17 (runAutomationDetails), 3.20 (invocation), 3.58
-(notification), 3.27 (result), 3.28 (location), 3.49 (reportingDescriptor);
+sections 3.11.3 to 3.11.6 (plain text messages, placeholders, embedded links), 3.14
+(run), 3.17 (runAutomationDetails), 3.20 (invocation), 3.58 (notification), 3.27
+(result), 3.28 (location), 3.49 (reportingDescriptor);
 GitHub code scanning, "SARIF support for code scanning" (`security-severity`)
 https://docs.github.com/en/code-security/code-scanning ; RFC 3986 section 3.3 (path).
 """
@@ -28,7 +38,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bastion.audit.findings import AuditReport, Finding, Severity
-from bastion.audit.report.common import failed_sorted
+from bastion.audit.report.common import INSECURE_TLS_NOTE, failed_sorted
+from bastion.audit.report.escape import CUT_MARK, SARIF_TEXT_CHARS, printable, sarif_text
 
 SARIF_SCHEMA: Final = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -68,6 +79,12 @@ def _route_path(route: str) -> str:
     return path if path.startswith("/") else ""
 
 
+def _name(text: str) -> str:
+    """A location name: invisible characters shown, as long as a message's quote."""
+    shown = printable(text)
+    return shown if len(shown) <= SARIF_TEXT_CHARS else shown[:SARIF_TEXT_CHARS] + CUT_MARK
+
+
 def _location(report: AuditReport, finding: Finding) -> dict[str, Any]:
     if _is_url(report.target):
         base = urllib.parse.urlsplit(report.target)
@@ -80,8 +97,8 @@ def _location(report: AuditReport, finding: Finding) -> dict[str, Any]:
     return {
         "logicalLocations": [
             {
-                "name": name,
-                "fullyQualifiedName": f"{report.target} {finding.route}".strip(),
+                "name": _name(name),
+                "fullyQualifiedName": _name(f"{report.target} {finding.route}".strip()),
                 "kind": "resource",
             }
         ]
@@ -99,10 +116,26 @@ def automation_id(target: str) -> str:
     return f"{AUTOMATION_PREFIX}/{slug}/"
 
 
-def _message(finding: Finding) -> str:
-    """Read as a failure: the check's title states the property the target lacks."""
-    text = f"Failed: {finding.title.rstrip('.')}."
-    return f"{text} Evidence: {finding.evidence}" if finding.evidence else text
+def _message(report: AuditReport, finding: Finding) -> str:
+    """Read as a failure: the check's title states the property the target lacks.
+    The first sentence is the alert's title; the TLS note comes before the
+    evidence, which may be cut."""
+    text = f"Failed: {sarif_text(finding.title.rstrip('.'))}."
+    if report.insecure_tls:
+        text += f" {INSECURE_TLS_NOTE}."
+    return f"{text} Evidence: {sarif_text(finding.evidence)}" if finding.evidence else text
+
+
+def _notifications(report: AuditReport) -> list[dict[str, Any]]:
+    """What the run's invocation says: the TLS warning first, then what was not tested."""
+    notes: list[dict[str, Any]] = []
+    if report.insecure_tls:
+        notes.append({"level": "warning", "message": {"text": f"{INSECURE_TLS_NOTE}."}})
+    notes += (
+        {"level": "note", "message": {"text": f"Not tested: {sarif_text(reason)}"}}
+        for reason in report.skipped
+    )
+    return notes
 
 
 def _rule(finding: Finding) -> dict[str, Any]:
@@ -127,13 +160,15 @@ def _run(report: AuditReport, tool_version: str) -> dict[str, Any]:
     for finding in report.findings:
         rules.setdefault(finding.check, _rule(finding))
     rule_index = {check: index for index, check in enumerate(rules)}
-    grade = {"grade": report.grade.letter, "score": report.grade.score}
+    grade: dict[str, Any] = {"grade": report.grade.letter, "score": report.grade.score}
+    if report.insecure_tls:
+        grade["insecureTls"] = True
     results = [
         {
             "ruleId": finding.check,
             "ruleIndex": rule_index[finding.check],
             "level": SARIF_LEVEL[finding.severity],
-            "message": {"text": _message(finding)},
+            "message": {"text": _message(report, finding)},
             "locations": [_location(report, finding)],
             "properties": {**grade, "severity": finding.severity, "target": report.target},
         }
@@ -148,10 +183,7 @@ def _run(report: AuditReport, tool_version: str) -> dict[str, Any]:
         "invocations": [
             {
                 "executionSuccessful": True,
-                "toolExecutionNotifications": [
-                    {"level": "note", "message": {"text": f"Not tested: {reason}"}}
-                    for reason in report.skipped
-                ],
+                "toolExecutionNotifications": _notifications(report),
             }
         ],
         "results": results,

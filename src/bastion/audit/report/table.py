@@ -1,11 +1,15 @@
 """The audit as Rich tables, for a person at a terminal.
 
 Threat: findings quote what the audited site sent (header values, cookie
-attributes), chosen by whoever controls the site; printed as Rich markup or raw,
-that text could restyle the report or drive the terminal with escape sequences.
-Defence: every cell from a report is a `Text`, never markup, so `[red]` in a header
-value prints as typed, and control characters are shown as `\\xNN`. No colour
-unless the caller says the output is a terminal.
+attributes, routes from its OpenAPI document), chosen by whoever controls the site;
+printed as Rich markup or raw, that text could restyle the report, drive the
+terminal with escape sequences, or reorder what the reader sees (a bidi override).
+And a grade from an audit that did not verify TLS certificates, read as any other.
+Defence: every cell and title from a report is a `Text`, never markup, so `[red]` in
+a header value prints as typed, and every character a reader cannot see as itself
+is shown escaped (`escape.printable`: `\\x1b`, `\\u202e`). An audit run with
+`--insecure` has its grade marked and a warning under the summary. No colour unless
+the caller says the output is a terminal.
 
 Not covered: paging or filtering big reports.
 
@@ -15,7 +19,6 @@ References: ECMA-48 (control functions) https://ecma-international.org/publicati
 from __future__ import annotations
 
 import io
-import unicodedata
 from collections.abc import Sequence
 from typing import Final
 
@@ -24,23 +27,29 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.audit.findings import SEVERITIES, AuditReport
-from bastion.audit.report.common import checks_of, count_failed, failed_sorted, verdict
+from bastion.audit.report.common import (
+    INSECURE_TLS_GRADE,
+    INSECURE_TLS_NOTE,
+    checks_of,
+    count_failed,
+    failed_sorted,
+    verdict,
+)
+from bastion.audit.report.escape import printable
 
 TABLE_WIDTH: Final = 120
 # A terminal report stays short: the JSON, SARIF and HTML reports list every reason.
 MAX_SKIPPED_SHOWN: Final = 8
 
 
-def printable(text: str) -> str:
-    """Control characters as `\\xNN`: a terminal would obey an escape sequence."""
-    return "".join(
-        f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" and c != "\n" else c for c in text
-    )
-
-
-def _cell(text: object) -> Text:
+def _cell(text: object, style: str = "") -> Text:
     # Text, never a markup string: the report quotes what the audited site sent.
-    return Text(printable(str(text)))
+    return Text(printable(str(text)), style=style)
+
+
+def _grade(report: AuditReport) -> str:
+    letter = report.grade.letter
+    return INSECURE_TLS_GRADE.format(letter=letter) if report.insecure_tls else letter
 
 
 def _summary_table(reports: Sequence[AuditReport]) -> Table:
@@ -51,7 +60,7 @@ def _summary_table(reports: Sequence[AuditReport]) -> Table:
         counts = count_failed(report)
         table.add_row(
             _cell(report.target),
-            _cell(report.grade.letter),
+            _cell(_grade(report)),
             _cell(report.grade.score),
             _cell(len(report.failed)),
             *(_cell(counts[severity]) for severity in SEVERITIES),
@@ -61,7 +70,9 @@ def _summary_table(reports: Sequence[AuditReport]) -> Table:
 
 
 def _findings_table(report: AuditReport) -> Table:
-    table = Table(title=f"Failed checks: {report.target}", title_justify="left")
+    table = Table(
+        title=_cell(f"Failed checks: {report.target}", "table.title"), title_justify="left"
+    )
     table.add_column("severity", no_wrap=True)
     table.add_column("check", no_wrap=True)
     for column in ("route", "title", "fix"):
@@ -100,6 +111,9 @@ def render_table(reports: Sequence[AuditReport], *, color: bool = False) -> str:
         emoji=False,
     )
     console.print(_summary_table(reports))
+    for report in reports:
+        if report.insecure_tls:
+            console.print(_cell(f"WARNING {report.target}: {INSECURE_TLS_NOTE}.", "bold red"))
     if len(reports) > 1:
         console.print(_comparison_table(reports))
     for report in reports:
@@ -108,13 +122,15 @@ def render_table(reports: Sequence[AuditReport], *, color: bool = False) -> str:
         else:
             console.print(_cell(f"{report.target}: no failed checks."))
         if report.skipped:
-            console.print(_cell(_not_tested(report)))
+            console.print(_not_tested(report))
     return buffer.getvalue()
 
 
-def _not_tested(report: AuditReport) -> str:
+def _not_tested(report: AuditReport) -> Text:
+    # Each line escaped on its own: a newline the site put in a reason shows as
+    # `\\x0a`, and cannot add a line that seems to be another reason.
     shown = report.skipped[:MAX_SKIPPED_SHOWN]
     lines = [f"Not tested ({report.target}):", *(f"  - {reason}" for reason in shown)]
     if len(report.skipped) > len(shown):
         lines.append(f"  ... and {len(report.skipped) - len(shown)} more (see --format json)")
-    return "\n".join(lines)
+    return Text("\n").join(_cell(line) for line in lines)

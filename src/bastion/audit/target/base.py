@@ -107,6 +107,9 @@ class Target(abc.ABC):
     is_live: bool = False
     """Whether this is a real server, whose state a request may really change (a URL),
     rather than an app driven in this process for the audit."""
+    verify_tls: bool = True
+    """Whether TLS certificates are verified; False only for a live URL opened with
+    `verify_tls=False` (`--insecure`), and the report then says so."""
 
     @abc.abstractmethod
     def supports(self, scheme: Scheme) -> bool:

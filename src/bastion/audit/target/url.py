@@ -141,8 +141,9 @@ class URLTarget(Target):
                             break
                 finally:
                     await response.aclose()
-        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
-            # InvalidURL: a path with a control character, from a route the target named.
+        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, UnicodeEncodeError) as exc:
+            # InvalidURL: a path with a control character, from a route the target named;
+            # UnicodeEncodeError: one with a lone surrogate (`\ud800` in its OpenAPI JSON).
             raise TargetError(f"{method} {path}: {type(exc).__name__}") from exc
         finally:
             # The transport keeps no cookies: the probes' jars decide.
@@ -180,7 +181,7 @@ class URLTarget(Target):
             return WebSocketResult(accepted=False, status=exc.response.status_code)
         except InvalidHandshake:
             return WebSocketResult(accepted=False)
-        except (OSError, TimeoutError, InvalidURI) as exc:
+        except (OSError, TimeoutError, InvalidURI, UnicodeEncodeError) as exc:
             raise TargetError(f"WS {path}: {type(exc).__name__}") from exc
 
 
