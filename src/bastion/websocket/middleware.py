@@ -94,7 +94,7 @@ from bastion.events import (
     EventEmitter,
     default_emitter,
 )
-from bastion.exceptions import StoreError
+from bastion.exceptions import ConfigurationError, StoreError
 from bastion.hosts import Origin, parse_origin
 from bastion.responses import Refuser
 from bastion.routes import RouteTable
@@ -113,7 +113,7 @@ from bastion.websocket.core import (
     split_bearer,
     take_token,
 )
-from bastion.websocket.settings import WebSocketSettings
+from bastion.websocket.settings import WebSocketSettings, parse_websocket_route
 from bastion.websocket.tickets import TICKET_KEY_PREFIX, TICKETS_SCOPE_KEY, WebSocketTickets
 
 LAYER: Final = "websocket"
@@ -650,6 +650,19 @@ class _Connection:
         return True
 
 
+def _socket_schemas(
+    schemas: Mapping[str, type[BaseModel]],
+) -> Mapping[str, type[BaseModel]]:
+    """`schemas`, once every pattern is one a socket can match: a schema under
+    `GET /ws` would validate no message at all (`bastion.websocket.settings`)."""
+    for pattern in schemas:
+        try:
+            parse_websocket_route(pattern)
+        except ValueError as exc:
+            raise ConfigurationError(f"websocket schemas: {exc}") from None
+    return schemas
+
+
 class WebSocketGuardMiddleware:
     """Guards `websocket` scopes; `http` scopes only get the ticket issuer attached.
 
@@ -658,7 +671,9 @@ class WebSocketGuardMiddleware:
     patterns to the pydantic model each text message must validate against;
     `ban_checks` are async predicates over (client, principal); `observers` are
     told of accepted sockets (default: the event emitter's sinks that are
-    `ConnectionObserver`s).
+    `ConnectionObserver`s). A `schemas` pattern names no method or `WEBSOCKET`, as
+    `settings.routes` does (`parse_websocket_route`); any other raises
+    ConfigurationError.
     """
 
     def __init__(
@@ -697,7 +712,7 @@ class WebSocketGuardMiddleware:
         self.bearer_verifier = bearer_verifier
         self.ban_checks = tuple(ban_checks)
         self.access = RouteTable(s.routes)
-        self.schemas: RouteTable[type[BaseModel]] = RouteTable(schemas or {})
+        self.schemas: RouteTable[type[BaseModel]] = RouteTable(_socket_schemas(schemas or {}))
         allowed: set[Origin] = set()
         for text in s.allowed_origins:
             origin = parse_origin(text)

@@ -2,6 +2,15 @@
 
 Every default is justified where it is defined. Route access and origins are parsed
 at construction, so a typo is an error at start-up, never a silently open route.
+
+The guard looks every socket up under the method `WEBSOCKET`, so a route pattern
+naming another method (`GET /ws`, natural since a handshake is a GET) would never
+match: its access rule would silently give way to `default_access`, its schema would
+validate nothing. `parse_websocket_route` refuses such a pattern instead, naming the
+two spellings that work (`WEBSOCKET /ws`, `/ws`). It does not read `GET` as
+`WEBSOCKET`: a configuration that said `GET /ws` has run under `default_access`, and
+reading it now would change a route's access without the user seeing it; one
+spelling per rule also leaves no tie to break between `GET /ws` and `WEBSOCKET /ws`.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from typing import Final, Literal
 from pydantic import Field, field_validator
 
 from bastion.hosts import parse_origin
-from bastion.routes import parse_route_pattern
+from bastion.routes import RoutePattern, parse_route_pattern
 from bastion.sections import LayerSettings
 
 Access = Literal["authenticated", "public"]
@@ -45,6 +54,31 @@ DEFAULT_CONNECTION_COUNT_TTL_SECONDS: Final = 3600
 # How late a revoked session or a ban may close a live socket; one store read per
 # connection per interval.
 DEFAULT_REVOCATION_CHECK_SECONDS: Final = 5.0
+# The one method a socket is looked up under (`bastion.routes` accepts every method).
+SOCKET_METHOD: Final = "WEBSOCKET"
+
+
+def _path_part(pattern: RoutePattern) -> str:
+    """The pattern's path, as written after its methods (`*`, `/a`, `/a/*`, `/a/{id}`)."""
+    if pattern.kind == "any":
+        return "*"
+    return pattern.path + "*" if pattern.kind == "prefix" else pattern.path
+
+
+def parse_websocket_route(text: str) -> RoutePattern:
+    """Parse a pattern of a WebSocket route table (access, labels, schemas): a route
+    pattern naming no method or `WEBSOCKET` alone (module docstring). Raises
+    ValueError with the rule it breaks."""
+    pattern = parse_route_pattern(text)
+    others = pattern.methods - {SOCKET_METHOD}
+    if others:
+        path = _path_part(pattern)
+        raise ValueError(
+            f"route pattern {text!r} names {', '.join(sorted(others))}, but the WebSocket "
+            f"guard looks every socket up under {SOCKET_METHOD}, so it would never apply; "
+            f"write '{SOCKET_METHOD} {path}' or '{path}'"
+        )
+    return pattern
 
 
 class WebSocketSettings(LayerSettings):
@@ -58,7 +92,9 @@ class WebSocketSettings(LayerSettings):
     """Also allow the handshake's own origin (scheme, host and port of the request)."""
 
     routes: dict[str, Access] = Field(default_factory=dict)
-    """Route pattern -> `authenticated` or `public` (e.g. `{"/ws/public": "public"}`)."""
+    """Route pattern -> `authenticated` or `public` (e.g. `{"/ws/public": "public"}`).
+    A pattern names no method or `WEBSOCKET` (`WEBSOCKET /ws`); any other method,
+    `GET` included, is refused (module docstring)."""
 
     default_access: Access = "authenticated"
     """Access of a route no pattern matches: deny anonymous sockets by default."""
@@ -106,5 +142,5 @@ class WebSocketSettings(LayerSettings):
     @classmethod
     def _parse_routes(cls, value: dict[str, Access]) -> dict[str, Access]:
         for pattern in value:
-            parse_route_pattern(pattern)
+            parse_websocket_route(pattern)
         return value
