@@ -201,6 +201,20 @@ HEADER_CASES = [
         id="csrf-method-override-same-origin-ok",
     ),
     pytest.param(
+        "GET",
+        "/transfer?" + "a=1&" * 1000 + "_method=DELETE",
+        {"sec-fetch-site": "cross-site"},
+        REASON_METHOD_OVERRIDE,
+        id="csrf-method-override-query-past-scan-cap",
+    ),
+    pytest.param(
+        "GET",
+        "/transfer?" + "a=1&" * 1000 + "_method=DELETE",
+        {"sec-fetch-site": "same-origin"},
+        None,
+        id="csrf-method-override-query-past-scan-cap-same-origin-ok",
+    ),
+    pytest.param(
         "POST", "/hook/", {"sec-fetch-site": "cross-site"}, None, id="csrf-exempt-path-ok"
     ),
     pytest.param(

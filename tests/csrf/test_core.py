@@ -21,7 +21,12 @@ from bastion.csrf import (
     check_request,
     compile_policy,
 )
-from bastion.csrf.core import names_unsafe_method, own_origin, query_overrides
+from bastion.csrf.core import (
+    UNSCANNED_OVERRIDE,
+    names_unsafe_method,
+    own_origin,
+    query_overrides,
+)
 from bastion.hosts import Origin
 
 OWN = Origin("https", "bank.example", 443)
@@ -378,6 +383,23 @@ def test_repeated_headers_are_joined_and_fail() -> None:
         pytest.param(b"_method=+PUT+", [b"PUT"], id="plus-spaces"),
         pytest.param(b"_method=GET&_method=PUT", [b"GET", b"PUT"], id="repeated"),
         pytest.param(b"my_method=PUT", [], id="other-key"),
+        pytest.param(
+            b"a=1&" * 1000 + b"_method=DELETE",
+            [UNSCANNED_OVERRIDE],
+            id="csrf-method-override-past-scan-cap",
+        ),
+        pytest.param(
+            b"a=1&" * 1000 + b"%5Fmethod=DELETE",
+            [UNSCANNED_OVERRIDE],
+            id="csrf-method-override-encoded-past-scan-cap",
+        ),
+        pytest.param(
+            b"_method=PUT&" + b"a=1&" * 999 + b"_method=DELETE",
+            [b"PUT", UNSCANNED_OVERRIDE],
+            id="csrf-method-override-second-past-scan-cap",
+        ),
+        pytest.param(b"a=1&" * 1000 + b"b=2", [], id="many-parameters-no-override-ok"),
+        pytest.param(b"_method=GET&" + b"a=1&" * 1000, [b"GET"], id="many-parameters-safe-ok"),
     ],
 )
 def test_query_overrides(query: bytes, expected: list[bytes]) -> None:

@@ -81,6 +81,11 @@ METHOD_OVERRIDE_HEADERS: Final = frozenset(
 METHOD_OVERRIDE_PARAMETER: Final = b"_method"
 # Bound the work spent on one query string: a real one has a few parameters.
 MAX_QUERY_OVERRIDES_SCANNED: Final = 1000
+# The override a query string past that bound is taken to carry: a method no one
+# reads as safe, so the request is checked as a write (fail closed). Otherwise a
+# forger would put 1,000 parameters before `_method=DELETE`, which a framework
+# reading the whole query string honours.
+UNSCANNED_OVERRIDE: Final = b"(unscanned)"
 
 FETCH_SITE_PASSES: Final = frozenset({b"same-origin", b"none"})
 FETCH_SITE_SAME_SITE: Final = b"same-site"
@@ -208,7 +213,9 @@ def query_overrides(query_string: bytes) -> list[bytes]:
     Keys are percent-decoded (`%5Fmethod` is `_method` to a framework that decodes)
     and compared case-insensitively; both `&` and `;` separate parameters, as some
     parsers accept either. Erring towards finding an override only makes a request
-    be checked, never skipped.
+    be checked, never skipped: a query string of more parameters than
+    `MAX_QUERY_OVERRIDES_SCANNED` whose rest may hold one counts as one
+    (`UNSCANNED_OVERRIDE`).
     """
     # `find`, not `in`: CPython 3.11's `bytes in bytes` first tries the operand as
     # an integer, raising and clearing a TypeError (about 1.9k instructions), and
@@ -217,12 +224,14 @@ def query_overrides(query_string: bytes) -> list[bytes]:
     if query_string.lower().find(METHOD_OVERRIDE_PARAMETER) < 0 and query_string.find(b"%") < 0:
         return []
     found: list[bytes] = []
-    for count, pair in enumerate(query_string.replace(b";", b"&").split(b"&")):
-        if count >= MAX_QUERY_OVERRIDES_SCANNED:
-            break
+    pairs = query_string.replace(b";", b"&").split(b"&")
+    rest = b"&".join(pairs[MAX_QUERY_OVERRIDES_SCANNED:])
+    for pair in pairs[:MAX_QUERY_OVERRIDES_SCANNED]:
         key, _, value = pair.partition(b"=")
         if unquote_to_bytes(key.replace(b"+", b" ")).strip().lower() == METHOD_OVERRIDE_PARAMETER:
             found.append(unquote_to_bytes(value.replace(b"+", b" ")).strip())
+    if rest.lower().find(METHOD_OVERRIDE_PARAMETER) >= 0 or rest.find(b"%") >= 0:
+        found.append(UNSCANNED_OVERRIDE)
     return found
 
 
