@@ -14,12 +14,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from asgiref.wsgi import WsgiToAsgi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bastion.transport import FORWARDING_HEADERS, TransportMiddleware, TransportSettings
+from bastion.transport import (
+    FORWARDING_HEADERS,
+    FORWARDING_SPELLINGS,
+    TransportMiddleware,
+    TransportSettings,
+)
 from bastion.types import Scope
 from tests.conftest import asgi_client
 from tests.transport.support import RecordingApp, make_scope, run
@@ -45,6 +51,10 @@ ATTACKS = [
         id="proxy-xff-repeated",
     ),
     pytest.param([(b"X-Forwarded-Proto", b"https")], id="proxy-xfproto-upper-case-name"),
+    pytest.param([(b"x_forwarded_proto", b"https")], id="proxy-xfproto-underscores"),
+    pytest.param([(b"X_Forwarded-Host", b"evil.example")], id="proxy-xfhost-mixed-separators"),
+    pytest.param([(b"x_real_ip", b"127.0.0.1")], id="proxy-x-real-ip-underscores"),
+    pytest.param([(b"x_original_url", b"/admin")], id="proxy-x-original-url-underscores"),
     pytest.param(
         [(b"x-forwarded-ssl", b"on"), (b"front-end-https", b"on"), (b"x-url-scheme", b"https")],
         id="proxy-other-https-claims",
@@ -79,7 +89,7 @@ async def test_claims_of_an_untrusted_peer_are_stripped(
     # Twice: the second request with this `Host` line takes the remembered path.
     for _ in range(2):
         seen = await _seen(layer, app, make_scope(headers=headers, client=(CLIENT, 5000)))
-        assert not FORWARDING_HEADERS.intersection(_names(seen))
+        assert not FORWARDING_SPELLINGS.intersection(_names(seen))
         assert seen["headers"] == [HOST, *OTHER]  # everything else, in order
         assert seen["client"] == (CLIENT, 5000)
 
@@ -135,6 +145,50 @@ async def test_kept_when_stripping_is_off(settings: dict[str, Any]) -> None:
     lines = [HOST, (b"x-forwarded-proto", b"https"), *OTHER]
     seen = await _seen(layer, app, make_scope(headers=lines, client=(CLIENT, 5000)))
     assert seen["headers"] == lines
+
+
+async def test_other_underscore_names_are_kept() -> None:
+    """Only the spellings of proxy headers go: a name of the app's own with `_` stays."""
+    app = RecordingApp()
+    layer = _layer(app)
+    lines = [HOST, (b"x_api_version", b"2"), (b"x-forwarded", b"not-a-proxy-header"), *OTHER]
+    seen = await _seen(layer, app, make_scope(headers=lines, client=(CLIENT, 5000)))
+    assert seen["headers"] == lines
+
+
+# asgiref's own adapter warns about how it calls itself back (asgiref 3.13).
+@pytest.mark.filterwarnings("ignore:async_to_sync was passed a non-async-marked callable")
+async def test_a_wsgi_app_sees_no_underscore_claim() -> None:
+    """asgiref's `WsgiToAsgi` maps `X_Forwarded_Proto` to `HTTP_X_FORWARDED_PROTO`, the
+    name werkzeug's `ProxyFix` and Flask read: stripped, it never gets there."""
+    environs: list[dict[str, Any]] = []
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environs.append(environ)
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"ok"]
+
+    app = TransportMiddleware(
+        WsgiToAsgi(wsgi),
+        TransportSettings(allowed_hosts=("bank.example",), insecure_allow_http=True),
+    )
+    async with asgi_client(app, base_url="http://bank.example", client=(CLIENT, 5000)) as client:
+        forged = await client.get(
+            "/", headers={"X_Forwarded_Proto": "https", "X_Forwarded_For": "6.6.6.6"}
+        )
+    assert forged.status_code == 200
+    (environ,) = environs
+    assert "HTTP_X_FORWARDED_PROTO" not in environ
+    assert "HTTP_X_FORWARDED_FOR" not in environ
+    assert environ["wsgi.url_scheme"] == "http"
+
+
+def test_every_spelling_is_known() -> None:
+    assert b"x_forwarded_for" in FORWARDING_SPELLINGS
+    assert b"x-forwarded_proto" in FORWARDING_SPELLINGS
+    assert b"x_cluster_client_ip" in FORWARDING_SPELLINGS
+    assert FORWARDING_HEADERS <= FORWARDING_SPELLINGS
+    assert all(name.replace(b"_", b"-") in FORWARDING_HEADERS for name in FORWARDING_SPELLINGS)
 
 
 def test_switching_it_off_is_a_weakening() -> None:

@@ -73,6 +73,7 @@ from bastion.transport.middleware import TransportMiddleware
 from bastion.transport.proxies import (
     DEFAULT_PROXY_HEADERS,
     FORWARDING_HEADERS,
+    FORWARDING_SPELLINGS,
     MIN_PUBLIC_PREFIXLEN,
     IPAddress,
     IPNetwork,
@@ -104,6 +105,7 @@ from bastion.transport.settings import TransportSettings
 __all__ = [
     "DEFAULT_PROXY_HEADERS",
     "FORWARDING_HEADERS",
+    "FORWARDING_SPELLINGS",
     "HOST_REFUSAL_STATUS",
     "HSTS_ONE_YEAR_SECONDS",
     "HTTPS_DEFAULT_PORT",

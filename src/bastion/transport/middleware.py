@@ -33,7 +33,7 @@ from bastion.transport.allowed_hosts import (
 )
 from bastion.transport.https import build_https_url, hsts_header_value
 from bastion.transport.proxies import (
-    FORWARDING_HEADERS,
+    FORWARDING_SPELLINGS,
     ProxyTrust,
     ResolvedTransport,
     TransportFacts,
@@ -64,15 +64,18 @@ _REMEMBERED_SCHEMES: Final = frozenset(DEFAULT_PORTS)
 # Whether an index of request headers has no proxy header: `isdisjoint` bound once,
 # not looked up per request (the check costs some 850 instructions a request instead
 # of 1,350, callgrind, GET /hello on the full stack).
-_NOT_FORWARDED: Final = FORWARDING_HEADERS.isdisjoint
+_NOT_FORWARDED: Final = FORWARDING_SPELLINGS.isdisjoint
 
 
 def _strip_forwarding(flow: Flow) -> None:
-    """Give the flow a copy of its scope without the `FORWARDING_HEADERS` lines."""
+    """Give the flow a copy of its scope without the lines of `FORWARDING_HEADERS`,
+    in any case and with `_` for `-` (`FORWARDING_SPELLINGS`)."""
     scope = flow.scope
     flow.scope = {
         **scope,
-        "headers": [line for line in scope["headers"] if line[0].lower() not in FORWARDING_HEADERS],
+        "headers": [
+            line for line in scope["headers"] if line[0].lower() not in FORWARDING_SPELLINGS
+        ],
     }
     flow.index_headers()
 

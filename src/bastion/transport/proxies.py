@@ -75,7 +75,8 @@ _PROXY_HEADER_NAMES: Final = frozenset(
 # may make such a claim; from any other peer it is a lie, and frameworks or apps that
 # read one (Django's `USE_X_FORWARDED_HOST` and `SECURE_PROXY_SSL_HEADER`, werkzeug's
 # `ProxyFix`, an app's own logging or allow list) would believe it. Lower-case, as
-# ASGI servers send names.
+# ASGI servers send names; `FORWARDING_SPELLINGS` adds every spelling with `_` for
+# `-`, which a WSGI adapter reads as the same header.
 FORWARDING_HEADERS: Final = frozenset(
     {
         b"forwarded",
@@ -101,6 +102,21 @@ FORWARDING_HEADERS: Final = frozenset(
         b"x-rewrite-url",
         b"x-original-host",
     }
+)
+
+
+def _spellings(name: bytes) -> set[bytes]:
+    """`name` with each of its `-` written as `-` or `_`: the CGI names of WSGI
+    (PEP 3333, `HTTP_X_FORWARDED_FOR`, as asgiref's `WsgiToAsgi` builds them) are one
+    for all of them, so `X_Forwarded_For` reaches a WSGI app as `X-Forwarded-For`."""
+    found = {b""}
+    for index, part in enumerate(name.split(b"-")):
+        found = {f + (b"" if not index else sep) + part for f in found for sep in (b"-", b"_")}
+    return found
+
+
+FORWARDING_SPELLINGS: Final = frozenset(
+    spelling for name in FORWARDING_HEADERS for spelling in _spellings(name)
 )
 
 _OBFUSCATED: Final = re.compile(r"_[A-Za-z0-9._-]+\Z")
