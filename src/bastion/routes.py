@@ -27,6 +27,17 @@ construction; a lookup is a dictionary probe plus a short scan, and its answer i
 remembered (the table never changes, so a remembered answer is the answer) in a
 memo bounded in entries and in the length of the paths it keeps, so a spray of
 distinct or long paths costs a rescan, never memory.
+
+A WebSocket handshake is an HTTP GET (RFC 6455 section 4.1), so a rule written for
+`GET /ws` is meant for the socket at `/ws` too, though a `websocket` scope has no
+method and layers look it up under `WEBSOCKET`. `RouteTable.for_websocket_handshake`
+builds, once, the table a handshake is looked up in: the patterns naming `GET` count
+as if they named `WEBSOCKET`, a `WEBSOCKET` pattern winning a tie. Each layer decides
+how the rule found there combines with the one found under `WEBSOCKET` in the table
+itself (the authorization and rate-limit layers apply both).
+
+Reference: RFC 6455 section 4.1 (the opening handshake is a GET)
+https://www.rfc-editor.org/rfc/rfc6455#section-4.1.
 """
 
 from __future__ import annotations
@@ -58,6 +69,13 @@ class RoutePattern:
     kind: str  # "exact", "param", "prefix" or "any"
     path: str
     segments: tuple[str | None, ...] = ()  # for "param": literal or None for `{name}`
+
+    @property
+    def path_text(self) -> str:
+        """The pattern's path, as written after its methods (`*`, `/a`, `/a/*`, `/a/{id}`)."""
+        if self.kind == "any":
+            return "*"
+        return self.path + "*" if self.kind == "prefix" else self.path
 
     def matches_method(self, method: str) -> bool:
         # HEAD is GET without the body (RFC 9110 section 9.3.2): frameworks run the GET
@@ -163,6 +181,33 @@ class RouteTable(Generic[T]):
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
+
+    def for_websocket_handshake(self) -> RouteTable[T]:
+        """The table a WebSocket handshake is looked up in under `WEBSOCKET` (module
+        docstring): this table's patterns naming `WEBSOCKET` or no method as they are,
+        and those naming `GET` (the handshake's method) as if they named `WEBSOCKET`,
+        with the same value objects (a caller may compare them by identity). Patterns
+        naming `WEBSOCKET` go in first: the sort is stable, so they win a tie of
+        specificity; and a `GET` pattern on the same path as one is left out, being
+        the same pattern that loses the tie. Other methods (`HEAD` included) cannot
+        match a handshake and are left out.
+
+        Built once, at construction: an http request never looks at it. When the
+        handshake's rule is a pattern naming `WEBSOCKET` or no method, it is the rule
+        that `lookup("WEBSOCKET", path)` finds in the table it was built from (the same
+        object); when it has none, that table has none either."""
+        naming_websocket: dict[str, T] = {}
+        naming_get: dict[str, T] = {}
+        for pattern, value in self.patterns:  # most specific first, ties as written
+            if not pattern.methods:
+                naming_websocket.setdefault(pattern.text, value)
+            elif "WEBSOCKET" in pattern.methods:
+                naming_websocket.setdefault(f"WEBSOCKET {pattern.path_text}", value)
+            elif "GET" in pattern.methods:
+                naming_get.setdefault(f"WEBSOCKET {pattern.path_text}", value)
+        for text, value in naming_get.items():
+            naming_websocket.setdefault(text, value)
+        return RouteTable(naming_websocket)
 
     def lookup(self, method: str, path: str) -> T | None:
         memo = self._memo

@@ -25,7 +25,8 @@ naming `WEBSOCKET` or no method (the rule it met before). The caller must satisf
 both, so covering the handshake never makes a socket easier to open; when the
 handshake rule is a `WEBSOCKET` pattern it is the socket rule too, and governs alone
 (write `WEBSOCKET /ws` to give a socket its own rule). The handshake table is
-compiled beside the main one; an http request never looks at it.
+compiled beside the main one (`RouteTable.for_websocket_handshake`, which the
+rate-limit layer uses too); an http request never looks at it.
 
 Answers: 401 with a `WWW-Authenticate` challenge when no one is authenticated (RFC
 6750 section 3.1: no error code when no credentials were sent); 403 for an
@@ -56,7 +57,7 @@ from bastion.auth.settings import POLICY_AUTHENTICATED, POLICY_PUBLIC, PolicySet
 from bastion.context import get_context
 from bastion.events import KIND_AUTHZ_FAIL, EventEmitter
 from bastion.responses import Refuser, generic_body, wants_json
-from bastion.routes import RoutePattern, RouteTable
+from bastion.routes import RouteTable
 from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Receive, Scope, Send
 
@@ -141,35 +142,6 @@ def build_policy(settings: PolicySettings) -> RouteTable[Requirement]:
     return RouteTable({p: Requirement.parse(rule) for p, rule in settings.routes.items()})
 
 
-def _path_part(pattern: RoutePattern) -> str:
-    """The pattern's path, as written after its methods (`*`, `/a`, `/a/*`, `/a/{id}`)."""
-    if pattern.kind == "any":
-        return "*"
-    return pattern.path + "*" if pattern.kind == "prefix" else pattern.path
-
-
-def build_handshake_policy(table: RouteTable[Requirement]) -> RouteTable[Requirement]:
-    """The table a WebSocket handshake is looked up in under `WEBSOCKET`: `table`'s
-    patterns naming `WEBSOCKET` or no method as they are, and those naming `GET` (the
-    handshake's method) as if they named `WEBSOCKET`, with the same `Requirement`
-    objects. Patterns naming `WEBSOCKET` go in first: the table's sort is stable, so
-    they win a tie of specificity; and a `GET` pattern on the same path as one is
-    left out, being the same pattern that loses the tie. Other methods cannot match a
-    handshake and are left out."""
-    naming_websocket: dict[str, Requirement] = {}
-    naming_get: dict[str, Requirement] = {}
-    for pattern, requirement in table.patterns:  # most specific first, ties as written
-        if not pattern.methods:
-            naming_websocket.setdefault(pattern.text, requirement)
-        elif "WEBSOCKET" in pattern.methods:
-            naming_websocket.setdefault(f"WEBSOCKET {_path_part(pattern)}", requirement)
-        elif "GET" in pattern.methods:
-            naming_get.setdefault(f"WEBSOCKET {_path_part(pattern)}", requirement)
-    for text, requirement in naming_get.items():
-        naming_websocket.setdefault(text, requirement)
-    return RouteTable(naming_websocket)
-
-
 def challenge_headers(
     decision: Decision, principal: Principal | None, realm: str
 ) -> list[tuple[bytes, bytes]]:
@@ -195,7 +167,7 @@ class AuthorizationMiddleware:
         self.app = app
         self.settings = settings or PolicySettings()
         self.table = build_policy(self.settings)
-        self.handshake_table = build_handshake_policy(self.table)
+        self.handshake_table = self.table.for_websocket_handshake()
         self.realm = realm
         self.refuse = Refuser("authorization", events, monitor_only=self.settings.monitor_only)
         # A path no rule can match is allowed unless unlisted paths are denied: with

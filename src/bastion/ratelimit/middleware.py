@@ -35,6 +35,27 @@ Several rates on one route are checked in order; a request refused by a later ra
 has already spent a unit of the earlier ones (stricter, never looser, and no
 two-phase protocol across stores).
 
+A WebSocket handshake is an HTTP GET (RFC 6455 section 4.1), so the limit a user
+writes for `GET /ws` holds for the sockets opened at `/ws`: looked up under
+`WEBSOCKET` alone, it did not, and a client could open sockets there as fast as the
+broader rules allowed. A `websocket` scope meets two rules, each the most specific of
+its kind: the *handshake* rule, over the patterns naming `WEBSOCKET` or `GET` or no
+method (a `WEBSOCKET` pattern wins a tie with a `GET` one), and the *socket* rule,
+over those naming `WEBSOCKET` or no method (the rule it met before). When they differ
+(the handshake rule is a `GET` pattern), the handshake is counted by the rates of
+both (of the `GET` rule alone when there is no socket rule), the handshake rule's
+first, each in its own buckets: the `GET` rule's are the
+ones the HTTP GETs of that route spend (a handshake is one more GET), the socket
+rule's the ones sockets spent before; so covering the handshake never makes a socket
+cheaper to open. When the handshake rule is a `WEBSOCKET` or method-less pattern, it
+is the socket rule too, and governs alone (write `WEBSOCKET /ws` to give sockets their
+own limit). The handshake table is built at construction
+(`RouteTable.for_websocket_handshake`, shared with the authorization layer), and the
+rule of each pair met is remembered (`_handshake_rule`); an http request never looks
+at either. A refused handshake is answered 429 with `Retry-After` and the two fields
+where the server offers the denial-response extension, else closed with 1013
+(`bastion.responses`).
+
 Fail mode: a `StoreError` anywhere is an outage. With `fail_open` (the default) the
 request is served unlimited, on purpose: a limiter outage must not become a site
 outage; the limits layer's process-wide concurrency cap still bounds the load, and a
@@ -223,6 +244,19 @@ def _lines(rule: _Rule, remaining: int, reset_after: float) -> _Lines:
     return lines
 
 
+def _both_rules(first: _Rule, second: _Rule) -> _Rule:
+    """One rule stepping `first`'s rates, then `second`'s, each rate in its own buckets
+    (the same `_LimitedRate`, so the same key prefix): a WebSocket handshake's `GET`
+    rule and socket rule (module docstring)."""
+    rates = first.plain_rates + second.plain_rates
+    return _Rule(
+        first.rates + second.rates,
+        (b"ratelimit-policy", policy_value(rates)),
+        first.prefixes + second.prefixes,
+        rates,
+    )
+
+
 def _compile_rules(settings: RateLimitSettings) -> RouteTable[_Rule]:
     rules: dict[str, _Rule] = {}
     for pattern, rates in settings.limits.items():
@@ -294,6 +328,12 @@ class RateLimitMiddleware:
                         f"{', '.join(sorted(BUILTIN_KEYS))} nor in key_functions"
                     )
         self._rules = _compile_rules(self.settings)
+        # A WebSocket handshake is a GET: the table where `GET` patterns count for it
+        # too, and the rule of each (handshake rule, socket rule) pair that differ,
+        # built at the first handshake that meets them: at most one per pair of
+        # patterns (`_handshake_rule`).
+        self._handshake_rules = self._rules.for_websocket_handshake()
+        self._handshake_pairs: dict[tuple[int, int], _Rule] = {}
         self._concurrency: RouteTable[tuple[str, int]] = RouteTable(
             {
                 pattern: (f"cc:{hash_part(pattern)[:16]}:", limit)
@@ -439,8 +479,10 @@ class RateLimitMiddleware:
                 return None
             return self._rest(flow, state, near)
         state = context.rate_limit = RateLimitState()
-        rule = self._catch_all or self._rules.lookup(
-            scope.get("method", "WEBSOCKET"), scope["path"]
+        rule = self._catch_all or (
+            self._rules.lookup(scope["method"], scope["path"])
+            if scope["type"] == "http"
+            else self._handshake_rule(scope["path"])
         )
         client_part, ban_key, catch_all_bucket = keys[0], keys[1], keys[2]
         jailed = self.jail is not None
@@ -494,6 +536,22 @@ class RateLimitMiddleware:
             return None
         return self._rest(flow, state, lines)
 
+    def _handshake_rule(self, path: str) -> _Rule | None:
+        """The rule of a WebSocket handshake at `path`: its handshake rule, and its
+        socket rule when that is another one (module docstring)."""
+        handshake = self._handshake_rules.lookup("WEBSOCKET", path)
+        socket = self._rules.lookup("WEBSOCKET", path)
+        # No handshake rule means no socket rule (its patterns are among the
+        # handshake table's); a handshake rule naming WEBSOCKET or no method is the
+        # socket rule itself (`RouteTable.for_websocket_handshake`).
+        if handshake is None or socket is None or socket is handshake:
+            return handshake
+        pair = (id(handshake), id(socket))  # rules live as long as the layer
+        both = self._handshake_pairs.get(pair)
+        if both is None:
+            both = self._handshake_pairs[pair] = _both_rules(handshake, socket)
+        return both
+
     def _step_more(
         self,
         steps: MemoryStore,
@@ -520,7 +578,11 @@ class RateLimitMiddleware:
         context = scope.get(SCOPE_KEY) or get_context(scope)
         state = RateLimitState()
         context.rate_limit = state
-        rule = self._rules.lookup(scope.get("method", "WEBSOCKET"), scope["path"])
+        rule = (
+            self._rules.lookup(scope["method"], scope["path"])
+            if scope["type"] == "http"
+            else self._handshake_rule(scope["path"])
+        )
         extra_headers: Sequence[_Line] | None = None
         try:
             client = context.client  # `context.client_host`, inlined

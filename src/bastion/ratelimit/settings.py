@@ -75,7 +75,11 @@ class RateLimitSettings(LayerSettings):
         default_factory=lambda: {k: tuple(map(parse_rate, v)) for k, v in DEFAULT_LIMITS.items()}
     )
     """Route pattern -> rates (`"100/minute"`, `"10/30s; burst=5; key=api_key"`). The
-    most specific pattern wins and all its rates apply. `{}` limits nothing."""
+    most specific pattern wins and all its rates apply. `{}` limits nothing. A
+    WebSocket handshake is a GET (RFC 6455): it spends the rates of the `GET` pattern
+    for its path, in the same buckets as that route's GETs, as well as those of its
+    `WEBSOCKET` or method-less pattern; a `WEBSOCKET` pattern at least as specific as
+    the `GET` one governs sockets alone."""
 
     ipv6_prefix_length: int = Field(default=DEFAULT_IPV6_PREFIX, ge=16, le=128)
     """IPv6 clients in one network share buckets (a subscriber gets a whole /64)."""
