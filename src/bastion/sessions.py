@@ -214,6 +214,21 @@ def expiry_reason(record: SessionRecord, now: float, settings: SessionSettings) 
     return None
 
 
+def session_alive(raw: bytes | None, settings: SessionSettings, now: float) -> bool:
+    """Whether `raw`, a session's record as the store returned it (None: absent), is a
+    live session at `now`: readable, and within its idle and absolute timeouts
+    (`expiry_reason`), as `SessionManager.load` would find it.
+
+    For readers that hold a session's store key rather than its id (the WebSocket
+    guard: a ticket's session, a socket's): the store keeps an expired record
+    `EXPIRED_GRACE_SECONDS` past its expiry, so that the record is there does not say
+    the session lives."""
+    if raw is None:
+        return False
+    record = SessionRecord.decode(raw)
+    return record is not None and expiry_reason(record, now, settings) is None
+
+
 def ttl_for(record: SessionRecord, now: float, settings: SessionSettings) -> float:
     """How long the store keeps the record: until the first timeout falls, plus a
     short grace in which a late use is recognised (the session is dead all the same)."""
@@ -684,6 +699,17 @@ class SessionManager:
                 details={"session": self.id_hash(session_id), **(details or {})},
             )
         )
+
+
+def session_manager_of(session: object) -> SessionManager | None:
+    """The manager (its `store`, `settings` and `clock`) of a request's session, or
+    None for anything else (no session layer ran, or another one did).
+
+    For a layer inside `SessionMiddleware` that must read a session by its store key
+    where the session layer keeps it, with its timeouts (`session_alive`): every
+    request the layer sees gets a session of its manager, a new one when it sent no
+    cookie."""
+    return session._manager if isinstance(session, Session) else None
 
 
 # --- the adapter --------------------------------------------------------------------

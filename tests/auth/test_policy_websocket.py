@@ -98,6 +98,8 @@ async def handshake(
     headers: list[tuple[bytes, bytes]] | None = None,
     *,
     denial_response: bool = True,
+    query: bytes = b"",
+    subprotocols: list[str] | None = None,
 ) -> int:
     """Open a socket with a hand-built `websocket` scope: `ACCEPTED` when the app
     accepted it, else the refusal's HTTP status (the close code when the server offers
@@ -110,11 +112,11 @@ async def handshake(
         "path": path,
         "raw_path": path.encode(),
         "root_path": "",
-        "query_string": b"",
+        "query_string": query,
         "headers": [(b"host", b"testserver"), *(headers or [])],
         "client": ("127.0.0.1", 5000),
         "server": ("testserver", 80),
-        "subprotocols": [],
+        "subprotocols": subprotocols or [],
         "extensions": {"websocket.http.response": {}} if denial_response else {},
     }
     messages: list[Message] = []
@@ -417,3 +419,88 @@ async def test_handshakes_decided_as_the_core_says(
         assert sink.reasons() == ([expected.reason] if expected.status else [])
         if socket_rule is not None and decide(socket_rule, principal, deny=deny).status:
             assert expected.status, path
+
+
+# --- credentials only the WebSocket guard reads ------------------------------------------
+#
+# A `?ticket=` or a bearer offered in `Sec-WebSocket-Protocol` is anonymous here. The
+# policy hands the rules it could not decide to a guard only when that guard will
+# authenticate the socket: directly inside the policy, enabled, and able to verify
+# the credential offered. Anywhere else the policy refuses as it always did (the
+# cases with a guard that decides are in tests/websocket/test_policy_deferral.py).
+
+TICKET_KEYS = ["policy-websocket-ticket-key-not-for-production-0123"]
+
+
+async def _verify_nothing(untrusted_token: str) -> object | None:
+    return None
+
+
+class _Wrapper:
+    """Another layer between the policy and the guard."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def _inner(layout: str, hits: list[str]) -> ASGIApp:
+    from bastion.websocket import WebSocketGuardMiddleware, WebSocketSettings
+
+    socket_app = make_socket_app("raw", hits)
+    if layout == "no-guard":
+        return socket_app
+    guard = WebSocketGuardMiddleware(
+        socket_app,
+        WebSocketSettings(enabled=layout != "guard-disabled"),
+        secret_keys=None if layout == "guard-without-keys" else TICKET_KEYS,
+        bearer_verifier=None if layout == "guard-without-verifier" else _verify_nothing,
+    )
+    return _Wrapper(guard) if layout == "guard-not-directly-inside" else guard
+
+
+def _ticket() -> bytes:
+    from bastion.websocket import WebSocketTickets
+
+    return b"ticket=" + WebSocketTickets(TICKET_KEYS, max_age_seconds=30).issue("bob").encode()
+
+
+@pytest.mark.parametrize(
+    ("layout", "credential", "status"),
+    [
+        pytest.param("guard", "ticket", ACCEPTED, id="policy-ws-ticket-guard-inside-ok"),
+        pytest.param("no-guard", "ticket", 401, id="policy-ws-ticket-no-guard"),
+        pytest.param("no-guard", "bearer", 401, id="policy-ws-subprotocol-bearer-no-guard"),
+        pytest.param("guard-disabled", "ticket", 401, id="policy-ws-ticket-guard-disabled"),
+        pytest.param(
+            "guard-not-directly-inside", "ticket", 401, id="policy-ws-ticket-guard-not-inside"
+        ),
+        pytest.param("guard-without-keys", "ticket", 401, id="policy-ws-ticket-guard-no-keys"),
+        pytest.param(
+            "guard-without-verifier", "bearer", 401, id="policy-ws-bearer-guard-no-verifier"
+        ),
+    ],
+)
+async def test_deferred_only_to_a_guard_that_authenticates(
+    layout: str, credential: str, status: int
+) -> None:
+    sink = RecordingSink()
+    hits: list[str] = []
+    app = AuthorizationMiddleware(
+        _inner(layout, hits),
+        PolicySettings(routes={"GET /ws/*": "authenticated"}),
+        events=EventEmitter([sink]),
+    )
+    if credential == "ticket":
+        answer = await handshake(app, "/ws/lobby", query=_ticket())
+    else:
+        answer = await handshake(app, "/ws/lobby", subprotocols=["bearer", "token-0123456789"])
+    assert answer == status
+    if status == ACCEPTED:
+        assert hits == ["/ws/lobby"]
+        assert sink.reasons() == []
+    else:
+        assert hits == []
+        assert sink.reasons() == [P.REASON_UNAUTHENTICATED]

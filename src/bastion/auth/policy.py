@@ -28,6 +28,22 @@ handshake rule is a `WEBSOCKET` pattern it is the socket rule too, and governs a
 compiled beside the main one (`RouteTable.for_websocket_handshake`, which the
 rate-limit layer uses too); an http request never looks at it.
 
+Some sockets are authenticated only by the WebSocket guard, inside this layer: a
+signed `?ticket=` or a bearer token offered in `Sec-WebSocket-Protocol`. At this
+layer they are anonymous, so a rule they would meet (`"GET /app/*":
+"authenticated"` for the socket at `/app/live`) would refuse them unread. When the
+guard sits directly inside this layer (`Shield` puts it there) and the handshake
+carries such a credential the guard will verify, a refusal made only because no one
+is authenticated yet (`policy-unauthenticated`) is handed to the guard instead
+(`WebSocketGuardMiddleware.defer_authorization`): once it has verified the
+credential, the guard asks this layer to decide the same two rules against the
+principal it established (`_enforce_deferred`), and the refusal, if any, is this
+layer's own (status, close code, `WWW-Authenticate`, `authz_fail` event). The guard
+enforces it before anything else it decides, whatever its own `routes` say, and a
+credential it refuses opens nothing (with the guard in monitor-only mode, the
+deferred rules still refuse the anonymous caller). Every other refusal is made here,
+as before; without a guard inside, nothing is deferred.
+
 Answers: 401 with a `WWW-Authenticate` challenge when no one is authenticated (RFC
 6750 section 3.1: no error code when no credentials were sent); 403 for an
 authenticated caller without the right (`error="insufficient_scope"` for bearer
@@ -49,7 +65,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bastion.auth.middleware import bearer_challenge
 from bastion.auth.principal import Principal, get_principal
@@ -60,6 +76,9 @@ from bastion.responses import Refuser, generic_body, wants_json
 from bastion.routes import RouteTable
 from bastion.stages import Flow, run_stages
 from bastion.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from bastion.websocket.middleware import WebSocketGuardMiddleware
 
 REASON_UNAUTHENTICATED: Final = "policy-unauthenticated"
 REASON_MISSING_ROLE: Final = "policy-missing-role"
@@ -174,6 +193,7 @@ class AuthorizationMiddleware:
         # these, `enter` decides it by one C call (`decide(None, ..., deny=False)`).
         self._rule_prefixes = self.table.path_prefixes
         self._allows_unlisted = not self.settings.deny_by_default
+        self._guard = _guard_inside(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
@@ -195,12 +215,22 @@ class AuthorizationMiddleware:
             requirement = self.table.lookup(scope["method"].upper(), scope["path"])
             decision = decide(requirement, principal, deny=self.settings.deny_by_default)
         else:  # a handshake is a GET: it meets the GET rule too (module docstring)
+            handshake = self.handshake_table.lookup("WEBSOCKET", scope["path"])
+            socket = self.table.lookup("WEBSOCKET", scope["path"])
             decision = decide_handshake(
-                self.handshake_table.lookup("WEBSOCKET", scope["path"]),
-                self.table.lookup("WEBSOCKET", scope["path"]),
-                principal,
-                deny=self.settings.deny_by_default,
+                handshake, socket, principal, deny=self.settings.deny_by_default
             )
+            if (
+                decision.reason == REASON_UNAUTHENTICATED
+                and self._guard is not None
+                and self._guard.will_authenticate(scope)
+            ):
+                # Anonymous here, but carrying a credential only the guard reads: the
+                # guard decides these rules once it knows who this is (module docstring).
+                self._guard.defer_authorization(
+                    scope, functools.partial(self._enforce_deferred, handshake, socket)
+                )
+                return None
         if not decision.status:
             return None
         return self.refuse(
@@ -211,6 +241,43 @@ class AuthorizationMiddleware:
             reason=decision.reason,
             headers=challenge_headers(decision, principal, self.realm),
         )
+
+    async def _enforce_deferred(
+        self,
+        handshake: Requirement | None,
+        socket: Requirement | None,
+        scope: Scope,
+        send: Send,
+        principal: Principal | None,
+    ) -> bool:
+        """The handshake rules `enter` handed to the guard, decided against the
+        principal the guard established: True when refused (as `enter` refuses)."""
+        decision = decide_handshake(
+            handshake, socket, principal, deny=self.settings.deny_by_default
+        )
+        if not decision.status:
+            return False
+        return await self.refuse(
+            scope,
+            send,
+            status=decision.status,
+            kind=KIND_AUTHZ_FAIL,
+            reason=decision.reason,
+            headers=challenge_headers(decision, principal, self.realm),
+        )
+
+
+def _guard_inside(app: ASGIApp) -> WebSocketGuardMiddleware | None:
+    """The WebSocket guard this layer wraps directly, when it guards sockets (it is
+    enabled): the one that will see every handshake this layer lets through, and so
+    can be handed the rules `enter` cannot decide. None otherwise (no guard, another
+    layer between, a disabled guard, which passes sockets through unguarded)."""
+    # Imported here: the guard's module imports this package's principal.
+    from bastion.websocket.middleware import WebSocketGuardMiddleware
+
+    if isinstance(app, WebSocketGuardMiddleware) and app.settings.enabled:
+        return app
+    return None
 
 
 # --- application level: a decorator for Starlette endpoints --------------------------

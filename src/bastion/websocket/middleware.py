@@ -5,10 +5,11 @@ One connection, in order:
 1. Handshake, before the application runs: route access, `Origin`
    (`core.check_origin`), the credential (bearer subprotocol, else `?ticket=`, else
    the session that `SessionMiddleware` loaded; a ticket bound to a session is
-   refused once that session is gone), ban predicates, then one slot in
-   the client's and the principal's connection counters. Any refusal goes through
-   `Refuser`, before `websocket.accept`: an HTTP 403/429 where the server supports
-   the denial-response extension, else close 1008/1013.
+   refused once that session has ended), the route policy's rules that it handed
+   over for the socket's principal (`defer_authorization`), ban predicates, then one
+   slot in the client's and the principal's connection counters. Any refusal goes
+   through `Refuser`, before `websocket.accept`: an HTTP 403/429 where the server
+   supports the denial-response extension, else close 1008/1013.
 2. Messages, in the application's `receive`: size (1009), per-connection bucket
    in memory and per-principal GCRA in the store (1008, or dropped with an error
    frame), the route's pydantic model (1007, or an error frame), and the idle
@@ -25,9 +26,11 @@ One connection, in order:
    does, and counts that cancellation back (`Task.uncancel`), so an outer
    cancellation still propagates; the app then gets `websocket.disconnect`.
 3. A watcher task per connection checks every `revocation_check_seconds` that the
-   session still exists (the one a ticket is bound to, for a ticket socket; else the
-   session the handshake carried, for an authenticated socket) and that no ban
-   predicate refuses, else closes with 1008
+   session is still alive (the one a ticket is bound to, for a ticket socket; else the
+   session the handshake carried, for an authenticated socket): in the session
+   layer's store and within its idle and absolute timeouts, since the store keeps an
+   expired record a few minutes longer (`bastion.sessions.session_alive`); and that no
+   ban predicate refuses, else closes with 1008
    (1011 when the check itself fails: the store, or a predicate that raises):
    revocation costs one store read per connection per interval, never one per
    message, and reaches a live socket at most one interval late. The task starts
@@ -80,6 +83,7 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from bastion.auth.principal import Principal
 from bastion.context import RequestContext, get_context
 from bastion.errors import log_exception
 from bastion.events import (
@@ -98,6 +102,7 @@ from bastion.exceptions import ConfigurationError, StoreError
 from bastion.hosts import Origin, parse_origin
 from bastion.responses import Refuser
 from bastion.routes import RouteTable
+from bastion.sessions import SessionManager, session_alive, session_manager_of
 from bastion.stores.base import Store
 from bastion.stores.gcra import MICROSECONDS, GCRALimit
 from bastion.stores.memory import MemoryStore
@@ -125,6 +130,12 @@ BearerVerifier = Callable[[str], Awaitable[object | None]]
 BanCheck = Callable[[str | None, str | None], Awaitable[bool]]
 """`(client_host, principal_identity) -> True if banned`, checked at the handshake
 and every `revocation_check_seconds`. May raise `StoreError` (the guard fails closed)."""
+DeferredAuthorization = Callable[[Scope, Send, Principal | None], Awaitable[bool]]
+"""The route policy's handshake rules, handed to the guard (`defer_authorization`):
+`(scope, send, principal) -> True when refused` (the policy has answered)."""
+# Where the policy leaves its deferred rules for this handshake; the guard takes them
+# out before anything else, so the application never sees them.
+_DEFERRED_AUTHORIZATION_KEY: Final = "bastion.websocket.deferred-authorization"
 
 CLIENT_COUNT_PREFIX: Final = "ws:conns:client:"
 PRINCIPAL_COUNT_PREFIX: Final = "ws:conns:principal:"
@@ -178,10 +189,12 @@ class ConnectionObserver(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WebSocketPrincipal:
-    """Who a socket belongs to, when the session or a ticket authenticated it."""
+    """Who a socket belongs to, when the session or a ticket authenticated it (and,
+    for a ticket, the roles its session had: `bastion.websocket.tickets`)."""
 
     identity: str
     method: str  # "session" or "ticket"
+    roles: frozenset[str] = frozenset()
 
 
 def client_ban_check(is_banned: Callable[[str | None], Awaitable[bool]]) -> BanCheck:
@@ -197,6 +210,21 @@ def client_ban_check(is_banned: Callable[[str | None], Awaitable[bool]]) -> BanC
 def _principal_identity(principal: object) -> str:
     name = getattr(principal, "identity", None) or getattr(principal, "user_id", None)
     return str(name if name is not None else principal)
+
+
+def _authorization_principal(principal: object) -> Principal | None:
+    """The socket's principal as the route policy reads one, for its deferred rules.
+
+    A `Principal` (the authentication layer's, or a bearer verifier's that returns
+    one) is taken as it is, roles and scopes. A ticket's user is the word of the
+    session it is bound to (its roles: the session's); any other object a bearer
+    verifier returns names a caller with no roles and no scopes, answered as a bearer
+    token is (`insufficient_scope`)."""
+    if principal is None or isinstance(principal, Principal):
+        return principal
+    if isinstance(principal, WebSocketPrincipal):
+        return Principal(principal.identity, "session", roles=principal.roles)
+    return Principal(_principal_identity(principal), "jwt")
 
 
 def _lower_names(headers: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
@@ -336,6 +364,7 @@ class _Connection:
         "schema",
         "scope",
         "session_key",
+        "sessions",
         "started",
         "tat_us",
         "waking",
@@ -355,6 +384,7 @@ class _Connection:
         offer: BearerOffer,
         principal: str | None,
         session_key: str | None,
+        sessions: SessionManager | None,
         held: list[str],
         schema: type[BaseModel] | None,
     ) -> None:
@@ -364,8 +394,10 @@ class _Connection:
         self.route = route
         self.offer = offer
         self.principal = principal
-        # The store key of the session whose end closes the socket (the watcher's).
+        # The store key of the session whose end closes the socket (the watcher's), and
+        # the session layer that keeps it (None: none ran; `_session_lives`).
         self.session_key = session_key
+        self.sessions = sessions
         self.held = held
         self.schema = schema
         self.principal_rate_key = (
@@ -759,14 +791,41 @@ class WebSocketGuardMiddleware:
         handshake = await self._handshake(scope, send, context)
         if handshake is None:
             return
-        app_scope, offer, principal_name, session_key = handshake
+        app_scope, offer, principal_name, session_key, sessions = handshake
         held = await self._reserve(scope, send, context, principal_name)
         if held is None:
             return
         try:
-            await self._serve(app_scope, receive, send, offer, principal_name, session_key, held)
+            await self._serve(
+                app_scope, receive, send, offer, principal_name, session_key, sessions, held
+            )
         finally:
             await self._release(scope, held)
+
+    # --- the route policy's deferred rules (`bastion.auth.policy`) ------------------
+
+    def will_authenticate(self, scope: Scope) -> bool:
+        """Whether this handshake carries a credential this guard verifies itself, as
+        `_handshake` reads it: a well-formed bearer offer in `Sec-WebSocket-Protocol`
+        (with a `bearer_verifier`), else a `ticket` parameter (with `secret_keys`).
+
+        Asked by the route policy outside on a handshake it would refuse as anonymous;
+        the same parsers as the handshake's, on the same scope, and no store call."""
+        offer = split_bearer(scope.get("subprotocols") or ())
+        if offer.reason:
+            return False  # refused as malformed, whatever else it carries
+        if offer.untrusted_token is not None:
+            return self.bearer_verifier is not None  # the bearer decides, not a ticket
+        return (
+            self.tickets is not None and _ticket_params(scope.get("query_string", b"")) is not None
+        )
+
+    def defer_authorization(self, scope: Scope, check: DeferredAuthorization) -> None:
+        """Take the route policy's rules for this handshake: `_handshake` runs `check`
+        on the principal it establishes, before anything else it decides, and stops
+        if it refuses. Whatever this guard's own `routes` say: a deferred rule always
+        holds, and a refused credential leaves the caller anonymous."""
+        scope[_DEFERRED_AUTHORIZATION_KEY] = check
 
     # --- 1. the handshake ----------------------------------------------------------
 
@@ -776,13 +835,18 @@ class WebSocketGuardMiddleware:
 
     async def _handshake(
         self, scope: Scope, send: Send, context: RequestContext
-    ) -> tuple[Scope, BearerOffer, str | None, str | None] | None:
-        """The scope the app gets, the bearer offer, the principal's name and the store
-        key of the session the watcher keeps checking; None when refused."""
+    ) -> tuple[Scope, BearerOffer, str | None, str | None, SessionManager | None] | None:
+        """The scope the app gets, the bearer offer, the principal's name, the store key
+        of the session the watcher keeps checking and the session layer that keeps it;
+        None when refused."""
+        # Taken out first, so the app never sees it, and run on every path that goes
+        # on (in monitor-only mode too): every return before it is a refusal.
+        deferred: DeferredAuthorization | None = scope.pop(_DEFERRED_AUTHORIZATION_KEY, None)
         path = scope.get("path", "")
         access = self.access.lookup("WEBSOCKET", path) or self.settings.default_access
         session = scope.get("session")
         session_user = getattr(session, "user_id", None)
+        sessions = session_manager_of(session)
         origin_reason = self._check_origin(
             scope.get("headers", []), context, cookie_authenticated=session_user is not None
         )
@@ -806,7 +870,9 @@ class WebSocketGuardMiddleware:
         elif not reason:
             untrusted_tickets = _ticket_params(scope.get("query_string", b""))
             if untrusted_tickets is not None:
-                reason, principal, ticket_session = await self._check_ticket(untrusted_tickets)
+                reason, principal, ticket_session = await self._check_ticket(
+                    untrusted_tickets, sessions
+                )
             elif session_user is not None:
                 # The authentication layer's principal for this session user (with
                 # its roles) stays; the guard's own stands in when no such layer ran.
@@ -827,6 +893,10 @@ class WebSocketGuardMiddleware:
         principal_name = _principal_identity(principal) if principal is not None else None
         if principal is not None:
             context.principal = principal
+        if deferred is not None and await deferred(
+            scope, send, _authorization_principal(principal)
+        ):
+            return None
         if self.ban_checks:
             try:
                 banned = await self._banned(context.client_host, principal_name)
@@ -848,7 +918,7 @@ class WebSocketGuardMiddleware:
             # The app never sees the token among the subprotocols it may choose from.
             app_scope = dict(scope)
             app_scope["subprotocols"] = list(offer.subprotocols)
-        return app_scope, offer, principal_name, session_key
+        return app_scope, offer, principal_name, session_key, sessions
 
     def _check_origin(
         self,
@@ -912,14 +982,17 @@ class WebSocketGuardMiddleware:
             origins, own, self._origin_policy, cookie_authenticated=cookie_authenticated
         )
 
-    async def _check_ticket(self, untrusted: list[str]) -> tuple[str, object | None, str | None]:
+    async def _check_ticket(
+        self, untrusted: list[str], sessions: SessionManager | None
+    ) -> tuple[str, object | None, str | None]:
         """The refusal reason ("" to accept), the principal, and the store key of the
         session the ticket is bound to (None: bound to none).
 
-        A bound ticket is refused once its session is gone (a logout, `revoke_user`,
-        a rotation, expiry): within its lifetime it would otherwise open a socket for
-        a user who has signed out. Checked before the ticket is claimed: a refused
-        ticket never becomes valid again, since a session's key never comes back.
+        A bound ticket is refused once its session has ended (a logout, `revoke_user`,
+        a rotation, expiry: `_session_lives`): within its lifetime it would otherwise
+        open a socket for a user who has signed out. Checked before the ticket is
+        claimed: a refused ticket never becomes valid again, since a session's key
+        never comes back, nor does an expired session come back to life.
         """
         if self.tickets is None or len(untrusted) != 1:
             return r.REASON_TICKET_INVALID, None, None
@@ -928,9 +1001,8 @@ class WebSocketGuardMiddleware:
             return checked.reason, None, None
         claim = hashed_key(TICKET_KEY_PREFIX, untrusted[0])
         try:
-            if (
-                checked.session_key is not None
-                and await self.store.get(checked.session_key) is None
+            if checked.session_key is not None and not await self._session_lives(
+                checked.session_key, sessions
             ):
                 return r.REASON_SESSION_REVOKED, None, None
             first_use = await self.store.set_if_absent(
@@ -940,7 +1012,19 @@ class WebSocketGuardMiddleware:
             return r.REASON_STORE_DOWN, None, None  # authentication fails closed
         if not first_use:
             return r.REASON_TICKET_REUSED, None, None
-        return "", WebSocketPrincipal(checked.user_id, "ticket"), checked.session_key
+        principal = WebSocketPrincipal(checked.user_id, "ticket", checked.roles)
+        return "", principal, checked.session_key
+
+    async def _session_lives(self, key: str, sessions: SessionManager | None) -> bool:
+        """Whether the session stored under `key` is alive: read where the session
+        layer of this scope keeps it (its store, which may not be this guard's when
+        the two were built apart), within its idle and absolute timeouts
+        (`session_alive`: the store keeps an expired record a grace period longer).
+        With no session layer on the scope, the record's presence in this guard's
+        store is all there is to go by. Raises StoreError."""
+        if sessions is None:
+            return await self.store.get(key) is not None
+        return session_alive(await sessions.store.get(key), sessions.settings, sessions.clock())
 
     async def _banned(self, client: str | None, principal: str | None) -> bool:
         for check in self.ban_checks:
@@ -1039,6 +1123,7 @@ class WebSocketGuardMiddleware:
         offer: BearerOffer,
         principal: str | None,
         session_key: str | None,
+        sessions: SessionManager | None,
         held: list[str],
     ) -> None:
         path = scope.get("path", "")
@@ -1051,6 +1136,7 @@ class WebSocketGuardMiddleware:
             offer=offer,
             principal=principal,
             session_key=session_key,
+            sessions=sessions,
             held=held,
             schema=self.schemas.lookup("WEBSOCKET", path) if self.schemas else None,
         )
@@ -1077,7 +1163,8 @@ class WebSocketGuardMiddleware:
         return None
 
     async def _watch(self, conn: _Connection) -> None:
-        """Close the socket once its session is gone or a ban applies, and keep its
+        """Close the socket once its session has ended (`_session_lives`: gone, or past
+        its idle or absolute timeout) or a ban applies, and keep its
         connection slots alive (bounded by the connection's life: cancelled when the
         app returns). Started one tick (`_watch_tick`) after the connection was, at
         `conn.started` by the guard's clock; checks, then sleeps a tick.
@@ -1098,7 +1185,9 @@ class WebSocketGuardMiddleware:
             if not revoking:
                 continue
             try:
-                if session_key is not None and await self.store.get(session_key) is None:
+                if session_key is not None and not await self._session_lives(
+                    session_key, conn.sessions
+                ):
                     await conn.close(
                         r.CLOSE_POLICY_VIOLATION, KIND_AUTHN_FAIL, r.REASON_SESSION_REVOKED
                     )

@@ -58,13 +58,6 @@ DEFAULT_REVOCATION_CHECK_SECONDS: Final = 5.0
 SOCKET_METHOD: Final = "WEBSOCKET"
 
 
-def _path_part(pattern: RoutePattern) -> str:
-    """The pattern's path, as written after its methods (`*`, `/a`, `/a/*`, `/a/{id}`)."""
-    if pattern.kind == "any":
-        return "*"
-    return pattern.path + "*" if pattern.kind == "prefix" else pattern.path
-
-
 def parse_websocket_route(text: str) -> RoutePattern:
     """Parse a pattern of a WebSocket route table (access, labels, schemas): a route
     pattern naming no method or `WEBSOCKET` alone (module docstring). Raises
@@ -72,7 +65,7 @@ def parse_websocket_route(text: str) -> RoutePattern:
     pattern = parse_route_pattern(text)
     others = pattern.methods - {SOCKET_METHOD}
     if others:
-        path = _path_part(pattern)
+        path = pattern.path_text
         raise ValueError(
             f"route pattern {text!r} names {', '.join(sorted(others))}, but the WebSocket "
             f"guard looks every socket up under {SOCKET_METHOD}, so it would never apply; "

@@ -39,12 +39,14 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import SecretStr
 
+from bastion.auth.principal import Principal
+from bastion.context import SCOPE_KEY
 from bastion.exceptions import ConfigurationError
 from bastion.signing import Signer
 from bastion.websocket.reasons import REASON_TICKET_EXPIRED, REASON_TICKET_INVALID
@@ -53,7 +55,9 @@ TICKETS_SCOPE_KEY: Final = "bastion.websocket"
 TICKET_PURPOSE: Final = "websocket-ticket"
 TICKET_KEY_PREFIX: Final = "wsticket:"
 _NONCE_BYTES: Final = 16  # 128 bits: tickets never repeat
-MAX_TICKET_CHARS: Final = 1024  # a user id of a few hundred characters, signed
+# A user id of a few hundred characters and a few dozen role names, signed: well
+# under the 8 KiB request line servers accept (uvicorn's h11, nginx's default).
+MAX_TICKET_CHARS: Final = 2048
 # A session store key is `session:` and a SHA-256 in hex (72 characters); the bound
 # leaves room for another store's prefix while keeping a ticket well under its cap.
 MAX_SESSION_KEY_CHARS: Final = 128
@@ -61,16 +65,27 @@ MAX_SESSION_KEY_CHARS: Final = 128
 
 @dataclass(frozen=True, slots=True)
 class TicketCheck:
-    """The user a ticket names and the session store key it is bound to (None: bound
-    to none), or the refusal reason."""
+    """The user a ticket names, the session store key it is bound to (None: bound to
+    none) and the roles it carries, or the refusal reason."""
 
     user_id: str | None
     reason: str = ""
     session_key: str | None = None
+    roles: frozenset[str] = frozenset()
 
 
 def _is_session_key(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_SESSION_KEY_CHARS
+
+
+def _is_role_list(value: object) -> bool:
+    """A bound ticket's roles: a non-empty list of non-empty names (`issue` writes
+    none when there are none)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(name, str) and name for name in value)
+    )
 
 
 class WebSocketTickets:
@@ -88,18 +103,29 @@ class WebSocketTickets:
         self._signer = Signer(secret_keys, purpose=TICKET_PURPOSE, clock=clock)
         self.max_age_seconds = max_age_seconds
 
-    def issue(self, user_id: str, *, session_key: str | None = None) -> str:
+    def issue(
+        self, user_id: str, *, session_key: str | None = None, roles: Iterable[str] = ()
+    ) -> str:
         """A ticket for `user_id`, bound to the session stored under `session_key`
-        (None: to no session; `issue_ticket` finds the key in the request)."""
+        (None: to no session; `issue_ticket` finds the key in the request), carrying
+        that session's `roles` (module docstring; only with a session)."""
         if not user_id:
             raise ValueError("user_id must be non-empty")
         if session_key is not None and not _is_session_key(session_key):
             raise ValueError("session_key must be a non-empty store key")
-        payload = json.dumps([user_id, secrets.token_urlsafe(_NONCE_BYTES), session_key])
+        names = sorted(set(roles))
+        if names and session_key is None:
+            raise ValueError("roles travel only in a ticket bound to a session (session_key)")
+        if not all(isinstance(name, str) and name for name in names):
+            raise ValueError("roles must be non-empty names")
+        fields: list[object] = [user_id, secrets.token_urlsafe(_NONCE_BYTES), session_key]
+        if names:
+            fields.append(names)
+        payload = json.dumps(fields)
         ticket = self._signer.sign(base64.urlsafe_b64encode(payload.encode()).rstrip(b"=")).decode()
         if len(ticket) > MAX_TICKET_CHARS:
             # `check` would refuse it: say so now, not at the client's handshake.
-            raise ValueError("user_id is too long for a ticket")
+            raise ValueError("user_id (with the roles) is too long for a ticket")
         return ticket
 
     def check(self, untrusted_ticket: str) -> TicketCheck:
@@ -113,16 +139,39 @@ class WebSocketTickets:
             return TicketCheck(None, REASON_TICKET_EXPIRED)
         try:
             padded = value + b"=" * (-len(value) % 4)
-            # Three elements, or refused: a two-element ticket of the earlier form
-            # names no session, and accepting it would let it outlive one.
-            user_id, _nonce, session_key = json.loads(base64.urlsafe_b64decode(padded))
+            fields = json.loads(base64.urlsafe_b64decode(padded))
         except (ValueError, TypeError):
             return TicketCheck(None, REASON_TICKET_INVALID)
+        # Three elements, or four with roles, or refused: a two-element ticket of the
+        # earlier form names no session, and accepting it would let it outlive one.
+        if not isinstance(fields, list) or len(fields) not in (3, 4):
+            return TicketCheck(None, REASON_TICKET_INVALID)
+        user_id, session_key = fields[0], fields[2]
         if not isinstance(user_id, str) or not user_id:
             return TicketCheck(None, REASON_TICKET_INVALID)
         if session_key is not None and not _is_session_key(session_key):
             return TicketCheck(None, REASON_TICKET_INVALID)
-        return TicketCheck(user_id, session_key=session_key)
+        roles: frozenset[str] = frozenset()
+        if len(fields) == 4:
+            # Roles only beside a session: `issue` writes them nowhere else.
+            if session_key is None or not _is_role_list(fields[3]):
+                return TicketCheck(None, REASON_TICKET_INVALID)
+            roles = frozenset(fields[3])
+        return TicketCheck(user_id, session_key=session_key, roles=roles)
+
+
+def _session_roles(scope: Mapping[str, Any], user_id: str) -> frozenset[str]:
+    """The roles the authentication layer found in the request's session for
+    `user_id` (its principal's, when that principal is this session user), else none."""
+    context = scope.get(SCOPE_KEY)
+    principal = getattr(context, "principal", None)
+    if (
+        isinstance(principal, Principal)
+        and principal.source == "session"
+        and principal.identity == user_id
+    ):
+        return principal.roles
+    return frozenset()
 
 
 def _bound_session_key(scope: Mapping[str, Any]) -> str | None:
@@ -152,7 +201,9 @@ def issue_ticket(scope_or_request: Any, user_id: str) -> str:
     The application must have authenticated `user_id` itself (a session, a token):
     whoever holds the ticket connects as that user. When the request's session has a
     user, the ticket is bound to that session (module docstring): the guard refuses
-    it, and closes its socket, once the session is gone. Raises ConfigurationError
+    it, and closes its socket, once the session is gone; and when the authentication
+    layer's principal is that session's user `user_id`, the ticket carries its roles,
+    for the route policy's `roles:` rules. Raises ConfigurationError
     when no `WebSocketGuardMiddleware` with `secret_keys` serves the request, and
     ValueError when the session's id changes in this very request.
     """
@@ -164,4 +215,6 @@ def issue_ticket(scope_or_request: Any, user_id: str) -> str:
         raise ConfigurationError(
             "issue_ticket: no WebSocketGuardMiddleware with secret_keys serves this request"
         )
-    return tickets.issue(user_id, session_key=_bound_session_key(scope))
+    session_key = _bound_session_key(scope)
+    roles = _session_roles(scope, user_id) if session_key is not None else frozenset()
+    return tickets.issue(user_id, session_key=session_key, roles=roles)
