@@ -25,9 +25,10 @@ Outermost first. The order is the design's, and each position has a reason:
 * websocket, innermost, guards the `websocket` scope: origin, handshake
   credentials, message size, rate and schema, connection caps, revocation.
 
-All layers share one store (`settings.store`) and one event emitter. With bans on,
-one `Jail` is built before the layers: it learns of every layer's refusals through
-the emitter, and the websocket guard asks it, so a ban closes live sockets too.
+All layers share one store (`settings.store`, or the `store=` given, which must have
+every method of the `Store` protocol: `check_store`) and one event emitter. With
+bans on, one `Jail` is built before the layers: it learns of every layer's refusals
+through the emitter, and the websocket guard asks it, so a ban closes live sockets too.
 
 Layers whose section says `enabled=False` are left out of the chain entirely (no cost
 at all), and that opt-out is logged at start-up with every other one. Lifespan and
@@ -78,6 +79,7 @@ from bastion.sessions import SessionMiddleware
 from bastion.settings import Settings, log_opt_outs
 from bastion.stages import Flow, Stage, run_stages, run_websocket_stages
 from bastion.stores import Store
+from bastion.stores.base import check_store
 from bastion.transport import TransportMiddleware, hsts_header_value
 from bastion.types import ASGIApp, Receive, Scope, Send
 from bastion.websocket import WebSocketGuardMiddleware, WebSocketTickets, client_ban_check
@@ -248,6 +250,9 @@ class Shield:
         self.settings = resolve_settings(settings, overrides)
         self.events = events if events is not None else build_emitter(self.settings)
         self.store = store if store is not None else self.settings.store.create_store()
+        # A store of the user's own lacking a method fails here, not on the request
+        # that needs it (after the application answered).
+        check_store(self.store)
         self.layers: tuple[str, ...] = tuple(
             name for name, _ in LAYERS if getattr(self.settings, name).enabled
         )

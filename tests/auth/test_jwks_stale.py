@@ -113,8 +113,8 @@ def url_settings(server: RunningServer, **overrides: Any) -> JWTSettings:
 class Stack:
     """The authentication middleware over the real JWKS server, its cache's clock."""
 
-    def __init__(self, server: RunningServer, events: EventEmitter) -> None:
-        self.settings = url_settings(server)
+    def __init__(self, server: RunningServer, events: EventEmitter, **overrides: Any) -> None:
+        self.settings = url_settings(server, **overrides)
         self.monotonic = Monotonic()
         keys = key_source_from_settings(self.settings, clock=self.monotonic)
         assert isinstance(keys, JWKSCache)
@@ -224,8 +224,33 @@ def test_settings_reach_the_cache(jwks_server: RunningServer) -> None:
         pytest.param(
             {"jwks_max_stale_seconds": 59, "jwks_ttl_seconds": 10}, id="jwks-max-stale-tiny"
         ),
+        pytest.param(
+            {"jwks_max_stale_seconds": TTL, "jwks_min_refresh_seconds": TTL + 1},
+            id="jwks-max-stale-below-min-refresh",
+        ),
     ],
 )
 def test_max_stale_refused(jwks_server: RunningServer, overrides: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError, match="jwks_max_stale_seconds"):
+    with pytest.raises(ValidationError, match="jwks_max_stale_seconds") as refused:
         url_settings(jwks_server, **overrides)
+    if "jwks_min_refresh_seconds" in overrides:
+        assert "jwks_min_refresh_seconds" in str(refused.value)
+
+
+async def test_max_stale_at_min_refresh_keeps_keys_while_the_endpoint_answers(
+    jwks_server: RunningServer, events: EventEmitter, sink: RecordingSink
+) -> None:
+    """`jwks-max-stale-at-min-refresh-ok`: keys that may age only as long as a refetch
+    waits (`jwks_min_refresh_seconds`, longer than the TTL) are refreshed before they
+    would be dropped: with the endpoint answering, no token is ever refused. (Keys
+    dropped at the TTL, before a refetch was allowed, refused every token until then:
+    what `jwks-max-stale-below-min-refresh` now refuses at start-up.)"""
+    publish(jwks_server, public_jwks(RSA_KEY, EC_KEY))
+    stack = Stack(
+        jwks_server, events, jwks_max_stale_seconds=MAX_STALE, jwks_min_refresh_seconds=MAX_STALE
+    )
+    for at in (0, TTL, MAX_STALE - 1, MAX_STALE, 2 * MAX_STALE - 1, 2 * MAX_STALE):
+        assert await stack.status(RSA_TOKEN, at=at) == 200, at
+    assert not stack.keys.expired
+    assert stack.keys.fetches == 3
+    assert sink.reasons() == []

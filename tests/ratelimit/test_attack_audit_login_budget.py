@@ -77,7 +77,7 @@ def collated_login(seen: list[str]) -> ASGIApp:
         seen.append(user)
         password = form.get("password")
         if password is None:
-            return PlainTextResponse("incomplete", status_code=400)  # a failure too
+            return PlainTextResponse("incomplete", status_code=400)  # counted if 400 is opted in
         if password == "outage":  # its user database is down: judged no password
             return PlainTextResponse("try later", status_code=503)
         ok = (same_user(user), password) in (("alice", "right"), ("mallory", "own"))
@@ -465,20 +465,31 @@ async def test_concurrent_attempts_over_redis(
 
 
 @pytest.mark.parametrize(
-    ("outcome", "units"),
+    ("outcome", "units", "failure_statuses"),
     [
-        pytest.param("wrong", b"1", id="login-budget-failure-keeps-unit"),
-        pytest.param("right", b"0", id="login-budget-success-gives-unit-back-ok"),
-        pytest.param("outage", b"0", id="login-budget-abandon-gives-unit-back-ok"),
-        pytest.param("incomplete", b"1", id="login-budget-bad-request-keeps-unit"),
+        pytest.param("wrong", b"1", None, id="login-budget-failure-keeps-unit"),
+        pytest.param("right", b"0", None, id="login-budget-success-gives-unit-back-ok"),
+        pytest.param("outage", b"0", None, id="login-budget-abandon-gives-unit-back-ok"),
+        # A 400 is no failure by default (an OAuth 2 code grant's); opted in, it is.
+        pytest.param("incomplete", b"0", None, id="login-budget-bad-request-gives-unit-back-ok"),
+        pytest.param(
+            "incomplete", b"1", (400, 401, 403), id="login-budget-bad-request-opted-in-keeps-unit"
+        ),
     ],
 )
 async def test_an_attempt_keeps_its_unit_only_as_a_failure(
-    outcome: str, units: bytes, store: SwitchableStore, events: EventEmitter
+    outcome: str,
+    units: bytes,
+    failure_statuses: tuple[int, ...] | None,
+    store: SwitchableStore,
+    events: EventEmitter,
 ) -> None:
+    statuses_option = (
+        {} if failure_statuses is None else {"login_failure_statuses": failure_statuses}
+    )
     layer = RateLimitMiddleware(
         collated_login([]),
-        RateLimitSettings(limits={}, login_routes=("POST /login",)),
+        RateLimitSettings(limits={}, login_routes=("POST /login",), **statuses_option),
         store=store,
         events=events,
     )

@@ -115,7 +115,9 @@ class JWTSettings(Section):
     jwks_max_stale_seconds: int = Field(default=DEFAULT_JWKS_MAX_STALE_SECONDS, ge=60)
     """How long the keys of the last successful `jwks_url` fetch keep verifying while
     refetches fail; after that they are dropped and every token is refused (401)
-    until the JWKS endpoint answers again. At least `jwks_ttl_seconds`."""
+    until the JWKS endpoint answers again. At least `jwks_ttl_seconds` and
+    `jwks_min_refresh_seconds`: a refetch waits for both, so a shorter bound dropped
+    the keys before one was even tried, with the endpoint answering."""
 
     required_typ: str = DEFAULT_REQUIRED_TYP
     """The `typ` header an access token must carry (RFC 9068: `at+jwt`; compared
@@ -169,8 +171,14 @@ class JWTSettings(Section):
                 raise ValueError("jwks_url must be an https:// URL")
             if self.jwks_url.startswith("http://") and not self.insecure_jwks_over_http:
                 raise ValueError("jwks_url must be https:// (or set insecure_jwks_over_http)")
-        if self.jwks_max_stale_seconds < self.jwks_ttl_seconds:
-            raise ValueError("jwks_max_stale_seconds must be at least jwks_ttl_seconds")
+        # The cache refetches once the keys are `jwks_ttl_seconds` old and no sooner
+        # than `jwks_min_refresh_seconds` after the last try: keys dropped before both
+        # have passed refuse every token while the endpoint is up and waiting.
+        if self.jwks_max_stale_seconds < max(self.jwks_ttl_seconds, self.jwks_min_refresh_seconds):
+            raise ValueError(
+                "jwks_max_stale_seconds must be at least jwks_ttl_seconds and "
+                "jwks_min_refresh_seconds (keys are refetched only after both)"
+            )
         if self.jwks is not None:
             try:
                 json.dumps(self.jwks)

@@ -30,7 +30,11 @@ Defence: failures are counted twice, per (account, client network) and per accou
   (a database collation that equates spellings this folding keeps apart, a body
   the guard cannot read), this budget bounds the guesses a client gets. Each
   attempt reserves its unit before it runs (concurrent attempts cannot all pass
-  a read of it); a failure keeps the unit, any other outcome gives it back.
+  a read of it); a failure keeps the unit, any other outcome gives it back. A
+  failure that judged no named account's password (`record_client_failure`: a
+  status the operator counts, such as an OAuth 2 code grant's 400, for a request
+  naming none) counts here alone, not in the pair it would share with every such
+  request of the client.
   Clients behind one address (NAT, a corporate egress) share it, so one of them
   could lock the others out: past the budget, a pair that logged in within the
   failure window may still try, under its own backoff and lockout (a success
@@ -79,6 +83,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import math
 import re
 import secrets
 import unicodedata
@@ -92,6 +97,7 @@ from bastion.ratelimit.jail import IPNetwork, is_never_banned
 from bastion.ratelimit.keys import ClientGrouping, client_key, hash_part
 from bastion.ratelimit.reasons import REASON_LOGIN_LOCKED, REASON_LOGIN_THROTTLED
 from bastion.stores import Store
+from bastion.stores.base import check_store
 from bastion.types import RawHeaders
 
 # OWASP suggests locking after a few failures; 5 leaves room for typos and a
@@ -120,23 +126,36 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # replaces the claim: a password hash takes well under a second. A claim whose
 # release is lost (a worker crash, a store outage) holds the pair back this long.
 ATTEMPT_CLAIM_SECONDS: Final = 30.0
-# Random bytes of an attempt's claim (`LoginGuard.begin`), as hex: 128 bits, so no
-# two attempts' claims are ever equal, whichever worker drew them.
-CLAIM_TOKEN_BYTES: Final = 16
-# Statuses of a login route's answer that count as a failure (`login_failure_statuses`).
-# 401 and 403: HTTP authentication refused (RFC 9110 sections 15.5.2, 15.5.4). 400:
-# an OAuth 2 token endpoint answers wrong credentials `invalid_grant` with it (RFC
-# 6749 section 5.2), as DRF's `obtain_auth_token` and many JSON APIs do. 422: FastAPI
-# answers a body it cannot validate with it, where Starlette, Litestar and Django
-# forms answer 400: either way the client failed to log in, and the count is that
-# client's own (its pair, its budget), so a malformed body costs only its sender.
-# A login route whose failures go uncounted gives free guesses (fail open); one whose
-# malformed attempts count slows only the client that sends them.
-DEFAULT_FAILURE_STATUSES: Final = (400, 401, 403, 422)
+# Random decimal digits of an attempt's claim (`LoginGuard.begin`): 39 are 129 bits,
+# so no two attempts' claims are ever equal, whichever worker drew them.
+CLAIM_TOKEN_DIGITS: Final = 39
+# Statuses of a login route's answer that count as a failure by default
+# (`login_failure_statuses`): HTTP authentication refused (RFC 9110 sections 15.5.2,
+# 15.5.4), what an application answers a wrong password with whatever the request.
+# 400 and 422 are opt-in: an OAuth 2 token endpoint answers 400 to every grant it
+# refuses (RFC 6749 section 5.2: an expired refresh token, a code pasted twice, a
+# device flow's `authorization_pending` poll), none of which names an account, so
+# counted by default they locked a relying party's backend, one client and no
+# account for all its users, out of every exchange; and a form behind HTTP Basic
+# that fails validation (422) locked out the administrator who had logged in.
+DEFAULT_FAILURE_STATUSES: Final = (401, 403)
+# The statuses that count as a failure of any request (`login_failure_statuses` must
+# hold 401). Another status the operator adds (400, 422) counts fully only for a
+# request whose body or query string names the account: for one that names none (an
+# OAuth 2 code or refresh grant, a Basic-authenticated form), the failure goes to the
+# client's budget alone (`LoginGuard.record_client_failure`).
+AUTHENTICATION_FAILURE_STATUSES: Final = frozenset(DEFAULT_FAILURE_STATUSES)
 
 _LOCKED: Final = b"locked"
-# A claim's gate value: this prefix, then the attempt's token.
-_CLAIM: Final = b"claim:"
+# A claim's gate value: `1.`, then the attempt's token as digits. A worker of the
+# version whose claim was the base delay's `repr` (before claims held a token)
+# reads every gate but `locked` as a delay in seconds (`float(gate)`): this one it
+# reads as one to two seconds' backoff, an attempt in flight, as it read its own;
+# `claim:<hex>` made it raise during a rolling upgrade (a 500, and a unit of the
+# client's budget never given back). No delay `record_failure` writes is as long (a
+# float's `repr` has at most 17 significant digits): the length tells a claim apart.
+_CLAIM_PREFIX: Final = b"1."
+_CLAIM_LENGTH: Final = len(_CLAIM_PREFIX) + CLAIM_TOKEN_DIGITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +220,12 @@ def delay_after_failure(failures: int, policy: LoginPolicy) -> tuple[str, float]
 _IGNORED_CATEGORIES: Final = frozenset({"Mn", "Me", "Cf", "Cc"})
 
 
+def _new_claim() -> bytes:
+    """A fresh claim of a pair's gate (`_CLAIM_PREFIX`): `1.` and random digits."""
+    digits = secrets.randbelow(10**CLAIM_TOKEN_DIGITS)
+    return _CLAIM_PREFIX + f"{digits:0{CLAIM_TOKEN_DIGITS}d}".encode("ascii")
+
+
 def normalise_account(untrusted_account: str) -> str:
     """One account, however the client spells it (module docstring): `Alice `,
     `alicé`, `al\u0131ce` (dotless i) and `alice` in fullwidth letters are `alice`.
@@ -236,9 +261,11 @@ class LoginGuard:
     no read of several keys; one more, the pair's mark, for a client past its
     budget), a failure two counters and the gate (three writes), a success at most
     four (the pair's count and gate deleted, its mark set, the unit given back) and
-    an abandoned attempt two; `StoreError` propagates, and the caller applies its
-    fail mode. An attempt's own claim is released by compare-and-delete, never by
-    a plain delete (module docstring).
+    an abandoned attempt two, a failure of the client's budget alone one (the
+    claim released, the unit kept); `StoreError` propagates, and the caller applies
+    its fail mode. An attempt's own claim is released by compare-and-delete, never
+    by a plain delete (module docstring). The store must have every method of the
+    protocol (`check_store`; `ConfigurationError` otherwise).
     """
 
     __slots__ = ("grouping", "never_ban", "policy", "store")
@@ -251,6 +278,8 @@ class LoginGuard:
         grouping: ClientGrouping | None = None,
         never_ban: tuple[IPNetwork, ...] = (),
     ) -> None:
+        # Every method, now: one missing surfaced after the application answered.
+        check_store(store)
         self.store = store
         self.policy = policy or LoginPolicy()
         self.grouping = grouping or ClientGrouping()
@@ -324,7 +353,7 @@ class LoginGuard:
                     await self._give_back(client_failures_key)
                     return self._client_lockout
                 past_budget = True
-        claim = _CLAIM + secrets.token_hex(CLAIM_TOKEN_BYTES).encode("ascii")
+        claim = _new_claim()
         gate: bytes | None = None
         if not await self.store.set_if_absent(gate_key, claim, ATTEMPT_CLAIM_SECONDS):
             # Held by another attempt, or by the delay a failure set: a gate gone
@@ -363,6 +392,31 @@ class LoginGuard:
         if attempt is not None and attempt.reserved:
             await self._give_back(client_failures_key)
 
+    async def record_client_failure(
+        self, account: str, client: str | None, attempt: LoginVerdict | None = None
+    ) -> None:
+        """Count a failure toward the client's budget alone, for an attempt the
+        application refused without judging a named account's password (a status
+        the operator added to `login_failure_statuses`, such as an OAuth 2 `400
+        invalid_grant` for a code or a refresh token, to a request whose body names
+        no account): no backoff or lockout of the pair, whose account ("", or a
+        Basic user-id) is then one every such request of the client shares. The
+        claim is released as `abandon` releases it; the unit `begin` reserved is
+        kept (a failure of an attempt that reserved none is counted now).
+
+        Counted at all because the guard may misread where the application reads
+        the account (a parser it does not know): the budget still bounds that
+        client's guesses, as it bounds every other misreading."""
+        _account_key, _pair_key, gate_key, client_failures_key, _known_key = self._keys(
+            account, client
+        )
+        if attempt is not None and attempt.claim:
+            await self.store.delete_if_equal(gate_key, attempt.claim)
+        if not (attempt is not None and attempt.reserved) and not self._exempt(client):
+            await self.store.incr(
+                client_failures_key, ttl_seconds=self.policy.failure_window_seconds
+            )
+
     async def _give_back(self, client_failures_key: str) -> None:
         """Return an attempt's unit of the client's budget (`begin`)."""
         window = self.policy.failure_window_seconds
@@ -388,20 +442,28 @@ class LoginGuard:
             return LoginVerdict(allowed=True, requires_challenge=challenge)
         locked = gate == _LOCKED
         # The gate holds no expiry time (the store's clock is its own), so this is
-        # the full delay: an upper bound, never too short. An attempt in flight
-        # (a claim) asks for the first failure's delay, as before its outcome.
-        if locked:
-            retry_after = self.policy.lockout_seconds
-        elif gate.startswith(_CLAIM):
-            retry_after = self.policy.base_delay_seconds
-        else:
-            retry_after = float(gate)
+        # the full delay: an upper bound, never too short.
+        retry_after = self.policy.lockout_seconds if locked else self._gate_delay(gate)
         return LoginVerdict(
             allowed=False,
             reason=REASON_LOGIN_LOCKED if locked else REASON_LOGIN_THROTTLED,
             retry_after_seconds=retry_after,
             requires_challenge=challenge,
         )
+
+    def _gate_delay(self, gate: bytes) -> float:
+        """The delay a gate other than a lockout asks for. An attempt in flight (a
+        claim) asks for the first failure's delay, as before its outcome; so does a
+        value that is no positive, finite delay (`claim:<hex>`, the claim of the
+        version before this one, written by one of its workers during an upgrade):
+        still throttled, never an error."""
+        if len(gate) == _CLAIM_LENGTH and gate.startswith(_CLAIM_PREFIX):
+            return self.policy.base_delay_seconds
+        try:
+            delay = float(gate)
+        except ValueError:
+            return self.policy.base_delay_seconds
+        return delay if 0 < delay < math.inf else self.policy.base_delay_seconds
 
     @staticmethod
     def _delay_value(delay: float) -> bytes:
@@ -498,21 +560,38 @@ def account_from_request(
     base64 of UTF-8 text, name none), read only when no other reading finds
     `field`. Either names the account by itself too.
     """
+    return read_login_account(body, content_type, query_string, authorizations, field)[0]
+
+
+def read_login_account(
+    body: bytes | None,
+    content_type: bytes | None,
+    query_string: bytes,
+    authorizations: list[bytes],
+    field: str,
+) -> tuple[str, bool]:
+    """`account_from_request`, and whether the body or the query string may name an
+    account: False only when both were read whole, every reading of them parsed and
+    none has `field` (an OAuth 2 code or refresh grant; a form behind HTTP Basic,
+    whose account is then the Basic user-id). A body not read whole, or a reading
+    that failed, may name one to the application's parser: True."""
     if body is None:
-        return ""
+        return "", True
     readings = _body_readings(body, content_type)
     if readings is None:
-        return ""
+        return "", True
     readings.append((True, _urlencoded_pairs(query_string)))
-    if authorizations and not any(
+    found = any(
         pairs and any(name == field for name, _value in pairs) for _names, pairs in readings
-    ):
+    )
+    named = found or any(pairs is None for _names, pairs in readings)
+    if authorizations and not found:
         # Only when nothing else names the account: a proxy's Basic gate in front of
         # the whole site (nginx `auth_basic` on a staging site) sends its one user-id
         # with every form login, and as a reading that must agree it made every
         # login name none, every user behind an address one client's pair.
         readings.append((True, _basic_user(authorizations, field)))
-    return _agreed(readings, field)
+    return _agreed(readings, field), named
 
 
 def carries_credentials(headers: RawHeaders, query_string: bytes, field: str) -> bool:

@@ -18,15 +18,18 @@ Per request, in this order:
 4. login routes: the `LoginGuard` verdict before the app runs, which refuses a
    client past its failure budget (reserving a unit of it for this attempt) and
    claims the (account, client) pair for this attempt alone (`LoginGuard.begin`),
-   and the app's status recorded after: one of `login_failure_statuses` (400, 401,
-   403, 422 by default) a failure, even when the app raises after sending it;
-   2xx/3xx a success, unless the app raised after it; anything else, no status, or
-   a refusal by a Bastion layer inside releases the claim (only while it is still
-   the attempt's own) and the unit. A safe method (GET, HEAD, OPTIONS, TRACE) makes
-   an attempt only with credentials (`carries_credentials`: an `Authorization`
-   header, or the account field in the query string: HTTP Basic guesses and
-   Flask's `request.values` are GETs), and its 2xx is never a success: a page load
-   neither counts nor clears the client's failures.
+   and the app's status recorded after: one of `login_failure_statuses` (401 and
+   403 by default) a failure, even when the app raises after sending it (a status
+   the operator added, 400 or 422, counts toward the client's budget alone for a
+   request whose body and query string name no account:
+   `LoginGuard.record_client_failure`); 2xx/3xx a success, unless the app raised
+   after it; anything else, no status, or a refusal by a Bastion layer inside
+   releases the claim (only while it is still the attempt's own) and the unit. A
+   safe method (GET, HEAD, OPTIONS, TRACE) makes an attempt only with credentials
+   (`carries_credentials`: an `Authorization` header, or the account field in the
+   query string: HTTP Basic guesses and Flask's `request.values` are GETs), and its
+   2xx is never a success: a page load neither counts nor clears the client's
+   failures.
 
 An exit that awaits the store and is cancelled there raises the cancellation; the
 exits outside it still run (`bastion.stages.run_stages`).
@@ -105,12 +108,13 @@ from bastion.ratelimit.headers import (
 from bastion.ratelimit.jail import Jail
 from bastion.ratelimit.keys import KeyFunction, client_key, hash_part, principal_identity
 from bastion.ratelimit.login import (
+    AUTHENTICATION_FAILURE_STATUSES,
     MAX_LOGIN_BODY_BYTES,
     SAFE_METHODS,
     LoginGuard,
     LoginVerdict,
-    account_from_request,
     carries_credentials,
+    read_login_account,
 )
 from bastion.ratelimit.rates import BUILTIN_KEYS, Rate
 from bastion.ratelimit.reasons import (
@@ -813,7 +817,7 @@ class RateLimitMiddleware:
         """Ask the login guard before the app runs (True when refused); record the
         response's status as a failure or a success once the app is done."""
         scope = flow.scope
-        flow.receive, untrusted_account = await _read_account(
+        flow.receive, untrusted_account, named = await _read_account(
             flow.receive, scope, self.settings.login_account_field
         )
         client = get_context(scope).client_host
@@ -865,7 +869,22 @@ class RateLimitMiddleware:
                     if claimed:
                         await guard.abandon(untrusted_account, client, verdict)
                     return error
-                if failed:
+                if failed and not named and status not in AUTHENTICATION_FAILURE_STATUSES:
+                    # A status the operator added (400, 422) to a request that names
+                    # no account: no password of an account was judged (an OAuth 2
+                    # code or refresh grant, an authenticated admin's invalid form),
+                    # and as a pair's failure it locked out every such request of
+                    # the client. The budget still bounds a misread guess.
+                    await guard.record_client_failure(untrusted_account, client, verdict)
+                    self._refuser.event(
+                        scope,
+                        kind=KIND_BY_REASON[REASON_LOGIN_FAILED],
+                        reason=REASON_LOGIN_FAILED,
+                        status=status,
+                        action="allowed",
+                        details={"counted": "client"},
+                    )
+                elif failed:
                     # A failure already answered counts whatever the app does next:
                     # an error after it (a background task failing on a field the
                     # attacker chose) would otherwise make every guess free.
@@ -921,10 +940,13 @@ class RateLimitMiddleware:
         return await self._refuse(scope, send, REASON_STORE_UNAVAILABLE, [OUTAGE_RETRY_AFTER])
 
 
-async def _read_account(receive: Receive, scope: Scope, account_field: str) -> tuple[Receive, str]:
+async def _read_account(
+    receive: Receive, scope: Scope, account_field: str
+) -> tuple[Receive, str, bool]:
     """Read a login body (at most `MAX_LOGIN_BODY_BYTES` in at most
     `MAX_LOGIN_MESSAGES` messages) and replay it unchanged; the account the request
-    names (`account_from_request`), "" when the body did not end within both."""
+    names and whether its body or query string may name one (`read_login_account`),
+    "" and True when the body did not end within both."""
     messages: list[Message] = []
     size = 0
     complete = False
@@ -938,7 +960,7 @@ async def _read_account(receive: Receive, scope: Scope, account_field: str) -> t
             complete = True
             break
     headers: RawHeaders = scope["headers"]
-    account = account_from_request(
+    account, named = read_login_account(
         b"".join(m.get("body", b"") for m in messages)
         if complete and size <= MAX_LOGIN_BODY_BYTES
         else None,
@@ -952,4 +974,4 @@ async def _read_account(receive: Receive, scope: Scope, account_field: str) -> t
     async def replay() -> Message:
         return pending.pop() if pending else await receive()
 
-    return replay, account
+    return replay, account, named

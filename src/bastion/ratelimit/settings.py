@@ -116,23 +116,33 @@ class RateLimitSettings(LayerSettings):
 
     login_routes: tuple[str, ...] = ()
     """Route patterns of login endpoints (`POST /login`, `/admin/*` behind HTTP
-    Basic): an answer in `login_failure_statuses` counts as a failure, a 2xx/3xx as
-    a success, for the account in `login_account_field`. A GET, HEAD, OPTIONS or
-    TRACE makes an attempt only when it carries credentials (an `Authorization`
-    header, or the account field in the query string), and its 2xx is never a
-    success: the login page's 200 neither counts nor clears the client's failures."""
+    Basic): an answer in `login_failure_statuses` (401, 403 by default) counts as a
+    failure, a 2xx/3xx as a success, for the account in `login_account_field`. A
+    GET, HEAD, OPTIONS or TRACE makes an attempt only when it carries credentials
+    (an `Authorization` header, or the account field in the query string), and its
+    2xx is never a success: the login page's 200 neither counts nor clears the
+    client's failures."""
 
     login_account_field: str = DEFAULT_LOGIN_ACCOUNT_FIELD
     """Form or JSON field naming the account on login routes."""
 
     login_failure_statuses: tuple[int, ...] = DEFAULT_FAILURE_STATUSES
-    """Statuses of a login route's answer that count as a failed attempt: 401 and
-    403, 400 (an OAuth 2 token endpoint's `invalid_grant`, RFC 6749 section 5.2;
-    DRF's `obtain_auth_token`) and 422 (FastAPI's answer to a body it cannot
-    validate, which Starlette, Litestar and Django forms answer 400). Client errors
-    (4xx) only, 401 always among them; a status left out of the default is reported
-    as a weakening (its failures are free guesses). Any other answer but a 2xx/3xx
-    success neither counts nor clears."""
+    """Statuses of a login route's answer that count as a failed attempt: 401 and 403
+    by default. Add 400 for a login that answers wrong credentials with it (an OAuth
+    2 password grant's `invalid_grant`, RFC 6749 section 5.2; DRF's
+    `obtain_auth_token`; the FastAPI tutorial's `OAuth2PasswordRequestForm` login),
+    422 for one that answers them 422. An added status is the pair's failure only
+    when the request's body or query string names the account
+    (`login_account_field`); for a request that names none (an OAuth 2 code, refresh
+    or device grant; a form behind HTTP Basic) it counts toward the client's budget
+    alone (`login_client_lockout_after`), never as a backoff or lockout that every
+    such request of the client shares. List a relying party's backend, which
+    exchanges its users' codes, in `never_ban` to exempt it from the budget too;
+    keep 400 out of a token endpoint that serves the device grant (a device polls
+    it every few seconds, `400 authorization_pending`, and would spend its budget
+    within minutes). Client errors (4xx) only, 401 always among them; leaving 403
+    out is reported as a weakening. Any other answer but a 2xx/3xx success neither
+    counts nor clears."""
 
     login_lockout_after: int = Field(default=DEFAULT_LOCKOUT_AFTER, ge=1)
     login_lockout_seconds: float = Field(default=DEFAULT_LOCKOUT_SECONDS, gt=0)
@@ -187,7 +197,8 @@ class RateLimitSettings(LayerSettings):
     def _check_failure_statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         # A 2xx/3xx is a success and a 5xx the server's own failure (counting it
         # would lock users out during an outage); 401 is what every HTTP
-        # authentication scheme answers a wrong credential with.
+        # authentication scheme answers a wrong credential with. 400 and 422 are
+        # the operator's to add (`DEFAULT_FAILURE_STATUSES`).
         if any(not 400 <= status <= 499 for status in value):
             raise ValueError("login_failure_statuses must be client errors (400 to 499)")
         if 401 not in value:

@@ -48,7 +48,7 @@ import re
 from typing import Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from bastion.exceptions import StoreError
+from bastion.exceptions import ConfigurationError, StoreError
 from bastion.stores.gcra import GCRAResult
 
 # Redis allows 512 MB keys; ours name a thing, and callers hash attacker-chosen
@@ -209,6 +209,33 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections and threads. Idempotent; later calls raise `StoreError`."""
         ...
+
+
+# Every method of the protocol, as `check_store` requires them.
+STORE_METHODS: Final = tuple(
+    sorted(name for name, value in vars(Store).items() if callable(value) and name[0] != "_")
+)
+
+
+def check_store(store: object) -> None:
+    """Raise `ConfigurationError` unless `store` has every method of `Store`, naming
+    those it lacks.
+
+    For the layers that take a `store=` (`Shield`, the login guard), at
+    construction: a store of the user's own, written against an earlier protocol
+    (before `delete_if_equal`, or `replace`), otherwise started and failed with an
+    `AttributeError` on the first request that needed the method, after the
+    application had answered (a login that succeeded, and its unit of the client's
+    budget never given back). Checks that each method is there (as `isinstance`
+    with the runtime-checkable protocol does), not its signature or that it is a
+    coroutine function.
+    """
+    missing = [name for name in STORE_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        raise ConfigurationError(
+            f"store {type(store).__name__} does not implement the Store protocol: "
+            f"missing {', '.join(missing)}"
+        )
 
 
 def check_key(key: str, what: str = "key") -> str:
