@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -29,8 +31,11 @@ from bastion.audit.target import HTTPResponse, TargetError, URLTarget
 pytestmark = pytest.mark.anyio
 
 Answer = tuple[int, tuple[tuple[str, str], ...], bytes]
-Handler = Callable[[str, str], Answer | None]
-"""(method, path) -> the answer, or None for the default `200 ok`."""
+RESET: bytes = b""
+"""A handler's answer that resets the connection (TCP RST) instead of answering."""
+Handler = Callable[[str, str], Answer | bytes | None]
+"""(method, path) -> the answer, raw bytes to write as they are (`RESET`: none, the
+connection reset), or None for the default `200 ok`."""
 
 
 @dataclass
@@ -88,8 +93,19 @@ async def hostile_server(
                     await writer.drain()
                     await asyncio.sleep(drip[1])
             else:
-                status, headers, body = (handler and handler(method, path)) or (200, (), b"ok")
-                writer.write(_head(status, headers, len(body)) + body)
+                answer = handler(method, path) if handler is not None else None
+                if answer is None:
+                    answer = (200, (), b"ok")
+                if answer == RESET:
+                    # Linger 0: close() sends RST, as a crashing server or a middlebox does.
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if isinstance(answer, bytes):
+                    writer.write(answer)
+                else:
+                    status, headers, body = answer
+                    writer.write(_head(status, headers, len(body)) + body)
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError, ValueError):
             pass

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
-from bastion.audit.findings import AuditReport
+from bastion.audit.findings import AuditReport, Finding
 from bastion.audit.report import parse_json, render_html, render_json, render_sarif, render_table
 from bastion.audit.report.common import INSECURE_TLS_NOTE
 from bastion.audit.report.escape import CUT_MARK, SARIF_TEXT_CHARS
@@ -166,7 +166,8 @@ async def test_json_writes_the_banner_inert_and_reads_it_back(banner: str, shown
 
 async def test_a_lone_surrogate_from_openapi_is_reported_not_raised() -> None:
     """A JSON document can carry half a surrogate pair, which no output encoding can
-    write: the audit skips the route, and every report shows it escaped."""
+    write: the audit drops the route (no request can carry it), names it in
+    `skipped`, and every report shows it escaped."""
     document = b'{"paths": {"/a\\ud800": {"get": {}}}}'
 
     def handler(method: str, path: str) -> Answer | None:
@@ -175,7 +176,11 @@ async def test_a_lone_surrogate_from_openapi_is_reported_not_raised() -> None:
         return None
 
     report = await _audit(handler)
-    assert "GET /a\ud800" in report.routes
+    assert "GET /a\ud800" not in report.routes
+    assert [s for s in report.skipped if "/a\ud800" in s] == [
+        "discovery: GET /a\ud800: not a path a request can carry (a space, a control "
+        "character or invalid Unicode); not probed"
+    ]
     for render in RENDERERS.values():
         output = render([report])
         output.encode("utf-8")  # printable, and writable to any UTF-8 stream
@@ -297,6 +302,47 @@ async def test_sarif_locations_and_notifications_show_routes_inert() -> None:
     assert "\\u202e" in result["message"]["text"]
     assert _unescaped(result["message"]["text"]) == []
     _visible("\n".join(_strings(log)))
+
+
+@pytest.mark.parametrize(
+    ("route", "name"),
+    [
+        # 493 "a"s after "GET /" leave 2 characters of the 500: the old cut kept the
+        # backslash and "u" of the first escape, a broken escape that text after it
+        # (the site's own hex digits) would complete into another character.
+        pytest.param(
+            "GET /" + "a" * 493 + "\u202e" * 3,
+            "GET /" + "a" * 493 + CUT_MARK,
+            id="audit-sarif-location-name-not-cut-inside-escape",
+        ),
+        pytest.param(
+            "GET /" + "a" * 495,
+            "GET /" + "a" * 495,
+            id="audit-sarif-location-name-at-limit-ok",
+        ),
+        pytest.param("GET /\u202ex", "GET /\\u202ex", id="audit-sarif-location-name-short-ok"),
+    ],
+)
+def test_sarif_logical_location_names_are_cut_between_characters(route: str, name: str) -> None:
+    """A target that is not a URL (in-process) is located by name: the route, bounded
+    like a message's quote, and never cut in the middle of an escape."""
+    from tests.audit.test_report import BARE
+
+    finding = Finding(
+        check="leakage.error-page",
+        title="t",
+        severity="high",
+        passed=False,
+        evidence="e",
+        fix="f",
+        route=route,
+    )
+    report = AuditReport(target="myapp:app", grade=BARE.grade, findings=[finding])
+    log = json.loads(render_sarif([report]))
+    VALIDATOR.validate(log)
+    [location] = log["runs"][0]["results"][0]["locations"][0]["logicalLocations"]
+    assert location["name"] == name
+    assert len(location["name"]) <= SARIF_TEXT_CHARS + len(CUT_MARK)
 
 
 # ---------------------------------------------------------------------------

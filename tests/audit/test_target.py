@@ -338,6 +338,32 @@ def test_parse_route_refuses_garbage(text: str) -> None:
         parse_route(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("GET /a b", id="route-option-space"),
+        pytest.param("GET /a\tb", id="route-option-tab"),
+        pytest.param("POST /a\x07", id="route-option-control-char"),
+        pytest.param("GET /a\x7f", id="route-option-del"),
+        pytest.param("GET /a\ud800", id="route-option-lone-surrogate"),
+    ],
+)
+def test_parse_route_refuses_a_path_no_request_can_carry(text: str) -> None:
+    with pytest.raises(ValueError, match="cannot hold a space, a control character"):
+        parse_route(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("GET /a%20b", id="route-option-encoded-space-ok"),
+        pytest.param("GET /caf\u00e9", id="route-option-accented-ok"),
+    ],
+)
+def test_parse_route_takes_an_encoded_or_unicode_path(text: str) -> None:
+    assert parse_route(text).path == text.split(" ", 1)[1]
+
+
 def test_routes_from_routing_through_shield_and_mounts() -> None:
     async def page(request: Request) -> Response:
         return PlainTextResponse("")

@@ -10,7 +10,9 @@ Defence: the routes come from every source available, merged:
   from the target, which may be hostile: a node of the wrong type counts as
   absent, nesting too deep for the parser means no document, and a path that
   does not start with "/" (`@internal.example/`, which appended to the target's
-  authority would name another host) is skipped;
+  authority would name another host) is skipped. A path no request can carry as
+  written (`is_sendable_path`: a lone surrogate, a control character, a space)
+  is left to the runner, which drops it before any probe and says so;
 * the routing table of an in-process Starlette or FastAPI app, walking `Mount`
   and `Router` and through wrappers that keep the inner app in `.app` (`Shield`,
   every Bastion layer, Starlette middleware);
@@ -57,6 +59,10 @@ _MAX_SCHEMA_DEPTH: Final = 6
 # probe, so the audit neither logs itself out nor destroys anything.
 _NEVER_POST: Final = re.compile(r"log-?out|sign-?out|delete|remove|destroy|revoke", re.I)
 _PARAMETER: Final = re.compile(r"\{[^}]*\}")
+# RFC 3986 section 2: a URI holds no space, C0 control or DEL. A client must
+# percent-encode them (then it asks for a path other than the one listed) or
+# refuses to (httpx: InvalidURL), so such a path is never probed.
+_NOT_IN_A_URI: Final = re.compile(r"[\x00-\x20\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +105,25 @@ def parse_route(text: str) -> Route:
         raise ValueError(
             f"expected 'METHOD /path' (METHOD one of GET POST PUT PATCH DELETE WS), got {text!r}"
         )
+    if not is_sendable_path(path):
+        raise ValueError(
+            f"route {text!r}: a path cannot hold a space, a control character or "
+            "invalid Unicode (write a space as %20)"
+        )
     return Route(method, path)
+
+
+def is_sendable_path(path: str) -> bool:
+    """Whether a request can carry `path` as written: no space, C0 control or DEL
+    (RFC 3986 section 2), and valid Unicode (a JSON document can escape half a
+    surrogate pair, `\\ud800`, which has no UTF-8 form)."""
+    if _NOT_IN_A_URI.search(path):
+        return False
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def fill_parameters(path: str) -> str:

@@ -1,6 +1,7 @@
 """Run an audit: discover routes, crawl, log in, run every probe, collect the report.
 
-Threat: an audit that harms what it audits, or runs without end.
+Threat: an audit that harms what it audits, or runs without end; or one that a
+target stops halfway, to pass a CI gate on what the audit never saw.
 Defence: every request goes through one `ProbeContext` that counts it against
 `max_requests` (the audit stops there and says so); the crawl is bounded by
 `MAX_CRAWL_ROUTES` and skips routes that would log out or delete; the probes
@@ -15,6 +16,14 @@ read, those that post, and the login-hammering ones last, so a lockout or a ban
 they provoke cannot mask another probe's result. At the end the main page is
 fetched again: if the target now refuses the auditor (a ban), the report says
 so, since later results may then be refusals of the auditor, not of the attack.
+
+A target stops an audit halfway by listing a path no request can carry
+(`/a\\ud800`, `/a\\x07` in its OpenAPI document), or by resetting the connection
+or sending an unreadable answer on one route. Discovery drops every route the
+target cannot be sent (`drop_unsendable`), each named in `skipped`; probes catch
+`TargetError` per route, so one broken route ends only its own checks; and each
+check a `TargetError` cut short is a failed `audit.incomplete` (`INCOMPLETE`),
+critical, so every `--fail-on` level fails.
 
 Not covered: running probes concurrently (an audit is not a load test).
 """
@@ -31,6 +40,7 @@ from bastion.audit.discovery import (
     LoginRecipe,
     Route,
     TokenRecipe,
+    is_sendable_path,
     merge_routes,
     openapi_document,
     parse_route,
@@ -61,6 +71,9 @@ DEFAULT_MAX_REQUESTS: Final = 1500
 MIN_MAX_REQUESTS: Final = 20
 MAX_CRAWL_ROUTES: Final = 40
 OPENAPI_PATH: Final = "/openapi.json"
+# A hostile OpenAPI document can list thousands of paths no request can carry:
+# the first few are named in `skipped`, the rest counted on one line.
+MAX_UNSENDABLE_SHOWN: Final = 20
 _NEVER_CRAWL: Final = re.compile(r"log-?out|sign-?out", re.I)
 
 REQUEST_CAP: Final = Check(
@@ -76,6 +89,19 @@ STILL_SERVED: Final = Check(
     "The target began refusing the auditor (a ban or lockout): results of the probes "
     "after that may be refusals of the auditor rather than of the attack. Audit from "
     "an address the ban list ignores, or raise `ratelimit.ban_threshold` for the audit.",
+)
+
+INCOMPLETE: Final = Check(
+    "audit.incomplete",
+    "Every check ran to its end",
+    # Critical, the most severe level, so that every `--fail-on` level fails: a
+    # check that did not run may hide the worst finding there is (`jwt.alg-none`
+    # is critical), and a target must not pass a gate by breaking requests.
+    "critical",
+    "The target broke off a request of the audit (connection reset, an answer that "
+    "could not be read, no answer in time), so the checks the evidence names did not "
+    "run and a weakness there would go unseen. Find out why in the server's log, fix "
+    "it, and audit again (`--route` audits chosen routes only).",
 )
 
 Probe = Callable[[ProbeContext], Awaitable[list[Finding]]]
@@ -101,17 +127,44 @@ PROBES: Final[tuple[tuple[str, Probe], ...]] = (
 
 
 async def discover(ctx: ProbeContext, given: Sequence[Route | str] | None) -> list[Route]:
-    """The routes to probe: the user's list, else OpenAPI merged with the routing."""
+    """The routes to probe: the user's list, else OpenAPI merged with the routing;
+    only those a request can carry (`drop_unsendable`)."""
     if given is not None:
         routes = [r if isinstance(r, Route) else parse_route(r) for r in given]
-        return merge_routes([Route("GET", "/")], routes)
+        return drop_unsendable(ctx, merge_routes([Route("GET", "/")], routes))
     ctx.step(f"discovery: GET {OPENAPI_PATH}")
     response = await ctx.send("GET", OPENAPI_PATH)
     document = openapi_document(response.text) if response.status == 200 else None
     from_openapi = routes_from_openapi(document) if document is not None else []
     app = getattr(ctx.target, "app", None)
     from_app = routes_from_app(app) if app is not None else []
-    return merge_routes([Route("GET", "/")], from_openapi, from_app)
+    return drop_unsendable(ctx, merge_routes([Route("GET", "/")], from_openapi, from_app))
+
+
+def drop_unsendable(ctx: ProbeContext, routes: Sequence[Route]) -> list[Route]:
+    """`routes` without those no request can carry: by `is_sendable_path`, and by
+    the target's own URL building (`Target.can_send`: httpx for a live URL).
+
+    Dropped here, before any probe, so none of them can stop a probe halfway;
+    each is named in `skipped` (the first `MAX_UNSENDABLE_SHOWN`, then a count).
+    A route nobody can request is not an `audit.incomplete`: there is nothing there
+    to check.
+    """
+    kept: list[Route] = []
+    dropped = 0
+    for route in routes:
+        if is_sendable_path(route.path) and ctx.target.can_send(route.path):
+            kept.append(route)
+            continue
+        dropped += 1
+        if dropped <= MAX_UNSENDABLE_SHOWN:
+            ctx.skip(
+                f"discovery: {route}: not a path a request can carry (a space, a control "
+                "character or invalid Unicode); not probed"
+            )
+    if dropped > MAX_UNSENDABLE_SHOWN:
+        ctx.skip(f"discovery: {dropped - MAX_UNSENDABLE_SHOWN} more such routes; not probed")
+    return kept
 
 
 async def crawl(ctx: ProbeContext) -> None:
@@ -126,7 +179,7 @@ async def crawl(ctx: ProbeContext) -> None:
         try:
             ctx.crawl[route] = await ctx.send("GET", route.path)
         except TargetError as exc:  # one page that fails does not end the audit
-            ctx.skip(f"crawl: {route}: {exc}")
+            ctx.cut_short("crawl", str(route), exc)
 
 
 async def log_in(ctx: ProbeContext) -> None:
@@ -178,12 +231,15 @@ async def run_audit(
                 try:
                     findings += await probe(ctx)
                 except TargetError as exc:
-                    ctx.skip(f"{name}: {exc}")
+                    # Probes catch it per route; what is left here is a request
+                    # outside any route loop (a login), and it loses the whole probe.
+                    ctx.cut_short(name, "", exc)
         except BudgetExhausted as exc:
             findings.append(REQUEST_CAP.result(False, f"{exc}; later probes did not run"))
         else:
             findings.append(REQUEST_CAP.result(True, f"{ctx.requests_sent} requests"))
             findings += await _still_served(ctx)
+        findings += [INCOMPLETE.result(False, lost, route) for route, lost in ctx.incomplete]
     return AuditReport(
         target=target.label,
         grade=grade,
@@ -207,6 +263,17 @@ async def _still_served(ctx: ProbeContext) -> list[Finding]:
         _, _, response = await headers.follow(ctx, "/", ctx.target.scheme)
     except BudgetExhausted:
         return []  # the budget ran out on the way: nothing to compare
+    except TargetError as exc:
+        # Every probe has run: a target that now drops the connection (a firewall
+        # ban does) refuses the auditor, as a 403 would.
+        return [
+            STILL_SERVED.result(
+                False,
+                f"GET / answered {ctx.main.status} at the start and could not be reached "
+                f"at the end ({exc})",
+                "GET /",
+            )
+        ]
     same = response.status == ctx.main.status
     return [
         STILL_SERVED.result(

@@ -100,6 +100,18 @@ def _recipes(
     return login, token
 
 
+def _check_routes(routes: list[str]) -> None:
+    """Refuse a `--route` no request can carry before anything is sent."""
+    from bastion.audit.discovery import parse_route
+    from bastion.audit.report.escape import printable
+
+    for text in routes:
+        try:
+            parse_route(text)
+        except ValueError as exc:
+            raise typer.BadParameter(printable(str(exc)), param_hint="--route") from None
+
+
 def _render(reports: list[AuditReport], output_format: str, color: bool) -> str:
     from importlib.metadata import version
 
@@ -203,7 +215,8 @@ def audit(
     Probes are bounded and non-destructive, and go only to the target: a live URL
     gets no state-changing request with the signed-in session unless
     --allow-writes is given (an app in-process always does). Exit 0: no
-    failed check at or above --fail-on (or no --fail-on); 1: there is one; 2: the
+    failed check at or above --fail-on (or no --fail-on); 1: there is one (a
+    check the target broke off, audit.incomplete, is a critical one); 2: the
     target could not be audited. With no TARGET, --fail-on judges the protected demo.
     """
     if output_format not in FORMATS:
@@ -217,6 +230,7 @@ def audit(
         _audit_deps(osv, output_format, threshold, output)
         return
     login, token = _recipes(login_path, username, token_path, token_check)
+    _check_routes(route or [])
     from bastion.audit.target import TargetError, redact_url
 
     show_progress = sys.stderr.isatty()

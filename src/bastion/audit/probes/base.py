@@ -9,6 +9,13 @@ and `ProbeContext.websocket`, which count every request against `max_requests`
 attributes for the cookie probe; values only inside `CookieJar`s), and report
 each step to the progress callback.
 
+A target can also break one of the auditor's requests (reset the connection,
+send an answer that cannot be read, time out), hoping the probe stops there and
+the findings it would have made on every other route vanish with it. So a probe
+catches `TargetError` per route (or per request) and calls
+`ProbeContext.cut_short`, which keeps the reason in `skipped` and the gap in
+`incomplete`; the runner turns each gap into a failed `audit.incomplete`.
+
 A `Check` is a stable id with its title, severity, fix and references, defined
 once at the top of the probe's module; `Check.result` makes the `Finding`.
 
@@ -33,6 +40,7 @@ from bastion.audit.target import (
     Scheme,
     SetCookie,
     Target,
+    TargetError,
     WebSocketResult,
     parse_set_cookie,
 )
@@ -133,6 +141,10 @@ class ProbeContext:
     cookies_seen: list[SeenCookie] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Why probes did not run (no login recipe, no WebSocket route, ...)."""
+    incomplete: list[tuple[str, str]] = field(default_factory=list)
+    """(route, what was lost) for each check a `TargetError` cut short; "" for a
+    route means the area's checks of the whole target. The runner reports each as
+    a failed `audit.incomplete`, so breaking a request cannot pass a CI gate."""
     allow_writes: bool = False
     """Whether probes may send state-changing requests with the signed-in session.
     Off for a live server unless the user asks (`--allow-writes`): a forged transfer
@@ -150,6 +162,13 @@ class ProbeContext:
     def skip(self, reason: str) -> None:
         self.skipped.append(reason)
         self.step(f"skipped: {reason}")
+
+    def cut_short(self, area: str, route: str, error: TargetError) -> None:
+        """`error` ended `area`'s checks of `route` ("" for the whole target): the
+        reason goes to `skipped`, the gap to `incomplete`."""
+        where = route or "the target"
+        self.incomplete.append((route, f"the {area} checks of {where} were cut short: {error}"))
+        self.skip(f"{area}: {error}")
 
     async def send(
         self,

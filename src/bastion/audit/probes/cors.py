@@ -25,7 +25,7 @@ from typing import Final
 from bastion.audit.discovery import Route
 from bastion.audit.findings import Finding
 from bastion.audit.probes.base import EVIL_ORIGIN, Check, ProbeContext, summarise
-from bastion.audit.target import HTTPResponse
+from bastion.audit.target import HTTPResponse, TargetError
 
 MAX_GET_ROUTES: Final = 3
 _FIX: Final = (
@@ -79,9 +79,16 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
         tested: list[str] = []
         for route in _routes(ctx):
             ctx.step(f"cors: {route} from {origin}")
-            response = await ctx.send(
-                "GET", route.path, headers=(("origin", origin),), jar=jar.copy() if jar else None
-            )
+            try:
+                response = await ctx.send(
+                    "GET",
+                    route.path,
+                    headers=(("origin", origin),),
+                    jar=jar.copy() if jar else None,
+                )
+            except TargetError as exc:  # ends this request's check only; the gap is reported
+                ctx.cut_short("cors", str(route), exc)
+                continue
             granted, said = grants(response, origin)
             tested.append(str(route))
             if granted:
@@ -89,18 +96,24 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
         if writes:
             target = writes[0]
             ctx.step(f"cors: preflight {target} from {origin}")
-            response = await ctx.send(
-                "OPTIONS",
-                target.path,
-                headers=(
-                    ("origin", origin),
-                    ("access-control-request-method", target.method),
-                    ("access-control-request-headers", "content-type"),
-                ),
-            )
-            granted, said = grants(response, origin)
-            tested.append(f"OPTIONS {target.path}")
-            if granted:
-                failures.append((str(target), f"preflight {target} with Origin: {origin}: {said}"))
+            try:
+                response = await ctx.send(
+                    "OPTIONS",
+                    target.path,
+                    headers=(
+                        ("origin", origin),
+                        ("access-control-request-method", target.method),
+                        ("access-control-request-headers", "content-type"),
+                    ),
+                )
+            except TargetError as exc:
+                ctx.cut_short("cors", f"OPTIONS {target.path}", exc)
+            else:
+                granted, said = grants(response, origin)
+                tested.append(f"OPTIONS {target.path}")
+                if granted:
+                    failures.append(
+                        (str(target), f"preflight {target} with Origin: {origin}: {said}")
+                    )
         findings += summarise(check, failures, tested, "no credentialed grant")
     return findings

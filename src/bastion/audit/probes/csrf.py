@@ -32,7 +32,7 @@ from typing import Final
 from bastion.audit.discovery import Route
 from bastion.audit.findings import Finding
 from bastion.audit.probes.base import EVIL_ORIGIN, Check, ProbeContext, summarise
-from bastion.audit.target import CookieJar
+from bastion.audit.target import CookieJar, TargetError
 
 # A few routes are enough to show the defence is (or is not) applied globally.
 MAX_ROUTES: Final = 5
@@ -106,6 +106,56 @@ def candidates(ctx: ProbeContext) -> list[Route]:
     ][:MAX_ROUTES]
 
 
+async def _probe_route(
+    ctx: ProbeContext, route: Route, jar: CookieJar, has_cookies: bool
+) -> list[tuple[Check, str]] | None:
+    """The baseline and the cross-site requests to one route: (check, evidence) for
+    each accepted forgery, or None when the baseline was refused (not judged)."""
+    body, content_type = route.body, route.content_type
+    if not content_type:
+        content_type = "application/x-www-form-urlencoded"
+    ctx.step(f"csrf: same-origin {route}")
+    baseline = await ctx.send(
+        route.method,
+        route.path,
+        headers=(("origin", ctx.own_origin), ("sec-fetch-site", "same-origin")),
+        body=body,
+        content_type=content_type,
+        jar=jar.copy(),
+    )
+    if baseline.status >= 400:
+        ctx.skip(f"csrf: {route} refused the same-origin request ({baseline.status})")
+        return None
+    accepted: list[tuple[Check, str]] = []
+    for check, headers in ATTACKS:
+        ctx.step(f"csrf: {check.id} {route}")
+        attack = await ctx.send(
+            route.method,
+            route.path,
+            headers=headers,
+            body=body,
+            content_type=content_type,
+            jar=jar.copy(),
+        )
+        verdict = judge(
+            baseline.status,
+            attack.status,
+            baseline.header("location"),
+            attack.header("location"),
+        )
+        if verdict is False:
+            sent = ", ".join(f"{name}: {value}" for name, value in headers)
+            accepted.append(
+                (
+                    check,
+                    f"{route} with {sent} and "
+                    f"{'the session cookies' if has_cookies else 'no cookie'} "
+                    f"answered {attack.status} (same-origin: {baseline.status})",
+                )
+            )
+    return accepted
+
+
 async def probe(ctx: ProbeContext) -> list[Finding]:
     routes = candidates(ctx)
     if not routes:
@@ -123,48 +173,16 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
     failures: dict[Check, list[tuple[str, str]]] = {check: [] for check, _ in ATTACKS}
     tested: list[str] = []
     for route in routes:
-        body, content_type = route.body, route.content_type
-        if not content_type:
-            content_type = "application/x-www-form-urlencoded"
-        ctx.step(f"csrf: same-origin {route}")
-        baseline = await ctx.send(
-            route.method,
-            route.path,
-            headers=(("origin", ctx.own_origin), ("sec-fetch-site", "same-origin")),
-            body=body,
-            content_type=content_type,
-            jar=jar.copy(),
-        )
-        if baseline.status >= 400:
-            ctx.skip(f"csrf: {route} refused the same-origin request ({baseline.status})")
+        try:
+            accepted = await _probe_route(ctx, route, jar, has_cookies)
+        except TargetError as exc:  # ends this route's checks only; the gap is reported
+            ctx.cut_short("csrf", str(route), exc)
+            continue
+        if accepted is None:
             continue
         tested.append(str(route))
-        for check, headers in ATTACKS:
-            ctx.step(f"csrf: {check.id} {route}")
-            attack = await ctx.send(
-                route.method,
-                route.path,
-                headers=headers,
-                body=body,
-                content_type=content_type,
-                jar=jar.copy(),
-            )
-            verdict = judge(
-                baseline.status,
-                attack.status,
-                baseline.header("location"),
-                attack.header("location"),
-            )
-            if verdict is False:
-                sent = ", ".join(f"{name}: {value}" for name, value in headers)
-                failures[check].append(
-                    (
-                        str(route),
-                        f"{route} with {sent} and "
-                        f"{'the session cookies' if has_cookies else 'no cookie'} "
-                        f"answered {attack.status} (same-origin: {baseline.status})",
-                    )
-                )
+        for check, evidence in accepted:
+            failures[check].append((str(route), evidence))
     findings: list[Finding] = []
     for check, _ in ATTACKS:
         found = summarise(

@@ -24,7 +24,7 @@ from typing import Final
 from bastion.audit.discovery import Route
 from bastion.audit.findings import Finding
 from bastion.audit.probes.base import EVIL_HOST, Check, ProbeContext, summarise
-from bastion.audit.target import HTTPResponse
+from bastion.audit.target import HTTPResponse, TargetError
 
 MAX_REDIRECT_ROUTES: Final = 4
 _REFERENCES: Final = ("https://portswigger.net/web-security/host-header",)
@@ -93,16 +93,19 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
     tested: list[str] = []
     unknown: HTTPResponse | None = None
     for route in routes:
-        ctx.step(f"hosts: {route} with Host: {EVIL_HOST}")
-        response = await ctx.send("GET", route.path, headers=(("host", EVIL_HOST),))
-        if route.path == "/":
-            unknown = response
-        tested.append(str(route))
-        host_failures += _echo_failures(route, f"Host: {EVIL_HOST}", response)
-        for name, value in FORWARDING:
-            ctx.step(f"hosts: {route} with {name}")
-            response = await ctx.send("GET", route.path, headers=((name, value),))
-            forwarded_failures += _echo_failures(route, f"{name}: {value}", response)
+        try:
+            ctx.step(f"hosts: {route} with Host: {EVIL_HOST}")
+            response = await ctx.send("GET", route.path, headers=(("host", EVIL_HOST),))
+            if route.path == "/":
+                unknown = response
+            tested.append(str(route))
+            host_failures += _echo_failures(route, f"Host: {EVIL_HOST}", response)
+            for name, value in FORWARDING:
+                ctx.step(f"hosts: {route} with {name}")
+                response = await ctx.send("GET", route.path, headers=((name, value),))
+                forwarded_failures += _echo_failures(route, f"{name}: {value}", response)
+        except TargetError as exc:  # ends this route's checks only; the gap is reported
+            ctx.cut_short("hosts", str(route), exc)
     findings = summarise(HOST_HEADER, host_failures, tested, "not echoed")
     findings += summarise(FORWARDED_HOST, forwarded_failures, tested, "not echoed")
     if unknown is not None:

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from bastion.audit.findings import Finding
 from bastion.audit.probes.base import Check, ProbeContext
+from bastion.audit.target import TargetError
 
 MAX_ROUTES: Final = 3
 _REFERENCES: Final = ("https://www.rfc-editor.org/rfc/rfc8725",)
@@ -115,12 +116,67 @@ def forged_tokens(
     return alg_none, bad_signature, expired
 
 
+async def _probe_path(
+    ctx: ProbeContext, path: str, header: dict[str, Any], claims: dict[str, Any], now: float
+) -> list[Finding]:
+    """The forged tokens against one bearer-protected GET route."""
+    findings: list[Finding] = []
+    ctx.step(f"jwt: GET {path} without a token")
+    baseline = await ctx.send("GET", path)
+    if baseline.status < 400:
+        ctx.skip(f"jwt: GET {path} answered {baseline.status} without a token")
+        return findings
+    route = f"GET {path}"
+    none_accepted = False
+    alg_none, bad_signature, expired = forged_tokens(header, claims, now, none_accepted=False)
+    for check, forged in ((ALG_NONE, alg_none), (BAD_SIGNATURE, bad_signature)):
+        ctx.step(f"jwt: {check.id} on {route}")
+        response = await ctx.send("GET", path, headers=(("authorization", f"Bearer {forged}"),))
+        accepted = response.status < 400
+        none_accepted = none_accepted or (accepted and check is ALG_NONE)
+        findings.append(
+            check.result(
+                not accepted,
+                f"{route} answered {baseline.status} without a token and "
+                f"{response.status} with the forged token",
+                route,
+            )
+        )
+    if ctx.token is not None and ctx.token.expired_token is not None:
+        expired, how = ctx.token.expired_token, "signed by the issuer"
+    elif none_accepted:
+        _, _, expired = forged_tokens(header, claims, now, none_accepted=True)
+        how = "unsigned (alg: none)"
+    else:
+        # A dead token with a made-up signature is refused for its signature
+        # whether or not `exp` is checked: its answer would say nothing.
+        ctx.skip(
+            f"jwt: expired token on {route}: no issuer-signed expired token "
+            "(TokenRecipe.expired_token) and alg: none refused, so `exp` cannot be tested"
+        )
+        return findings
+    ctx.step(f"jwt: expired token on {route}")
+    response = await ctx.send("GET", path, headers=(("authorization", f"Bearer {expired}"),))
+    findings.append(
+        EXPIRED.result(
+            response.status >= 400,
+            f"{route} answered {response.status} to an expired token ({how})",
+            route,
+        )
+    )
+    return findings
+
+
 async def probe(ctx: ProbeContext) -> list[Finding]:
     paths: list[str] = []
     header: dict[str, Any] = {"alg": "HS256", "typ": "JWT"}
     now = time.time()
     claims = default_claims(now)
-    token = await ctx.bearer_token()
+    try:
+        token = await ctx.bearer_token()
+    except TargetError as exc:  # no token: the 401 routes of the crawl are still tried
+        ctx.cut_short("jwt", f"POST {ctx.token.path}" if ctx.token else "", exc)
+        token = None
     if ctx.token is not None and token is not None:
         parts = split_token(token)
         if parts is not None:
@@ -137,47 +193,8 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
         return []
     findings: list[Finding] = []
     for path in paths:
-        ctx.step(f"jwt: GET {path} without a token")
-        baseline = await ctx.send("GET", path)
-        if baseline.status < 400:
-            ctx.skip(f"jwt: GET {path} answered {baseline.status} without a token")
-            continue
-        route = f"GET {path}"
-        none_accepted = False
-        alg_none, bad_signature, expired = forged_tokens(header, claims, now, none_accepted=False)
-        for check, forged in ((ALG_NONE, alg_none), (BAD_SIGNATURE, bad_signature)):
-            ctx.step(f"jwt: {check.id} on {route}")
-            response = await ctx.send("GET", path, headers=(("authorization", f"Bearer {forged}"),))
-            accepted = response.status < 400
-            none_accepted = none_accepted or (accepted and check is ALG_NONE)
-            findings.append(
-                check.result(
-                    not accepted,
-                    f"{route} answered {baseline.status} without a token and "
-                    f"{response.status} with the forged token",
-                    route,
-                )
-            )
-        if ctx.token is not None and ctx.token.expired_token is not None:
-            expired, how = ctx.token.expired_token, "signed by the issuer"
-        elif none_accepted:
-            _, _, expired = forged_tokens(header, claims, now, none_accepted=True)
-            how = "unsigned (alg: none)"
-        else:
-            # A dead token with a made-up signature is refused for its signature
-            # whether or not `exp` is checked: its answer would say nothing.
-            ctx.skip(
-                f"jwt: expired token on {route}: no issuer-signed expired token "
-                "(TokenRecipe.expired_token) and alg: none refused, so `exp` cannot be tested"
-            )
-            continue
-        ctx.step(f"jwt: expired token on {route}")
-        response = await ctx.send("GET", path, headers=(("authorization", f"Bearer {expired}"),))
-        findings.append(
-            EXPIRED.result(
-                response.status >= 400,
-                f"{route} answered {response.status} to an expired token ({how})",
-                route,
-            )
-        )
+        try:
+            findings += await _probe_path(ctx, path, header, claims, now)
+        except TargetError as exc:  # ends this route's checks only; the gap is reported
+            ctx.cut_short("jwt", f"GET {path}", exc)
     return findings

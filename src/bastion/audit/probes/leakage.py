@@ -38,7 +38,7 @@ from bastion.audit.probes.base import (
     random_marker,
     summarise,
 )
-from bastion.audit.target import HTTPResponse
+from bastion.audit.target import Body, HTTPResponse, TargetError
 
 # Above every common default body limit (Bastion, nginx and Starlette forms: 1 MiB)
 # and small enough to be harmless: 3 MiB, sent in 64 KiB chunks.
@@ -194,35 +194,53 @@ def oversized_target(malformed: list[tuple[Route, HTTPResponse]]) -> Route:
     return ranked[0][0]
 
 
+async def _send(
+    ctx: ProbeContext,
+    route: Route,
+    *,
+    headers: tuple[tuple[str, str], ...] = (),
+    body: Body = b"",
+    content_type: str = "",
+) -> HTTPResponse | None:
+    """`ctx.send` to `route`, or None when the target broke the request: that one
+    check is lost (and reported cut short), not the rest of the probe."""
+    try:
+        return await ctx.send(
+            route.method, route.path, headers=headers, body=body, content_type=content_type
+        )
+    except TargetError as exc:
+        ctx.cut_short("leakage", str(route), exc)
+        return None
+
+
 async def probe(ctx: ProbeContext) -> list[Finding]:
     findings: list[Finding] = []
     seen: list[tuple[str, HTTPResponse]] = []
 
-    missing = f"/{random_marker()}"
+    missing = Route("GET", f"/{random_marker()}")
     ctx.step("leakage: 404")
-    response = await ctx.send("GET", missing)
-    seen.append((f"GET {missing}", response))
-    findings.append(judge(NOT_FOUND, f"GET {missing}", response, "GET " + missing))
+    response = await _send(ctx, missing)
+    if response is not None:
+        seen.append((str(missing), response))
+        findings.append(judge(NOT_FOUND, str(missing), response, str(missing)))
 
     # Body probes come from the site itself, so a CSRF layer lets them reach the app.
     same_origin = (("origin", ctx.own_origin), ("sec-fetch-site", "same-origin"))
     ctx.step("leakage: 405")
-    response = await ctx.send("PUT", "/", headers=same_origin)
-    seen.append(("PUT /", response))
-    findings.append(judge(METHOD_NOT_ALLOWED, "PUT / (empty body)", response, "PUT /"))
+    response = await _send(ctx, Route("PUT", "/"), headers=same_origin)
+    if response is not None:
+        seen.append(("PUT /", response))
+        findings.append(judge(METHOD_NOT_ALLOWED, "PUT / (empty body)", response, "PUT /"))
 
     routes = _body_routes(ctx)
     malformed: list[tuple[Route, HTTPResponse]] = []
     for route in routes:
         ctx.step(f"leakage: malformed JSON to {route}")
-        response = await ctx.send(
-            route.method,
-            route.path,
-            headers=same_origin,
-            body=MALFORMED_JSON,
-            content_type="application/json",
+        response = await _send(
+            ctx, route, headers=same_origin, body=MALFORMED_JSON, content_type="application/json"
         )
-        malformed.append((route, response))
+        if response is not None:
+            malformed.append((route, response))
     seen += [(str(route), resp) for route, resp in malformed]
     findings += summarise(
         MALFORMED,
@@ -239,19 +257,22 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
         "no internals shown",
     )
 
-    route = oversized_target(malformed)
+    route = oversized_target(malformed) if malformed else routes[0]
     ctx.step(f"leakage: {OVERSIZED_BODY_BYTES} byte body to {route}")
-    response = await ctx.send(
-        route.method,
-        route.path,
+    response = await _send(
+        ctx,
+        route,
         headers=(*same_origin, ("content-length", str(OVERSIZED_BODY_BYTES))),
         body=_oversized_body(),
         content_type="application/octet-stream",
     )
-    seen.append((str(route), response))
-    findings.append(
-        judge(OVERSIZED, f"{route} with a {OVERSIZED_BODY_BYTES} byte body", response, str(route))
-    )
+    if response is not None:
+        seen.append((str(route), response))
+        findings.append(
+            judge(
+                OVERSIZED, f"{route} with a {OVERSIZED_BODY_BYTES} byte body", response, str(route)
+            )
+        )
 
     pages = [(str(r), resp) for r, resp in ctx.crawl.items()]
     if ctx.main is not None:

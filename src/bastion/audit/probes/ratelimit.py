@@ -42,7 +42,7 @@ from typing import Final
 from bastion.audit.discovery import LoginRecipe, Route
 from bastion.audit.findings import Finding
 from bastion.audit.probes.base import Check, ProbeContext
-from bastion.audit.target import HTTPResponse
+from bastion.audit.target import HTTPResponse, TargetError
 
 # Enough to be sure nothing throttles (Bastion locks a client out of an account
 # after 5 failures; common limits are 5 to 20 a minute), few enough to be harmless.
@@ -161,9 +161,13 @@ async def probe(ctx: ProbeContext) -> list[Finding]:
         return []
     findings: list[Finding] = []
     for route, body, content_type, guessed in routes:
-        statuses, throttled_at, not_judged = await _hammer(
-            ctx, route, body, content_type, guessed=guessed
-        )
+        try:
+            statuses, throttled_at, not_judged = await _hammer(
+                ctx, route, body, content_type, guessed=guessed
+            )
+        except TargetError as exc:  # ends this route's checks only; the gap is reported
+            ctx.cut_short("ratelimit", str(route), exc)
+            continue
         if not_judged:
             ctx.skip(f"ratelimit: {route} {not_judged}")
             continue

@@ -26,12 +26,13 @@ section 9.3.8 (TRACE); OWASP WSTG-CONF-06 (HTTP methods); MDN HTTP Observatory
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 from bastion.audit.findings import Finding
 from bastion.audit.probes.base import Check, ProbeContext, random_marker
-from bastion.audit.target import HTTPResponse, url_of
+from bastion.audit.target import HTTPResponse, TargetError, url_of
 from bastion.hosts import parse_host_header
 
 # The MDN HTTP Observatory's threshold for full HSTS credit: six months.
@@ -97,40 +98,56 @@ def hsts_max_age(response: HTTPResponse) -> int | None:
     return int(match.group(1)[:_MAX_AGE_DIGITS]) if match else None
 
 
-async def probe(ctx: ProbeContext) -> list[Finding]:
+async def _https_redirect(ctx: ProbeContext) -> Finding:
     target = ctx.target
-    findings: list[Finding] = []
-    if target.supports("http"):
-        ctx.step("transport: GET / over http://")
-        response = await ctx.send("GET", "/", scheme="http")
-        location = response.header("location")
-        redirected = upgrades_to_https(response.status, location, url_of(target, "/", "http"))
-        evidence = f"GET http://{target.host}/ answered {response.status}"
-        if location:
-            evidence += f", Location: {location}"
-        findings.append(HTTPS_REDIRECT.result(redirected, evidence, "GET /"))
-    else:
-        ctx.skip("transport: plain HTTP is not reachable from this URL")
-    if target.supports("https"):
-        ctx.step("transport: HSTS on GET / over https://")
-        response = await ctx.send("GET", "/", scheme="https")
-        max_age = hsts_max_age(response)
-        shown = response.header("strict-transport-security") or "(none)"
-        findings.append(
-            HSTS.result(
-                max_age is not None and max_age >= MIN_HSTS_SECONDS,
-                f"GET https://{target.host}/ answered {response.status}, "
-                f"Strict-Transport-Security: {shown}",
-                "GET /",
-            )
-        )
-    else:
-        ctx.skip("transport: HTTPS is not reachable from this URL")
+    ctx.step("transport: GET / over http://")
+    response = await ctx.send("GET", "/", scheme="http")
+    location = response.header("location")
+    redirected = upgrades_to_https(response.status, location, url_of(target, "/", "http"))
+    evidence = f"GET http://{target.host}/ answered {response.status}"
+    if location:
+        evidence += f", Location: {location}"
+    return HTTPS_REDIRECT.result(redirected, evidence, "GET /")
+
+
+async def _hsts(ctx: ProbeContext) -> Finding:
+    ctx.step("transport: HSTS on GET / over https://")
+    response = await ctx.send("GET", "/", scheme="https")
+    max_age = hsts_max_age(response)
+    shown = response.header("strict-transport-security") or "(none)"
+    return HSTS.result(
+        max_age is not None and max_age >= MIN_HSTS_SECONDS,
+        f"GET https://{ctx.target.host}/ answered {response.status}, "
+        f"Strict-Transport-Security: {shown}",
+        "GET /",
+    )
+
+
+async def _trace(ctx: ProbeContext) -> Finding:
     marker = random_marker()
     ctx.step("transport: TRACE /")
     response = await ctx.send("TRACE", "/", headers=(("x-bastion-audit", marker),))
     evidence = f"TRACE / answered {response.status}"
     if marker in response.text:
         evidence += ", echoing the request headers"
-    findings.append(TRACE.result(response.status >= 400, evidence, "TRACE /"))
+    return TRACE.result(response.status >= 400, evidence, "TRACE /")
+
+
+async def probe(ctx: ProbeContext) -> list[Finding]:
+    steps: list[tuple[str, Callable[[ProbeContext], Awaitable[Finding]]]] = []
+    if ctx.target.supports("http"):
+        steps.append(("GET /", _https_redirect))
+    else:
+        ctx.skip("transport: plain HTTP is not reachable from this URL")
+    if ctx.target.supports("https"):
+        steps.append(("GET /", _hsts))
+    else:
+        ctx.skip("transport: HTTPS is not reachable from this URL")
+    steps.append(("TRACE /", _trace))
+    findings: list[Finding] = []
+    for route, step in steps:
+        try:  # each request on its own: HTTPS failing leaves the other two
+            findings.append(await step(ctx))
+        except TargetError as exc:
+            ctx.cut_short("transport", route, exc)
     return findings

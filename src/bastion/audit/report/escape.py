@@ -24,6 +24,8 @@ shown visibly wherever a report puts text:
 * `sarif_text`: `printable`, bounded to `SARIF_TEXT_CHARS`, with the characters
   that make a link, a placeholder, HTML or a character reference escaped as SARIF
   and Markdown read them (`\\[`, `{{`, `\\<`, `\\&`).
+* `printable_bounded`: `printable`, bounded as `sarif_text` is (a SARIF logical
+  location's name); both cut between characters, never inside an escape.
 
 Not covered: look-alike letters from other scripts (Cyrillic U+0430 for Latin "a") and
 combining marks, which ordinary text in many languages needs; a backslash the site
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Callable
 from typing import Final
 
 # Characters no reader sees as themselves: controls (Cc), format characters (Cf:
@@ -104,7 +107,7 @@ def printable(text: str) -> str:
     """`text` with every hidden character (`is_hidden`, newlines too) shown escaped."""
     if text.isascii() and text.isprintable():
         return text  # the usual case: nothing to escape
-    return "".join(escape_char(c) if is_hidden(c) else c for c in text)
+    return "".join(_printable_char(c) for c in text)
 
 
 def _json_escape(char: str) -> str:
@@ -139,17 +142,34 @@ def _sarif_char(char: str) -> str:
     return char
 
 
-def sarif_text(text: str, *, limit: int = SARIF_TEXT_CHARS) -> str:
-    """`text` fit for a SARIF plain-text message: hidden characters shown escaped, no
-    link, placeholder, HTML or character reference, and at most `limit` characters
-    of it; a longer text is cut (never inside an escape) and ends with `CUT_MARK`."""
+def _printable_char(char: str) -> str:
+    return escape_char(char) if is_hidden(char) else char
+
+
+def _bounded(text: str, shown: Callable[[str], str], limit: int) -> str:
+    """Each character of `text` as `shown` writes it, at most `limit` characters in
+    all; a longer text is cut between two characters' pieces, never inside an
+    escape, and ends with `CUT_MARK`."""
     pieces: list[str] = []
     used = 0
     for char in text:
-        piece = _sarif_char(char)
+        piece = shown(char)
         if used + len(piece) > limit:
             pieces.append(CUT_MARK)
             break
         pieces.append(piece)
         used += len(piece)
     return "".join(pieces)
+
+
+def sarif_text(text: str, *, limit: int = SARIF_TEXT_CHARS) -> str:
+    """`text` fit for a SARIF plain-text message: hidden characters shown escaped, no
+    link, placeholder, HTML or character reference, and at most `limit` characters
+    of it; a longer text is cut (never inside an escape) and ends with `CUT_MARK`."""
+    return _bounded(text, _sarif_char, limit)
+
+
+def printable_bounded(text: str, *, limit: int = SARIF_TEXT_CHARS) -> str:
+    """`printable(text)`, at most `limit` characters of it, cut as `sarif_text` cuts
+    (a SARIF logical location's name: shown as text, never as Markdown)."""
+    return _bounded(text, _printable_char, limit)

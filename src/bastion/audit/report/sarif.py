@@ -14,8 +14,8 @@ GitHub's `security-severity` and the grade in its properties. Each run has its o
 run's invocation, so a missing result is never mistaken for a pass. Every text that
 can quote the target goes through `escape.sarif_text` (invisible characters shown,
 links, placeholders, HTML and character references escaped, length bounded);
-logical location names through `escape.printable`, bounded the same. Rules carry
-only Bastion's own text. An audit run with `--insecure` says so in each result's
+logical location names through `escape.printable_bounded`, bounded the same.
+Rules carry only Bastion's own text. An audit run with `--insecure` says so in each result's
 message, in a `warning` notification, and as `insecureTls` in the properties.
 
 Not covered: suppressions and baselines (the scanning service keeps those).
@@ -39,7 +39,7 @@ from typing import Any, Final
 
 from bastion.audit.findings import AuditReport, Finding, Severity
 from bastion.audit.report.common import INSECURE_TLS_NOTE, failed_sorted
-from bastion.audit.report.escape import CUT_MARK, SARIF_TEXT_CHARS, printable, sarif_text
+from bastion.audit.report.escape import printable_bounded, sarif_text
 
 SARIF_SCHEMA: Final = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -80,9 +80,9 @@ def _route_path(route: str) -> str:
 
 
 def _name(text: str) -> str:
-    """A location name: invisible characters shown, as long as a message's quote."""
-    shown = printable(text)
-    return shown if len(shown) <= SARIF_TEXT_CHARS else shown[:SARIF_TEXT_CHARS] + CUT_MARK
+    """A location name: invisible characters shown, as long as a message's quote,
+    cut between characters (never inside an escape such as `\\u202e`)."""
+    return printable_bounded(text)
 
 
 def _location(report: AuditReport, finding: Finding) -> dict[str, Any]:

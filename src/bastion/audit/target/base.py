@@ -115,6 +115,11 @@ class Target(abc.ABC):
     def supports(self, scheme: Scheme) -> bool:
         """Whether requests over `scheme` can be sent (a live URL may lack one)."""
 
+    def can_send(self, path: str) -> bool:
+        """Whether a request to `path` can be built at all, as `request` builds it
+        (a live URL's client refuses some paths an app in-process takes)."""
+        return True
+
     async def request(
         self,
         method: str,

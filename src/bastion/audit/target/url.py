@@ -87,6 +87,22 @@ class URLTarget(Target):
         parsed = parse_host_header(self.host)
         return scheme == self.scheme or (parsed is not None and parsed.port is None)
 
+    def can_send(self, path: str) -> bool:
+        import httpx
+
+        try:
+            self._http_url(path, self.scheme)
+        except (TargetError, httpx.InvalidURL, UnicodeEncodeError):
+            return False
+        return True
+
+    def _http_url(self, path: str, scheme: Scheme) -> httpx.URL:
+        """The URL `_request` sends to: httpx refuses a control character
+        (InvalidURL) and cannot encode a lone surrogate (UnicodeEncodeError)."""
+        import httpx
+
+        return httpx.URL(self._url(path, scheme))
+
     def _url(self, path: str, scheme: Scheme) -> str:
         if not self.supports(scheme):
             raise TargetError(f"{self.label}: {scheme} is not reachable from this URL")
@@ -123,10 +139,9 @@ class URLTarget(Target):
 
         if self._client is None:
             raise TargetError("URLTarget used outside `async with`")
-        url = self._url(path, scheme)
         try:
             request = self._client.build_request(
-                method.upper(), url, headers=list(headers), content=body
+                method.upper(), self._http_url(path, scheme), headers=list(headers), content=body
             )
             # httpx's timeout bounds each read; this bounds the whole answer, which
             # a server dripping a byte just inside the read timeout would stretch
