@@ -25,6 +25,11 @@ Outermost first. The order is the design's, and each position has a reason:
 * websocket, innermost, guards the `websocket` scope: origin, handshake
   credentials, message size, rate and schema, connection caps, revocation.
 
+The guard verifies a bearer token offered in `Sec-WebSocket-Protocol` (how a
+browser's socket carries one) with the authentication layer's own JWT verifier, its
+key cache and revocation list, so a socket's bearer is held to what an
+`Authorization` bearer is (`_share_bearer_verifier`).
+
 All layers share one store (`settings.store`, or the `store=` given, which must have
 every method of the `Store` protocol: `check_store`) and one event emitter. With
 bans on, one `Jail` is built before the layers: it learns of every layer's refusals
@@ -203,6 +208,33 @@ LAYERS: Final[tuple[tuple[str, LayerFactory], ...]] = (
 )
 
 
+def _share_bearer_verifier(stack: ASGIApp, app: ASGIApp) -> None:
+    """Give the WebSocket guard, when it has no bearer verifier of its own, the
+    authentication layer's JWT verifier (module docstring): one key cache, and the
+    same checks as an `Authorization` bearer, size cap first. Without a JWT setting,
+    or either layer, a bearer offered to the guard is refused as before."""
+    auth: AuthenticationMiddleware | None = None
+    guard: WebSocketGuardMiddleware | None = None
+    layer = stack
+    while layer is not app:
+        if isinstance(layer, AuthenticationMiddleware):
+            auth = layer
+        elif isinstance(layer, WebSocketGuardMiddleware):
+            guard = layer
+        layer = layer.app  # type: ignore[attr-defined]  # each layer keeps its `app`
+    if auth is None or guard is None or auth.jwt is None or guard.bearer_verifier is not None:
+        return
+    verifier = auth.jwt
+    max_bytes = verifier.settings.max_token_bytes
+
+    async def verify(untrusted_token: str) -> object | None:
+        if len(untrusted_token) > max_bytes:  # before decoding anything, as for a header
+            return None
+        return (await verifier.verify(untrusted_token)).principal
+
+    guard.bearer_verifier = verify
+
+
 def build_emitter(settings: Settings) -> EventEmitter:
     """The event stream: JSON lines to the logger, plus the audit file when configured."""
     sinks: list[EventSink] = [LoggingSink(settings.events.logger_name)]
@@ -270,6 +302,7 @@ class Shield:
             if name in self.layers:
                 stack = build(stack, shared)
         self._stack = stack
+        _share_bearer_verifier(stack, app)
         self._http = self._fuse(stack)
         self._websocket = self._fuse_websocket(stack)
         self.opt_outs = log_opt_outs(self.settings)

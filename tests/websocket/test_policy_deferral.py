@@ -13,23 +13,20 @@ when it does not. A credential the guard refuses never opens a socket.
 Everything runs through `Shield` (sessions, authentication, policy, guard) on its
 memory store, with real ASGI calls: the logins and tickets are HTTP requests
 (httpx over ASGI), the sockets come from a page on another origin that sends no
-cookie, the case tickets exist for. `Shield` gives the guard no bearer verifier, so
-the bearer cases give the guard it built one that verifies JWTs as the
-authentication layer does (`JWTVerifier`, the same settings), returning its
-`Principal`.
+cookie, the case tickets exist for. `Shield` gives the guard the authentication
+layer's own JWT verifier for a bearer offered in `Sec-WebSocket-Protocol`, so the
+bearer cases are the stack as users get it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from bastion.auth import policy as P
-from bastion.auth.jwt import JWTVerifier
 from bastion.events import KIND_AUTHN_FAIL, KIND_AUTHZ_FAIL, EventEmitter
 from bastion.sessions import Session
 from bastion.settings import Settings
@@ -422,19 +419,6 @@ def guard_of(target: Shield) -> WebSocketGuardMiddleware:
     return layer
 
 
-def jwt_bearer_verifier(target: Shield) -> Callable[[str], Awaitable[object | None]]:
-    """Verifies a subprotocol bearer as the authentication layer verifies an
-    `Authorization` one: the same settings, store and clock; its `Principal`."""
-    settings = target.settings.auth.jwt
-    assert settings is not None
-    verifier = JWTVerifier(settings, store=target.store)
-
-    async def verify(untrusted_token: str) -> object | None:
-        return (await verifier.verify(untrusted_token)).principal
-
-    return verify
-
-
 def token(**overrides: Any) -> str:
     """An access token valid now (signed when the test runs, never at collection):
     `Shield`'s authentication layer reads the real clock."""
@@ -478,6 +462,13 @@ BEARER_CASES = [
         (GUARD, r.REASON_BEARER_INVALID),
         id="policy-ws-subprotocol-bogus-bearer-under-get-rule",
     ),
+    pytest.param(
+        READ,
+        {"jti": "b-7", "pad": "x" * 9000},
+        (GUARD, r.REASON_BEARER_INVALID),
+        id="policy-ws-subprotocol-oversized-bearer-under-get-rule",
+    ),
+    pytest.param({}, {"jti": "b-8"}, None, id="shield-ws-subprotocol-bearer-no-policy-rule-ok"),
 ]
 
 
@@ -489,7 +480,6 @@ async def test_a_bearer_socket_meets_the_policy_rules(
     refusal: tuple[str, str] | None,
 ) -> None:
     target = shield(sink, routes)
-    guard_of(target).bearer_verifier = jwt_bearer_verifier(target)
     answer = await first_answer(target, bearer_socket("/api/live", token(**token_claims)))
     if refusal is None:
         assert answer == {"type": "websocket.accept", "subprotocol": "bearer"}
@@ -503,7 +493,6 @@ async def test_a_deferred_refusal_answers_as_the_policy_does(sink: RecordingSink
     """With the denial-response extension: the policy's 403 with its bearer challenge
     (RFC 6750 section 3.1, `insufficient_scope`), as for an `Authorization` bearer."""
     target = shield(sink, READ)
-    guard_of(target).bearer_verifier = jwt_bearer_verifier(target)
     scope = bearer_socket("/api/live", token(jti="b-6", scope="write:x"), denial_response=True)
     answer = await first_answer(target, scope)
     assert answer["type"] == "websocket.http.response.start"
