@@ -73,7 +73,7 @@ from bastion.exceptions import ConfigurationError, StoreError
 from bastion.responses import send_generic
 from bastion.sections import LayerSettings
 from bastion.stages import EXTEND, Flow, Hook, run_stages
-from bastion.stores.base import Store
+from bastion.stores.base import Store, check_store
 from bastion.stores.memory import MemoryStore
 from bastion.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
@@ -536,6 +536,7 @@ class SessionManager:
         keys = [k.get_secret_value() if isinstance(k, SecretStr) else k for k in secret_keys]
         if not keys:
             raise ConfigurationError("secret_keys: sessions need a key to name ids in logs")
+        check_store(store)
         self.store = store
         self.settings = settings
         self.events = events or default_emitter()

@@ -21,19 +21,26 @@ from typing import Any
 
 import pytest
 
+from bastion.auth.apikeys import APIKeyStore
+from bastion.auth.middleware import AuthenticationMiddleware
+from bastion.auth.settings import APIKeySettings, AuthSettings
 from bastion.events import EventEmitter
 from bastion.exceptions import ConfigurationError
 from bastion.ratelimit import RateLimitMiddleware, RateLimitSettings
 from bastion.ratelimit.keys import ClientGrouping, client_key
 from bastion.ratelimit.login import LoginGuard
+from bastion.sessions import SessionMiddleware, SessionSettings
 from bastion.shield import Shield
 from bastion.stores import MemoryStore, Store
 from bastion.types import ASGIApp, Receive, Scope, Send
+from bastion.websocket import WebSocketGuardMiddleware, WebSocketSettings
 from tests.ratelimit.harness import USER, request
 from tests.stores.conftest import Backend
 from tests.support.apps import make_app
 
 pytestmark = pytest.mark.anyio
+
+KEY = "k" * 43  # a key of test strength: the layers need one to start
 
 # The protocol's methods, listed here rather than read from it: a method added to
 # `Store` and missed by the check would pass unnoticed if the test used its list.
@@ -92,6 +99,16 @@ LAYERS: dict[str, Callable[[Any], object]] = {
         login, LOGIN_SETTINGS, store=store, events=EventEmitter()
     ),
     "login-guard": lambda store: LoginGuard(store),
+    "sessions": lambda store: SessionMiddleware(
+        make_app("raw"), SessionSettings(), store=store, secret_keys=[KEY], events=EventEmitter()
+    ),
+    "auth": lambda store: AuthenticationMiddleware(
+        make_app("raw"), AuthSettings(), store=store, events=EventEmitter()
+    ),
+    "websocket": lambda store: WebSocketGuardMiddleware(
+        make_app("raw"), WebSocketSettings(), store=store, events=EventEmitter()
+    ),
+    "api-keys": lambda store: APIKeyStore(store, APIKeySettings(peppers=[KEY])),
 }
 
 

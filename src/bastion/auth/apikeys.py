@@ -35,7 +35,7 @@ from pydantic import SecretStr
 
 from bastion.auth.principal import Principal
 from bastion.auth.settings import APIKeySettings
-from bastion.stores.base import Store
+from bastion.stores.base import Store, check_store
 
 REASON_APIKEY_MALFORMED: Final = "apikey-malformed"
 REASON_APIKEY_UNKNOWN: Final = "apikey-unknown"
@@ -143,6 +143,7 @@ class APIKeyStore:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        check_store(store)
         self.store = store
         self.settings = settings
         self._peppers = [_secret(p) for p in settings.peppers]

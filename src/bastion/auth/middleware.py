@@ -39,7 +39,7 @@ from bastion.exceptions import StoreError
 from bastion.responses import Refuser, send_generic
 from bastion.sessions import Session
 from bastion.stages import Flow, run_stages
-from bastion.stores.base import Store
+from bastion.stores.base import Store, check_store
 from bastion.stores.memory import MemoryStore
 from bastion.types import ASGIApp, Receive, Scope, Send
 
@@ -99,6 +99,7 @@ class AuthenticationMiddleware:
         self.app = app
         self.settings = settings or AuthSettings()
         self.store = store if store is not None else MemoryStore(clock=clock)
+        check_store(self.store)
         self.refuse = Refuser("authentication", events, monitor_only=self.settings.monitor_only)
         self.jwt: JWTVerifier | None = None
         if self.settings.jwt is not None:

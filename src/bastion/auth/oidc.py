@@ -77,7 +77,7 @@ from bastion.outbound import OutboundBlocked, OutboundSettings, safe_async_clien
 from bastion.responses import Refuser, send_response
 from bastion.sections import Section
 from bastion.sessions import Session
-from bastion.stores.base import Store
+from bastion.stores.base import Store, check_store
 from bastion.stores.memory import MemoryStore
 from bastion.types import Receive, Scope, Send
 
@@ -470,6 +470,7 @@ class OIDCLogin:
             insecure_allow_http=settings.insecure_allow_http
         )
         self.store = store if store is not None else MemoryStore()
+        check_store(self.store)
         self.refuse = Refuser("oidc", events)
         self.user_mapper = user_mapper or _default_user_mapper
         self.clock = clock

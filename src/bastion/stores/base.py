@@ -221,8 +221,8 @@ def check_store(store: object) -> None:
     """Raise `ConfigurationError` unless `store` has every method of `Store`, naming
     those it lacks.
 
-    For the layers that take a `store=` (`Shield`, the login guard), at
-    construction: a store of the user's own, written against an earlier protocol
+    For everything that takes a `store=` (`Shield`, every layer, the login guard,
+    API keys, OIDC), at construction: a store of the user's own, written against an earlier protocol
     (before `delete_if_equal`, or `replace`), otherwise started and failed with an
     `AttributeError` on the first request that needed the method, after the
     application had answered (a login that succeeded, and its unit of the client's

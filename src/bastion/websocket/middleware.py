@@ -103,7 +103,7 @@ from bastion.hosts import Origin, parse_origin
 from bastion.responses import Refuser
 from bastion.routes import RouteTable
 from bastion.sessions import SessionManager, session_alive, session_manager_of
-from bastion.stores.base import Store
+from bastion.stores.base import Store, check_store
 from bastion.stores.gcra import MICROSECONDS, GCRALimit
 from bastion.stores.memory import MemoryStore
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
@@ -727,6 +727,7 @@ class WebSocketGuardMiddleware:
         self.settings = s = settings or WebSocketSettings()
         self.clock = clock
         self.store = store if store is not None else MemoryStore(clock=clock)
+        check_store(self.store)
         self.events = events or default_emitter()
         self.refuser = Refuser(LAYER, self.events, monitor_only=s.monitor_only)
         self.observers: tuple[ConnectionObserver, ...] = (
