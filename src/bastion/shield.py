@@ -212,7 +212,18 @@ def _share_bearer_verifier(stack: ASGIApp, app: ASGIApp) -> None:
     """Give the WebSocket guard, when it has no bearer verifier of its own, the
     authentication layer's JWT verifier (module docstring): one key cache, and the
     same checks as an `Authorization` bearer, size cap first. Without a JWT setting,
-    or either layer, a bearer offered to the guard is refused as before."""
+    or either layer, a bearer offered to the guard is refused as before.
+
+    The verdict keeps what the header path has and a bare principal lost: the
+    verifier's reason for a refusal (`jwt-revoked-jti`, ...) for the event, and, for
+    an accepted token, when the verifier would start refusing it (`exp`, or `iat`
+    plus `max_token_age_seconds`, whichever comes first, plus `leeway_seconds`) and
+    its `jti`'s revocation key in the verifier's store, so the guard closes the
+    socket when the token would no longer open it. A revocation store that fails
+    raises StoreError, which the guard answers as the header path does (503).
+    """
+    from bastion.websocket.middleware import BearerVerdict
+
     auth: AuthenticationMiddleware | None = None
     guard: WebSocketGuardMiddleware | None = None
     layer = stack
@@ -224,13 +235,32 @@ def _share_bearer_verifier(stack: ASGIApp, app: ASGIApp) -> None:
         layer = layer.app  # type: ignore[attr-defined]  # each layer keeps its `app`
     if auth is None or guard is None or auth.jwt is None or guard.bearer_verifier is not None:
         return
-    verifier = auth.jwt
-    max_bytes = verifier.settings.max_token_bytes
+    # Loaded already: `auth.jwt` is one of its verifiers.
+    from bastion.auth.jwt import REASON_JWT_BAD_CLAIM, REASON_JWT_OVERSIZED, revoked_key
 
-    async def verify(untrusted_token: str) -> object | None:
+    verifier = auth.jwt
+    settings = verifier.settings
+    max_bytes = settings.max_token_bytes
+
+    async def verify(untrusted_token: str) -> BearerVerdict:
         if len(untrusted_token) > max_bytes:  # before decoding anything, as for a header
-            return None
-        return (await verifier.verify(untrusted_token)).principal
+            return BearerVerdict(None, REASON_JWT_OVERSIZED)
+        verdict = await verifier.verify(untrusted_token)
+        claims = verdict.claims
+        if verdict.principal is None or claims is None:
+            return BearerVerdict(None, verdict.reason)
+        exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
+        # Numbers, and `jti` a short string when present: `check_claims` accepted them.
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            return BearerVerdict(None, REASON_JWT_BAD_CLAIM)
+        if isinstance(iat, bool) or not isinstance(iat, int | float):
+            return BearerVerdict(None, REASON_JWT_BAD_CLAIM)
+        return BearerVerdict(
+            verdict.principal,
+            expires_at=min(exp, iat + settings.max_token_age_seconds) + settings.leeway_seconds,
+            revocation_key=revoked_key(jti) if isinstance(jti, str) else None,
+            revocation_store=verifier.store,
+        )
 
     guard.bearer_verifier = verify
 

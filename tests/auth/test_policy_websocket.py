@@ -446,7 +446,7 @@ class _Wrapper:
         await self.app(scope, receive, send)
 
 
-def _inner(layout: str, hits: list[str]) -> ASGIApp:
+def _inner(layout: str, hits: list[str], events: EventEmitter | None = None) -> ASGIApp:
     from bastion.websocket import WebSocketGuardMiddleware, WebSocketSettings
 
     socket_app = make_socket_app("raw", hits)
@@ -457,6 +457,7 @@ def _inner(layout: str, hits: list[str]) -> ASGIApp:
         WebSocketSettings(enabled=layout != "guard-disabled"),
         secret_keys=None if layout == "guard-without-keys" else TICKET_KEYS,
         bearer_verifier=None if layout == "guard-without-verifier" else _verify_nothing,
+        events=events,
     )
     return _Wrapper(guard) if layout == "guard-not-directly-inside" else guard
 
@@ -504,3 +505,89 @@ async def test_deferred_only_to_a_guard_that_authenticates(
     else:
         assert hits == []
         assert sink.reasons() == [P.REASON_UNAUTHENTICATED]
+
+
+# A credential the authentication layer reads (an `Authorization` bearer, here) beside
+# one the guard reads: the socket runs as the guard's caller, so a guard inside is
+# handed the rules whatever they say of the header's caller, and decides them on its
+# own (a ticket of the same user, which carries no roles: it was bound to no session).
+# Without a guard inside, the policy decides on the header's caller, as before; a
+# ticket naming another user is the guard's refusal (`credential-mismatch`).
+
+
+@pytest.mark.parametrize(
+    ("layout", "caller", "ticket_user", "status", "reasons"),
+    [
+        pytest.param(
+            "guard",
+            "admin",
+            "alice",
+            403,
+            [P.REASON_MISSING_ROLE],
+            id="policy-ws-authorization-admin-plus-ticket-without-role",
+        ),
+        pytest.param(
+            "guard",
+            "admin",
+            "bob",
+            403,
+            ["credential-mismatch"],
+            id="policy-ws-authorization-plus-ticket-of-other-user",
+        ),
+        pytest.param(
+            "guard",
+            "user",
+            "alice",
+            403,
+            [P.REASON_MISSING_ROLE],
+            id="policy-ws-authorization-user-plus-ticket-without-role",
+        ),
+        pytest.param(
+            "no-guard", "admin", "bob", ACCEPTED, [], id="policy-ws-authorization-no-guard-ok"
+        ),
+        pytest.param(
+            "no-guard",
+            "user",
+            "bob",
+            403,
+            [P.REASON_MISSING_ROLE],
+            id="policy-ws-authorization-no-guard-missing-role",
+        ),
+        # Nothing deferred, but the guard still refuses a second caller.
+        pytest.param(
+            "guard-not-directly-inside",
+            "admin",
+            "bob",
+            403,
+            ["credential-mismatch"],
+            id="policy-ws-authorization-plus-ticket-of-other-user-guard-not-inside",
+        ),
+        pytest.param(
+            "guard-not-directly-inside",
+            "admin",
+            "alice",
+            ACCEPTED,
+            [],
+            id="policy-ws-authorization-plus-ticket-guard-not-inside-ok",
+        ),
+    ],
+)
+async def test_an_authorization_caller_beside_a_guard_credential(
+    layout: str, caller: str, ticket_user: str, status: int, reasons: list[str]
+) -> None:
+    from bastion.websocket import WebSocketTickets
+
+    sink = RecordingSink()
+    hits: list[str] = []
+    events = EventEmitter([sink])
+    policy = AuthorizationMiddleware(
+        _inner(layout, hits, events),
+        PolicySettings(routes={"GET /ws/*": ADMIN_ONLY}),
+        events=events,
+    )
+    app = AuthenticationMiddleware(policy, auth_settings(), events=events, clock=clock)
+    ticket = WebSocketTickets(TICKET_KEYS, max_age_seconds=30).issue(ticket_user)
+    answer = await handshake(app, "/ws/lobby", _bearer(caller), query=b"ticket=" + ticket.encode())
+    assert answer == status
+    assert sink.reasons() == reasons
+    assert hits == (["/ws/lobby"] if status == ACCEPTED else [])

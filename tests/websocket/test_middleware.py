@@ -685,14 +685,18 @@ async def test_shield_closes_a_live_socket_when_the_jail_bans_its_client(
     ("known", "kept"),
     [
         pytest.param("alice", True, id="ws-session-keeps-authenticated-principal"),
-        pytest.param("mallory", False, id="ws-session-other-principal-replaced"),
+        # The authentication layer resolved another caller (an `Authorization` bearer
+        # beside the cookie): one socket, one caller, so neither is trusted (it was
+        # replaced by the session user, whom the route policy never checked).
+        pytest.param("mallory", False, id="ws-session-other-principal-refused"),
     ],
 )
 async def test_the_authentication_layers_principal_is_kept(
-    known: str, kept: bool, events: EventEmitter
+    known: str, kept: bool, sink: RecordingSink, events: EventEmitter
 ) -> None:
     """The guard keeps the principal the authentication layer resolved for the session
-    user (roles and all), so `requires_bastion` and the app see it on the socket too."""
+    user (roles and all), so `requires_bastion` and the app see it on the socket too;
+    a session of another user is refused (`credential-mismatch`)."""
     from bastion.auth.principal import Principal
     from bastion.context import get_context
 
@@ -707,10 +711,11 @@ async def test_the_authentication_layers_principal_is_kept(
     scope = ws_scope(session=FakeSession("alice"))
     principal = Principal(known, "session", roles=frozenset({"admin"}))
     get_context(scope).principal = principal
+    if not kept:
+        assert await refused(layer, scope) == 1008
+        assert seen == []
+        assert only(sink, r.REASON_CREDENTIAL_MISMATCH)["kind"] == KIND_AUTHN_FAIL
+        return
     async with connected(layer, scope):
         pass
-    if kept:
-        assert seen == [principal]
-    else:
-        assert seen[0] is not principal
-        assert getattr(seen[0], "identity", None) == "alice"
+    assert seen == [principal]

@@ -28,21 +28,28 @@ handshake rule is a `WEBSOCKET` pattern it is the socket rule too, and governs a
 compiled beside the main one (`RouteTable.for_websocket_handshake`, which the
 rate-limit layer uses too); an http request never looks at it.
 
-Some sockets are authenticated only by the WebSocket guard, inside this layer: a
-signed `?ticket=` or a bearer token offered in `Sec-WebSocket-Protocol`. At this
-layer they are anonymous, so a rule they would meet (`"GET /app/*":
-"authenticated"` for the socket at `/app/live`) would refuse them unread. When the
-guard sits directly inside this layer (`Shield` puts it there) and the handshake
-carries such a credential the guard will verify, a refusal made only because no one
-is authenticated yet (`policy-unauthenticated`) is handed to the guard instead
-(`WebSocketGuardMiddleware.defer_authorization`): once it has verified the
-credential, the guard asks this layer to decide the same two rules against the
-principal it established (`_enforce_deferred`), and the refusal, if any, is this
-layer's own (status, close code, `WWW-Authenticate`, `authz_fail` event). The guard
-enforces it before anything else it decides, whatever its own `routes` say, and a
-credential it refuses opens nothing (with the guard in monitor-only mode, the
-deferred rules still refuse the anonymous caller). Every other refusal is made here,
-as before; without a guard inside, nothing is deferred.
+Some sockets are authenticated by the WebSocket guard, inside this layer: a signed
+`?ticket=` or a bearer token offered in `Sec-WebSocket-Protocol`. This layer cannot
+read them: alone, such a socket is anonymous here, so a rule it would meet
+(`"GET /app/*": "authenticated"` for the socket at `/app/live`) would refuse it
+unread; beside a credential the authentication layer reads (an `Authorization`
+bearer, an API key, a session cookie), this layer would decide on that caller while
+the socket runs as the guard's, who was never checked (a principal swap: a
+`roles:admin` socket opened by an admin's cookie and run as a user's ticket). So
+when the guard sits directly inside this layer (`Shield` puts it there) and the
+handshake carries a credential the guard will verify (`will_authenticate`), the
+rules are handed to the guard (`WebSocketGuardMiddleware.defer_authorization`),
+whatever they say of the caller known here: once it has settled the socket's caller,
+the guard asks this layer to decide the same two rules against it
+(`_enforce_deferred`), and the refusal, if any, is this layer's own (status, close
+code, `WWW-Authenticate`, `authz_fail` event). The guard enforces it before anything
+else it decides, whatever its own `routes` say; a credential it refuses opens
+nothing, and one naming another user than the caller known here is refused
+(`credential-mismatch`). With the guard in monitor-only mode, the deferred rules
+hold for the caller the socket then runs as (anonymous, when no one else is known).
+A handshake refused by deny-by-default is refused here (no caller can meet it);
+without a guard inside, nothing is deferred, and this layer decides on the caller it
+knows, as before.
 
 Answers: 401 with a `WWW-Authenticate` challenge when no one is authenticated (RFC
 6750 section 3.1: no error code when no credentials were sent); 403 for an
@@ -221,12 +228,14 @@ class AuthorizationMiddleware:
                 handshake, socket, principal, deny=self.settings.deny_by_default
             )
             if (
-                decision.reason == REASON_UNAUTHENTICATED
+                decision.reason != REASON_DENY_BY_DEFAULT
                 and self._guard is not None
                 and self._guard.will_authenticate(scope)
             ):
-                # Anonymous here, but carrying a credential only the guard reads: the
-                # guard decides these rules once it knows who this is (module docstring).
+                # The guard will authenticate this socket itself, and it will run as the
+                # caller the guard settles on, not as `principal`: that caller is the
+                # subject of these rules, whatever they say of this one (module
+                # docstring). Deny-by-default refuses every caller: decided here.
                 self._guard.defer_authorization(
                     scope, functools.partial(self._enforce_deferred, handshake, socket)
                 )

@@ -5,9 +5,11 @@ One connection, in order:
 1. Handshake, before the application runs: route access, `Origin`
    (`core.check_origin`), the credential (bearer subprotocol, else `?ticket=`, else
    the session that `SessionMiddleware` loaded; a ticket bound to a session is
-   refused once that session has ended), the route policy's rules that it handed
-   over for the socket's principal (`defer_authorization`), ban predicates, then one
-   slot in the client's and the principal's connection counters. Any refusal goes
+   refused once that session has ended), one caller per socket (a credential that
+   names another user than the caller the handshake already names is refused,
+   `credential-mismatch`), the route policy's rules that it handed over for the
+   socket's principal (`defer_authorization`), ban predicates, then one slot in the
+   client's and the principal's connection counters. Any refusal goes
    through `Refuser`, before `websocket.accept`: an HTTP 403/429 where the server
    supports the denial-response extension, else close 1008/1013.
 2. Messages, in the application's `receive`: size (1009), per-connection bucket
@@ -29,8 +31,10 @@ One connection, in order:
    session is still alive (the one a ticket is bound to, for a ticket socket; else the
    session the handshake carried, for an authenticated socket): in the session
    layer's store and within its idle and absolute timeouts, since the store keeps an
-   expired record a few minutes longer (`bastion.sessions.session_alive`); and that no
-   ban predicate refuses, else closes with 1008
+   expired record a few minutes longer (`bastion.sessions.session_alive`); for a
+   subprotocol bearer whose verifier says so (`BearerVerdict`), that the token has
+   not expired (the tick wakes at its expiry when that comes first) and that its
+   revocation key is not set; and that no ban predicate refuses, else closes with 1008
    (1011 when the check itself fails: the store, or a predicate that raises):
    revocation costs one store read per connection per interval, never one per
    message, and reaches a live socket at most one interval late. The task starts
@@ -126,7 +130,8 @@ LAYER: Final = "websocket"
 DEFAULT_ROUTE_LABEL: Final = "default"
 KIND_CLOSED: Final = "session_websocket_closed"  # vocabulary style: category, event
 BearerVerifier = Callable[[str], Awaitable[object | None]]
-"""Verifies a bearer token; returns the principal, or None to refuse."""
+"""Verifies a bearer token; returns the principal, a `BearerVerdict`, or None to
+refuse. May raise `StoreError` (the handshake is refused, 503)."""
 BanCheck = Callable[[str | None, str | None], Awaitable[bool]]
 """`(client_host, principal_identity) -> True if banned`, checked at the handshake
 and every `revocation_check_seconds`. May raise `StoreError` (the guard fails closed)."""
@@ -188,6 +193,27 @@ class ConnectionObserver(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class BearerVerdict:
+    """What a `BearerVerifier` may return instead of a bare principal.
+
+    `principal` None refuses the token (`bearer-invalid`), and `reason` (the
+    verifier's own, such as `jwt-revoked-jti`) goes to the event's details. An
+    accepted token may bound the socket's life as it bounds the token's: past
+    `expires_at` (by the guard's clock, leeway included) the watcher closes the
+    socket (`bearer-expired`), and once `revocation_key` is set in
+    `revocation_store` (None: the guard's store) it closes it too
+    (`bearer-revoked`), read once per watcher tick. Without either, a bearer socket
+    lives as long as its session, bans and idle timeout allow, as before. `Shield`
+    fills them in from the authentication layer's JWT verifier."""
+
+    principal: object | None
+    reason: str = ""
+    expires_at: float | None = None
+    revocation_key: str | None = None
+    revocation_store: Store | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WebSocketPrincipal:
     """Who a socket belongs to, when the session or a ticket authenticated it (and,
     for a ticket, the roles its session had: `bastion.websocket.tickets`)."""
@@ -210,6 +236,14 @@ def client_ban_check(is_banned: Callable[[str | None], Awaitable[bool]]) -> BanC
 def _principal_identity(principal: object) -> str:
     name = getattr(principal, "identity", None) or getattr(principal, "user_id", None)
     return str(name if name is not None else principal)
+
+
+def _other_caller(known: object | None, session_user: object | None) -> str | None:
+    """Who the handshake names apart from the guard's own credential: the caller the
+    authentication layer resolved, else the session's user (None: no one)."""
+    if known is not None:
+        return _principal_identity(known)
+    return str(session_user) if session_user is not None else None
 
 
 def _authorization_principal(principal: object) -> Principal | None:
@@ -345,6 +379,7 @@ class _Connection:
         "_send",
         "accepted",
         "app_closed",
+        "bearer",
         "client_gone",
         "close_code",
         "guard",
@@ -385,6 +420,7 @@ class _Connection:
         principal: str | None,
         session_key: str | None,
         sessions: SessionManager | None,
+        bearer: BearerVerdict | None,
         held: list[str],
         schema: type[BaseModel] | None,
     ) -> None:
@@ -398,6 +434,9 @@ class _Connection:
         # the session layer that keeps it (None: none ran; `_session_lives`).
         self.session_key = session_key
         self.sessions = sessions
+        # The subprotocol bearer's expiry and revocation key, when its verifier gave
+        # them (the watcher's; None: nothing to watch of the token).
+        self.bearer = bearer
         self.held = held
         self.schema = schema
         self.principal_rate_key = (
@@ -792,13 +831,13 @@ class WebSocketGuardMiddleware:
         handshake = await self._handshake(scope, send, context)
         if handshake is None:
             return
-        app_scope, offer, principal_name, session_key, sessions = handshake
+        app_scope, offer, principal_name, session_key, sessions, bearer = handshake
         held = await self._reserve(scope, send, context, principal_name)
         if held is None:
             return
         try:
             await self._serve(
-                app_scope, receive, send, offer, principal_name, session_key, sessions, held
+                app_scope, receive, send, offer, principal_name, session_key, sessions, bearer, held
             )
         finally:
             await self._release(scope, held)
@@ -810,8 +849,10 @@ class WebSocketGuardMiddleware:
         `_handshake` reads it: a well-formed bearer offer in `Sec-WebSocket-Protocol`
         (with a `bearer_verifier`), else a `ticket` parameter (with `secret_keys`).
 
-        Asked by the route policy outside on a handshake it would refuse as anonymous;
-        the same parsers as the handshake's, on the same scope, and no store call."""
+        Asked by the route policy outside on every handshake one of its rules names
+        (the socket will run as the caller this guard settles on, so the rules are
+        handed over); the same parsers as the handshake's, on the same scope, and no
+        store call."""
         offer = split_bearer(scope.get("subprotocols") or ())
         if offer.reason:
             return False  # refused as malformed, whatever else it carries
@@ -823,23 +864,49 @@ class WebSocketGuardMiddleware:
 
     def defer_authorization(self, scope: Scope, check: DeferredAuthorization) -> None:
         """Take the route policy's rules for this handshake: `_handshake` runs `check`
-        on the principal it establishes, before anything else it decides, and stops
-        if it refuses. Whatever this guard's own `routes` say: a deferred rule always
-        holds, and a refused credential leaves the caller anonymous."""
+        on the caller the socket will run as (the principal it establishes), right
+        after the credential, and stops if it refuses. Whatever this guard's own
+        `routes` say: a deferred rule always holds, and a refused credential leaves
+        the caller anonymous (or, monitor-only, the authentication layer's)."""
         scope[_DEFERRED_AUTHORIZATION_KEY] = check
 
     # --- 1. the handshake ----------------------------------------------------------
 
-    async def _refuse(self, scope: Scope, send: Send, status: int, kind: str, reason: str) -> bool:
+    async def _refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        kind: str,
+        reason: str,
+        details: dict[str, object] | None = None,
+    ) -> bool:
         """Refuse (True: stop) or, in monitor-only mode, report and go on (False)."""
-        return await self.refuser(scope, send, status=status, kind=kind, reason=reason)
+        return await self.refuser(
+            scope, send, status=status, kind=kind, reason=reason, details=details
+        )
 
     async def _handshake(
         self, scope: Scope, send: Send, context: RequestContext
-    ) -> tuple[Scope, BearerOffer, str | None, str | None, SessionManager | None] | None:
+    ) -> (
+        tuple[
+            Scope, BearerOffer, str | None, str | None, SessionManager | None, BearerVerdict | None
+        ]
+        | None
+    ):
         """The scope the app gets, the bearer offer, the principal's name, the store key
-        of the session the watcher keeps checking and the session layer that keeps it;
-        None when refused."""
+        of the session the watcher keeps checking, the session layer that keeps it, and
+        the accepted bearer's verdict when it bounds the socket's life; None when
+        refused.
+
+        One caller per socket: when the authentication layer outside already resolved
+        a caller (an `Authorization` bearer, an API key, the session), or else the
+        session has a user, a ticket or subprotocol bearer naming another user is
+        refused (`credential-mismatch`), and so is a session user other than the
+        authentication layer's caller. Trust neither, as the authentication layer
+        refuses two `Authorization` lines: the socket would run as the guard's caller
+        while `scope["user"]` names the other, and the route policy could vouch for
+        only one of them."""
         # Taken out first, so the app never sees it, and run on every path that goes
         # on (in monitor-only mode too): every return before it is a refusal.
         deferred: DeferredAuthorization | None = scope.pop(_DEFERRED_AUTHORIZATION_KEY, None)
@@ -856,18 +923,20 @@ class WebSocketGuardMiddleware:
         ):
             return None
         offer = split_bearer(scope.get("subprotocols") or ())
+        # The caller the authentication layer resolved (None: none, or no such layer).
+        known = context.principal
         principal: object | None = None
         ticket_session: str | None = None
+        bearer: BearerVerdict | None = None
         reason = offer.reason
         if not reason and offer.untrusted_token is not None:
-            verified = (
-                await self.bearer_verifier(offer.untrusted_token)
-                if self.bearer_verifier is not None
-                else None
-            )
-            if verified is None:
-                reason = r.REASON_BEARER_INVALID
-            principal = verified
+            try:
+                reason, principal, bearer = await self._check_bearer(offer.untrusted_token)
+            except StoreError:
+                # The verifier's revocation list cannot be read: fail closed, answered as
+                # the authentication layer answers an `Authorization` bearer (503).
+                if await self._refuse(scope, send, 503, KIND_SYS_AVAILABILITY, r.REASON_STORE_DOWN):
+                    return None
         elif not reason:
             untrusted_tickets = _ticket_params(scope.get("query_string", b""))
             if untrusted_tickets is not None:
@@ -877,13 +946,19 @@ class WebSocketGuardMiddleware:
             elif session_user is not None:
                 # The authentication layer's principal for this session user (with
                 # its roles) stays; the guard's own stands in when no such layer ran.
-                known = context.principal
                 principal = (
                     known
                     if known is not None and _principal_identity(known) == str(session_user)
                     else WebSocketPrincipal(str(session_user), "session")
                 )
-        if reason and await self._refuse(scope, send, 403, KIND_AUTHN_FAIL, reason):
+        if not reason and principal is not None:
+            other = _other_caller(known, session_user)
+            if other is not None and other != _principal_identity(principal):
+                reason = r.REASON_CREDENTIAL_MISMATCH
+        details: dict[str, object] | None = None
+        if bearer is not None and bearer.reason:
+            details = {"bearer_reason": bearer.reason}  # the verifier's word, for the log
+        if reason and await self._refuse(scope, send, 403, KIND_AUTHN_FAIL, reason, details):
             return None
         if (
             principal is None
@@ -894,8 +969,11 @@ class WebSocketGuardMiddleware:
         principal_name = _principal_identity(principal) if principal is not None else None
         if principal is not None:
             context.principal = principal
+        # The socket runs as the caller now in the context (the guard's, else, when
+        # monitor-only let a refused credential through, the authentication layer's):
+        # that caller is the subject of the policy's rules.
         if deferred is not None and await deferred(
-            scope, send, _authorization_principal(principal)
+            scope, send, _authorization_principal(context.principal)
         ):
             return None
         if self.ban_checks:
@@ -919,7 +997,25 @@ class WebSocketGuardMiddleware:
             # The app never sees the token among the subprotocols it may choose from.
             app_scope = dict(scope)
             app_scope["subprotocols"] = list(offer.subprotocols)
-        return app_scope, offer, principal_name, session_key, sessions
+        if bearer is not None and (principal is None or bearer.principal is not principal):
+            bearer = None  # refused (monitor-only went on): nothing of it to watch
+        return app_scope, offer, principal_name, session_key, sessions, bearer
+
+    async def _check_bearer(
+        self, untrusted_token: str
+    ) -> tuple[str, object | None, BearerVerdict | None]:
+        """The refusal reason ("" to accept), the principal, and the verifier's
+        `BearerVerdict` when it gave one. Raises StoreError (the verifier's)."""
+        if self.bearer_verifier is None:
+            return r.REASON_BEARER_INVALID, None, None
+        verified = await self.bearer_verifier(untrusted_token)
+        if isinstance(verified, BearerVerdict):
+            if verified.principal is None:
+                return r.REASON_BEARER_INVALID, None, verified
+            return "", verified.principal, verified
+        if verified is None:
+            return r.REASON_BEARER_INVALID, None, None
+        return "", verified, None
 
     def _check_origin(
         self,
@@ -1125,6 +1221,7 @@ class WebSocketGuardMiddleware:
         principal: str | None,
         session_key: str | None,
         sessions: SessionManager | None,
+        bearer: BearerVerdict | None,
         held: list[str],
     ) -> None:
         path = scope.get("path", "")
@@ -1138,10 +1235,11 @@ class WebSocketGuardMiddleware:
             principal=principal,
             session_key=session_key,
             sessions=sessions,
+            bearer=bearer,
             held=held,
             schema=self.schemas.lookup("WEBSOCKET", path) if self.schemas else None,
         )
-        conn.start_timers(self._watch_tick(session_key, held))
+        conn.start_timers(self._watch_tick(session_key, held, bearer))
         try:
             await self.app(scope, conn.receive, conn.send)
             if conn.guard_closed and not conn.client_gone:
@@ -1156,30 +1254,54 @@ class WebSocketGuardMiddleware:
         finally:
             conn.finish()
 
-    def _watch_tick(self, session_key: str | None, held: list[str]) -> float | None:
-        """The watcher's tick (`_tick`), or None when it has nothing to watch; a tick
-        with nothing due costs no store call."""
-        if held or self.ban_checks or session_key is not None:
-            return self._tick
+    def _watch_tick(
+        self, session_key: str | None, held: list[str], bearer: BearerVerdict | None
+    ) -> float | None:
+        """The watcher's first tick (`_tick`, or sooner when the bearer expires
+        sooner: `_until_next_check`), or None when it has nothing to watch; a tick with
+        nothing due costs no store call."""
+        if held or self.ban_checks or session_key is not None or bearer is not None:
+            return self._until_next_check(bearer)
         return None
+
+    def _until_next_check(self, bearer: BearerVerdict | None) -> float:
+        """Seconds to the watcher's next check: a tick, or the bearer's expiry when
+        that comes first, so an expired token's socket closes on time, not up to a
+        tick later."""
+        if bearer is None or bearer.expires_at is None:
+            return self._tick
+        return max(0.0, min(self._tick, bearer.expires_at - self.clock()))
 
     async def _watch(self, conn: _Connection) -> None:
         """Close the socket once its session has ended (`_session_lives`: gone, or past
-        its idle or absolute timeout) or a ban applies, and keep its
+        its idle or absolute timeout), its bearer has expired or been revoked
+        (`BearerVerdict`), or a ban applies, and keep its
         connection slots alive (bounded by the connection's life: cancelled when the
         app returns). Started one tick (`_watch_tick`) after the connection was, at
-        `conn.started` by the guard's clock; checks, then sleeps a tick.
+        `conn.started` by the guard's clock; checks, then sleeps a tick (less when the
+        bearer expires sooner: `_until_next_check`). The bearer's expiry costs a clock
+        read; its revocation key, one store read per check, as the session's.
         """
         principal, held, session_key = conn.principal, conn.held, conn.session_key
+        bearer = conn.bearer
+        expires_at = bearer.expires_at if bearer is not None else None
+        revocation_key = bearer.revocation_key if bearer is not None else None
+        revocation_store = self.store
+        if bearer is not None and bearer.revocation_store is not None:
+            revocation_store = bearer.revocation_store
         client = get_context(conn.scope).client_host
-        revoking = session_key is not None or bool(self.ban_checks)
-        refresh_seconds, tick = self._refresh_seconds, self._tick
+        revoking = session_key is not None or bool(self.ban_checks) or revocation_key is not None
+        refresh_seconds = self._refresh_seconds
         last_refresh = conn.started
         first = True
         while conn.close_code is None:
             if not first:
-                await asyncio.sleep(tick)
+                await asyncio.sleep(self._until_next_check(bearer))
             first = False
+            if expires_at is not None and self.clock() >= expires_at:
+                # The token would be refused now, as an `Authorization` bearer is.
+                await conn.close(r.CLOSE_POLICY_VIOLATION, KIND_AUTHN_FAIL, r.REASON_BEARER_EXPIRED)
+                return
             if held and self.clock() - last_refresh >= refresh_seconds:
                 last_refresh = self.clock()
                 await self._refresh(conn.scope, held)
@@ -1191,6 +1313,14 @@ class WebSocketGuardMiddleware:
                 ):
                     await conn.close(
                         r.CLOSE_POLICY_VIOLATION, KIND_AUTHN_FAIL, r.REASON_SESSION_REVOKED
+                    )
+                    return
+                if (
+                    revocation_key is not None
+                    and await revocation_store.get(revocation_key) is not None
+                ):
+                    await conn.close(
+                        r.CLOSE_POLICY_VIOLATION, KIND_AUTHN_FAIL, r.REASON_BEARER_REVOKED
                     )
                     return
                 if await self._banned(client, principal):

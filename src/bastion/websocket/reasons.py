@@ -47,6 +47,12 @@ REASON_BEARER_INVALID: Final = "bearer-invalid"
 """The bearer token in `Sec-WebSocket-Protocol` was refused by the verifier."""
 REASON_BEARER_MALFORMED: Final = "bearer-malformed"
 """`bearer` offered as a subprotocol without a token after it."""
+REASON_CREDENTIAL_MISMATCH: Final = "credential-mismatch"
+"""The handshake names two callers: the one the authentication layer resolved (an
+`Authorization` bearer, an API key, the session; else the session's user) and another
+that the guard's own credential (a ticket, a subprotocol bearer, the session cookie)
+names. Trust neither, as two `Authorization` lines are refused: the socket would run
+as one caller while the scope's `user` names the other."""
 REASON_BANNED: Final = "banned"
 """A ban predicate refused the client or principal."""
 REASON_CLIENT_CONNECTIONS: Final = "client-connection-cap"
@@ -66,6 +72,12 @@ REASON_SESSION_REVOKED: Final = "session-revoked"
 """The session that authenticated the connection (its cookie's, or the one its ticket
 was issued from) no longer exists in the store: the live socket is closed, and a
 ticket bound to it is refused at the handshake."""
+REASON_BEARER_EXPIRED: Final = "bearer-expired"
+"""The subprotocol bearer that authenticated the socket has expired (its `exp`, or
+its maximum age, plus the verifier's leeway): the live socket is closed."""
+REASON_BEARER_REVOKED: Final = "bearer-revoked"
+"""The subprotocol bearer that authenticated the socket was revoked (its `jti`) while
+the socket was open: the live socket is closed."""
 REASON_STORE_DOWN: Final = "store-unavailable"
 REASON_CHECK_FAILED: Final = "revocation-check-failed"
 """A ban predicate raised during a live check (the error is logged): the socket ends."""
