@@ -44,6 +44,7 @@ from bastion.websocket.core import (
 )
 from bastion.websocket.middleware import (
     BanCheck,
+    BearerVerdict,
     BearerVerifier,
     WebSocketGuardMiddleware,
     WebSocketPrincipal,
@@ -51,10 +52,13 @@ from bastion.websocket.middleware import (
 )
 from bastion.websocket.reasons import (
     REASON_BANNED,
+    REASON_BEARER_EXPIRED,
     REASON_BEARER_INVALID,
     REASON_BEARER_MALFORMED,
+    REASON_BEARER_REVOKED,
     REASON_CLIENT_CONNECTIONS,
     REASON_CONNECTION_RATE,
+    REASON_CREDENTIAL_MISMATCH,
     REASON_FOREIGN_ORIGIN,
     REASON_IDLE,
     REASON_INVALID_MESSAGE,
@@ -76,10 +80,13 @@ from bastion.websocket.tickets import WebSocketTickets, issue_ticket
 __all__ = [
     "BEARER_SUBPROTOCOL",
     "REASON_BANNED",
+    "REASON_BEARER_EXPIRED",
     "REASON_BEARER_INVALID",
     "REASON_BEARER_MALFORMED",
+    "REASON_BEARER_REVOKED",
     "REASON_CLIENT_CONNECTIONS",
     "REASON_CONNECTION_RATE",
+    "REASON_CREDENTIAL_MISMATCH",
     "REASON_FOREIGN_ORIGIN",
     "REASON_IDLE",
     "REASON_INVALID_MESSAGE",
@@ -96,6 +103,7 @@ __all__ = [
     "REASON_UNAUTHENTICATED",
     "BanCheck",
     "BearerOffer",
+    "BearerVerdict",
     "BearerVerifier",
     "OriginPolicy",
     "WebSocketGuardMiddleware",
