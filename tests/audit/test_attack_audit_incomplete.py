@@ -10,6 +10,10 @@ the audit on another route:
   stop the leakage and CSRF probes at that route: every finding they would have
   made elsewhere vanished and `--fail-on high` exited 0. Such a route is dropped
   in discovery and named in `skipped`; the findings stay;
+* its OpenAPI document gives a form a sample no request can carry (a lone
+  surrogate in an example), which used to end the whole audit in discovery
+  (exit 2, no report). The sample is dropped, the route probed without a body
+  and named in `skipped`;
 * it resets the connection, or sends an answer that cannot be read, on one route
   a probe sends to. The probe goes on with the other routes, and the check it
   could not finish is a failed `audit.incomplete`, critical, so every `--fail-on`
@@ -30,6 +34,7 @@ from contextlib import contextmanager
 import pytest
 from typer.testing import CliRunner
 
+from bastion.audit.discovery import routes_from_openapi
 from bastion.audit.findings import SEVERITIES, AuditReport
 from bastion.audit.report import parse_json, render_html, render_json, render_sarif, render_table
 from bastion.audit.runner import MAX_UNSENDABLE_SHOWN, run_audit
@@ -208,6 +213,114 @@ async def test_unsendable_routes_are_listed_within_bounds() -> None:
 def test_the_gate_judges_the_other_routes(path: str | None, exit_code: int) -> None:
     extra: Paths | None = {path: {"get": {}, "post": {}}} if path else None
     assert _exit_code(_site(extra), "high") == exit_code
+
+
+# ---------------------------------------------------------------------------
+# A sample body no request can carry, in the target's OpenAPI document
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def _form_route(example: object, media: str = FORM) -> Paths:
+    return {
+        "/submit": {"post": {"requestBody": {"content": {media: {"schema": {"example": example}}}}}}
+    }
+
+
+UNSENDABLE_SAMPLES = [
+    pytest.param(
+        {"name": "\ud800"}, FORM, id="audit-openapi-surrogate-form-example-keeps-auditing"
+    ),
+    pytest.param(
+        {"\udfff": "audit"}, FORM, id="audit-openapi-surrogate-form-field-name-keeps-auditing"
+    ),
+    pytest.param(
+        {"name": "\ud800"},
+        "multipart/form-data",
+        id="audit-openapi-surrogate-multipart-example-keeps-auditing",
+    ),
+]
+DROPPED_SAMPLE = (
+    "discovery: POST /submit: its OpenAPI sample body cannot be sent (invalid Unicode); "
+    "probed without a body"
+)
+
+
+@pytest.mark.parametrize(("example", "media"), UNSENDABLE_SAMPLES)
+async def test_an_unsendable_sample_body_is_dropped_and_the_route_audited(
+    example: object, media: str
+) -> None:
+    report, requests = await _audit(_site(_form_route(example, media)))
+    assert set(BENIGN_FAILED) <= set(_failed(report))
+    assert ("csrf.cross-site-origin", "POST /submit") in _failed(report)  # probed, bodiless
+    assert _failed(report, incomplete=True) == []
+    assert "POST /submit" in report.routes
+    assert "POST /submit" in requests
+    assert [s for s in report.skipped if s.startswith("discovery:")] == [DROPPED_SAMPLE]
+
+
+async def test_a_sendable_sample_body_is_kept() -> None:
+    report, requests = await _audit(_site(_form_route({"name": "audit \u00e9"})))
+    assert ("csrf.cross-site-origin", "POST /submit") in _failed(report)
+    assert "POST /submit" in requests
+    assert not [s for s in report.skipped if s.startswith("discovery:")]
+
+
+@pytest.mark.parametrize(
+    ("example", "media", "body", "dropped"),
+    [
+        pytest.param({"name": "\ud800"}, FORM, b"", True, id="discovery-surrogate-form-dropped"),
+        pytest.param(
+            {"name": "audit \u00e9"}, FORM, b"name=audit+%C3%A9", False, id="discovery-form-ok"
+        ),
+        # JSON escapes a lone surrogate (`\ud800`): sendable as it is.
+        pytest.param(
+            {"name": "\ud800"},
+            "application/json",
+            b'{"name": "\\ud800"}',
+            False,
+            id="discovery-surrogate-json-escaped-ok",
+        ),
+    ],
+)
+def test_a_sample_body_that_cannot_be_encoded_is_dropped(
+    example: object, media: str, body: bytes, dropped: bool
+) -> None:
+    [route] = routes_from_openapi({"paths": _form_route(example, media)})
+    assert (str(route), route.body, route.body_dropped) == ("POST /submit", body, dropped)
+    assert route.content_type == ("" if dropped else media)
+
+
+async def test_unsendable_sample_bodies_are_listed_within_bounds() -> None:
+    """The first few named, the rest counted, as unsendable routes are."""
+    many: Paths = {
+        f"/s{n}": _form_route({"name": "\ud800"})["/submit"]
+        for n in range(MAX_UNSENDABLE_SHOWN + 30)
+    }
+    report, _ = await _audit(_site(many))
+    dropped = [s for s in report.skipped if s.startswith("discovery:")]
+    assert len(dropped) == MAX_UNSENDABLE_SHOWN + 1
+    assert dropped[0] == DROPPED_SAMPLE.replace("/submit", "/s0")
+    assert dropped[-1] == "discovery: 30 more such sample bodies; probed without a body"
+
+
+@pytest.mark.parametrize(
+    ("example", "fail_on", "exit_code"),
+    [
+        pytest.param(
+            {"name": "\ud800"}, "high", 1, id="audit-cli-surrogate-form-example-fails-gate-on-leak"
+        ),
+        pytest.param(
+            {"name": "\ud800"}, "critical", 0, id="audit-cli-surrogate-form-example-not-incomplete"
+        ),
+        pytest.param({"name": "audit"}, "high", 1, id="audit-cli-form-example-fails-gate-on-leak"),
+    ],
+)
+def test_the_gate_judges_a_target_with_an_unsendable_sample(
+    example: object, fail_on: str, exit_code: int
+) -> None:
+    """It used to exit 2 (cannot audit ...: surrogates not allowed), with no report."""
+    assert _exit_code(_site(_form_route(example)), fail_on) == exit_code
 
 
 # ---------------------------------------------------------------------------

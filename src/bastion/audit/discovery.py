@@ -12,7 +12,10 @@ Defence: the routes come from every source available, merged:
   does not start with "/" (`@internal.example/`, which appended to the target's
   authority would name another host) is skipped. A path no request can carry as
   written (`is_sendable_path`: a lone surrogate, a control character, a space)
-  is left to the runner, which drops it before any probe and says so;
+  is left to the runner, which drops it before any probe and says so. A sample
+  body that cannot be encoded (a lone surrogate in a form example: a form body is
+  UTF-8, which has no form for half a surrogate pair) is dropped: the route is
+  probed without a body, as one that takes none, and the runner says so;
 * the routing table of an in-process Starlette or FastAPI app, walking `Mount`
   and `Router` and through wrappers that keep the inner app in `.app` (`Shield`,
   every Bastion layer, Starlette middleware);
@@ -74,6 +77,9 @@ class Route:
     body: bytes = field(default=b"", compare=False, repr=False)
     """A sample request body, when one is known (from the OpenAPI schema)."""
     content_type: str = field(default="", compare=False)
+    body_dropped: bool = field(default=False, compare=False, repr=False)
+    """The OpenAPI document gave a sample body no request can carry (invalid
+    Unicode in a form): the route is probed without a body."""
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -261,7 +267,12 @@ def sample_value(schema: Any, components: Mapping[str, Any], depth: int = 0) -> 
 
 
 def sample_body(operation: Mapping[str, Any], components: Mapping[str, Any]) -> tuple[bytes, str]:
-    """A request body for an OpenAPI operation: a form when it takes one, else JSON."""
+    """A request body for an OpenAPI operation: a form when it takes one, else JSON.
+
+    Raises `ValueError` when the sample cannot be encoded: the target wrote it,
+    and a form field holding a lone surrogate (`"\\ud800"`) has no UTF-8 form
+    (`UnicodeEncodeError`); `routes_from_openapi` then drops the sample.
+    """
     content = _mapping(_mapping(operation.get("requestBody")).get("content"))
     for media, encode in (
         ("application/x-www-form-urlencoded", _form),
@@ -298,8 +309,14 @@ def routes_from_openapi(document: Mapping[str, Any]) -> list[Route]:
         for method, operation in operations.items():
             if method.upper() not in HTTP_METHODS or not isinstance(operation, Mapping):
                 continue
-            body, content_type = sample_body(operation, components)
-            routes.append(Route(method.upper(), fill_parameters(path), body, content_type))
+            dropped = False
+            try:
+                body, content_type = sample_body(operation, components)
+            except (ValueError, RecursionError):
+                # The target wrote the sample: one that cannot be encoded (or nests
+                # past the encoder's stack) is dropped rather than end the audit.
+                body, content_type, dropped = b"", "", True
+            routes.append(Route(method.upper(), fill_parameters(path), body, content_type, dropped))
     return routes
 
 

@@ -3,7 +3,8 @@
 Threat: an audit that harms what it audits, or runs without end; or one that a
 target stops halfway, to pass a CI gate on what the audit never saw.
 Defence: every request goes through one `ProbeContext` that counts it against
-`max_requests` (the audit stops there and says so); the crawl is bounded by
+`max_requests` (the audit stops there and says so, and each probe the budget cut
+short or left unrun is a failed `audit.incomplete`); the crawl is bounded by
 `MAX_CRAWL_ROUTES` and skips routes that would log out or delete; the probes
 run one request at a time; state-changing probes never target logout or
 delete routes, and on a live server send nothing with the signed-in session
@@ -24,6 +25,13 @@ target cannot be sent (`drop_unsendable`), each named in `skipped`; probes catch
 `TargetError` per route, so one broken route ends only its own checks; and each
 check a `TargetError` cut short is a failed `audit.incomplete` (`INCOMPLETE`),
 critical, so every `--fail-on` level fails.
+
+A target can also spend the request budget (a redirect on every page, many
+routes in its OpenAPI document), so the last probes (JWT, sessions, the login
+hammer) never run: their findings would vanish behind the info
+`audit.request-cap`, and a gate would pass. So when the budget ends, the probe it
+stopped is cut short and each probe after it did not run, and each of them is a
+failed `audit.incomplete` too; `audit.request-cap` says why.
 
 Not covered: running probes concurrently (an audit is not a load test).
 """
@@ -99,9 +107,10 @@ INCOMPLETE: Final = Check(
     # is critical), and a target must not pass a gate by breaking requests.
     "critical",
     "The target broke off a request of the audit (connection reset, an answer that "
-    "could not be read, no answer in time), so the checks the evidence names did not "
-    "run and a weakness there would go unseen. Find out why in the server's log, fix "
-    "it, and audit again (`--route` audits chosen routes only).",
+    "could not be read, no answer in time), or the request budget ran out, so the "
+    "checks the evidence names did not run and a weakness there would go unseen. Find "
+    "out why in the server's log and fix it, or raise the budget (`max_requests`), and "
+    "audit again (`--route` audits chosen routes only).",
 )
 
 Probe = Callable[[ProbeContext], Awaitable[list[Finding]]]
@@ -148,23 +157,45 @@ def drop_unsendable(ctx: ProbeContext, routes: Sequence[Route]) -> list[Route]:
     Dropped here, before any probe, so none of them can stop a probe halfway;
     each is named in `skipped` (the first `MAX_UNSENDABLE_SHOWN`, then a count).
     A route nobody can request is not an `audit.incomplete`: there is nothing there
-    to check.
+    to check. A route whose sample body discovery dropped is kept (probed without a
+    body, as a route that takes none) and named in `skipped` too.
     """
     kept: list[Route] = []
-    dropped = 0
+    dropped: list[Route] = []
     for route in routes:
         if is_sendable_path(route.path) and ctx.target.can_send(route.path):
             kept.append(route)
-            continue
-        dropped += 1
-        if dropped <= MAX_UNSENDABLE_SHOWN:
-            ctx.skip(
-                f"discovery: {route}: not a path a request can carry (a space, a control "
-                "character or invalid Unicode); not probed"
-            )
-    if dropped > MAX_UNSENDABLE_SHOWN:
-        ctx.skip(f"discovery: {dropped - MAX_UNSENDABLE_SHOWN} more such routes; not probed")
+        else:
+            dropped.append(route)
+    _name_bounded(
+        ctx,
+        [
+            f"discovery: {route}: not a path a request can carry (a space, a control "
+            "character or invalid Unicode); not probed"
+            for route in dropped
+        ],
+        "routes; not probed",
+    )
+    # Kept, without the sample body discovery could not encode (`Route.body_dropped`).
+    _name_bounded(
+        ctx,
+        [
+            f"discovery: {route}: its OpenAPI sample body cannot be sent (invalid "
+            "Unicode); probed without a body"
+            for route in kept
+            if route.body_dropped
+        ],
+        "sample bodies; probed without a body",
+    )
     return kept
+
+
+def _name_bounded(ctx: ProbeContext, reasons: Sequence[str], more: str) -> None:
+    """The first `MAX_UNSENDABLE_SHOWN` reasons in `skipped`, then a count."""
+    for reason in reasons[:MAX_UNSENDABLE_SHOWN]:
+        ctx.skip(reason)
+    if len(reasons) > MAX_UNSENDABLE_SHOWN:
+        ctx.skip(f"discovery: {len(reasons) - MAX_UNSENDABLE_SHOWN} more such {more}")
 
 
 async def crawl(ctx: ProbeContext) -> None:
@@ -223,19 +254,37 @@ async def run_audit(
             allow_writes=allow_writes or not target.is_live,
         )
         grade, findings = await headers.probe(ctx)
+        unfinished = [name for name, _ in PROBES]
+        running = ""
         try:
             ctx.routes = await discover(ctx, routes)
             await crawl(ctx)
             await log_in(ctx)
             for name, probe in PROBES:
+                running = name
                 try:
                     findings += await probe(ctx)
                 except TargetError as exc:
                     # Probes catch it per route; what is left here is a request
                     # outside any route loop (a login), and it loses the whole probe.
                     ctx.cut_short(name, "", exc)
+                unfinished.remove(name)
         except BudgetExhausted as exc:
-            findings.append(REQUEST_CAP.result(False, f"{exc}; later probes did not run"))
+            # The probe the budget stopped is cut short, the later ones never ran:
+            # each is a failed audit.incomplete, so a target that spends the budget
+            # cannot hide what the last probes would have found.
+            for name in unfinished:
+                if name == running:
+                    ctx.cut_short(name, "", exc)
+                else:
+                    ctx.did_not_run(name, exc)
+            findings.append(
+                REQUEST_CAP.result(
+                    False,
+                    f"{exc}; cut short or not run: {', '.join(unfinished)} "
+                    "(each a failed audit.incomplete)",
+                )
+            )
         else:
             findings.append(REQUEST_CAP.result(True, f"{ctx.requests_sent} requests"))
             findings += await _still_served(ctx)

@@ -190,7 +190,13 @@ def audit(
         typer.Option(help="Exit 1 on a failed check at or above: critical, high, medium, low."),
     ] = None,
     max_requests: Annotated[
-        int, typer.Option(min=50, max=10_000, help="Cap on requests sent to the target.")
+        int,
+        typer.Option(
+            min=50,
+            max=10_000,
+            help="Cap on requests sent to the target; a probe it leaves unrun fails "
+            "as audit.incomplete.",
+        ),
     ] = 1500,
     allow_writes: Annotated[
         bool,
@@ -216,8 +222,9 @@ def audit(
     gets no state-changing request with the signed-in session unless
     --allow-writes is given (an app in-process always does). Exit 0: no
     failed check at or above --fail-on (or no --fail-on); 1: there is one (a
-    check the target broke off, audit.incomplete, is a critical one); 2: the
-    target could not be audited. With no TARGET, --fail-on judges the protected demo.
+    check the target broke off or --max-requests left unrun, audit.incomplete,
+    is a critical one); 2: the target could not be audited. With no TARGET,
+    --fail-on judges the protected demo.
     """
     if output_format not in FORMATS:
         raise typer.BadParameter(f"format must be one of: {', '.join(FORMATS)}")

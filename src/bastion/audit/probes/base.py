@@ -14,7 +14,9 @@ send an answer that cannot be read, time out), hoping the probe stops there and
 the findings it would have made on every other route vanish with it. So a probe
 catches `TargetError` per route (or per request) and calls
 `ProbeContext.cut_short`, which keeps the reason in `skipped` and the gap in
-`incomplete`; the runner turns each gap into a failed `audit.incomplete`.
+`incomplete`; the runner turns each gap into a failed `audit.incomplete`. So
+does the request budget running out (`BudgetExhausted`): the probe it stopped is
+cut short, and each later one did not run (`ProbeContext.did_not_run`).
 
 A `Check` is a stable id with its title, severity, fix and references, defined
 once at the top of the probe's module; `Check.result` makes the `Finding`.
@@ -142,9 +144,10 @@ class ProbeContext:
     skipped: list[str] = field(default_factory=list)
     """Why probes did not run (no login recipe, no WebSocket route, ...)."""
     incomplete: list[tuple[str, str]] = field(default_factory=list)
-    """(route, what was lost) for each check a `TargetError` cut short; "" for a
-    route means the area's checks of the whole target. The runner reports each as
-    a failed `audit.incomplete`, so breaking a request cannot pass a CI gate."""
+    """(route, what was lost) for each check a `TargetError` or the end of the
+    request budget cut short or left unrun; "" for a route means the area's checks
+    of the whole target. The runner reports each as a failed `audit.incomplete`, so
+    breaking a request or spending the budget cannot pass a CI gate."""
     allow_writes: bool = False
     """Whether probes may send state-changing requests with the signed-in session.
     Off for a live server unless the user asks (`--allow-writes`): a forged transfer
@@ -163,12 +166,18 @@ class ProbeContext:
         self.skipped.append(reason)
         self.step(f"skipped: {reason}")
 
-    def cut_short(self, area: str, route: str, error: TargetError) -> None:
+    def cut_short(self, area: str, route: str, error: TargetError | BudgetExhausted) -> None:
         """`error` ended `area`'s checks of `route` ("" for the whole target): the
         reason goes to `skipped`, the gap to `incomplete`."""
         where = route or "the target"
         self.incomplete.append((route, f"the {area} checks of {where} were cut short: {error}"))
         self.skip(f"{area}: {error}")
+
+    def did_not_run(self, area: str, error: BudgetExhausted) -> None:
+        """`error` came before `area`'s checks started: as `cut_short`, for the
+        whole target."""
+        self.incomplete.append(("", f"the {area} checks of the target did not run: {error}"))
+        self.skip(f"{area}: did not run: {error}")
 
     async def send(
         self,
