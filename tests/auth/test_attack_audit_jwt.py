@@ -37,9 +37,17 @@ def _nested_header_token(depth: int) -> str:
 
 
 # --- a header nested deeper than the JSON parser's recursion limit ---------------------
+# The bound is Bastion's own (`MAX_HEADER_DEPTH`), not the parser's: 2,500 levels raise
+# RecursionError in `json` on CPython 3.11 and 3.12 but parse on 3.13, and one level
+# past the bound parses everywhere. Each is refused as malformed on every version.
+# (`_nested_header_token(depth)` nests `depth` arrays inside the header object.)
 
 NESTING = [
     pytest.param(10, J.REASON_JWT_BAD_SIGNATURE, id="jwt-nested-header-shallow-ok"),
+    pytest.param(
+        J.MAX_HEADER_DEPTH - 1, J.REASON_JWT_BAD_SIGNATURE, id="jwt-nested-header-at-bound-ok"
+    ),
+    pytest.param(J.MAX_HEADER_DEPTH, J.REASON_JWT_MALFORMED, id="jwt-nested-header-past-bound"),
     pytest.param(2500, J.REASON_JWT_MALFORMED, id="jwt-nested-header-recursion"),
 ]
 
@@ -70,6 +78,23 @@ async def test_nested_header_through_the_middleware(
     good = sign(claims())
     status, _, body = await call(app, "/admin", [(b"authorization", f"Bearer {good}".encode())])
     assert (status, body) == (200, b"jwt:alice")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "reason"),
+    [
+        pytest.param("utf-8", "", id="jwt-header-utf8-ok"),
+        # `json.loads` would read these bytes as UTF-16 (or UTF-32) and the depth scan
+        # reads UTF-8: the header must be UTF-8 (RFC 7515 section 4), as it is parsed.
+        pytest.param("utf-16", J.REASON_JWT_MALFORMED, id="jwt-header-utf16"),
+        pytest.param("utf-32", J.REASON_JWT_MALFORMED, id="jwt-header-utf32"),
+        pytest.param("utf-8-sig", J.REASON_JWT_MALFORMED, id="jwt-header-utf8-bom"),
+    ],
+)
+def test_header_is_utf8_only(encoding: str, reason: str) -> None:
+    header = '{"alg":"RS256","kid":"rsa-1","typ":"at+jwt"}'.encode(encoding)
+    token = f"{_b64(header)}.{_b64(b'{}')}.{_b64(b's' * 256)}"
+    assert inspect_token(token, jwt_settings().max_token_bytes).reason == reason
 
 
 def test_oidc_id_token_with_nested_header_is_refused() -> None:

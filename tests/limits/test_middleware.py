@@ -400,7 +400,8 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
         pytest.param("application/x-www-form-urlencoded", DEEP, b"[1]", id="urlencoded"),
         pytest.param(
             "text/plain",
-            ("[" * 5000).encode("utf-16"),
+            # As deep as DEEP: `json` on CPython 3.13 parses 5,000 levels (3.11 did not).
+            DEEP.decode("ascii").encode("utf-16"),
             "[1]".encode("utf-16"),
             id="text-plain-utf16",
         ),

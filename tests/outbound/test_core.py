@@ -34,6 +34,7 @@ SPELLINGS = [
     pytest.param("0", "0.0.0.0", id="zero"),
     pytest.param("::1", "::1", id="ipv6"),
     pytest.param("[::ffff:127.0.0.1]", "::ffff:7f00:1", id="ipv6-bracketed"),
+    pytest.param("[::ffff:7f00:1]", "::ffff:127.0.0.1", id="ipv6-mapped-in-hex"),
     pytest.param("example.com", None, id="name"),
     pytest.param("1e3", None, id="not-a-number"),
     pytest.param("127.0.0.1 x", None, id="trailing-garbage"),
@@ -44,8 +45,10 @@ SPELLINGS = [
 
 @pytest.mark.parametrize(("host", "expected"), SPELLINGS)
 def test_parse_ip_literal(host: str, expected: str | None) -> None:
+    # Compared as addresses: how `str()` spells one is the version's business
+    # (3.13 prints an IPv4-mapped address as `::ffff:127.0.0.1`, 3.11 as `::ffff:7f00:1`).
     parsed = parse_ip_literal(host)
-    assert (str(parsed) if parsed else None) == expected
+    assert parsed == (ipaddress.ip_address(expected) if expected else None)
 
 
 @given(st.integers(0, 2**32 - 1))

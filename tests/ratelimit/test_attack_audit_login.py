@@ -13,8 +13,9 @@
 * `login-nfkc-account`: `alice` in fullwidth letters is `alice` to an application
   that applies NFKC (Django's `UsernameField`), but was a fresh account to the guard.
 * `login-multipart-cte-base64`, `login-multipart-charset-utf7`: Django decodes a
-  multipart field whose part says `Content-Transfer-Encoding: base64` (dropping
-  the characters outside the alphabet: `YW!xpY2U=` is `alice`), and decodes
+  multipart field whose part says `Content-Transfer-Encoding: base64` (before 6.1
+  dropping the characters outside the alphabet: `YW!xpY2U=` is `alice`; in every
+  version ignoring the unused bits of the last character: `YWxpY2V=`), and decodes
   fields in the request's `charset` (`+AGE-lice` is `alice` in UTF-7); the guard
   read the raw bytes, a fresh decoy account per spelling.
   `login-form-charset-utf7`: the same charset on a url-encoded form (Django 5.2
@@ -477,7 +478,18 @@ def _multipart_login(part_header: bytes, username: bytes) -> bytes:
 
 
 def _base64_alice(i: int) -> bytes:
-    return b"YW" + b"!" * (i + 1) + b"xpY2U="  # `YWxpY2U=` with junk Django drops
+    """The i-th base64 spelling of `alice` that the installed Django decodes as `alice`.
+
+    Django before 6.1 decodes a part leniently, dropping the characters outside the
+    alphabet: `YWxpY2U=` with junk. Django 6.1 validates the alphabet (django/django
+    pull request 21145) and keeps such a part's raw text, but, as every base64
+    decoder, ignores the unused low bits of the last character: `YWxpY2V=` is `alice`.
+    """
+    import django
+
+    if django.VERSION < (6, 1):
+        return b"YW" + b"!" * (i + 1) + b"xpY2U="
+    return b"YWxpY2" + b"UVW"[i : i + 1] + b"="
 
 
 FORM = b"application/x-www-form-urlencoded"

@@ -13,7 +13,8 @@ Threats and defences:
   path, a query or a command (path traversal, SQL injection through `kid`).
 * Resource exhaustion: tokens over `max_token_bytes` are refused before any decoding;
   compressed tokens (`zip`, a decompression bomb) and unknown critical extensions
-  (`crit`, e.g. unencoded payloads) are refused. A JWKS answer is read within
+  (`crit`, e.g. unencoded payloads) are refused, and so is a header nested deeper
+  than `MAX_HEADER_DEPTH`, before it is parsed. A JWKS answer is read within
   `MAX_JWKS_BYTES` and one overall deadline.
 * Token substitution (RFC 8725 section 3.11): an OIDC ID token of the same issuer,
   whose `aud` is the client id, is not an access token even when `audience` is that
@@ -85,6 +86,7 @@ from bastion.auth.settings import (
     normalise_typ,
 )
 from bastion.events import EventEmitter, SecurityEvent, default_emitter
+from bastion.limits.json import JSONScanner
 from bastion.stores.base import Store
 
 logger = logging.getLogger("bastion.auth")
@@ -129,6 +131,12 @@ ID_TOKEN_CLAIMS: Final = ("nonce", "at_hash", "c_hash", "s_hash")
 # key id we could have published.
 _KID: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 _B64URL: Final = re.compile(r"^[A-Za-z0-9_-]*$")
+# A JOSE header is one object, and real ones are flat; the deepest registered member
+# is a multi-prime RSA `jwk` (its `oth` array of objects: depth 4). 32 leaves room for
+# any private parameter. A deeper header is refused by this bound, the same on every
+# Python: CPython's `json` gives up at a depth that depends on the version (a header
+# 2,500 deep raised RecursionError on 3.11 and 3.12, and parses on 3.13).
+MAX_HEADER_DEPTH: Final = 32
 _MAX_JTI_CHARS: Final = 256
 # A JWKS is a few keys; 1 MiB is far above any real one and bounds a hostile answer.
 MAX_JWKS_BYTES: Final = 1024 * 1024
@@ -177,6 +185,25 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+def _parse_header(raw: bytes) -> object:
+    """The JSON value of a decoded header, or ValueError (UnicodeDecodeError included).
+
+    RFC 7515 section 4: the header is UTF-8, so it is decoded as UTF-8 alone (never
+    as the UTF-16 or UTF-32 that `json.loads` would detect on bytes), which also
+    makes a byte-level nesting scan exact. A header of a few thousand nested `[`
+    fits in the size limit: its depth is bounded here, before `json.loads` recurses.
+    The scan runs only when the header holds more openers than the bound, which an
+    ordinary header (one `{`) never does.
+    """
+    text = raw.decode("utf-8")
+    openers = raw.count(b"[") + raw.count(b"{")
+    if openers > MAX_HEADER_DEPTH and JSONScanner(
+        max_depth=MAX_HEADER_DEPTH, max_bytes=len(raw)
+    ).feed(raw):
+        raise ValueError("header nested too deep")
+    return json.loads(text)
+
+
 def inspect_token(untrusted_token: str, max_token_bytes: int) -> HeaderVerdict:
     """Check a token's size, shape and header before any key or signature work."""
     if len(untrusted_token) > max_token_bytes:
@@ -185,10 +212,8 @@ def inspect_token(untrusted_token: str, max_token_bytes: int) -> HeaderVerdict:
     if len(parts) != 3 or not all(_B64URL.match(part) for part in parts) or not parts[0]:
         return HeaderVerdict(None, REASON_JWT_MALFORMED)
     try:
-        unverified = json.loads(_b64decode(parts[0]))
-    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
-        # RecursionError: a header of a few thousand nested `[` fits in the size
-        # limit and exhausts the JSON parser's recursion limit.
+        unverified = _parse_header(_b64decode(parts[0]))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
         return HeaderVerdict(None, REASON_JWT_MALFORMED)
     if not isinstance(unverified, dict):
         return HeaderVerdict(None, REASON_JWT_MALFORMED)

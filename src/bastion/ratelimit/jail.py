@@ -311,6 +311,14 @@ class JailSink:
             self.failed += 1
 
     async def drain(self) -> None:
-        """Wait for the increments in flight (tests, graceful shutdown)."""
+        """Wait for the increments in flight (tests, graceful shutdown).
+
+        The tasks waited for are taken out here, not left to their done callbacks:
+        those run on a later turn of the loop, and since Python 3.12 a `gather` of
+        tasks that have all finished returns without yielding to the loop, so this
+        loop would spin forever on a finished task.
+        """
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            waited = list(self._tasks)
+            await asyncio.gather(*waited, return_exceptions=True)
+            self._tasks.difference_update(waited)
