@@ -38,7 +38,12 @@ Defence: failures are counted twice, per (account, client network) and per accou
   Clients behind one address (NAT, a corporate egress) share it, so one of them
   could lock the others out: past the budget, a pair that logged in within the
   failure window may still try, under its own backoff and lockout (a success
-  there clears nothing), and `never_ban` networks have no budget.
+  there clears nothing, and a failure there is always the pair's, never the
+  budget's alone), but only a pair whose account the body or the query string
+  names: with the attacker's own account as the user-id of a Basic header, beside
+  a body the guard read as naming none and the application as the victim's, the
+  pair got past the budget and its failures went to no pair, so its guesses were
+  unbounded. `never_ban` networks have no budget.
 * Accounts are compared more loosely than any application compares them: case
   folded (upper case first, so the dotless i, U+0131, meets `i` as Postgres's
   `UPPER` and MariaDB's `_ci` collations meet it), NFKD (NFKC is Django's
@@ -62,8 +67,16 @@ Defence: failures are counted twice, per (account, client network) and per accou
   login, so that as a reading that must agree it merged every user at an
   address into one pair; a body decoy beside an application's own Basic check
   is left to the client budget); a multipart part with any header but
-  `Content-Disposition`, a `charset` other than UTF-8, or text before the first
-  boundary or after the closing one (Django parses both as parts), names none.
+  `Content-Disposition`, a `charset` other than UTF-8 or any other parameter whose
+  name starts with `charset` or holds a `*` (RFC 2231: Django joins `charset*0=utf-7`
+  into the charset UTF-7, and `boundary*0=` into the boundary), or text before the
+  first boundary or after the closing one (Django parses both as parts), names none.
+  The media type is read as Django reads it (`email.message`: cut at the first
+  `;`, then at `=`, and `str.strip()`, so `multipart/form-data=x; boundary=...`
+  and `multipart/form-data` followed by U+001E are multipart); a body of any other
+  media type than those the guard reads whole (url-encoded, JSON, multipart, or
+  no body) may name an account to the application however it names none to the
+  guard, so a failure of a status the operator added is its pair's.
 
 Delays are returned as `retry_after_seconds`; nothing sleeps in the request path,
 so a guessing client costs a store read, not a held worker.
@@ -93,6 +106,7 @@ from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl
 
 from bastion.limits.forms import parse_boundary
+from bastion.limits.json import is_json_media_type
 from bastion.ratelimit.jail import IPNetwork, is_never_banned
 from bastion.ratelimit.keys import ClientGrouping, client_key, hash_part
 from bastion.ratelimit.reasons import REASON_LOGIN_LOCKED, REASON_LOGIN_THROTTLED
@@ -141,9 +155,11 @@ CLAIM_TOKEN_DIGITS: Final = 39
 DEFAULT_FAILURE_STATUSES: Final = (401, 403)
 # The statuses that count as a failure of any request (`login_failure_statuses` must
 # hold 401). Another status the operator adds (400, 422) counts fully only for a
-# request whose body or query string names the account: for one that names none (an
-# OAuth 2 code or refresh grant, a Basic-authenticated form), the failure goes to the
-# client's budget alone (`LoginGuard.record_client_failure`).
+# request whose body or query string names the account, or may name one to the
+# application (`read_login_account`): for one that names none (an OAuth 2 code or
+# refresh grant, a Basic-authenticated form), the failure goes to the client's
+# budget alone (`LoginGuard.record_client_failure`), unless the attempt was let
+# past that budget (`LoginVerdict.past_budget`).
 AUTHENTICATION_FAILURE_STATUSES: Final = frozenset(DEFAULT_FAILURE_STATUSES)
 
 _LOCKED: Final = b"locked"
@@ -187,7 +203,8 @@ class LoginVerdict:
 
     `reserved`: the attempt holds a unit of the client's budget (`LoginGuard.begin`),
     which a failure keeps and any other outcome gives back. `past_budget`: it was let
-    through past that budget, as a pair that logged in before. `claim`: the value
+    through past that budget, as a pair that logged in before, so its failure is
+    always the pair's (`LoginGuard.record_client_failure`). `claim`: the value
     the attempt's claim wrote in the pair's gate (b"" when it claimed none), which
     only this attempt can release."""
 
@@ -305,7 +322,9 @@ class LoginGuard:
         """Whether the client's network is in `never_ban` (no client budget)."""
         return bool(self.never_ban) and is_never_banned(client, self.never_ban, self.grouping)
 
-    async def check(self, account: str, client: str | None) -> LoginVerdict:
+    async def check(
+        self, account: str, client: str | None, *, account_from_header: bool = False
+    ) -> LoginVerdict:
         """Whether the pair may try now; reads only (see `begin`)."""
         account_key, _pair_key, gate_key, client_failures_key, known_key = self._keys(
             account, client
@@ -313,13 +332,15 @@ class LoginGuard:
         if not self._exempt(client):
             failures = await self.store.get(client_failures_key)
             if int(failures or b"0") >= self.policy.client_lockout_after and (
-                await self.store.get(known_key) is None
+                account_from_header or await self.store.get(known_key) is None
             ):
                 return self._client_lockout
         gate = await self.store.get(gate_key)
         return self._verdict(gate, await self.store.get(account_key))
 
-    async def begin(self, account: str, client: str | None) -> LoginVerdict:
+    async def begin(
+        self, account: str, client: str | None, *, account_from_header: bool = False
+    ) -> LoginVerdict:
         """`check`, and when the attempt may go on, claim the pair's gate for it
         (`ATTEMPT_CLAIM_SECONDS`) in the same step: a concurrent attempt of the pair
         is then throttled as if the first had failed already. The attempt's outcome
@@ -332,8 +353,11 @@ class LoginGuard:
         past it. Past the budget, only a pair that logged in within the failure
         window (a user behind the same address as the attacker) may still try,
         under its own backoff and lockout (`LoginVerdict.past_budget`); every other
-        attempt is refused and its unit given back. As many round trips as `check`
-        when allowed under the budget.
+        attempt is refused and its unit given back, and so is one whose account is
+        only the user-id of an `Authorization: Basic` header (`account_from_header`:
+        the attacker's own, logged in, sent with every guess whose body the guard
+        reads as naming no account and the application as the victim's). As many
+        round trips as `check` when allowed under the budget.
 
         The claim holds a token drawn for this attempt (`LoginVerdict.claim`), by
         which `abandon` and `record_success` tell it from whatever replaced it
@@ -349,7 +373,7 @@ class LoginGuard:
             reserved = True
             # The mark is read only past the budget: the usual attempt pays nothing.
             if units > self.policy.client_lockout_after:
-                if await self.store.get(known_key) is None:
+                if account_from_header or await self.store.get(known_key) is None:
                     await self._give_back(client_failures_key)
                     return self._client_lockout
                 past_budget = True
@@ -406,7 +430,13 @@ class LoginGuard:
 
         Counted at all because the guard may misread where the application reads
         the account (a parser it does not know): the budget still bounds that
-        client's guesses, as it bounds every other misreading."""
+        client's guesses, as it bounds every other misreading. An attempt let
+        through past the budget (`LoginVerdict.past_budget`) has no budget left to
+        bound it: its failure is its pair's (`record_failure`), whose backoff and
+        lockout are then the only bound on its guesses."""
+        if attempt is not None and attempt.past_budget:
+            await self.record_failure(account, client, attempt)
+            return
         _account_key, _pair_key, gate_key, client_failures_key, _known_key = self._keys(
             account, client
         )
@@ -535,8 +565,17 @@ class LoginGuard:
 # read (the attempt is still counted, under the empty account, per client).
 MAX_LOGIN_BODY_BYTES: Final = 16 * 1024
 _MAX_FORM_FIELDS: Final = 100  # a login form has a handful (user, password, token)
-# The charsets a body may declare and still name an account: UTF-8, as read here.
-_UTF8: Final = (b"utf-8", b"us-ascii")
+# The charsets a body may declare and still name an account: UTF-8, as read here,
+# unquoted or quoted whole (a quoted value cut at a `;` inside it may be longer:
+# `charset="utf-8;sig"` is `utf-8-sig` to `codecs.lookup`).
+_UTF8: Final = frozenset({"utf-8", "us-ascii", '"utf-8"', '"us-ascii"'})
+# Media types whose every reading by a framework the guard reads too (JSON as
+# well: `is_json_media_type`); "" is a body that declares none, which no framework
+# parses as a form. A body of another type (XML, YAML, a `text/plain` the
+# application parses its own way) may name an account the guard never sees.
+_FULLY_READ_MEDIA_TYPES: Final = frozenset(
+    {"", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
 # The one header line a multipart login part may have (RFC 7578 section 4.2), the
 # `Content-Disposition`: a quoted name, and a quoted file name for a file.
 _DISPOSITION: Final = re.compile(rb'form-data; name="([^"\\\r\n]*)"(; filename="[^"\\\r\n]*")?')
@@ -569,29 +608,42 @@ def read_login_account(
     query_string: bytes,
     authorizations: list[bytes],
     field: str,
-) -> tuple[str, bool]:
-    """`account_from_request`, and whether the body or the query string may name an
-    account: False only when both were read whole, every reading of them parsed and
-    none has `field` (an OAuth 2 code or refresh grant; a form behind HTTP Basic,
-    whose account is then the Basic user-id). A body not read whole, or a reading
-    that failed, may name one to the application's parser: True."""
+) -> tuple[str, bool, bool]:
+    """`account_from_request`; whether the body or the query string may name an
+    account; and whether the account is the user-id of the `Authorization: Basic`
+    header (no other reading found `field`).
+
+    The body or query string names none (False) only when both were read whole,
+    every reading of them parsed and none has `field` (an OAuth 2 code or refresh
+    grant; a form behind HTTP Basic, whose account is then the Basic user-id), and
+    the body is empty or of a media type the guard reads whole (url-encoded, JSON,
+    multipart, or none declared: `_FULLY_READ_MEDIA_TYPES`). A body not read whole,
+    a reading that failed, or a body of another type (`application/xml`, or
+    `multipart/form-data` spelled so that the guard missed it) may name one to the
+    application's parser: True, fail closed."""
     if body is None:
-        return "", True
+        return "", True, False
+    content_type = content_type or b""
     readings = _body_readings(body, content_type)
     if readings is None:
-        return "", True
+        return "", True, False
     readings.append((True, _urlencoded_pairs(query_string)))
     found = any(
         pairs and any(name == field for name, _value in pairs) for _names, pairs in readings
     )
-    named = found or any(pairs is None for _names, pairs in readings)
+    named = (
+        found
+        or any(pairs is None for _names, pairs in readings)
+        or (bool(body) and not _is_fully_read(_media_type(content_type)))
+    )
     if authorizations and not found:
         # Only when nothing else names the account: a proxy's Basic gate in front of
         # the whole site (nginx `auth_basic` on a staging site) sends its one user-id
         # with every form login, and as a reading that must agree it made every
         # login name none, every user behind an address one client's pair.
         readings.append((True, _basic_user(authorizations, field)))
-    return _agreed(readings, field), named
+    account = _agreed(readings, field)
+    return account, named, bool(account) and not found
 
 
 def carries_credentials(headers: RawHeaders, query_string: bytes, field: str) -> bool:
@@ -625,8 +677,10 @@ def account_from_body(body: bytes, content_type: bytes | None, field: str) -> st
     text that does not parse, a declared multipart body not of the plainest
     shape, a body not UTF-8 or with more fields than a login form). A `charset`
     other than UTF-8 names none for any type: Django decodes multipart fields with
-    it (`+AGE-lice` is `alice` in UTF-7). A value longer than `MAX_ACCOUNT_CHARS`
-    names none.
+    it (`+AGE-lice` is `alice` in UTF-7); so does any RFC 2231 parameter, or one
+    whose name starts with `charset` (`_has_unread_parameters`). A value longer
+    than `MAX_ACCOUNT_CHARS` names none. The declared type is read as the
+    frameworks read it (`_media_type`).
 
     Bounded by the caller (`MAX_LOGIN_BODY_BYTES`), and at `_MAX_FORM_FIELDS`
     url-encoded fields; anything unparsable is "".
@@ -641,21 +695,47 @@ _Reading: TypeAlias = tuple[bool, "list[tuple[str, Any]] | None"]
 
 
 def _body_readings(body: bytes, content_type: bytes | None) -> list[_Reading] | None:
-    """The readings of a body (`account_from_body`); None when its charset is not UTF-8."""
+    """The readings of a body (`account_from_body`); None when its `Content-Type` has
+    a parameter the guard does not read (`_has_unread_parameters`: a charset other
+    than UTF-8)."""
     content_type = content_type or b""
-    if _other_charset(content_type):
+    if _has_unread_parameters(content_type):
         return None
-    media_type = content_type.split(b";", 1)[0].strip().lower()
+    media_type = _media_type(content_type)
     # The url-encoded pairs of a body not declared a form only check the others:
     # an application may parse them out of any body (`QueryDict(request.body)`),
     # but the frameworks' form parsers read none there.
     readings: list[_Reading] = [
-        (media_type == b"application/x-www-form-urlencoded", _urlencoded_pairs(body)),
+        (media_type == "application/x-www-form-urlencoded", _urlencoded_pairs(body)),
         (True, _json_members(body)),
     ]
-    if media_type == b"multipart/form-data":
+    if media_type == "multipart/form-data":
         readings.append((True, _multipart_fields(body, content_type)))
     return readings
+
+
+def _media_type(content_type: bytes) -> str:
+    """The media type of a `Content-Type`, lower case, as Django's
+    `parse_header_parameters` reads it: a value without `;` whole; otherwise
+    `email.message`'s first parameter, whose name ends at the first `=`, so
+    `multipart/form-data=x; boundary=XyZ` is multipart to it. Decoded as latin-1
+    and `str.strip()`ped, which strips U+001C to U+001F, U+0085 and U+00A0 too (as
+    the limits layer's `_media_type`).
+
+    `email.message` cuts at the first `;` outside a quoted string. Where that is
+    not the first `;`, a `"` comes before the first: both media types then hold a
+    `"`, and neither is one the guard reads, unless an `=` comes before the `"`,
+    where both end the same."""
+    text = content_type.decode("latin-1")
+    if ";" in text:
+        text = text.partition(";")[0].partition("=")[0]
+    return text.strip().lower()
+
+
+def _is_fully_read(media_type: str) -> bool:
+    """Whether the guard reads a body of this media type every way a framework reads
+    it (`_FULLY_READ_MEDIA_TYPES`, JSON)."""
+    return media_type in _FULLY_READ_MEDIA_TYPES or is_json_media_type(media_type)
 
 
 def _agreed(readings: list[_Reading], field: str) -> str:
@@ -695,15 +775,26 @@ def _basic_user(authorizations: list[bytes], field: str) -> list[tuple[str, Any]
     return [(field, user_id.partition(":")[0])]
 
 
-def _other_charset(content_type: bytes) -> bool:
-    """Whether a `Content-Type` declares a `charset` other than UTF-8 (or its subset
-    US-ASCII), in any spelling a parser reads: quoted or not, any case, as an RFC
-    2231 `charset*`. Split at every `;`, quoted or not: a `;` inside a quoted
-    value only adds pieces, so this never misses a `charset` a parser sees."""
-    for parameter in content_type.split(b";")[1:]:
-        name, _, value = parameter.partition(b"=")
-        charset = value.strip().strip(b'"').lower()
-        if name.strip().rstrip(b"*").lower() == b"charset" and charset not in _UTF8:
+def _has_unread_parameters(content_type: bytes) -> bool:
+    """Whether a `Content-Type` has a parameter that may change how the application
+    decodes the body, beyond what the guard reads: a `charset` other than UTF-8 (or
+    its subset US-ASCII), in any case, unquoted or quoted whole; any other parameter
+    whose name starts with `charset`; or any RFC 2231 parameter (a `*` in its name,
+    RFC 2231 sections 3 and 4). `email.message`, through which Django reads the
+    parameters, joins `charset*0=utf-7` and `charset*0*=utf-8''utf-7` into the
+    charset UTF-7 (`+AGE-lice` is `alice` to it), and `boundary*0=` into a boundary
+    that replaces the one `parse_boundary` reads. Names are stripped as
+    `str.strip()` strips them (`charset` after U+00A0 is `charset` to it).
+
+    Split at every `;`, quoted or not: a `;` inside a quoted value only adds pieces,
+    each starting where a parameter could, so this never misses one a parser sees;
+    a value cut short at such a `;` is no longer quoted whole, so not UTF-8."""
+    for parameter in content_type.decode("latin-1").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        name = name.strip().lower()
+        if "*" in name:
+            return True
+        if name.startswith("charset") and (name != "charset" or value.strip().lower() not in _UTF8):
             return True
     return False
 

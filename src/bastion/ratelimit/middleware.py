@@ -21,7 +21,8 @@ Per request, in this order:
    and the app's status recorded after: one of `login_failure_statuses` (401 and
    403 by default) a failure, even when the app raises after sending it (a status
    the operator added, 400 or 422, counts toward the client's budget alone for a
-   request whose body and query string name no account:
+   request whose body, of a media type the guard reads whole, and query string
+   name no account, unless the attempt was let past that budget:
    `LoginGuard.record_client_failure`); 2xx/3xx a success, unless the app raised
    after it; anything else, no status, or a refusal by a Bastion layer inside
    releases the claim (only while it is still the attempt's own) and the unit. A
@@ -817,14 +818,15 @@ class RateLimitMiddleware:
         """Ask the login guard before the app runs (True when refused); record the
         response's status as a failure or a success once the app is done."""
         scope = flow.scope
-        flow.receive, untrusted_account, named = await _read_account(
+        flow.receive, untrusted_account, named, from_header = await _read_account(
             flow.receive, scope, self.settings.login_account_field
         )
         client = get_context(scope).client_host
         guard = self.login_guard
         try:
-            # The pair's gate is claimed for this attempt (one at a time per pair).
-            verdict = await guard.begin(untrusted_account, client)
+            # The pair's gate is claimed for this attempt (one at a time per pair);
+            # a Basic user-id alone never gets past the client's budget.
+            verdict = await guard.begin(untrusted_account, client, account_from_header=from_header)
         except StoreError:
             state.store_unavailable = True
             if await self._store_failed(scope, flow.send):
@@ -869,12 +871,19 @@ class RateLimitMiddleware:
                     if claimed:
                         await guard.abandon(untrusted_account, client, verdict)
                     return error
-                if failed and not named and status not in AUTHENTICATION_FAILURE_STATUSES:
+                if (
+                    failed
+                    and not named
+                    and status not in AUTHENTICATION_FAILURE_STATUSES
+                    and not (verdict is not None and verdict.past_budget)
+                ):
                     # A status the operator added (400, 422) to a request that names
                     # no account: no password of an account was judged (an OAuth 2
                     # code or refresh grant, an authenticated admin's invalid form),
                     # and as a pair's failure it locked out every such request of
-                    # the client. The budget still bounds a misread guess.
+                    # the client. The budget still bounds a misread guess; an
+                    # attempt let past the budget has none left, so its failure is
+                    # its pair's (`LoginGuard.record_client_failure`).
                     await guard.record_client_failure(untrusted_account, client, verdict)
                     self._refuser.event(
                         scope,
@@ -942,11 +951,12 @@ class RateLimitMiddleware:
 
 async def _read_account(
     receive: Receive, scope: Scope, account_field: str
-) -> tuple[Receive, str, bool]:
+) -> tuple[Receive, str, bool, bool]:
     """Read a login body (at most `MAX_LOGIN_BODY_BYTES` in at most
     `MAX_LOGIN_MESSAGES` messages) and replay it unchanged; the account the request
-    names and whether its body or query string may name one (`read_login_account`),
-    "" and True when the body did not end within both."""
+    names, whether its body or query string may name one, and whether the account
+    is a Basic user-id (`read_login_account`); "" and True when the body did not
+    end within both."""
     messages: list[Message] = []
     size = 0
     complete = False
@@ -960,7 +970,7 @@ async def _read_account(
             complete = True
             break
     headers: RawHeaders = scope["headers"]
-    account, named = read_login_account(
+    account, named, from_header = read_login_account(
         b"".join(m.get("body", b"") for m in messages)
         if complete and size <= MAX_LOGIN_BODY_BYTES
         else None,
@@ -974,4 +984,4 @@ async def _read_account(
     async def replay() -> Message:
         return pending.pop() if pending else await receive()
 
-    return replay, account, named
+    return replay, account, named, from_header

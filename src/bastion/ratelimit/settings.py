@@ -133,16 +133,18 @@ class RateLimitSettings(LayerSettings):
     `obtain_auth_token`; the FastAPI tutorial's `OAuth2PasswordRequestForm` login),
     422 for one that answers them 422. An added status is the pair's failure only
     when the request's body or query string names the account
-    (`login_account_field`); for a request that names none (an OAuth 2 code, refresh
-    or device grant; a form behind HTTP Basic) it counts toward the client's budget
-    alone (`login_client_lockout_after`), never as a backoff or lockout that every
-    such request of the client shares. List a relying party's backend, which
-    exchanges its users' codes, in `never_ban` to exempt it from the budget too;
-    keep 400 out of a token endpoint that serves the device grant (a device polls
-    it every few seconds, `400 authorization_pending`, and would spend its budget
-    within minutes). Client errors (4xx) only, 401 always among them; leaving 403
-    out is reported as a weakening. Any other answer but a 2xx/3xx success neither
-    counts nor clears."""
+    (`login_account_field`), or may name it to the application (a body the guard
+    cannot read, or of another media type than url-encoded, JSON or multipart), or
+    the attempt was let past the client's budget; for a request that names none
+    (an OAuth 2 code, refresh or device grant; a form behind HTTP Basic) it counts
+    toward the client's budget alone (`login_client_lockout_after`), never as a
+    backoff or lockout that every such request of the client shares. List a relying
+    party's backend, which exchanges its users' codes, in `never_ban` to exempt it
+    from the budget too; keep 400 out of a token endpoint that serves the device
+    grant (a device polls it every few seconds, `400 authorization_pending`, and
+    would spend its budget within minutes). Client errors (4xx) only, 401 always
+    among them; leaving 403 out is reported as a weakening. Any other answer but a
+    2xx/3xx success neither counts nor clears."""
 
     login_lockout_after: int = Field(default=DEFAULT_LOCKOUT_AFTER, ge=1)
     login_lockout_seconds: float = Field(default=DEFAULT_LOCKOUT_SECONDS, gt=0)
@@ -156,7 +158,9 @@ class RateLimitSettings(LayerSettings):
     until the window ends: the bound on guesses wherever the guard and the
     application read the account differently. Clients behind one address share it,
     but an account that logged in from it within the window may still try (under
-    its own backoff and lockout), and `never_ban` networks have no budget."""
+    its own backoff and lockout) when the body or query string names it (not the
+    user-id of an `Authorization: Basic` header alone), and `never_ban` networks
+    have no budget."""
 
     ban_enabled: bool = True
     """Ban clients that pile up refusals (needs the `JailSink` registered; `Shield`
