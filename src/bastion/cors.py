@@ -69,7 +69,6 @@ and 7 (origin serialisation, `Origin`); RFC 9110 sections 5.6.2 (token) and 12.5
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -84,7 +83,7 @@ from pydantic import (
 )
 
 from bastion.events import KIND_MALICIOUS_CORS, EventEmitter
-from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, parse_origin
+from bastion.hosts import DEFAULT_PORTS, Origin, host_matches, is_loopback_host, parse_origin
 from bastion.responses import Refuser
 from bastion.sections import LayerSettings
 from bastion.stages import EDIT, Flow, HeaderEdit, Hook, run_stages
@@ -302,16 +301,6 @@ OriginRule = Annotated[
 canonical string, from which it validates again."""
 
 
-def _is_loopback_host(host: str) -> bool:
-    """`localhost`, a name under it (RFC 6761 section 6.3), or a loopback address."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def normalise_method(text: str) -> str:
     """A configured method as browsers send it (Fetch "normalize a method")."""
     if not _TOKEN.match(text) or text == "*":
@@ -459,7 +448,7 @@ class CORSSettings(LayerSettings):
                 f"allow_origins={rule.serialise()} (with credentials)"
                 for rule in self.allow_origins
                 if rule.scheme == "http"
-                and not _is_loopback_host(rule.host if isinstance(rule, Origin) else rule.suffix)
+                and not is_loopback_host(rule.host if isinstance(rule, Origin) else rule.suffix)
             )
         if self.allow_private_network:
             found.append("allow_private_network=true")

@@ -133,3 +133,20 @@ def host_matches(pattern: str, host: str) -> bool:
         suffix = pattern[1:]  # ".example.com"
         return host.endswith(suffix) and len(host) > len(suffix) and not host.startswith("[")
     return host == pattern
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, a name under it (RFC 6761 section 6.3), or a loopback address,
+    bracketed or not. An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is judged as
+    the IPv4 address it maps, so the answer is the same on every Python (3.13's
+    `is_loopback` says yes to it, 3.11's no)."""
+    host = host.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

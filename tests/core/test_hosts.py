@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.hosts import HostPort, Origin, parse_host_header, parse_origin
+from bastion.hosts import HostPort, Origin, is_loopback_host, parse_host_header, parse_origin
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,27 @@ def test_origin_round_trip(host: str, port: int) -> None:
     origin = parse_origin(f"https://{host}:{port}")
     assert origin is not None
     assert parse_origin(origin.serialise()) == origin
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        pytest.param("localhost", True, id="loopback-localhost"),
+        pytest.param("LOCALHOST", True, id="loopback-localhost-upper-case"),
+        pytest.param("app.localhost", True, id="loopback-under-localhost"),
+        pytest.param("127.0.0.2", True, id="loopback-ipv4"),
+        pytest.param("[::1]", True, id="loopback-ipv6-bracketed"),
+        pytest.param("::1", True, id="loopback-ipv6"),
+        # The same answer on every Python: 3.13's `is_loopback` says yes to an
+        # IPv4-mapped loopback, 3.11's said no.
+        pytest.param("::ffff:127.0.0.1", True, id="loopback-ipv4-mapped"),
+        pytest.param("[::ffff:7f00:1]", True, id="loopback-ipv4-mapped-hex-bracketed"),
+        pytest.param("::ffff:10.0.0.1", False, id="not-loopback-ipv4-mapped-private"),
+        pytest.param("localhost.evil.example", False, id="not-loopback-localhost-prefix"),
+        pytest.param("evillocalhost", False, id="not-loopback-localhost-suffix-no-dot"),
+        pytest.param("10.0.0.1", False, id="not-loopback-private"),
+        pytest.param("", False, id="not-loopback-empty"),
+    ],
+)
+def test_is_loopback_host(host: str, expected: bool) -> None:
+    assert is_loopback_host(host) is expected

@@ -237,16 +237,11 @@ def parse_threshold(value: str) -> Threshold:
 
 
 def _is_loopback_url(url: str) -> bool:
-    import ipaddress
     from urllib.parse import urlsplit
 
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    from bastion.hosts import is_loopback_host
+
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def run_deps(

@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from bastion.exceptions import ConfigurationError
+from bastion.hosts import is_loopback_host
 from bastion.settings import secrets_sources
 
 DEMO_ENV_PREFIX: Final = "BASTION_DEMO__"
@@ -116,6 +117,7 @@ class DemoSettings(BaseSettings):
     @field_validator("host")
     @classmethod
     def _loopback_only(cls, value: str) -> str:
-        if not ipaddress.ip_address(value).is_loopback:
+        ipaddress.ip_address(value)  # an address, not a name: refused with pydantic's error
+        if not is_loopback_host(value):
             raise ValueError("the demo binds to a loopback address only")
         return value

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,7 +34,7 @@ from bastion.audit.findings import SEVERITIES
 from bastion.cors import OriginPattern
 from bastion.headers.csp import FALLBACKS, NONCE_SOURCE, resolve_directives
 from bastion.headers.policy import HeaderPolicy, merge_route
-from bastion.hosts import parse_origin
+from bastion.hosts import is_loopback_host, parse_origin
 from bastion.settings import Settings, weak_secret_key
 
 # A trusted-proxy network this wide or wider holds far more than a proxy fleet:
@@ -176,16 +176,6 @@ def _opt_out_findings(settings: Settings) -> Iterator[DeployFinding]:
 # --- value checks --------------------------------------------------------------------
 
 
-def _is_loopback_host(host: str) -> bool:
-    """`localhost`, a name under it (RFC 6761 section 6.3), or a loopback address."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _size(n: int) -> str:
     for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= factor:
@@ -299,7 +289,7 @@ def check_store(settings: Settings, context: DeployContext) -> Iterator[DeployFi
         return
     if not scheme.startswith("redis"):
         return  # SQLite: one file on one host, shared by its workers
-    if not scheme.startswith("rediss") and not _is_loopback_host(parts.hostname or ""):
+    if not scheme.startswith("rediss") and not is_loopback_host(parts.hostname or ""):
         yield finding("store.W002", "store.url")
     # redis-py also takes the password as a query parameter (`?password=`).
     if not parts.password and "password" not in parse_qs(parts.query):
@@ -333,7 +323,7 @@ def check_websocket(settings: Settings, context: DeployContext) -> Iterator[Depl
     # only its plain-HTTP entries are judged.
     for text in websocket.allowed_origins:
         origin = parse_origin(text)
-        if origin is not None and origin.scheme == "http" and not _is_loopback_host(origin.host):
+        if origin is not None and origin.scheme == "http" and not is_loopback_host(origin.host):
             shown = f"websocket.allowed_origins={text}"
             yield finding("websocket.W003", "websocket.allowed_origins", shown)
     if websocket.default_access == "public":
