@@ -10,9 +10,6 @@ raw, Starlette or FastAPI app; the HTTP requests on the same paths are unchanged
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,17 +23,16 @@ from bastion.auth.policy import decide, decide_handshake
 from bastion.auth.principal import Principal, set_principal
 from bastion.events import EventEmitter
 from bastion.responses import WS_POLICY_VIOLATION
-from bastion.types import ASGIApp, Message, Receive, Scope, Send
+from bastion.types import ASGIApp, Receive, Scope, Send
 from tests.auth.apps import FRAMEWORKS, call
 from tests.auth.harness import auth_settings, claims, clock, sign
 from tests.auth.test_policy_unlisted import ROUTE_SETS as UNLISTED_ROUTE_SETS
 from tests.conftest import RecordingSink
 from tests.core.test_routes_prefixes import PATHS
+from tests.support.websocket import ACCEPTED, answer_status, first_message, handshake_scope
 
 pytestmark = pytest.mark.anyio
 
-WAIT_SECONDS = 2.0
-ACCEPTED = 101  # what `handshake` answers for an accepted socket (the 101 a server sends)
 ADMIN_ONLY = "roles:admin"
 # Typed as access tokens (RFC 9068 `at+jwt`), which every JWT setting accepts.
 TOKENS = {
@@ -104,47 +100,14 @@ async def handshake(
     """Open a socket with a hand-built `websocket` scope: `ACCEPTED` when the app
     accepted it, else the refusal's HTTP status (the close code when the server offers
     no denial response)."""
-    scope: dict[str, Any] = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query,
-        "headers": [(b"host", b"testserver"), *(headers or [])],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "subprotocols": subprotocols or [],
-        "extensions": {"websocket.http.response": {}} if denial_response else {},
-    }
-    messages: list[Message] = []
-    connected = False
-    done = asyncio.Event()
-
-    async def receive() -> Message:
-        nonlocal connected
-        if not connected:
-            connected = True
-            return {"type": "websocket.connect"}
-        await done.wait()  # the client stays until the app has answered
-        return {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: Message) -> None:
-        messages.append(dict(message))
-        if message["type"] in ("websocket.close", "websocket.http.response.body"):
-            done.set()
-
-    async with asyncio.timeout(WAIT_SECONDS):
-        await app(scope, receive, send)
-    first = messages[0]
-    if first["type"] == "websocket.accept":
-        return ACCEPTED
-    if first["type"] == "websocket.close":
-        return int(first["code"])
-    assert first["type"] == "websocket.http.response.start", first
-    return int(first["status"])
+    scope = handshake_scope(
+        path,
+        headers=headers or (),
+        query=query,
+        subprotocols=subprotocols or (),
+        denial_response=denial_response,
+    )
+    return answer_status(await first_message(app, scope))[0]
 
 
 def _stack(framework: str, routes: dict[str, str], deny: bool, sink: RecordingSink) -> ASGIApp:

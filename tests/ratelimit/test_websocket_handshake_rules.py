@@ -22,11 +22,9 @@ Rates are per hour, so that Redis's own clock cannot refill a bucket mid-test.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 
@@ -37,7 +35,7 @@ from bastion.responses import WS_TRY_AGAIN_LATER
 from bastion.settings import Settings
 from bastion.shield import Shield
 from bastion.stores import MemoryStore, Store
-from bastion.types import ASGIApp, Message
+from bastion.types import ASGIApp
 from tests.auth.test_policy_websocket import make_socket_app
 from tests.conftest import RecordingSink
 from tests.ratelimit.harness import ATTACKER, USER
@@ -45,11 +43,11 @@ from tests.ratelimit.harness import request as http_request
 from tests.ratelimit.test_sync_path import OverriddenStore
 from tests.shield.test_fused import SECRET_KEYS
 from tests.support.clock import FakeClock
+from tests.support.websocket import ACCEPTED, answer_status, first_message, handshake_scope
 
 pytestmark = pytest.mark.anyio
 
-WAIT_SECONDS = 2.0
-OPEN = 101  # what `handshake` answers for an accepted socket (the 101 a server sends)
+OPEN = ACCEPTED
 REFUSED = 429
 THIRD = ("192.0.2.77", 45000)  # a client that only sends HTTP requests
 STORES = ("memory", "memory-awaited", "redis")
@@ -97,47 +95,8 @@ async def handshake(
     """Open a socket with a hand-built `websocket` scope: `OPEN` when the app accepted
     it, else the refusal's HTTP status and headers (the close code when the server
     offers no denial response)."""
-    scope: dict[str, Any] = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": client,
-        "server": ("testserver", 80),
-        "subprotocols": [],
-        "extensions": {"websocket.http.response": {}} if denial_response else {},
-    }
-    messages: list[Message] = []
-    connected = False
-    done = asyncio.Event()
-
-    async def receive() -> Message:
-        nonlocal connected
-        if not connected:
-            connected = True
-            return {"type": "websocket.connect"}
-        await done.wait()  # the client stays until the app has answered
-        return {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: Message) -> None:
-        messages.append(dict(message))
-        if message["type"] in ("websocket.close", "websocket.http.response.body"):
-            done.set()
-
-    async with asyncio.timeout(WAIT_SECONDS):
-        await app(scope, receive, send)
-    first = messages[0]
-    if first["type"] == "websocket.accept":
-        return OPEN, {}
-    if first["type"] == "websocket.close":
-        return int(first["code"]), {}
-    assert first["type"] == "websocket.http.response.start", first
-    return int(first["status"]), dict(first.get("headers", []))
+    scope = handshake_scope(path, client=client, denial_response=denial_response)
+    return answer_status(await first_message(app, scope))
 
 
 async def http_get_statuses(app: ASGIApp, path: str, count: int) -> list[int]:
