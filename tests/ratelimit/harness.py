@@ -11,6 +11,8 @@ so the rest of every request goes through raw ASGI, Starlette or FastAPI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -113,3 +115,26 @@ async def request(
 ) -> httpx.Response:
     async with asgi_client(app, client=client) as http:
         return await http.request(method, path, **kwargs)
+
+
+@contextlib.contextmanager
+def django_asgi(urlconf: object) -> Iterator[ASGIApp]:
+    """Django's own ASGI handler serving `urlconf` (an object with `urlpatterns`), with
+    no middleware (no CSRF check: the views are reached as the layer lets them) and
+    UTF-8 as its default charset, for the differential tests of the login guard."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(DEBUG=False, SECRET_KEY="t" * 50)
+        django.setup()
+    from django.core.handlers.asgi import ASGIHandler
+    from django.test import override_settings
+
+    with override_settings(
+        ROOT_URLCONF=urlconf,
+        ALLOWED_HOSTS=["testserver"],
+        MIDDLEWARE=[],
+        DEFAULT_CHARSET="utf-8",
+    ):
+        yield ASGIHandler()

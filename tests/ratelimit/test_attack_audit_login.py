@@ -91,7 +91,7 @@ from bastion.ratelimit.login import (
 from bastion.ratelimit.middleware import MAX_LOGIN_MESSAGES
 from bastion.stores.redis import RedisStore
 from bastion.types import ASGIApp, Message, Receive, Scope, Send
-from tests.ratelimit.harness import ATTACKER, USER, request
+from tests.ratelimit.harness import ATTACKER, USER, django_asgi, request
 from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
 from tests.support.stores import SwitchableStore
@@ -421,23 +421,9 @@ class DjangoLogin:
 
 @pytest.fixture
 def django_login() -> Iterator[tuple[DjangoLogin, ASGIApp]]:
-    import django
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(DEBUG=False, SECRET_KEY="t" * 50)
-        django.setup()
-    from django.core.handlers.asgi import ASGIHandler
-    from django.test import override_settings
-
     views = DjangoLogin()
-    with override_settings(
-        ROOT_URLCONF=views,
-        ALLOWED_HOSTS=["testserver"],
-        MIDDLEWARE=[],  # no CSRF check: the views are reached as the layer lets them
-        DEFAULT_CHARSET="utf-8",
-    ):
-        yield views, ASGIHandler()
+    with django_asgi(views) as handler:
+        yield views, handler
 
 
 def starlette_json_login(seen: list[str]) -> ASGIApp:

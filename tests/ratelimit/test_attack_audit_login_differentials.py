@@ -60,7 +60,7 @@ from bastion.ratelimit.login import (
 )
 from bastion.ratelimit.reasons import REASON_LOGIN_LOCKED, REASON_LOGIN_THROTTLED
 from bastion.types import ASGIApp
-from tests.ratelimit.harness import ATTACKER, USER, request
+from tests.ratelimit.harness import ATTACKER, USER, django_asgi, request
 from tests.support.clock import FakeClock
 from tests.support.stores import SwitchableStore
 
@@ -299,23 +299,9 @@ class DjangoLogin:
 
 @pytest.fixture
 def django_login() -> Iterator[tuple[DjangoLogin, ASGIApp]]:
-    import django
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(DEBUG=False, SECRET_KEY="t" * 50)
-        django.setup()
-    from django.core.handlers.asgi import ASGIHandler
-    from django.test import override_settings
-
     views = DjangoLogin()
-    with override_settings(
-        ROOT_URLCONF=views,
-        ALLOWED_HOSTS=["testserver"],
-        MIDDLEWARE=[],  # no CSRF check: the view is reached as the layer lets it
-        DEFAULT_CHARSET="utf-8",
-    ):
-        yield views, ASGIHandler()
+    with django_asgi(views) as handler:
+        yield views, handler
 
 
 def _part(boundary: bytes, name: bytes, value: bytes) -> bytes:
