@@ -169,7 +169,7 @@ async def test_a_wsgi_app_sees_no_underscore_claim() -> None:
         return [b"ok"]
 
     app = TransportMiddleware(
-        WsgiToAsgi(wsgi),
+        WsgiToAsgi(wsgi),  # type: ignore[no-untyped-call]  # asgiref ships no annotations here
         TransportSettings(allowed_hosts=("bank.example",), insecure_allow_http=True),
     )
     async with asgi_client(app, base_url="http://bank.example", client=(CLIENT, 5000)) as client:
