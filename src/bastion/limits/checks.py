@@ -111,9 +111,11 @@ class RequestHead:
 
         Normalised exactly as the frameworks' parsers do (the part before the first
         `;`, decoded as latin-1, `str.strip()`, lower-cased: `email.message` for
-        FastAPI, python-multipart for Starlette). `str.strip()` also removes
-        `\xa0` and `\x1c`-`\x1f`, so a stricter strip here would let
-        `application/json\xa0` reach FastAPI's JSON parser unscanned.
+        FastAPI and Django, python-multipart for Starlette). `str.strip()` also
+        removes `\xa0` and `\x1c`-`\x1f`, so a stricter strip here would let
+        `application/json\xa0` reach FastAPI's JSON parser unscanned. Django also
+        cuts at an `=` before the first `;`, where the others do not: a body whose
+        media type holds one is refused (`_plan_for`).
         """
         return _media_type(self.content_type)
 
@@ -310,8 +312,24 @@ def plan_body(head: RequestHead, limits: BodyLimits) -> BodyPlan:
 
 
 def _plan_for(content_type: bytes | None, limits: BodyLimits) -> BodyPlan:
-    """`plan_body` of a head whose `Content-Type` lines agree on `content_type`."""
+    """`plan_body` of a head whose `Content-Type` lines agree on `content_type`.
+
+    A media type that holds an `=` is refused (`REASON_CONTENT_TYPE_INVALID`), as
+    lines that disagree are: parsers disagree on where it ends, so the layer cannot
+    tell which parser runs. Django (`parse_header_parameters`, through
+    `email.message`'s `get_params`) cuts it at the `=` when a `;` follows, so
+    `multipart/form-data=x; boundary=B` is a multipart body to it, whose parts the
+    layer counted as none; FastAPI (`Message.get_content_type`) and python-multipart
+    (Starlette) cut it at the `;` alone, so `application/x-www-form-urlencoded=+json;
+    a=b` is JSON to FastAPI and a form to Django. No media type holds one (RFC 9110
+    section 8.3.1: `type "/" subtype`, both tokens), so nothing legitimate is lost.
+    Without an `=` every reading agrees with `_media_type`: a `"` before the first
+    `;` (where `email.message`, which skips a `;` inside quotes, may cut later) is in
+    every reading, and none is a type a framework parses.
+    """
     media_type = _media_type(content_type)
+    if media_type is not None and "=" in media_type:
+        return _PLAN_CONTENT_TYPE_INVALID
     if not limits.content_types.allows(media_type):
         return _PLAN_CONTENT_TYPE_NOT_ALLOWED
     if media_type is None or is_json_media_type(media_type):

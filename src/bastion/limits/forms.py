@@ -23,7 +23,8 @@ use, or an attacker could hide parts from them. So both err on the side of count
   file. A delimiter after the closing one is refused as malformed.
 
 References: RFC 7578 https://www.rfc-editor.org/rfc/rfc7578 (multipart/form-data);
-RFC 2046 section 5.1.1 (boundary grammar); WHATWG URL section 5.1
+RFC 2046 section 5.1.1 (boundary grammar); RFC 2231 sections 3 and 4 (parameter
+continuations and charsets, refused beside a boundary); WHATWG URL section 5.1
 (application/x-www-form-urlencoded); werkzeug `sansio/multipart.py` (a sans-IO
 decoder, the model for the states below).
 """
@@ -53,22 +54,43 @@ _BOUNDARY: Final = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,
 # RFC 9110 section 5.6.6: parameter = parameter-name "=" parameter-value, where the
 # value is a token or a quoted-string.
 _TOKEN: Final = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# Narrower than the RFC on purpose (see `parse_boundary`): a name is a token without
+# `*` (no RFC 2231 parameter), a quoted string holds no backslash (no quoted-pair).
+_NAME: Final = rb"[!#$%&'+.^_`|~0-9A-Za-z-]+"
 _PARAMETER: Final = re.compile(
-    rb"[ \t]*;[ \t]*(" + _TOKEN + rb")=(" + _TOKEN + rb'|"(?:[^"\\]|\\.)*")[ \t]*'
+    rb"[ \t]*;[ \t]*(" + _NAME + rb")=(" + _TOKEN + rb'|"[^"\\]*")[ \t]*'
 )
 _FILENAME: Final = b"filename"  # `filename=` and `filename*=` (RFC 7578 section 4.2)
 _HEADER_ENDS: Final = (b"\r\n\r\n", b"\n\n")
 
 
 def parse_boundary(content_type: bytes) -> bytes | None:
-    """The multipart boundary of a `Content-Type` value, or None if it is unusable.
+    r"""The multipart boundary of a `Content-Type` value, or None if it is unusable.
 
     Strict on purpose: the parameters must parse, `boundary` must appear exactly once
     and match RFC 2046. A lenient guess could pick a different boundary than the
     application's parser, and count the parts of a body the application never sees.
+    Django reads the parameters through `email.message` (`parse_header_parameters`),
+    and this grammar must never read them apart from it, so it refuses two more:
+
+    * an RFC 2231 parameter, any name with a `*` (RFC 2231 sections 3 and 4):
+      `email.message` joins `boundary*0=C` (or `boundary*=utf-8''C`) into the
+      boundary `C`, which replaces `boundary=B` wherever it stands, so Django split
+      the body at a boundary the layer never counted at (python-multipart ignores
+      them; no browser or HTTP client sends one);
+    * a backslash in the parameters (a quoted-pair), or a `"` before the first
+      `;`: `email.message` finds where a quoted value ends by counting `"` less
+      `\"`, so after `a="x\\"` a quote is still open to it, the `; boundary=B`
+      that follows is inside the value of `a`, and a `boundary=C` further on,
+      inside a quoted value here, is its boundary. Without either, it cuts at
+      every `;` this grammar cuts at.
+
+    A `*` in a name and a backslash in a value fail `_PARAMETER` itself: an
+    ordinary `Content-Type` pays one more search, for a `"` before the first `;`.
     """
     semicolon = content_type.find(b";")
-    if semicolon == -1:
+    # A backslash after it, and a `*` in a name, fail `_PARAMETER`.
+    if semicolon == -1 or content_type.find(b'"', 0, semicolon) != -1:
         return None
     position = semicolon
     rest = content_type.rstrip(b" \t")
@@ -84,10 +106,7 @@ def parse_boundary(content_type: bytes) -> bytes | None:
             return None
         value = match.group(2)
         if value.startswith(b'"'):
-            # No bchar needs escaping, and parsers disagree on unescaping (python-
-            # multipart keeps `\a` as is): a backslash could split our view from theirs.
-            if b"\\" in value:
-                return None
+            # No bchar needs escaping, and `_PARAMETER` lets no backslash in.
             value = value[1:-1]
         boundary = value
     if boundary is None or not _BOUNDARY.match(boundary):
