@@ -310,3 +310,39 @@ async def test_a_revocation_list_outage_refuses_the_handshake_as_the_header_path
         for rec in sink.records
         if rec["layer"] != "shield"  # its start-up event
     ] == [(GUARD, r.REASON_STORE_DOWN, KIND_SYS_AVAILABILITY)]
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "opens"),
+    [
+        pytest.param(float("nan"), False, id="ws-bearer-verdict-expiry-nan"),
+        pytest.param(float("inf"), False, id="ws-bearer-verdict-expiry-infinite"),
+        pytest.param(None, True, id="ws-bearer-verdict-no-expiry-ok"),
+        pytest.param(4_000_000_000.0, True, id="ws-bearer-verdict-finite-expiry-ok"),
+    ],
+)
+async def test_a_verdict_whose_expiry_is_not_a_time_is_refused(
+    sink: RecordingSink, expires_at: float | None, opens: bool
+) -> None:
+    """A verifier of one's own that answers `expires_at=NaN` (never past the clock, so
+    the socket would never expire) or infinity is refused as `bearer-invalid`, not
+    trusted for ever; no expiry, or a real time, opens the socket."""
+    from bastion.websocket import BearerVerdict
+    from tests.websocket.test_middleware import guard
+
+    async def verify(untrusted_token: str) -> BearerVerdict:
+        return BearerVerdict(principal="alice", expires_at=expires_at)
+
+    layer = guard(EventEmitter([sink]))
+    layer.bearer_verifier = verify
+    scope = ws_scope()
+    scope["subprotocols"] = ["bearer", "token-for-alice-0123456789"]
+    if opens:
+        async with connected(layer, scope):
+            pass
+        assert [rec["reason"] for rec in sink.records if rec["action"] == "blocked"] == []
+        return
+    assert await refused(layer, scope) == 1008
+    assert [rec["reason"] for rec in sink.records if rec["action"] == "blocked"] == [
+        r.REASON_BEARER_INVALID
+    ]

@@ -78,6 +78,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import operator
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -199,8 +200,8 @@ class BearerVerdict:
     `principal` None refuses the token (`bearer-invalid`), and `reason` (the
     verifier's own, such as `jwt-revoked-jti`) goes to the event's details. An
     accepted token may bound the socket's life as it bounds the token's: past
-    `expires_at` (by the guard's clock, leeway included) the watcher closes the
-    socket (`bearer-expired`), and once `revocation_key` is set in
+    `expires_at` (by the guard's clock, leeway included; a finite time, NaN or
+    infinity refuses the token) the watcher closes the socket (`bearer-expired`), and once `revocation_key` is set in
     `revocation_store` (None: the guard's store) it closes it too
     (`bearer-revoked`), read once per watcher tick. Without either, a bearer socket
     lives as long as its session, bans and idle timeout allow, as before. `Shield`
@@ -1011,6 +1012,10 @@ class WebSocketGuardMiddleware:
         verified = await self.bearer_verifier(untrusted_token)
         if isinstance(verified, BearerVerdict):
             if verified.principal is None:
+                return r.REASON_BEARER_INVALID, None, verified
+            if verified.expires_at is not None and not math.isfinite(verified.expires_at):
+                # NaN would never compare past the clock, so the socket would never
+                # expire: a verifier's bug is refused, not trusted for ever.
                 return r.REASON_BEARER_INVALID, None, verified
             return "", verified.principal, verified
         if verified is None:
