@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bastion.events import KIND_AUTHN_FAIL, EventEmitter
+from bastion.events import KIND_AUTHN_FAIL, KIND_SYS_AVAILABILITY, EventEmitter
 from bastion.sessions import Session, SessionMiddleware, SessionSettings, store_key
 from bastion.signing import Signer
 from bastion.stores.base import Store
@@ -378,15 +378,17 @@ async def test_the_handshake_fails_closed_when_the_session_cannot_be_read(
     sink: RecordingSink,
 ) -> None:
     """ws-ticket-session-check-store-down: a bound ticket whose session the store
-    cannot confirm opens no socket (authentication fails closed)."""
+    cannot confirm opens no socket (authentication fails closed), answered as an
+    outage (close 1013, `sys_availability`), as a bearer whose revocation list cannot
+    be read is, not as the caller's fault."""
     clock = FakeClock()
     store = SwitchableStore(clock=clock)
     stack = Stack(store, clock, sink)
     cookie = await stack.login("alice")
     ticket = await stack.ticket(cookie)
     store.down = True
-    assert await refused(stack.asgi, stack.socket(ticket)) == 1008
-    assert only(sink, r.REASON_STORE_DOWN)["kind"] == KIND_AUTHN_FAIL
+    assert await refused(stack.asgi, stack.socket(ticket)) == 1013
+    assert only(sink, r.REASON_STORE_DOWN)["kind"] == KIND_SYS_AVAILABILITY
 
 
 async def test_a_ticket_never_carries_the_session_id(stack: Stack) -> None:

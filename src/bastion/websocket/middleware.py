@@ -201,8 +201,9 @@ class BearerVerdict:
     verifier's own, such as `jwt-revoked-jti`) goes to the event's details. An
     accepted token may bound the socket's life as it bounds the token's: past
     `expires_at` (by the guard's clock, leeway included; a finite time, NaN or
-    infinity refuses the token) the watcher closes the socket (`bearer-expired`), and once `revocation_key` is set in
-    `revocation_store` (None: the guard's store) it closes it too
+    infinity refuses the token) the watcher closes the socket (`bearer-expired`), and
+    once `revocation_key` is set in `revocation_store` (None: the guard's store) it
+    closes it too
     (`bearer-revoked`), read once per watcher tick. Without either, a bearer socket
     lives as long as its session, bans and idle timeout allow, as before. `Shield`
     fills them in from the authentication layer's JWT verifier."""
@@ -944,6 +945,14 @@ class WebSocketGuardMiddleware:
                 reason, principal, ticket_session = await self._check_ticket(
                     untrusted_tickets, sessions
                 )
+                if reason == r.REASON_STORE_DOWN:
+                    # The store cannot vouch for the ticket: fail closed, answered as an
+                    # outage (503, or 1013), as for a bearer, not as the caller's fault.
+                    if await self._refuse(
+                        scope, send, 503, KIND_SYS_AVAILABILITY, r.REASON_STORE_DOWN
+                    ):
+                        return None
+                    reason = ""  # monitor-only: reported, and the socket has no caller
             elif session_user is not None:
                 # The authentication layer's principal for this session user (with
                 # its roles) stays; the guard's own stands in when no such layer ran.
